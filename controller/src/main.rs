@@ -1,1 +1,51 @@
-fn main() {}
+//! `gantry`: hosted Kubernetes control planes for private clouds.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod bundle_dir;
+mod cli;
+
+#[derive(Parser)]
+#[command(
+    name = "gantry",
+    version,
+    about = "Hosted Kubernetes control planes for private clouds"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Issue, renew and inspect a tenant's PKI (kubeadm layout).
+    #[command(subcommand)]
+    Pki(cli::pki::PkiCommand),
+    /// Create bootstrap tokens and sign cluster-info with them.
+    #[command(subcommand)]
+    Token(cli::token::TokenCommand),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Pki(command) => cli::pki::run(command),
+        Command::Token(command) => cli::token::run(command),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err}");
+            err.exit_code()
+        }
+    }
+}

@@ -174,6 +174,22 @@ pub const SA_PUB: &str = "pki/sa.pub";
 /// discovery: one cluster named "", no users, no contexts.
 pub const CLUSTER_INFO: &str = "cluster-info.conf";
 
+/// Every file of a bundle, in kubeadm's layout.
+pub fn all_paths() -> Vec<String> {
+    let mut paths = Vec::new();
+    for base in CAS
+        .iter()
+        .map(|c| c.base)
+        .chain(LEAVES.iter().map(|l| l.base))
+    {
+        paths.push(crt(base));
+        paths.push(key(base));
+    }
+    paths.extend([SA_KEY, SA_PUB, CLUSTER_INFO].map(String::from));
+    paths.extend(KUBECONFIGS.iter().map(|k| k.file.to_string()));
+    paths
+}
+
 pub fn ca_profile(authority: Authority) -> &'static CaProfile {
     CAS.iter()
         .find(|ca| ca.authority == authority)

@@ -1,0 +1,157 @@
+//! A PKI bundle on disk: read the files gantry knows, write new ones without
+//! ever leaving a half-written file behind.
+//!
+//! Writing stages every changed file in a temporary folder beside the target
+//! (same file system) and then renames: a new target folder appears whole in
+//! one rename; in an existing folder each changed file is replaced by an
+//! atomic rename, so every file is always either its old or its new version.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use gantry_pki::{FileSet, PkiBundle, catalog};
+
+/// Why a bundle folder could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleDirError {
+    #[error("--out {path:?}: {reason}")]
+    Unwritable { path: PathBuf, reason: String },
+    #[error("{path:?}: {reason}")]
+    Unreadable { path: PathBuf, reason: String },
+}
+
+/// Reads the catalog's files that exist under `dir` (none if `dir` does not exist).
+pub fn read_bundle(dir: &Path) -> Result<FileSet, BundleDirError> {
+    let mut files = FileSet::new();
+    if !dir.exists() {
+        return Ok(files);
+    }
+    if !dir.is_dir() {
+        return Err(BundleDirError::Unreadable {
+            path: dir.into(),
+            reason: "exists and is not a folder".into(),
+        });
+    }
+    for relative in catalog::all_paths() {
+        let path = dir.join(&relative);
+        match fs::read(&path) {
+            Ok(contents) => {
+                files.insert(relative, contents);
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(BundleDirError::Unreadable {
+                    path,
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// Writes the files of `bundle` that differ from `existing` into `dir`.
+/// Secret files get mode 0600, the others 0644. Returns the paths written.
+pub fn write_bundle(
+    dir: &Path,
+    bundle: &PkiBundle,
+    existing: &FileSet,
+) -> Result<Vec<String>, BundleDirError> {
+    let changed: Vec<(&str, &gantry_pki::PkiFile)> = bundle
+        .files()
+        .filter(|(path, file)| existing.get(*path) != Some(&file.contents))
+        .collect();
+    if changed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let unwritable = |reason: String| BundleDirError::Unwritable {
+        path: dir.into(),
+        reason,
+    };
+    if dir.exists() && !dir.is_dir() {
+        return Err(unwritable("exists and is not a folder".into()));
+    }
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&parent)
+        .map_err(|e| unwritable(format!("cannot create {}: {e}", parent.display())))?;
+    let staging = Staging::new(&parent, dir)
+        .map_err(|e| unwritable(format!("cannot write beside it: {e}")))?;
+    for (path, file) in &changed {
+        staging
+            .write(path, &file.contents, file.secret)
+            .map_err(|e| unwritable(format!("cannot write {path}: {e}")))?;
+    }
+    if dir.exists() {
+        for (path, _) in &changed {
+            let target = dir.join(path);
+            if let Some(folder) = target.parent() {
+                create_dir(folder)
+                    .map_err(|e| unwritable(format!("cannot create {}: {e}", folder.display())))?;
+            }
+            fs::rename(staging.path.join(path), &target)
+                .map_err(|e| unwritable(format!("cannot replace {path}: {e}")))?;
+        }
+    } else {
+        fs::rename(&staging.path, dir).map_err(|e| unwritable(e.to_string()))?;
+    }
+    Ok(changed
+        .into_iter()
+        .map(|(path, _)| path.to_string())
+        .collect())
+}
+
+/// A temporary folder that removes itself unless it was renamed away.
+struct Staging {
+    path: PathBuf,
+}
+
+impl Staging {
+    fn new(parent: &Path, target: &Path) -> io::Result<Self> {
+        let name = target
+            .file_name()
+            .map_or("bundle".into(), |n| n.to_string_lossy().into_owned());
+        let path = parent.join(format!(".{name}.gantry-tmp-{}", std::process::id()));
+        if path.exists() {
+            fs::remove_dir_all(&path)?;
+        }
+        create_dir(&path)?;
+        Ok(Self { path })
+    }
+
+    fn write(&self, relative: &str, contents: &[u8], secret: bool) -> io::Result<()> {
+        let path = self.path.join(relative);
+        if let Some(folder) = path.parent() {
+            create_dir(folder)?;
+        }
+        let mode = if secret { 0o600 } else { 0o644 };
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&path)?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        // The umask may have narrowed the mode; make it exact.
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Creates a folder (mode 0755) unless it exists; an existing one keeps its mode.
+fn create_dir(path: &Path) -> io::Result<()> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    fs::create_dir_all(path)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755))
+}

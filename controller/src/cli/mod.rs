@@ -1,0 +1,48 @@
+//! The `gantry` subcommands. Each returns the exit code for success, or a
+//! [`CliError`] whose one-line message names the flag and value at fault.
+
+use std::process::ExitCode;
+
+pub mod pki;
+pub mod token;
+
+/// Exit status 2: the input was wrong (a flag, a file, an unwritable `--out`).
+const EXIT_BAD_INPUT: u8 = 2;
+/// Exit status 1: the command ran and found a problem (e.g. an expired certificate).
+const EXIT_FAILED: u8 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    InvalidInput(#[from] gantry_pki::InvalidInput),
+    #[error(transparent)]
+    Pki(#[from] gantry_pki::PkiError),
+    #[error(transparent)]
+    BundleDir(#[from] crate::bundle_dir::BundleDirError),
+    #[error("{flag} {value:?}: {reason}")]
+    BadFile {
+        flag: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            CliError::Failed(_) => ExitCode::from(EXIT_FAILED),
+            _ => ExitCode::from(EXIT_BAD_INPUT),
+        }
+    }
+}
+
+/// Reads a file named by a flag; the error names the flag and the path.
+fn read_flag_file(flag: &'static str, path: &std::path::Path) -> Result<Vec<u8>, CliError> {
+    std::fs::read(path).map_err(|e| CliError::BadFile {
+        flag,
+        value: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}

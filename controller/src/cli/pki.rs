@@ -1,0 +1,225 @@
+//! `gantry pki init | check | ca-cert-hash`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use gantry_pki::{Action, Endpoint, KeyAlgorithm, PkiSpec, San, default_namespace};
+use time::{Duration, OffsetDateTime};
+
+use super::{CliError, read_flag_file};
+use crate::bundle_dir;
+
+#[derive(Subcommand)]
+pub enum PkiCommand {
+    /// Write a tenant's PKI and kubeconfigs to DIR; on an existing DIR keep
+    /// the CAs and every valid leaf and reissue only what must change.
+    Init(InitArgs),
+    /// Print every certificate of DIR with its status; exit 1 if any is
+    /// invalid or expired.
+    Check {
+        dir: PathBuf,
+        /// Report certificates with less than this many days left as "renew".
+        #[arg(long, default_value_t = 30)]
+        renew_before_days: i64,
+    },
+    /// Print the `kubeadm join --discovery-token-ca-cert-hash` value of a CA certificate.
+    CaCertHash { file: PathBuf },
+}
+
+#[derive(Args)]
+pub struct InitArgs {
+    /// Tenant name: a DNS-1123 label of at most 40 characters.
+    #[arg(long)]
+    name: String,
+    /// Output folder (created if missing).
+    #[arg(long)]
+    out: PathBuf,
+    /// Service-cluster namespace of the tenant's masters [default: tcp-<name>].
+    #[arg(long)]
+    namespace: Option<String>,
+    /// Where nodes and users reach the apiserver, HOST[:PORT] (port 6443 if omitted)
+    /// [default: kube-apiserver.<namespace>.svc:6443, reachable only inside the service cluster].
+    #[arg(long, value_name = "HOST[:PORT]")]
+    endpoint: Option<String>,
+    /// Extra subject alternative name for the apiserver certificate (repeatable).
+    #[arg(long = "san", value_name = "DNS-OR-IP")]
+    sans: Vec<String>,
+    /// The tenant cluster's Service CIDR.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cidr: String,
+    /// The tenant cluster's DNS domain.
+    #[arg(long, default_value = "cluster.local")]
+    dns_domain: String,
+    /// The service cluster's DNS domain (for the masters' Service names).
+    #[arg(long, default_value = "cluster.local")]
+    service_cluster_domain: String,
+    /// Key algorithm: ecdsa-p256, rsa-2048, rsa-3072 or rsa-4096.
+    #[arg(long, default_value = "ecdsa-p256")]
+    algorithm: String,
+    /// Validity of new CAs, in days.
+    #[arg(long, default_value_t = 3650)]
+    ca_validity_days: i64,
+    /// Validity of new leaf certificates, in days.
+    #[arg(long, default_value_t = 365)]
+    cert_validity_days: i64,
+    /// Reissue leaves with less than this many days left.
+    #[arg(long, default_value_t = 30)]
+    renew_before_days: i64,
+}
+
+pub fn run(command: PkiCommand) -> Result<ExitCode, CliError> {
+    match command {
+        PkiCommand::Init(args) => init(args),
+        PkiCommand::Check {
+            dir,
+            renew_before_days,
+        } => check(&dir, Duration::days(renew_before_days)),
+        PkiCommand::CaCertHash { file } => {
+            let pem = read_flag_file("FILE", &file)?;
+            let hash = gantry_pki::ca_cert_hash(&pem).map_err(|e| CliError::BadFile {
+                flag: "FILE",
+                value: file.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            println!("{hash}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Builds the spec from the flags; every error names its flag and value.
+fn spec_from_args(args: &InitArgs) -> Result<PkiSpec, CliError> {
+    gantry_pki::validate_tenant_name(&args.name)?;
+    let namespace = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| default_namespace(&args.name));
+    let endpoint = match &args.endpoint {
+        Some(value) => Endpoint::parse("endpoint", value)?,
+        None => Endpoint::parse("endpoint", &format!("kube-apiserver.{namespace}.svc"))?,
+    };
+    let mut spec = PkiSpec::new(&args.name, endpoint)?;
+    spec.namespace = namespace;
+    spec.extra_sans = args
+        .sans
+        .iter()
+        .map(|s| San::parse("san", s))
+        .collect::<Result<_, _>>()?;
+    spec.service_cidr = gantry_pki::parse_cidr("service-cidr", &args.service_cidr)?;
+    spec.dns_domain = args.dns_domain.clone();
+    spec.service_cluster_domain = args.service_cluster_domain.clone();
+    spec.algorithm = args.algorithm.parse::<KeyAlgorithm>()?;
+    spec.ca_validity = Duration::days(args.ca_validity_days);
+    spec.leaf_validity = Duration::days(args.cert_validity_days);
+    spec.renew_before = Duration::days(args.renew_before_days);
+    spec.validate()?;
+    Ok(spec)
+}
+
+fn init(args: InitArgs) -> Result<ExitCode, CliError> {
+    let spec = spec_from_args(&args)?;
+    let existing = bundle_dir::read_bundle(&args.out)?;
+    let issued = gantry_pki::issue(&spec, &existing, OffsetDateTime::now_utc())?;
+    let written = bundle_dir::write_bundle(&args.out, &issued.bundle, &existing)?;
+    for decision in &issued.decisions {
+        match &decision.action {
+            Action::Created => println!("created    {}", decision.item),
+            Action::Kept => println!("kept       {}", decision.item),
+            Action::Reissued(reason) => println!("reissued   {}: {reason}", decision.item),
+        }
+    }
+    println!(
+        "{} files written to {}; CA hash {}",
+        written.len(),
+        args.out.display(),
+        issued.bundle.ca_cert_hash()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(dir: &Path, renew_before: Duration) -> Result<ExitCode, CliError> {
+    if !dir.is_dir() {
+        return Err(CliError::BadFile {
+            flag: "DIR",
+            value: dir.display().to_string(),
+            reason: "is not a folder".into(),
+        });
+    }
+    let files = bundle_dir::read_bundle(dir)?;
+    let now = OffsetDateTime::now_utc();
+    let reports = gantry_pki::check(&files, now, renew_before);
+    let rows: Vec<[String; 7]> = reports
+        .iter()
+        .map(|r| {
+            [
+                r.file.clone(),
+                r.subject.clone(),
+                r.issuer.clone(),
+                r.not_after.map_or("-".into(), gantry_pki::rfc3339),
+                r.days_left(now).map_or("-".into(), |d| d.to_string()),
+                r.health.label().to_string(),
+                match r.sans.len() {
+                    0 => "-".into(),
+                    _ => r
+                        .sans
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                },
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "FILE",
+            "SUBJECT",
+            "ISSUER",
+            "NOT AFTER",
+            "DAYS LEFT",
+            "STATUS",
+            "SANS",
+        ],
+        &rows,
+    );
+    let failures: Vec<_> = reports.iter().filter(|r| r.health.is_failure()).collect();
+    for report in &failures {
+        match &report.health {
+            gantry_pki::Health::Invalid(why) => println!("{}: invalid: {why}", report.file),
+            _ => println!("{}: expired", report.file),
+        }
+    }
+    if failures.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(CliError::Failed(format!(
+            "{} of {} entries in {} are invalid or expired",
+            failures.len(),
+            reports.len(),
+            dir.display()
+        )))
+    }
+}
+
+/// Left-aligned columns separated by three spaces, like `kubectl get`.
+fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", padded.join("   ").trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
