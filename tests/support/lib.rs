@@ -1,1 +1,155 @@
+//! Helpers for tests that drive real peers (openssl, etcd, kubectl, helm) and
+//! the real `gantry` binary.
+//!
+//! Tools come from `.tools/bin` (or `$GANTRY_TOOLS_DIR/bin`), filled by
+//! `scripts/install-test-tools`. A missing tool fails the test with a message
+//! that says how to install it; nothing is skipped silently.
 
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// The folder holding the installed test tools.
+pub fn tools_bin() -> PathBuf {
+    match std::env::var_os("GANTRY_TOOLS_DIR") {
+        Some(dir) => PathBuf::from(dir).join("bin"),
+        None => repo_root().join(".tools/bin"),
+    }
+}
+
+/// The path of an installed test tool; panics with install instructions if missing.
+pub fn tool(name: &str) -> PathBuf {
+    let path = tools_bin().join(name);
+    assert!(
+        path.exists(),
+        "{name} is not installed in {}: run scripts/install-test-tools (or set GANTRY_TOOLS_DIR)",
+        tools_bin().display()
+    );
+    path
+}
+
+/// The `gantry` binary of this workspace, built once per test process.
+pub fn gantry_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        // target/<profile>/deps/<test-binary> -> target/<profile>
+        let exe = std::env::current_exe().expect("test binary path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>/deps");
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut build = Command::new(cargo);
+        build
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "gantry-controller",
+                "--bin",
+                "gantry",
+            ])
+            .current_dir(repo_root());
+        if release {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build");
+        assert!(status.success(), "cargo build of the gantry binary failed");
+        let bin = profile_dir.join("gantry");
+        assert!(bin.exists(), "{} missing after cargo build", bin.display());
+        bin
+    })
+}
+
+/// `gantry ARGS…`, captured.
+pub fn gantry(args: &[&str]) -> Output {
+    Command::new(gantry_bin())
+        .args(args)
+        .output()
+        .expect("run gantry")
+}
+
+/// Runs a command and returns stdout; panics with stderr when it fails.
+pub fn run_ok(command: &mut Command) -> String {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed ({}):\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("utf-8 output")
+}
+
+/// Writes a fresh tenant PKI with `gantry pki init` and returns its folder.
+pub fn pki_init(dir: &Path, name: &str, extra_args: &[&str]) -> PathBuf {
+    let out = dir.join(name);
+    let out_str = out.to_str().expect("utf-8 path");
+    let mut args = vec!["pki", "init", "--name", name, "--out", out_str];
+    args.extend_from_slice(extra_args);
+    let output = gantry(&args);
+    assert!(
+        output.status.success(),
+        "gantry {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    out
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+/// Polls `check` until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// A child process killed when dropped, so a failing test leaves no server behind.
+pub struct KillOnDrop(pub Child);
+
+impl KillOnDrop {
+    pub fn spawn(command: &mut Command) -> Self {
+        let child = command
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {command:?}: {e}"));
+        KillOnDrop(child)
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
