@@ -158,10 +158,10 @@ fn inspect_kubeconfig(
             if !cert::key_matches(&key, &info) {
                 return Err("client key does not match the client certificate".into());
             }
-            if let Some(ca) = ca {
-                if creds.ca_pem != pem_of(ca) {
-                    return Err("embedded CA differs from pki/ca.crt".into());
-                }
+            if let Some(ca) = ca
+                && creds.ca_pem != pem_of(ca)
+            {
+                return Err("embedded CA differs from pki/ca.crt".into());
             }
             Ok(info)
         });

@@ -193,19 +193,20 @@ pub fn issue(spec: &PkiSpec, existing: &FileSet, now: OffsetDateTime) -> Result<
     for profile in &CAS {
         let (crt, key) = (catalog::crt(profile.base), catalog::key(profile.base));
         let loaded = load_pair(existing, &crt, &key, |cert_pem, key_pem| {
-            let info = CertInfo::from_pem(cert_pem)?;
-            let key = cert::load_key(key_pem)?;
-            if !cert::key_matches(&key, &info) {
-                return Err("the key does not match the certificate".into());
+            let info = CertInfo::from_pem(cert_pem).map_err(|e| (crt.clone(), e))?;
+            let signing_key = cert::load_key(key_pem).map_err(|e| (key.clone(), e))?;
+            if !cert::key_matches(&signing_key, &info) {
+                return Err((key.clone(), "does not match the certificate".into()));
             }
             if !info.is_ca {
-                return Err("the certificate is not a CA".into());
+                return Err((crt.clone(), "is not a CA certificate".into()));
             }
-            let cert_pem = String::from_utf8(cert_pem.to_vec()).map_err(|e| e.to_string())?;
+            let cert_pem =
+                String::from_utf8(cert_pem.to_vec()).map_err(|e| (crt.clone(), e.to_string()))?;
             Ok(SigningCa {
                 cert_pem,
                 info,
-                key,
+                key: signing_key,
             })
         })?;
         let item = format!("{}.{{crt,key}}", profile.base);
@@ -223,7 +224,7 @@ pub fn issue(spec: &PkiSpec, existing: &FileSet, now: OffsetDateTime) -> Result<
 
     // 2. The service-account key pair: the public half is derived from the key.
     let sa = load_pair(existing, SA_KEY, SA_PUB, |key_pem, _| {
-        cert::load_key(key_pem)
+        cert::load_key(key_pem).map_err(|e| (SA_KEY.to_string(), e))
     })
     .or_else(|err| match err {
         // sa.pub is derived: a missing or stale one is simply rewritten.
@@ -510,13 +511,13 @@ impl Plan {
 }
 
 /// Loads a pair of files that belong together. `Ok(None)` when neither exists;
-/// an error when only one does or when `load` fails, since both halves of an
-/// authority must survive together.
+/// an error when only one does or when `load` fails (naming the file at
+/// fault), since both halves of an authority must survive together.
 fn load_pair<T>(
     existing: &FileSet,
     first: &str,
     second: &str,
-    load: impl FnOnce(&[u8], &[u8]) -> Result<T, String>,
+    load: impl FnOnce(&[u8], &[u8]) -> Result<T, (String, String)>,
 ) -> Result<Option<T>, PkiError> {
     match (existing.get(first), existing.get(second)) {
         (None, None) => Ok(None),
@@ -528,14 +529,9 @@ fn load_pair<T>(
             present: second.into(),
             missing: first.into(),
         }),
-        (Some(a), Some(b)) => {
-            load(a, b)
-                .map(Some)
-                .map_err(|reason| PkiError::UnreadableAuthority {
-                    path: first.into(),
-                    reason,
-                })
-        }
+        (Some(a), Some(b)) => load(a, b)
+            .map(Some)
+            .map_err(|(path, reason)| PkiError::UnreadableAuthority { path, reason }),
     }
 }
 

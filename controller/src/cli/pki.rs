@@ -14,7 +14,7 @@ use crate::bundle_dir;
 pub enum PkiCommand {
     /// Write a tenant's PKI and kubeconfigs to DIR; on an existing DIR keep
     /// the CAs and every valid leaf and reissue only what must change.
-    Init(InitArgs),
+    Init(Box<InitArgs>),
     /// Print every certificate of DIR with its status; exit 1 if any is
     /// invalid or expired.
     Check {
@@ -70,7 +70,7 @@ pub struct InitArgs {
 
 pub fn run(command: PkiCommand) -> Result<ExitCode, CliError> {
     match command {
-        PkiCommand::Init(args) => init(args),
+        PkiCommand::Init(args) => init(*args),
         PkiCommand::Check {
             dir,
             renew_before_days,
@@ -119,7 +119,7 @@ fn spec_from_args(args: &InitArgs) -> Result<PkiSpec, CliError> {
 
 fn init(args: InitArgs) -> Result<ExitCode, CliError> {
     let spec = spec_from_args(&args)?;
-    let existing = bundle_dir::read_bundle(&args.out)?;
+    let existing = bundle_dir::read_bundle("--out", &args.out)?;
     let issued = gantry_pki::issue(&spec, &existing, OffsetDateTime::now_utc())?;
     let written = bundle_dir::write_bundle(&args.out, &issued.bundle, &existing)?;
     for decision in &issued.decisions {
@@ -146,7 +146,7 @@ fn check(dir: &Path, renew_before: Duration) -> Result<ExitCode, CliError> {
             reason: "is not a folder".into(),
         });
     }
-    let files = bundle_dir::read_bundle(dir)?;
+    let files = bundle_dir::read_bundle("DIR", dir)?;
     let now = OffsetDateTime::now_utc();
     let reports = gantry_pki::check(&files, now, renew_before);
     let rows: Vec<[String; 7]> = reports
