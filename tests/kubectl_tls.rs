@@ -11,14 +11,7 @@ use gantry_tests::{KillOnDrop, free_port, gantry, pki_init, run_ok, tool, wait_u
 
 /// A stand-in for kube-apiserver's TLS front: answers `GET /healthz` with "ok"
 /// over mutual TLS. It is only a TLS peer, not an API server.
-fn tls_server(
-    host: &str,
-    port: u16,
-    cert: &Path,
-    key: &Path,
-    client_ca: &Path,
-    docroot: &Path,
-) -> KillOnDrop {
+fn tls_server(host: &str, port: u16, bundle: &Path, docroot: &Path) -> KillOnDrop {
     // s_server -WWW maps the request path to a file, query included: kubectl
     // asks for /healthz?timeout=10s because of --request-timeout.
     std::fs::write(docroot.join("healthz?timeout=10s"), "ok").unwrap();
@@ -35,11 +28,11 @@ fn tls_server(
             ])
             .arg(format!("{host}:{port}"))
             .arg("-cert")
-            .arg(cert)
+            .arg(bundle.join("pki/apiserver.crt"))
             .arg("-key")
-            .arg(key)
+            .arg(bundle.join("pki/apiserver.key"))
             .arg("-CAfile")
-            .arg(client_ca)
+            .arg(bundle.join("pki/ca.crt"))
             .current_dir(docroot),
     );
     let up = wait_until(Duration::from_secs(10), || {
@@ -79,14 +72,7 @@ fn kubectl_reaches_an_apiserver_presenting_the_tenant_certificate() {
     let stranger = pki_init(tmp.path(), "tenant-b", &["--endpoint", &endpoint]);
     let docroot = tempfile::tempdir().unwrap();
 
-    let _server = tls_server(
-        "127.0.0.2",
-        port,
-        &dir.join("pki/apiserver.crt"),
-        &dir.join("pki/apiserver.key"),
-        &dir.join("pki/ca.crt"),
-        docroot.path(),
-    );
+    let _server = tls_server("127.0.0.2", port, &dir, docroot.path());
     for file in ["super-admin.conf", "admin.conf"] {
         let out = kubectl(&dir.join(file), &["get", "--raw", "/healthz"]);
         assert!(out.status.success(), "{file}: {}", text(&out));
@@ -140,14 +126,7 @@ fn kubectl_rejects_a_server_certificate_without_the_endpoint_san() {
     assert!(String::from_utf8_lossy(&moved.stdout).contains("reissued   pki/apiserver.{crt,key}: SANs added: IP Address:127.0.0.3; removed: IP Address:127.0.0.2"));
 
     let docroot = tempfile::tempdir().unwrap();
-    let _server = tls_server(
-        "127.0.0.2",
-        port,
-        &dir.join("pki/apiserver.crt"),
-        &dir.join("pki/apiserver.key"),
-        &dir.join("pki/ca.crt"),
-        docroot.path(),
-    );
+    let _server = tls_server("127.0.0.2", port, &dir, docroot.path());
     let out = kubectl(&kubeconfig, &["get", "--raw", "/healthz"]);
     assert!(
         !out.status.success(),

@@ -216,7 +216,7 @@ pub fn issue(spec: &PkiSpec, existing: &FileSet, now: OffsetDateTime) -> Result<
                 cas.insert(profile.authority, Some(ca));
             }
             None => {
-                plan.create_ca(profile.authority, &item);
+                plan.create_ca(&item);
                 cas.insert(profile.authority, None);
             }
         }
@@ -487,7 +487,7 @@ impl Plan {
         }
     }
 
-    fn create_ca(&mut self, _authority: Authority, item: &str) {
+    fn create_ca(&mut self, item: &str) {
         self.decide(item, Action::Created);
         self.keys_needed += 1;
     }

@@ -83,33 +83,24 @@ impl Kubeconfig {
         key_pem: &str,
     ) -> Self {
         let context_name = format!("{user_name}@{cluster_name}");
-        Kubeconfig {
-            api_version: "v1".into(),
-            clusters: vec![NamedCluster {
-                cluster: Cluster {
-                    certificate_authority_data: STANDARD.encode(ca_pem),
-                    server: server.into(),
-                },
-                name: cluster_name.into(),
-            }],
-            contexts: Some(vec![NamedContext {
-                context: Context {
-                    cluster: cluster_name.into(),
-                    user: user_name.into(),
-                },
-                name: context_name.clone(),
-            }]),
-            current_context: context_name,
-            kind: "Config".into(),
-            preferences: Preferences {},
-            users: Some(vec![NamedUser {
-                name: user_name.into(),
-                user: User {
-                    client_certificate_data: STANDARD.encode(cert_pem),
-                    client_key_data: STANDARD.encode(key_pem),
-                },
-            }]),
-        }
+        let mut kubeconfig = Kubeconfig::cluster_info(server, ca_pem);
+        kubeconfig.clusters[0].name = cluster_name.into();
+        kubeconfig.contexts = Some(vec![NamedContext {
+            context: Context {
+                cluster: cluster_name.into(),
+                user: user_name.into(),
+            },
+            name: context_name.clone(),
+        }]);
+        kubeconfig.current_context = context_name;
+        kubeconfig.users = Some(vec![NamedUser {
+            name: user_name.into(),
+            user: User {
+                client_certificate_data: STANDARD.encode(cert_pem),
+                client_key_data: STANDARD.encode(key_pem),
+            },
+        }]);
+        kubeconfig
     }
 
     /// The `kube-public/cluster-info` kubeconfig: exactly one cluster named "",
