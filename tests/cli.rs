@@ -179,6 +179,48 @@ fn a_second_init_keeps_everything_and_says_so() {
 }
 
 #[test]
+fn a_reissue_replaces_only_changed_files_and_leaves_other_files_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = pki_init(tmp.path(), "tenant-a", &["--endpoint", "203.0.113.10"]);
+    std::fs::write(dir.join("notes.txt"), "mine").unwrap();
+    std::fs::write(dir.join("pki/extra.pem"), "mine too").unwrap();
+    let before = gantry_tests_snapshot(&dir);
+    let output = gantry(&[
+        "pki",
+        "init",
+        "--name",
+        "tenant-a",
+        "--endpoint",
+        "203.0.113.10",
+        "--san",
+        "10.1.2.3",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("2 files written"),
+        "{}",
+        stdout(&output)
+    );
+    let after = gantry_tests_snapshot(&dir);
+    let changed: Vec<&str> = after
+        .iter()
+        .filter(|(path, contents)| {
+            before.iter().find(|(p, _)| p == path).map(|(_, c)| c) != Some(contents)
+        })
+        .map(|(path, _)| path.as_str())
+        .collect();
+    assert_eq!(changed, ["pki/apiserver.crt", "pki/apiserver.key"]);
+    assert_eq!(after.len(), before.len());
+    assert_eq!(
+        entries(tmp.path()),
+        ["tenant-a"],
+        "no staging folder left behind"
+    );
+}
+
+#[test]
 fn pki_check_passes_a_fresh_bundle_and_fails_a_tampered_one() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = pki_init(tmp.path(), "tenant-a", &["--endpoint", "203.0.113.10"]);
