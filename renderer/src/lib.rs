@@ -1,1 +1,25 @@
+//! `gantry-renderer`: a tenant's Kubernetes objects from handlebars templates.
+//!
+//! Input is a fully resolved [`RenderInput`] and the tenant's PKI; output is
+//! two ordered object sets: **service** (the masters, applied in the service
+//! cluster's `tcp-<name>` namespace) and **tenant** (what `kubeadm join` and a
+//! working cluster need, applied through the tenant's own apiserver). Every
+//! object is checked against its k8s-openapi type before it is returned.
+//! [`chart`] packs the service set as a Helm chart archive. Pure: no I/O.
 
+pub mod args;
+pub mod chart;
+mod check;
+mod error;
+mod input;
+mod render;
+pub mod versions;
+
+pub use check::check_object;
+pub use error::RenderError;
+pub use input::{
+    ApiServerInput, ComponentInput, EtcdInput, NetworkingInput, Placement, RenderInput, Resources,
+    ServiceType,
+};
+pub use render::{Rendered, RenderedObject, TEMPLATES, Target, render};
+pub use versions::{Images, KubeVersion, VersionError};

@@ -1,0 +1,272 @@
+//! Command-line flags of the control-plane components: gantry's defaults
+//! (every flag `kubeadm-join.md` requires), merged with the spec's `extraArgs`.
+//! Flags that wire certificates, etcd, service-account keys, bootstrap tokens
+//! or the advertised endpoint are owned by gantry and cannot be overridden.
+
+use std::collections::BTreeMap;
+
+use crate::error::RenderError;
+use crate::input::RenderInput;
+
+/// Where the control-plane pods find their files (Secrets mounted read-only).
+pub const PKI_DIR: &str = "/etc/kubernetes/pki";
+pub const ETCD_PKI_DIR: &str = "/etc/kubernetes/pki/etcd";
+pub const CONTROLLER_MANAGER_KUBECONFIG: &str = "/etc/kubernetes/controller-manager.conf";
+pub const SCHEDULER_KUBECONFIG: &str = "/etc/kubernetes/scheduler.conf";
+pub const ETCD_DATA_DIR: &str = "/var/lib/etcd";
+pub const ETCD_CLIENT_PORT: u16 = 2379;
+pub const ETCD_PEER_PORT: u16 = 2380;
+/// etcd's plain-HTTP metrics and health port, for probes.
+pub const ETCD_METRICS_PORT: u16 = 2381;
+
+const API_SERVER_OWNED: &[&str] = &[
+    "advertise-address",
+    "client-ca-file",
+    "enable-bootstrap-token-auth",
+    "etcd-cafile",
+    "etcd-certfile",
+    "etcd-keyfile",
+    "etcd-servers",
+    "kubelet-client-certificate",
+    "kubelet-client-key",
+    "proxy-client-cert-file",
+    "proxy-client-key-file",
+    "requestheader-client-ca-file",
+    "secure-port",
+    "service-account-issuer",
+    "service-account-key-file",
+    "service-account-signing-key-file",
+    "service-cluster-ip-range",
+    "tls-cert-file",
+    "tls-private-key-file",
+];
+
+const CONTROLLER_MANAGER_OWNED: &[&str] = &[
+    "authentication-kubeconfig",
+    "authorization-kubeconfig",
+    "client-ca-file",
+    "cluster-cidr",
+    "cluster-signing-cert-file",
+    "cluster-signing-key-file",
+    "kubeconfig",
+    "requestheader-client-ca-file",
+    "root-ca-file",
+    "service-account-private-key-file",
+    "service-cluster-ip-range",
+];
+
+const SCHEDULER_OWNED: &[&str] = &[
+    "authentication-kubeconfig",
+    "authorization-kubeconfig",
+    "kubeconfig",
+];
+
+/// The DNS name of etcd member `index` (`etcd-0.etcd.<ns>.svc`), covered by
+/// the `*.etcd.<ns>.svc` SAN of the etcd certificates.
+pub fn etcd_member_host(input: &RenderInput, index: u32) -> String {
+    format!("etcd-{index}.etcd.{}.svc", input.namespace)
+}
+
+pub fn api_server(input: &RenderInput) -> Result<Vec<String>, RenderError> {
+    let pki = |file: &str| format!("{PKI_DIR}/{file}");
+    let etcd_servers: Vec<String> = (0..input.etcd.replicas)
+        .map(|i| format!("https://{}:{ETCD_CLIENT_PORT}", etcd_member_host(input, i)))
+        .collect();
+    let defaults = [
+        ("advertise-address", input.advertise_address.to_string()),
+        ("allow-privileged", "true".into()),
+        ("authorization-mode", "Node,RBAC".into()),
+        ("client-ca-file", pki("ca.crt")),
+        ("enable-admission-plugins", "NodeRestriction".into()),
+        ("enable-bootstrap-token-auth", "true".into()),
+        ("etcd-cafile", pki("etcd/ca.crt")),
+        ("etcd-certfile", pki("apiserver-etcd-client.crt")),
+        ("etcd-keyfile", pki("apiserver-etcd-client.key")),
+        ("etcd-servers", etcd_servers.join(",")),
+        (
+            "kubelet-client-certificate",
+            pki("apiserver-kubelet-client.crt"),
+        ),
+        ("kubelet-client-key", pki("apiserver-kubelet-client.key")),
+        (
+            "kubelet-preferred-address-types",
+            "InternalIP,ExternalIP,Hostname".into(),
+        ),
+        ("proxy-client-cert-file", pki("front-proxy-client.crt")),
+        ("proxy-client-key-file", pki("front-proxy-client.key")),
+        ("requestheader-allowed-names", "front-proxy-client".into()),
+        ("requestheader-client-ca-file", pki("front-proxy-ca.crt")),
+        (
+            "requestheader-extra-headers-prefix",
+            "X-Remote-Extra-".into(),
+        ),
+        ("requestheader-group-headers", "X-Remote-Group".into()),
+        ("requestheader-username-headers", "X-Remote-User".into()),
+        ("secure-port", input.endpoint.port.to_string()),
+        (
+            "service-account-issuer",
+            format!(
+                "https://kubernetes.default.svc.{}",
+                input.networking.dns_domain
+            ),
+        ),
+        ("service-account-key-file", pki("sa.pub")),
+        ("service-account-signing-key-file", pki("sa.key")),
+        (
+            "service-cluster-ip-range",
+            input.networking.service_cidr.to_string(),
+        ),
+        ("tls-cert-file", pki("apiserver.crt")),
+        ("tls-private-key-file", pki("apiserver.key")),
+    ];
+    merge(
+        "spec.apiServer.extraArgs",
+        &defaults,
+        API_SERVER_OWNED,
+        &input.api_server.extra_args,
+    )
+}
+
+pub fn controller_manager(input: &RenderInput) -> Result<Vec<String>, RenderError> {
+    let pki = |file: &str| format!("{PKI_DIR}/{file}");
+    let defaults = [
+        ("allocate-node-cidrs", "true".into()),
+        (
+            "authentication-kubeconfig",
+            CONTROLLER_MANAGER_KUBECONFIG.into(),
+        ),
+        (
+            "authorization-kubeconfig",
+            CONTROLLER_MANAGER_KUBECONFIG.into(),
+        ),
+        ("client-ca-file", pki("ca.crt")),
+        ("cluster-cidr", input.networking.pod_cidr.to_string()),
+        ("cluster-name", input.name.clone()),
+        ("cluster-signing-cert-file", pki("ca.crt")),
+        ("cluster-signing-key-file", pki("ca.key")),
+        ("controllers", "*,bootstrapsigner,tokencleaner".into()),
+        ("kubeconfig", CONTROLLER_MANAGER_KUBECONFIG.into()),
+        ("leader-elect", "true".into()),
+        ("requestheader-client-ca-file", pki("front-proxy-ca.crt")),
+        ("root-ca-file", pki("ca.crt")),
+        ("service-account-private-key-file", pki("sa.key")),
+        (
+            "service-cluster-ip-range",
+            input.networking.service_cidr.to_string(),
+        ),
+        ("use-service-account-credentials", "true".into()),
+    ];
+    merge(
+        "spec.controllerManager.extraArgs",
+        &defaults,
+        CONTROLLER_MANAGER_OWNED,
+        &input.controller_manager.extra_args,
+    )
+}
+
+pub fn scheduler(input: &RenderInput) -> Result<Vec<String>, RenderError> {
+    let defaults = [
+        (
+            "authentication-kubeconfig",
+            SCHEDULER_KUBECONFIG.to_string(),
+        ),
+        ("authorization-kubeconfig", SCHEDULER_KUBECONFIG.into()),
+        ("kubeconfig", SCHEDULER_KUBECONFIG.into()),
+        ("leader-elect", "true".into()),
+    ];
+    merge(
+        "spec.scheduler.extraArgs",
+        &defaults,
+        SCHEDULER_OWNED,
+        &input.scheduler.extra_args,
+    )
+}
+
+/// etcd's flags: client and peer mTLS, one member per StatefulSet pod. Only
+/// flags that etcd 3.5 and 3.6 both accept (no `--experimental-*`).
+/// `$(POD_NAME)` is filled in by the kubelet from the pod's downward-API env.
+pub fn etcd(input: &RenderInput) -> Vec<String> {
+    let pki = |file: &str| format!("{ETCD_PKI_DIR}/{file}");
+    let member = "$(POD_NAME)";
+    let own_host = format!("{member}.etcd.{}.svc", input.namespace);
+    let initial_cluster: Vec<String> = (0..input.etcd.replicas)
+        .map(|i| {
+            format!(
+                "etcd-{i}=https://{}:{ETCD_PEER_PORT}",
+                etcd_member_host(input, i)
+            )
+        })
+        .collect();
+    [
+        ("name", member.to_string()),
+        ("data-dir", format!("{ETCD_DATA_DIR}/data")),
+        (
+            "listen-client-urls",
+            format!("https://0.0.0.0:{ETCD_CLIENT_PORT}"),
+        ),
+        (
+            "advertise-client-urls",
+            format!("https://{own_host}:{ETCD_CLIENT_PORT}"),
+        ),
+        (
+            "listen-peer-urls",
+            format!("https://0.0.0.0:{ETCD_PEER_PORT}"),
+        ),
+        (
+            "initial-advertise-peer-urls",
+            format!("https://{own_host}:{ETCD_PEER_PORT}"),
+        ),
+        ("initial-cluster", initial_cluster.join(",")),
+        ("initial-cluster-state", "new".into()),
+        ("initial-cluster-token", input.namespace.clone()),
+        (
+            "listen-metrics-urls",
+            format!("http://0.0.0.0:{ETCD_METRICS_PORT}"),
+        ),
+        ("client-cert-auth", "true".into()),
+        ("trusted-ca-file", pki("ca.crt")),
+        ("cert-file", pki("server.crt")),
+        ("key-file", pki("server.key")),
+        ("peer-client-cert-auth", "true".into()),
+        ("peer-trusted-ca-file", pki("ca.crt")),
+        ("peer-cert-file", pki("peer.crt")),
+        ("peer-key-file", pki("peer.key")),
+        ("snapshot-count", "10000".into()),
+    ]
+    .into_iter()
+    .map(|(flag, value)| format!("--{flag}={value}"))
+    .collect()
+}
+
+/// Defaults overlaid with `extra`, sorted by flag name, as `--flag=value`.
+fn merge(
+    field: &'static str,
+    defaults: &[(&str, String)],
+    owned: &[&str],
+    extra: &BTreeMap<String, String>,
+) -> Result<Vec<String>, RenderError> {
+    let mut flags: BTreeMap<&str, &str> = defaults.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    for (flag, value) in extra {
+        if flag.starts_with('-') || flag.is_empty() || flag.contains('=') {
+            return Err(RenderError::InvalidField {
+                field: field.into(),
+                value: flag.clone(),
+                reason:
+                    "must be a flag name without leading dashes or '=' (e.g. \"audit-log-maxage\")"
+                        .into(),
+            });
+        }
+        if owned.contains(&flag.as_str()) {
+            return Err(RenderError::InvalidField {
+                field: format!("{field}.{flag}"),
+                value: value.clone(),
+                reason: format!("--{flag} is set by gantry and cannot be overridden"),
+            });
+        }
+        flags.insert(flag, value);
+    }
+    Ok(flags
+        .into_iter()
+        .map(|(flag, value)| format!("--{flag}={value}"))
+        .collect())
+}

@@ -1,0 +1,144 @@
+//! Every rendered object is parsed into its k8s-openapi type and serialised
+//! back; whatever does not survive the round trip unchanged is a typo, an
+//! unknown field or a value of the wrong type, reported with its path.
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// Round-trips `object` through the k8s-openapi type of its apiVersion and
+/// kind. `Err((path, reason))` names the first field that differs.
+pub fn check_object(object: &Value) -> Result<(), (String, String)> {
+    let api_version = object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let kind = object
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let back = match (api_version, kind) {
+        ("v1", "Namespace") => round_trip::<Namespace>(object),
+        ("v1", "Secret") => round_trip::<Secret>(object),
+        ("v1", "ConfigMap") => round_trip::<ConfigMap>(object),
+        ("v1", "Service") => round_trip::<Service>(object),
+        ("v1", "ServiceAccount") => round_trip::<ServiceAccount>(object),
+        ("apps/v1", "StatefulSet") => round_trip::<StatefulSet>(object),
+        ("apps/v1", "Deployment") => round_trip::<Deployment>(object),
+        ("apps/v1", "DaemonSet") => round_trip::<DaemonSet>(object),
+        ("policy/v1", "PodDisruptionBudget") => round_trip::<PodDisruptionBudget>(object),
+        ("networking.k8s.io/v1", "NetworkPolicy") => round_trip::<NetworkPolicy>(object),
+        ("rbac.authorization.k8s.io/v1", "ClusterRole") => round_trip::<ClusterRole>(object),
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+            round_trip::<ClusterRoleBinding>(object)
+        }
+        ("rbac.authorization.k8s.io/v1", "Role") => round_trip::<Role>(object),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding") => round_trip::<RoleBinding>(object),
+        _ => {
+            return Err((
+                "kind".into(),
+                format!("{api_version}/{kind} is not a kind gantry renders"),
+            ));
+        }
+    }
+    .map_err(|reason| ("(document)".to_string(), reason))?;
+    match first_difference(object, &back, "") {
+        None => Ok(()),
+        Some(difference) => Err(difference),
+    }
+}
+
+fn round_trip<T: DeserializeOwned + Serialize>(object: &Value) -> Result<Value, String> {
+    let typed: T =
+        serde_json::from_value(object.clone()).map_err(|e| format!("does not parse: {e}"))?;
+    serde_json::to_value(&typed).map_err(|e| format!("does not serialise: {e}"))
+}
+
+/// The first path where `original` and `back` differ, depth first.
+fn first_difference(original: &Value, back: &Value, path: &str) -> Option<(String, String)> {
+    let here = |segment: &str| {
+        if path.is_empty() {
+            segment.to_string()
+        } else {
+            format!("{path}.{segment}")
+        }
+    };
+    match (original, back) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (key, value) in a {
+                match b.get(key) {
+                    None => {
+                        return Some((
+                            here(key),
+                            "unknown field (lost by the typed round trip)".into(),
+                        ));
+                    }
+                    Some(other) => {
+                        if let Some(difference) = first_difference(value, other, &here(key)) {
+                            return Some(difference);
+                        }
+                    }
+                }
+            }
+            b.keys()
+                .find(|key| !a.contains_key(*key))
+                .map(|key| (here(key), "added by the typed round trip".into()))
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            if a.len() != b.len() {
+                return Some((path.into(), format!("{} items became {}", a.len(), b.len())));
+            }
+            a.iter()
+                .zip(b)
+                .enumerate()
+                .find_map(|(i, (x, y))| first_difference(x, y, &format!("{path}[{i}]")))
+        }
+        (a, b) if a == b => None,
+        (a, b) => Some((path.into(), format!("{a} became {b}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_valid_object_passes() {
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": {"a": "b"}});
+        assert_eq!(check_object(&cm), Ok(()));
+    }
+
+    #[test]
+    fn a_typo_is_reported_with_its_path() {
+        let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"},
+            "spec": {"ports": [{"port": 6443, "targetPrt": 6443}]}});
+        assert_eq!(
+            check_object(&svc),
+            Err((
+                "spec.ports[0].targetPrt".into(),
+                "unknown field (lost by the typed round trip)".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_reported() {
+        let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"},
+            "spec": {"ports": [{"port": "https"}]}});
+        let (path, reason) = check_object(&svc).unwrap_err();
+        assert_eq!(path, "(document)");
+        assert!(reason.contains("does not parse"), "{reason}");
+    }
+
+    #[test]
+    fn an_unknown_kind_is_refused() {
+        let x = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}});
+        assert_eq!(check_object(&x).unwrap_err().0, "kind");
+    }
+}

@@ -1,0 +1,110 @@
+//! The fully resolved input of a render: every default applied, every value
+//! validated. Building one from a `TenantControlPlane` spec is the caller's job
+//! (the controller crate), so the renderer never guesses.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use gantry_pki::{BootstrapToken, Endpoint};
+use ipnet::IpNet;
+use time::OffsetDateTime;
+
+use crate::versions::{Images, KubeVersion};
+
+#[derive(Debug, Clone)]
+pub struct RenderInput {
+    /// The tenant's name (a DNS-1123 label of at most 40 characters).
+    pub name: String,
+    /// `tcp-<name>`: the service-cluster namespace of the tenant's masters.
+    pub namespace: String,
+    pub version: KubeVersion,
+    pub images: Images,
+    pub image_repository: String,
+    /// Where nodes reach the apiserver. Its port is the apiserver's `--secure-port`.
+    pub endpoint: Endpoint,
+    /// `--advertise-address`: the endpoint's IP (the `kubernetes` Service's endpoint in the tenant).
+    pub advertise_address: IpAddr,
+    pub api_server: ApiServerInput,
+    pub controller_manager: ComponentInput,
+    pub scheduler: ComponentInput,
+    pub etcd: EtcdInput,
+    pub networking: NetworkingInput,
+    /// The join token the tenant set is rendered with (bootstrap Secret, cluster-info signature).
+    pub token: BootstrapToken,
+    pub token_expiration: OffsetDateTime,
+    pub placement: Placement,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum ServiceType {
+    LoadBalancer,
+    NodePort,
+    ClusterIP,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiServerInput {
+    pub replicas: u32,
+    pub service_type: ServiceType,
+    pub service_annotations: BTreeMap<String, String>,
+    pub load_balancer_ip: Option<IpAddr>,
+    /// Set for `NodePort`: equals the endpoint's port.
+    pub node_port: Option<u16>,
+    pub extra_args: BTreeMap<String, String>,
+    pub resources: Resources,
+}
+
+#[derive(Debug, Clone)]
+pub struct ComponentInput {
+    pub replicas: u32,
+    pub extra_args: BTreeMap<String, String>,
+    pub resources: Resources,
+}
+
+#[derive(Debug, Clone)]
+pub struct EtcdInput {
+    /// 1, 3 or 5.
+    pub replicas: u32,
+    pub storage_size: String,
+    pub storage_class_name: Option<String>,
+    pub resources: Resources,
+}
+
+#[derive(Debug, Clone)]
+pub struct NetworkingInput {
+    pub service_cidr: IpNet,
+    pub pod_cidr: IpNet,
+    /// The tenant cluster's DNS domain.
+    pub dns_domain: String,
+    /// The service cluster's DNS domain.
+    pub service_cluster_domain: String,
+}
+
+/// Container resources as Kubernetes quantities (`"100m"`, `"256Mi"`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Resources {
+    pub requests: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub limits: BTreeMap<String, String>,
+}
+
+impl Resources {
+    pub fn requests(cpu: &str, memory: &str) -> Self {
+        Resources {
+            requests: [("cpu", cpu), ("memory", memory)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            limits: BTreeMap::new(),
+        }
+    }
+}
+
+/// Where the control-plane pods may run in the service cluster.
+#[derive(Debug, Clone, Default)]
+pub struct Placement {
+    pub node_selector: BTreeMap<String, String>,
+    /// Tolerations, as Kubernetes JSON objects.
+    pub tolerations: Vec<serde_json::Value>,
+    pub priority_class_name: Option<String>,
+}

@@ -1,0 +1,458 @@
+//! Rendering: the template context (built here, in Rust, so templates stay
+//! plain), strict handlebars, YAML documents, and the typed check of each.
+
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use gantry_pki::{BootstrapTokenSecret, PkiBundle, jws};
+use handlebars::{Handlebars, handlebars_helper};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::args;
+use crate::check::check_object;
+use crate::error::RenderError;
+use crate::input::{RenderInput, ServiceType};
+
+/// Which cluster an object is applied to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The service cluster, namespace `tcp-<name>`.
+    Service,
+    /// The tenant cluster, through its own apiserver.
+    Tenant,
+}
+
+/// The templates, in apply order within each set. Each may hold several documents.
+pub const TEMPLATES: &[(Target, &str, &str)] = &[
+    (
+        Target::Service,
+        "service/00-namespace.yaml",
+        include_str!("../templates/service/00-namespace.yaml"),
+    ),
+    (
+        Target::Service,
+        "service/01-secrets.yaml",
+        include_str!("../templates/service/01-secrets.yaml"),
+    ),
+    (
+        Target::Service,
+        "service/02-network-policies.yaml",
+        include_str!("../templates/service/02-network-policies.yaml"),
+    ),
+    (
+        Target::Service,
+        "service/03-etcd.yaml",
+        include_str!("../templates/service/03-etcd.yaml"),
+    ),
+    (
+        Target::Service,
+        "service/04-kube-apiserver.yaml",
+        include_str!("../templates/service/04-kube-apiserver.yaml"),
+    ),
+    (
+        Target::Service,
+        "service/05-kube-controller-manager.yaml",
+        include_str!("../templates/service/05-kube-controller-manager.yaml"),
+    ),
+    (
+        Target::Service,
+        "service/06-kube-scheduler.yaml",
+        include_str!("../templates/service/06-kube-scheduler.yaml"),
+    ),
+    (
+        Target::Tenant,
+        "tenant/00-cluster-info.yaml",
+        include_str!("../templates/tenant/00-cluster-info.yaml"),
+    ),
+    (
+        Target::Tenant,
+        "tenant/01-bootstrap-token.yaml",
+        include_str!("../templates/tenant/01-bootstrap-token.yaml"),
+    ),
+    (
+        Target::Tenant,
+        "tenant/02-bootstrap-rbac.yaml",
+        include_str!("../templates/tenant/02-bootstrap-rbac.yaml"),
+    ),
+    (
+        Target::Tenant,
+        "tenant/03-kubeadm-config.yaml",
+        include_str!("../templates/tenant/03-kubeadm-config.yaml"),
+    ),
+    (
+        Target::Tenant,
+        "tenant/04-kubelet-config.yaml",
+        include_str!("../templates/tenant/04-kubelet-config.yaml"),
+    ),
+    (
+        Target::Tenant,
+        "tenant/05-kube-proxy.yaml",
+        include_str!("../templates/tenant/05-kube-proxy.yaml"),
+    ),
+    (
+        Target::Tenant,
+        "tenant/06-coredns.yaml",
+        include_str!("../templates/tenant/06-coredns.yaml"),
+    ),
+];
+
+/// Partials shared by several templates.
+const PARTIALS: &[(&str, &str)] = &[
+    (
+        "pod-common",
+        include_str!("../templates/service/_pod-common.yaml"),
+    ),
+    (
+        "container-security",
+        include_str!("../templates/service/_container-security.yaml"),
+    ),
+    ("binding", include_str!("../templates/tenant/_binding.yaml")),
+];
+
+handlebars_helper!(json_helper: |value: Json| serde_json::to_string(value).expect("JSON values serialise"));
+
+/// The template registry, built once: strict mode (a missing value is an
+/// error), no HTML escaping, one helper (`json`, for quoting values as YAML-safe JSON).
+static REGISTRY: LazyLock<Result<Handlebars<'static>, String>> = LazyLock::new(|| {
+    let mut registry = Handlebars::new();
+    registry.set_strict_mode(true);
+    registry.register_escape_fn(handlebars::no_escape);
+    registry.register_helper("json", Box::new(json_helper));
+    for (name, text) in PARTIALS {
+        registry
+            .register_partial(name, *text)
+            .map_err(|e| format!("partial {name}: {e}"))?;
+    }
+    for (_, name, text) in TEMPLATES {
+        registry
+            .register_template_string(name, *text)
+            .map_err(|e| format!("template {name}: {e}"))?;
+    }
+    Ok(registry)
+});
+
+/// One rendered Kubernetes object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderedObject {
+    pub template: &'static str,
+    pub kind: String,
+    pub name: String,
+    /// The object, as checked against its k8s-openapi type.
+    pub value: Value,
+}
+
+impl RenderedObject {
+    /// The object as a YAML document (keys sorted).
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(&self.value).expect("JSON values serialise as YAML")
+    }
+
+    /// Whether the object holds private keys or tokens.
+    pub fn is_secret(&self) -> bool {
+        self.kind == "Secret"
+    }
+}
+
+/// The two ordered sets of a tenant.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub service: Vec<RenderedObject>,
+    pub tenant: Vec<RenderedObject>,
+}
+
+/// Renders both sets for `input` with the tenant's PKI.
+pub fn render(input: &RenderInput, pki: &PkiBundle) -> Result<Rendered, RenderError> {
+    let registry = REGISTRY.as_ref().map_err(|reason| RenderError::Template {
+        template: "(registry)".into(),
+        reason: reason.clone(),
+    })?;
+    let context = context(input, pki)?;
+    let mut rendered = Rendered {
+        service: Vec::new(),
+        tenant: Vec::new(),
+    };
+    for (target, name, _) in TEMPLATES {
+        let text = registry
+            .render(name, &context)
+            .map_err(|e| RenderError::Template {
+                template: name.to_string(),
+                reason: e.to_string(),
+            })?;
+        let objects = parse_documents(name, &text)?;
+        match target {
+            Target::Service => rendered.service.extend(objects),
+            Target::Tenant => rendered.tenant.extend(objects),
+        }
+    }
+    Ok(rendered)
+}
+
+fn parse_documents(template: &'static str, text: &str) -> Result<Vec<RenderedObject>, RenderError> {
+    let mut objects = Vec::new();
+    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let fail = |reason: String| RenderError::Document {
+            template: template.into(),
+            document: index + 1,
+            reason,
+        };
+        let value = Value::deserialize(document).map_err(|e| fail(format!("not YAML: {e}")))?;
+        if value.is_null() {
+            continue;
+        }
+        let field = |pointer: &str| {
+            value
+                .pointer(pointer)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        let (Some(kind), Some(name)) = (field("/kind"), field("/metadata/name")) else {
+            return Err(fail("missing kind or metadata.name".into()));
+        };
+        check_object(&value).map_err(|(path, reason)| RenderError::Schema {
+            template: template.into(),
+            kind: kind.clone(),
+            name: name.clone(),
+            path,
+            reason,
+        })?;
+        objects.push(RenderedObject {
+            template,
+            kind,
+            name,
+            value,
+        });
+    }
+    Ok(objects)
+}
+
+/// A Secret of the tenant namespace: its name and `data` (base64 values).
+struct SecretData {
+    name: &'static str,
+    data: BTreeMap<String, String>,
+}
+
+/// The Secrets of the service set, from the PKI files (architecture.md's list).
+fn secrets(pki: &PkiBundle) -> Vec<SecretData> {
+    let file =
+        |path: &str| STANDARD.encode(pki.get(path).expect("an issued bundle holds every file"));
+    let secret = |name: &'static str, entries: &[(&str, &str)]| SecretData {
+        name,
+        data: entries
+            .iter()
+            .map(|(key, path)| (key.to_string(), file(path)))
+            .collect(),
+    };
+    vec![
+        secret("ca", &[("ca.crt", "pki/ca.crt"), ("ca.key", "pki/ca.key")]),
+        secret(
+            "front-proxy-ca",
+            &[
+                ("front-proxy-ca.crt", "pki/front-proxy-ca.crt"),
+                ("front-proxy-ca.key", "pki/front-proxy-ca.key"),
+            ],
+        ),
+        secret(
+            "etcd-ca",
+            &[("ca.crt", "pki/etcd/ca.crt"), ("ca.key", "pki/etcd/ca.key")],
+        ),
+        secret("sa", &[("sa.key", "pki/sa.key"), ("sa.pub", "pki/sa.pub")]),
+        secret(
+            "apiserver-certs",
+            &[
+                ("apiserver.crt", "pki/apiserver.crt"),
+                ("apiserver.key", "pki/apiserver.key"),
+                (
+                    "apiserver-kubelet-client.crt",
+                    "pki/apiserver-kubelet-client.crt",
+                ),
+                (
+                    "apiserver-kubelet-client.key",
+                    "pki/apiserver-kubelet-client.key",
+                ),
+                ("front-proxy-client.crt", "pki/front-proxy-client.crt"),
+                ("front-proxy-client.key", "pki/front-proxy-client.key"),
+                ("apiserver-etcd-client.crt", "pki/apiserver-etcd-client.crt"),
+                ("apiserver-etcd-client.key", "pki/apiserver-etcd-client.key"),
+            ],
+        ),
+        secret(
+            "etcd-certs",
+            &[
+                ("ca.crt", "pki/etcd/ca.crt"),
+                ("server.crt", "pki/etcd/server.crt"),
+                ("server.key", "pki/etcd/server.key"),
+                ("peer.crt", "pki/etcd/peer.crt"),
+                ("peer.key", "pki/etcd/peer.key"),
+                ("healthcheck-client.crt", "pki/etcd/healthcheck-client.crt"),
+                ("healthcheck-client.key", "pki/etcd/healthcheck-client.key"),
+            ],
+        ),
+        secret(
+            "admin-kubeconfig",
+            &[
+                ("admin.conf", "admin.conf"),
+                ("super-admin.conf", "super-admin.conf"),
+            ],
+        ),
+        secret(
+            "controller-manager-kubeconfig",
+            &[("controller-manager.conf", "controller-manager.conf")],
+        ),
+        secret(
+            "scheduler-kubeconfig",
+            &[("scheduler.conf", "scheduler.conf")],
+        ),
+    ]
+}
+
+/// SHA-256 over the named Secrets' contents: a pod template annotation that
+/// changes, and so rolls the pods, whenever a mounted certificate changes.
+fn checksum(secrets: &[SecretData], names: &[&str]) -> String {
+    let mut hasher = Sha256::new();
+    for secret in secrets.iter().filter(|s| names.contains(&s.name)) {
+        for (key, value) in &secret.data {
+            hasher.update(format!("{}/{key}={value}\n", secret.name));
+        }
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The subjects of the tenant's RBAC bindings (kubeadm-join.md's table).
+fn rbac_subjects() -> Value {
+    let group = |name: &str| json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": name});
+    let user =
+        |name: &str| json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": name});
+    let bootstrappers = group(gantry_pki::DEFAULT_NODE_TOKEN_GROUP);
+    let nodes = group("system:nodes");
+    json!({
+        "bootstrappers": [bootstrappers],
+        "nodes": [nodes],
+        "bootstrappers_and_nodes": [bootstrappers, nodes],
+        "cluster_admins": [group("kubeadm:cluster-admins")],
+        "apiserver_kubelet_client": [user("kube-apiserver-kubelet-client")],
+        "kube_proxy": [{"kind": "ServiceAccount", "name": "kube-proxy", "namespace": "kube-system"}],
+        "coredns": [{"kind": "ServiceAccount", "name": "coredns", "namespace": "kube-system"}],
+    })
+}
+
+fn context(input: &RenderInput, pki: &PkiBundle) -> Result<Value, RenderError> {
+    let secrets = secrets(pki);
+    let labels = |component: &str| {
+        json!({
+            "app.kubernetes.io/name": component,
+            "app.kubernetes.io/instance": input.name,
+            "app.kubernetes.io/managed-by": "gantry",
+            "gantry.dev/tenant": input.name,
+        })
+    };
+    let selector = |component: &str| json!({"app.kubernetes.io/name": component, "gantry.dev/tenant": input.name});
+    let component = |name: &str,
+                     replicas: u32,
+                     resources: &crate::input::Resources,
+                     args: Vec<String>,
+                     mounts: &[&str]| {
+        json!({
+            "labels": labels(name),
+            "selector": selector(name),
+            "replicas": replicas,
+            "resources": resources,
+            "args": args,
+            "checksum": checksum(&secrets, mounts),
+        })
+    };
+    let cluster_info = pki.cluster_info_kubeconfig();
+    let token_secret = BootstrapTokenSecret::new(
+        &input.token,
+        input.token_expiration,
+        "gantry: the initial join token of this tenant",
+    );
+    let service_type = input.api_server.service_type;
+    let dns_ip =
+        gantry_pki::nth_address(&input.networking.service_cidr, 10).expect("validated CIDR");
+    Ok(json!({
+        "name": input.name,
+        "namespace": input.namespace,
+        "version": input.version.to_string(),
+        "image_repository": input.image_repository,
+        "images": input.images,
+        "endpoint": {
+            "url": input.endpoint.url(),
+            "host_port": input.endpoint.to_string(),
+            "port": input.endpoint.port,
+        },
+        "common_labels": {
+            "app.kubernetes.io/managed-by": "gantry",
+            "gantry.dev/tenant": input.name,
+        },
+        "secrets": secrets.iter().map(|s| json!({"name": s.name, "data": s.data})).collect::<Vec<_>>(),
+        "etcd": {
+            "component": component("etcd", input.etcd.replicas, &input.etcd.resources, args::etcd(input), &["etcd-certs"]),
+            "storage_size": input.etcd.storage_size,
+            "storage_class_name": input.etcd.storage_class_name,
+            "max_unavailable": (input.etcd.replicas - 1) / 2,
+            "client_port": args::ETCD_CLIENT_PORT,
+            "peer_port": args::ETCD_PEER_PORT,
+            "metrics_port": args::ETCD_METRICS_PORT,
+        },
+        "apiserver": {
+            "component": component(
+                "kube-apiserver",
+                input.api_server.replicas,
+                &input.api_server.resources,
+                args::api_server(input)?,
+                &["ca", "front-proxy-ca", "etcd-ca", "sa", "apiserver-certs"],
+            ),
+            "service_type": service_type,
+            "service_annotations": input.api_server.service_annotations,
+            "load_balancer_ip": input.api_server.load_balancer_ip.map(|ip| ip.to_string()),
+            "node_port": input.api_server.node_port,
+            "is_load_balancer": service_type == ServiceType::LoadBalancer,
+        },
+        "controller_manager": component(
+            "kube-controller-manager",
+            input.controller_manager.replicas,
+            &input.controller_manager.resources,
+            args::controller_manager(input)?,
+            &["ca", "front-proxy-ca", "sa", "controller-manager-kubeconfig"],
+        ),
+        "scheduler": component(
+            "kube-scheduler",
+            input.scheduler.replicas,
+            &input.scheduler.resources,
+            args::scheduler(input)?,
+            &["scheduler-kubeconfig"],
+        ),
+        "placement": {
+            "node_selector": input.placement.node_selector,
+            "tolerations": input.placement.tolerations,
+            "priority_class_name": input.placement.priority_class_name,
+        },
+        "networking": {
+            "service_cidr": input.networking.service_cidr.to_string(),
+            "pod_cidr": input.networking.pod_cidr.to_string(),
+            "dns_domain": input.networking.dns_domain,
+            "dns_service_ip": dns_ip.to_string(),
+        },
+        "cluster_info": {
+            "kubeconfig": String::from_utf8_lossy(cluster_info),
+            "signature_key": jws::cluster_info_signature_key(&input.token),
+            "signature": jws::sign_cluster_info(cluster_info, &input.token),
+        },
+        "kubeadm": {
+            "kubernetes_version": format!("v{}", input.version),
+        },
+        "rbac": rbac_subjects(),
+        "bootstrap_token": {
+            "name": token_secret.metadata.name,
+            "string_data": token_secret.string_data,
+        },
+    }))
+}
