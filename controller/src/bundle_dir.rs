@@ -11,7 +11,9 @@ use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use gantry_pki::{FileSet, PkiBundle, catalog};
+use std::collections::BTreeMap;
+
+use gantry_pki::{FileSet, PkiBundle, PkiFile, catalog};
 
 /// Why a bundle folder could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +61,73 @@ pub fn read_bundle(flag: &'static str, dir: &Path) -> Result<FileSet, BundleDirE
     Ok(files)
 }
 
+/// Reads the catalog's files, the top-level `extra_files` and every file under
+/// `dir/<folder>` for each of `folders`: everything a render may replace or prune.
+pub fn read_tree(
+    flag: &'static str,
+    dir: &Path,
+    extra_files: &[&str],
+    folders: &[&str],
+) -> Result<FileSet, BundleDirError> {
+    let mut files = read_bundle(flag, dir)?;
+    for name in extra_files {
+        match fs::read(dir.join(name)) {
+            Ok(contents) => {
+                files.insert(name.to_string(), contents);
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(BundleDirError::Unreadable {
+                    flag,
+                    path: dir.join(name),
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+    for folder in folders {
+        let mut stack = vec![dir.join(folder)];
+        while let Some(current) = stack.pop() {
+            let entries = match fs::read_dir(&current) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    return Err(BundleDirError::Unreadable {
+                        flag,
+                        path: current,
+                        reason: e.to_string(),
+                    });
+                }
+            };
+            for entry in entries {
+                let path = entry
+                    .map_err(|e| BundleDirError::Unreadable {
+                        flag,
+                        path: current.clone(),
+                        reason: e.to_string(),
+                    })?
+                    .path();
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let contents = fs::read(&path).map_err(|e| BundleDirError::Unreadable {
+                    flag,
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+                let relative = path
+                    .strip_prefix(dir)
+                    .expect("under dir")
+                    .to_string_lossy()
+                    .into_owned();
+                files.insert(relative, contents);
+            }
+        }
+    }
+    Ok(files)
+}
+
 /// Writes the files of `bundle` that differ from `existing` into `dir`.
 /// Secret files get mode 0600, the others 0644. Returns the paths written.
 pub fn write_bundle(
@@ -66,11 +135,38 @@ pub fn write_bundle(
     bundle: &PkiBundle,
     existing: &FileSet,
 ) -> Result<Vec<String>, BundleDirError> {
-    let changed: Vec<(&str, &gantry_pki::PkiFile)> = bundle
+    let files: BTreeMap<String, PkiFile> = bundle
         .files()
-        .filter(|(path, file)| existing.get(*path) != Some(&file.contents))
+        .map(|(path, file)| (path.to_string(), file.clone()))
         .collect();
-    if changed.is_empty() {
+    write_files(dir, &files, existing, &[])
+}
+
+/// Writes `files` into `dir`: those that differ from `existing` are staged
+/// and renamed into place; files of `existing` under one of `prune` (folders
+/// the caller owns, e.g. `service/`) that `files` no longer holds are removed.
+/// Secret files get mode 0600, the others 0644. Returns the paths written.
+pub fn write_files(
+    dir: &Path,
+    files: &BTreeMap<String, PkiFile>,
+    existing: &FileSet,
+    prune: &[&str],
+) -> Result<Vec<String>, BundleDirError> {
+    let changed: Vec<(&str, &PkiFile)> = files
+        .iter()
+        .filter(|(path, file)| existing.get(*path) != Some(&file.contents))
+        .map(|(path, file)| (path.as_str(), file))
+        .collect();
+    let stale: Vec<&String> = existing
+        .keys()
+        .filter(|path| {
+            !files.contains_key(*path)
+                && prune
+                    .iter()
+                    .any(|folder| path.starts_with(&format!("{folder}/")))
+        })
+        .collect();
+    if changed.is_empty() && stale.is_empty() {
         return Ok(Vec::new());
     }
     let unwritable = |reason: String| BundleDirError::Unwritable {
@@ -104,6 +200,10 @@ pub fn write_bundle(
             }
             fs::rename(staging.path.join(path), &target)
                 .map_err(|e| unwritable(format!("cannot replace {path}: {e}")))?;
+        }
+        for path in &stale {
+            fs::remove_file(dir.join(path))
+                .map_err(|e| unwritable(format!("cannot remove stale {path}: {e}")))?;
         }
     } else {
         fs::rename(&staging.path, dir).map_err(|e| unwritable(e.to_string()))?;

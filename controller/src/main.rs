@@ -4,8 +4,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod api;
 mod bundle_dir;
 mod cli;
+mod resolve;
 
 #[derive(Parser)]
 #[command(
@@ -23,6 +25,9 @@ enum Command {
     /// Issue, renew and inspect a tenant's PKI (kubeadm layout).
     #[command(subcommand)]
     Pki(cli::pki::PkiCommand),
+    /// Render a complete tenant offline: PKI, kubeconfigs, manifests, a Helm
+    /// chart of the control plane, and the kubeadm join command.
+    Render(cli::render::RenderArgs),
     /// Create bootstrap tokens and sign cluster-info with them.
     #[command(subcommand)]
     Token(cli::token::TokenCommand),
@@ -39,6 +44,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Pki(command) => cli::pki::run(command),
+        Command::Render(args) => cli::render::run(args),
         Command::Token(command) => cli::token::run(command),
     };
     match result {

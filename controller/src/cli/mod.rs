@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 pub mod pki;
+pub mod render;
 pub mod token;
 
 /// Exit status 2: the input was wrong (a flag, a file, an unwritable `--out`).
@@ -19,6 +20,10 @@ pub enum CliError {
     Pki(#[from] gantry_pki::PkiError),
     #[error(transparent)]
     BundleDir(#[from] crate::bundle_dir::BundleDirError),
+    #[error(transparent)]
+    Spec(#[from] crate::resolve::SpecError),
+    #[error(transparent)]
+    Render(#[from] gantry_renderer::RenderError),
     #[error("{flag} {value:?}: {reason}")]
     BadFile {
         flag: &'static str,
@@ -33,6 +38,12 @@ impl CliError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             CliError::Failed(_) => ExitCode::from(EXIT_FAILED),
+            // A template or chart that fails is gantry's bug, not bad input.
+            CliError::Render(e)
+                if !matches!(e, gantry_renderer::RenderError::InvalidField { .. }) =>
+            {
+                ExitCode::from(EXIT_FAILED)
+            }
             _ => ExitCode::from(EXIT_BAD_INPUT),
         }
     }

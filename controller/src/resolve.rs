@@ -1,0 +1,396 @@
+//! validate → resolve: a `TenantControlPlane` spec becomes the renderer's
+//! fully resolved [`RenderInput`] and the PKI's [`PkiSpec`]. Pure: every
+//! default applied, every value checked, each error naming its field.
+
+use std::net::IpAddr;
+
+use gantry_pki::{BootstrapToken, Endpoint, KeyAlgorithm, PkiSpec, San};
+use gantry_renderer::{
+    ApiServerInput, ComponentInput, EtcdInput, Images, KubeVersion, NetworkingInput, Placement,
+    RenderInput, Resources, ServiceType,
+};
+use ipnet::IpNet;
+use time::{Duration, OffsetDateTime};
+
+use crate::api::{self, ResourcesSpec, TenantControlPlane};
+
+/// A spec value that cannot be used, with the field's path in the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} {value:?}: {reason}")]
+pub struct SpecError {
+    pub field: String,
+    pub value: String,
+    pub reason: String,
+}
+
+fn invalid(
+    field: impl Into<String>,
+    value: impl std::fmt::Display,
+    reason: impl Into<String>,
+) -> SpecError {
+    SpecError {
+        field: field.into(),
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Everything a render needs, derived from one manifest.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub input: RenderInput,
+    pub pki: PkiSpec,
+}
+
+pub const NODE_PORT_RANGE: std::ops::RangeInclusive<u16> = 30000..=32767;
+
+/// Resolves `manifest` for an offline render with `token`. The token expires
+/// at `token_expiration` when given (a re-render keeps it), else at `now`
+/// plus `spec.join.tokenTTL`. `service_cluster_domain` is the DNS domain of
+/// the service cluster.
+pub fn resolve(
+    manifest: &TenantControlPlane,
+    token: BootstrapToken,
+    token_expiration: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+    service_cluster_domain: &str,
+) -> Result<Resolved, SpecError> {
+    let name = &manifest.metadata.name;
+    gantry_pki::validate_tenant_name(name).map_err(|e| invalid("metadata.name", name, e.reason))?;
+    let spec = &manifest.spec;
+    let namespace = gantry_pki::default_namespace(name);
+
+    let version: KubeVersion =
+        spec.version
+            .parse()
+            .map_err(|e: gantry_renderer::VersionError| {
+                invalid("spec.version", &spec.version, e.to_string())
+            })?;
+    if spec.image_repository.is_empty() || spec.image_repository.contains(char::is_whitespace) {
+        return Err(invalid(
+            "spec.imageRepository",
+            &spec.image_repository,
+            "must be a registry path such as registry.k8s.io",
+        ));
+    }
+
+    // The endpoint: offline there is no LoadBalancer to ask, so it must be given.
+    let endpoint_value = spec.api_server.endpoint.as_deref().ok_or_else(|| {
+        invalid(
+            "spec.apiServer.endpoint",
+            "",
+            "is required to render offline: give the address nodes will use (a VIP or the load balancer's IP, HOST[:PORT])",
+        )
+    })?;
+    let endpoint = Endpoint::parse("endpoint", endpoint_value)
+        .map_err(|e| invalid("spec.apiServer.endpoint", endpoint_value, e.reason))?;
+    let advertise_address = endpoint.ip().ok_or_else(|| {
+        invalid(
+            "spec.apiServer.endpoint",
+            endpoint_value,
+            "must be an IP address: it becomes kube-apiserver's --advertise-address (put DNS names in certSANs)",
+        )
+    })?;
+    if endpoint.port < 1024 {
+        return Err(invalid(
+            "spec.apiServer.endpoint",
+            endpoint_value,
+            "port must be 1024 or higher: the apiserver runs as non-root and listens on the port nodes use",
+        ));
+    }
+
+    let service_type = match spec.api_server.service.type_ {
+        api::ServiceType::LoadBalancer => ServiceType::LoadBalancer,
+        api::ServiceType::NodePort => ServiceType::NodePort,
+        api::ServiceType::ClusterIP => ServiceType::ClusterIP,
+    };
+    let node_port = resolve_node_port(
+        spec.api_server.service.node_port,
+        service_type,
+        endpoint.port,
+    )?;
+    let load_balancer_ip = match &spec.api_server.service.load_balancer_ip {
+        None => None,
+        Some(_) if service_type != ServiceType::LoadBalancer => {
+            return Err(invalid(
+                "spec.apiServer.service.loadBalancerIP",
+                spec.api_server
+                    .service
+                    .load_balancer_ip
+                    .as_deref()
+                    .unwrap_or_default(),
+                "only applies to service type LoadBalancer",
+            ));
+        }
+        Some(ip) => Some(ip.parse::<IpAddr>().map_err(|_| {
+            invalid(
+                "spec.apiServer.service.loadBalancerIP",
+                ip,
+                "is not an IP address",
+            )
+        })?),
+    };
+
+    let extra_sans = spec
+        .api_server
+        .cert_sans
+        .iter()
+        .enumerate()
+        .map(|(i, san)| {
+            San::parse("san", san)
+                .map_err(|e| invalid(format!("spec.apiServer.certSANs[{i}]"), san, e.reason))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let replicas = |field: &str, value: i32| -> Result<u32, SpecError> {
+        u32::try_from(value)
+            .ok()
+            .filter(|r| (1..=10).contains(r))
+            .ok_or_else(|| invalid(field, value, "must be between 1 and 10"))
+    };
+    let etcd_replicas = spec.etcd.replicas;
+    if ![1, 3, 5].contains(&etcd_replicas) {
+        return Err(invalid(
+            "spec.etcd.replicas",
+            etcd_replicas,
+            "must be 1, 3 or 5: an even member count adds no fault tolerance",
+        ));
+    }
+    validate_quantity("spec.etcd.storage.size", &spec.etcd.storage.size)?;
+
+    let service_cidr = parse_cidr("spec.networking.serviceCIDR", &spec.networking.service_cidr)?;
+    let pod_cidr = parse_cidr("spec.networking.podCIDR", &spec.networking.pod_cidr)?;
+    if service_cidr.contains(&pod_cidr.network()) || pod_cidr.contains(&service_cidr.network()) {
+        return Err(invalid(
+            "spec.networking.podCIDR",
+            pod_cidr,
+            format!("overlaps spec.networking.serviceCIDR {service_cidr}"),
+        ));
+    }
+    let algorithm: KeyAlgorithm =
+        spec.pki
+            .algorithm
+            .parse()
+            .map_err(|e: gantry_pki::InvalidInput| {
+                invalid("spec.pki.algorithm", &spec.pki.algorithm, e.reason)
+            })?;
+    let leaf_validity = parse_duration(
+        "spec.pki.certificateValidity",
+        &spec.pki.certificate_validity,
+    )?;
+    let renew_before = parse_duration("spec.pki.renewBefore", &spec.pki.renew_before)?;
+    let token_ttl = parse_duration("spec.join.tokenTTL", &spec.join.token_ttl)?;
+
+    let mut pki = PkiSpec::new(name, endpoint.clone())
+        .map_err(|e| invalid("metadata.name", name, e.reason))?;
+    pki.namespace = namespace.clone();
+    pki.extra_sans = extra_sans;
+    pki.service_cidr = service_cidr;
+    pki.dns_domain = spec.networking.dns_domain.clone();
+    pki.service_cluster_domain = service_cluster_domain.to_string();
+    pki.algorithm = algorithm;
+    pki.leaf_validity = leaf_validity;
+    pki.renew_before = renew_before;
+    pki.validate().map_err(|e| {
+        let field = match e.field {
+            "dns-domain" => "spec.networking.dnsDomain",
+            "service-cidr" => "spec.networking.serviceCIDR",
+            "renew-before" => "spec.pki.renewBefore",
+            "leaf-validity" => "spec.pki.certificateValidity",
+            other => other,
+        };
+        invalid(field, &e.value, e.reason)
+    })?;
+
+    let resources = |field: &str,
+                     spec: &Option<ResourcesSpec>,
+                     cpu: &str,
+                     memory: &str|
+     -> Result<Resources, SpecError> {
+        match spec {
+            None => Ok(Resources::requests(cpu, memory)),
+            Some(r) => {
+                for (kind, map) in [("requests", &r.requests), ("limits", &r.limits)] {
+                    for (resource, quantity) in map {
+                        validate_quantity(&format!("{field}.{kind}.{resource}"), quantity)?;
+                    }
+                }
+                Ok(Resources {
+                    requests: r.requests.clone(),
+                    limits: r.limits.clone(),
+                })
+            }
+        }
+    };
+    let tolerations = spec
+        .tolerations
+        .iter()
+        .map(|t| serde_json::to_value(t).expect("tolerations serialise"))
+        .collect();
+
+    let input = RenderInput {
+        name: name.clone(),
+        namespace,
+        version,
+        images: Images::for_version(version, &spec.image_repository),
+        image_repository: spec.image_repository.clone(),
+        endpoint,
+        advertise_address,
+        api_server: ApiServerInput {
+            replicas: replicas("spec.apiServer.replicas", spec.api_server.replicas)?,
+            service_type,
+            service_annotations: spec.api_server.service.annotations.clone(),
+            load_balancer_ip,
+            node_port,
+            extra_args: spec.api_server.extra_args.clone(),
+            resources: resources(
+                "spec.apiServer.resources",
+                &spec.api_server.resources,
+                "250m",
+                "512Mi",
+            )?,
+        },
+        controller_manager: ComponentInput {
+            replicas: replicas(
+                "spec.controllerManager.replicas",
+                spec.controller_manager.replicas,
+            )?,
+            extra_args: spec.controller_manager.extra_args.clone(),
+            resources: resources(
+                "spec.controllerManager.resources",
+                &spec.controller_manager.resources,
+                "100m",
+                "128Mi",
+            )?,
+        },
+        scheduler: ComponentInput {
+            replicas: replicas("spec.scheduler.replicas", spec.scheduler.replicas)?,
+            extra_args: spec.scheduler.extra_args.clone(),
+            resources: resources(
+                "spec.scheduler.resources",
+                &spec.scheduler.resources,
+                "50m",
+                "64Mi",
+            )?,
+        },
+        etcd: EtcdInput {
+            replicas: etcd_replicas as u32,
+            storage_size: spec.etcd.storage.size.clone(),
+            storage_class_name: spec.etcd.storage.storage_class_name.clone(),
+            resources: resources("spec.etcd.resources", &spec.etcd.resources, "100m", "256Mi")?,
+        },
+        networking: NetworkingInput {
+            service_cidr,
+            pod_cidr,
+            dns_domain: spec.networking.dns_domain.clone(),
+            service_cluster_domain: service_cluster_domain.to_string(),
+        },
+        token,
+        token_expiration: token_expiration.unwrap_or(now + token_ttl),
+        placement: Placement {
+            node_selector: spec.node_selector.clone(),
+            tolerations,
+            priority_class_name: spec.priority_class_name.clone(),
+        },
+    };
+    Ok(Resolved { input, pki })
+}
+
+fn resolve_node_port(
+    node_port: Option<i32>,
+    service_type: ServiceType,
+    endpoint_port: u16,
+) -> Result<Option<u16>, SpecError> {
+    const FIELD: &str = "spec.apiServer.service.nodePort";
+    match (service_type, node_port) {
+        (ServiceType::NodePort, port) => {
+            let port = port.unwrap_or(i32::from(endpoint_port));
+            let in_range = u16::try_from(port)
+                .ok()
+                .filter(|p| NODE_PORT_RANGE.contains(p));
+            let port16 =
+                in_range.ok_or_else(|| invalid(FIELD, port, "must be within 30000-32767"))?;
+            if port16 != endpoint_port {
+                return Err(invalid(
+                    FIELD,
+                    port,
+                    format!(
+                        "must equal the endpoint's port {endpoint_port}: nodes reach the apiserver on the node port"
+                    ),
+                ));
+            }
+            Ok(Some(port16))
+        }
+        (_, Some(port)) => Err(invalid(
+            FIELD,
+            port,
+            "only applies to service type NodePort",
+        )),
+        (_, None) => Ok(None),
+    }
+}
+
+fn parse_cidr(field: &str, value: &str) -> Result<IpNet, SpecError> {
+    gantry_pki::parse_cidr("cidr", value).map_err(|e| invalid(field, value, e.reason))
+}
+
+/// A Go-style duration of hours, minutes and seconds: `24h`, `8760h`, `1h30m`, `90s`.
+pub fn parse_duration(field: &str, value: &str) -> Result<Duration, SpecError> {
+    let bad = || invalid(field, value, "is not a duration such as 24h, 1h30m or 720h");
+    let mut total = Duration::ZERO;
+    let mut digits = String::new();
+    for c in value.chars() {
+        match c {
+            '0'..='9' => digits.push(c),
+            'h' | 'm' | 's' if !digits.is_empty() => {
+                let n: i64 = digits.parse().map_err(|_| bad())?;
+                total += match c {
+                    'h' => Duration::hours(n),
+                    'm' => Duration::minutes(n),
+                    _ => Duration::seconds(n),
+                };
+                digits.clear();
+            }
+            _ => return Err(bad()),
+        }
+    }
+    if !digits.is_empty() || total <= Duration::ZERO {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+/// A Kubernetes quantity such as `10Gi`, `500m`, `1.5`, `2e3`.
+fn validate_quantity(field: &str, value: &str) -> Result<(), SpecError> {
+    const SUFFIXES: [&str; 13] = [
+        "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "n", "u", "m", "k", "M", "G", "T",
+    ];
+    let number = SUFFIXES
+        .iter()
+        .find_map(|s| value.strip_suffix(s))
+        .or_else(|| value.strip_suffix('P'))
+        .or_else(|| value.strip_suffix('E'))
+        .unwrap_or(value);
+    let (mantissa, exponent) = match number.split_once(['e', 'E']) {
+        Some((m, e)) => (m, Some(e)),
+        None => (number, None),
+    };
+    let decimal_ok = |s: &str| {
+        let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+        !(int.is_empty() && frac.is_empty())
+            && int.chars().all(|c| c.is_ascii_digit())
+            && frac.chars().all(|c| c.is_ascii_digit())
+    };
+    let exponent_ok = exponent.is_none_or(|e| {
+        let digits = e.strip_prefix(['+', '-']).unwrap_or(e);
+        !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit())
+    });
+    if value.is_empty() || !decimal_ok(mantissa) || !exponent_ok {
+        return Err(invalid(
+            field,
+            value,
+            "is not a Kubernetes quantity such as 10Gi or 500m",
+        ));
+    }
+    Ok(())
+}
