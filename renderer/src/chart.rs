@@ -74,11 +74,11 @@ pub fn package(
     for (index, object) in objects.iter().enumerate() {
         files.push((
             format!("{name}/files/{}", manifest_file_name(index, object)),
-            object.to_yaml().into_bytes(),
+            object.to_yaml().as_bytes().to_vec(),
         ));
     }
     let failed = |e: std::io::Error| RenderError::Chart(e.to_string());
-    let mut archive = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::default()));
+    let mut archive = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::fast()));
     archive.mode(tar::HeaderMode::Deterministic);
     for (path, contents) in &files {
         let mut header = tar::Header::new_ustar();

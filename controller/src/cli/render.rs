@@ -164,7 +164,7 @@ fn add_manifests(files: &mut BTreeMap<String, PkiFile>, folder: &str, objects: &
         files.insert(
             format!("{folder}/{}", chart::manifest_file_name(index, object)),
             PkiFile {
-                contents: object.to_yaml().into_bytes(),
+                contents: object.to_yaml().as_bytes().to_vec(),
                 secret: object.is_secret(),
             },
         );
