@@ -182,6 +182,9 @@ pub struct Rendered {
     pub tenant: Vec<RenderedObject>,
 }
 
+/// What rendering one template gives: its set and its checked objects.
+type TemplateResult = Result<(Target, Vec<RenderedObject>), RenderError>;
+
 /// Renders both sets for `input` with the tenant's PKI. Templates are
 /// independent, so they are rendered, parsed and checked on all cores.
 pub fn render(input: &RenderInput, pki: &PkiBundle) -> Result<Rendered, RenderError> {
@@ -221,13 +224,12 @@ pub fn render(input: &RenderInput, pki: &PkiBundle) -> Result<Rendered, RenderEr
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(TEMPLATES.len());
-    let results: Vec<Result<(Target, Vec<RenderedObject>), RenderError>> = if workers < 2 {
+    let results: Vec<TemplateResult> = if workers < 2 {
         TEMPLATES.iter().map(render_one).collect()
     } else {
         // Workers take the next template from a shared counter; results keep template order.
         let next = std::sync::atomic::AtomicUsize::new(0);
-        let mut slots: Vec<Option<Result<(Target, Vec<RenderedObject>), RenderError>>> =
-            (0..TEMPLATES.len()).map(|_| None).collect();
+        let mut slots: Vec<Option<TemplateResult>> = (0..TEMPLATES.len()).map(|_| None).collect();
         let work = || {
             let mut done = Vec::new();
             loop {
