@@ -2,12 +2,14 @@
 //! plain), strict handlebars, YAML documents, and the typed check of each.
 
 use std::collections::BTreeMap;
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use gantry_pki::{BootstrapTokenSecret, PkiBundle, jws};
-use handlebars::{Handlebars, handlebars_helper};
+use handlebars::{
+    Handlebars, RenderContext, Renderable, StringOutput, Template, handlebars_helper,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -122,8 +124,10 @@ const PARTIALS: &[(&str, &str)] = &[
 
 handlebars_helper!(json_helper: |value: Json| serde_json::to_string(value).expect("JSON values serialise"));
 
-/// The template registry, built once: strict mode (a missing value is an
-/// error), no HTML escaping, one helper (`json`, for quoting values as YAML-safe JSON).
+/// The registry: strict mode (a missing value is an error), no HTML
+/// escaping, one helper (`json`, quoting values as YAML-safe JSON) and the
+/// partials. The templates themselves are compiled by the render workers
+/// ([`COMPILED`]), so a fresh process compiles them on all cores.
 static REGISTRY: LazyLock<Result<Handlebars<'static>, String>> = LazyLock::new(|| {
     let mut registry = Handlebars::new();
     registry.set_strict_mode(true);
@@ -134,13 +138,34 @@ static REGISTRY: LazyLock<Result<Handlebars<'static>, String>> = LazyLock::new(|
             .register_partial(name, *text)
             .map_err(|e| format!("partial {name}: {e}"))?;
     }
-    for (_, name, text) in TEMPLATES {
-        registry
-            .register_template_string(name, *text)
-            .map_err(|e| format!("template {name}: {e}"))?;
-    }
     Ok(registry)
 });
+
+/// Each template compiled once per process, by the first worker that renders it.
+static COMPILED: LazyLock<Vec<OnceLock<Result<Template, String>>>> =
+    LazyLock::new(|| TEMPLATES.iter().map(|_| OnceLock::new()).collect());
+
+/// Renders template `index` of [`TEMPLATES`] with `data`.
+fn render_template(
+    registry: &Handlebars<'static>,
+    index: usize,
+    data: &handlebars::Context,
+) -> Result<String, RenderError> {
+    let (_, name, text) = TEMPLATES[index];
+    let fail = |reason: String| RenderError::Template {
+        template: name.to_string(),
+        reason,
+    };
+    let template = COMPILED[index]
+        .get_or_init(|| Template::compile(text).map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(|reason| fail(reason.clone()))?;
+    let mut output = StringOutput::new();
+    template
+        .render(registry, data, &mut RenderContext::new(None), &mut output)
+        .map_err(|e| fail(e.to_string()))?;
+    output.into_string().map_err(|e| fail(e.to_string()))
+}
 
 /// One rendered Kubernetes object.
 #[derive(Debug, Clone)]
@@ -151,7 +176,7 @@ pub struct RenderedObject {
     /// The object, as checked against its k8s-openapi type.
     pub value: Value,
     /// `value` as YAML, made once: files and the chart archive share it.
-    yaml: std::sync::OnceLock<String>,
+    yaml: OnceLock<String>,
 }
 
 impl PartialEq for RenderedObject {
@@ -207,25 +232,21 @@ pub fn render(input: &RenderInput, pki: &PkiBundle) -> Result<Rendered, RenderEr
         "common_labels": common_labels(input),
         "secrets": secrets.iter().map(|s| json!({"name": s.name, "data": s.data})).collect::<Vec<_>>(),
     }))?;
-    let render_one = |(target, name, _): &(Target, &'static str, &str)| {
-        let data = if *name == SECRETS_TEMPLATE {
+    let render_one = |index: usize| {
+        let (target, name, _) = TEMPLATES[index];
+        let data = if name == SECRETS_TEMPLATE {
             &secrets_context
         } else {
             &context
         };
-        let text = registry
-            .render_with_context(name, data)
-            .map_err(|e| RenderError::Template {
-                template: name.to_string(),
-                reason: e.to_string(),
-            })?;
-        parse_documents(name, &text).map(|objects| (*target, objects))
+        let text = render_template(registry, index, data)?;
+        parse_documents(name, &text).map(|objects| (target, objects))
     };
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(TEMPLATES.len());
     let results: Vec<TemplateResult> = if workers < 2 {
-        TEMPLATES.iter().map(render_one).collect()
+        (0..TEMPLATES.len()).map(render_one).collect()
     } else {
         // Workers take the next template from a shared counter; results keep template order.
         let next = std::sync::atomic::AtomicUsize::new(0);
@@ -234,10 +255,10 @@ pub fn render(input: &RenderInput, pki: &PkiBundle) -> Result<Rendered, RenderEr
             let mut done = Vec::new();
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(template) = TEMPLATES.get(i) else {
+                if i >= TEMPLATES.len() {
                     break done;
-                };
-                done.push((i, render_one(template)));
+                }
+                done.push((i, render_one(i)));
             }
         };
         std::thread::scope(|scope| {
@@ -315,7 +336,7 @@ fn parse_documents(template: &'static str, text: &str) -> Result<Vec<RenderedObj
             kind,
             name,
             value,
-            yaml: std::sync::OnceLock::new(),
+            yaml: OnceLock::new(),
         });
     }
     Ok(objects)
