@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::Output;
 
 use gantry_pki::{BootstrapToken, jws};
-use gantry_tests::{gantry, pki_init};
+use gantry_tests::{files_under, gantry, pki_init};
 
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
@@ -114,7 +114,7 @@ fn a_damaged_ca_is_refused_and_nothing_is_touched() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = pki_init(tmp.path(), "tenant-a", &["--endpoint", "203.0.113.10"]);
     std::fs::write(dir.join("pki/ca.key"), "not a key").unwrap();
-    let before = gantry_tests_snapshot(&dir);
+    let before = files_under(&dir);
     let output = gantry(&[
         "pki",
         "init",
@@ -129,34 +129,14 @@ fn a_damaged_ca_is_refused_and_nothing_is_touched() {
     ]);
     assert_bad_input(&output, "error: pki/ca.key: not PEM");
     assert!(stderr(&output).contains("refusing to replace it"));
-    assert_eq!(gantry_tests_snapshot(&dir), before);
-}
-
-fn gantry_tests_snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(folder) = stack.pop() {
-        for entry in std::fs::read_dir(&folder).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                files.push((
-                    path.strip_prefix(dir).unwrap().display().to_string(),
-                    std::fs::read(&path).unwrap(),
-                ));
-            }
-        }
-    }
-    files.sort();
-    files
+    assert_eq!(files_under(&dir), before);
 }
 
 #[test]
 fn a_second_init_keeps_everything_and_says_so() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = pki_init(tmp.path(), "tenant-a", &["--endpoint", "203.0.113.10"]);
-    let before = gantry_tests_snapshot(&dir);
+    let before = files_under(&dir);
     let output = gantry(&[
         "pki",
         "init",
@@ -175,7 +155,7 @@ fn a_second_init_keeps_everything_and_says_so() {
         "{text}"
     );
     assert!(text.contains("0 files written"), "{text}");
-    assert_eq!(gantry_tests_snapshot(&dir), before);
+    assert_eq!(files_under(&dir), before);
 }
 
 #[test]
@@ -184,7 +164,7 @@ fn a_reissue_replaces_only_changed_files_and_leaves_other_files_alone() {
     let dir = pki_init(tmp.path(), "tenant-a", &["--endpoint", "203.0.113.10"]);
     std::fs::write(dir.join("notes.txt"), "mine").unwrap();
     std::fs::write(dir.join("pki/extra.pem"), "mine too").unwrap();
-    let before = gantry_tests_snapshot(&dir);
+    let before = files_under(&dir);
     let output = gantry(&[
         "pki",
         "init",
@@ -203,7 +183,7 @@ fn a_reissue_replaces_only_changed_files_and_leaves_other_files_alone() {
         "{}",
         stdout(&output)
     );
-    let after = gantry_tests_snapshot(&dir);
+    let after = files_under(&dir);
     let changed: Vec<&str> = after
         .iter()
         .filter(|(path, contents)| {

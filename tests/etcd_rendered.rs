@@ -17,7 +17,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine as _;
-use gantry_tests::{KillOnDrop, gantry, repo_root, run_ok, tool, wait_until};
+use gantry_tests::{KillOnDrop, render_example, run_ok, tool, wait_until};
 use serde_json::Value;
 
 const NAMESPACE: &str = "tcp-tenant-a";
@@ -142,18 +142,7 @@ fn kubelet_expand(arg: &str, pod_name: &str) -> String {
 #[test]
 fn the_rendered_etcd_statefulset_runs_as_a_three_member_cluster() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("tenant-a");
-    let output = gantry(&[
-        "render",
-        repo_root().join("examples/tenant-a.yaml").to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let out = render_example(tmp.path());
 
     let statefulset = read_yaml(&find_manifest(
         &out.join("service"),

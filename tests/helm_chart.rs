@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use gantry_tests::{gantry, repo_root, run_ok, tool};
+use gantry_tests::{render_example, run_ok, tool};
 use serde::Deserialize;
 
 type Objects = BTreeMap<(String, String), serde_json::Value>;
@@ -27,18 +27,7 @@ fn by_kind_and_name(documents: impl IntoIterator<Item = serde_json::Value>) -> O
 #[test]
 fn helm_lints_the_chart_and_templates_exactly_the_service_set() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("tenant-a");
-    let output = gantry(&[
-        "render",
-        repo_root().join("examples/tenant-a.yaml").to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let out = render_example(tmp.path());
     let archive = out.join("chart/tenant-a-control-plane-1.35.5.tgz");
 
     let lint = run_ok(

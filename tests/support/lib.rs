@@ -153,3 +153,44 @@ impl Drop for KillOnDrop {
         self.kill();
     }
 }
+
+/// Renders `examples/tenant-a.yaml` with `gantry render` into `dir/tenant-a`.
+pub fn render_example(dir: &Path) -> PathBuf {
+    let out = dir.join("tenant-a");
+    let manifest = repo_root().join("examples/tenant-a.yaml");
+    let output = gantry(&[
+        "render",
+        manifest.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "gantry render failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    out
+}
+
+/// Every file under `dir` (recursively), as (path relative to `dir`, contents), sorted.
+pub fn files_under(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(folder) = stack.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap_or_else(|e| panic!("{folder:?}: {e}")) {
+            let path = entry.expect("directory entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let relative = path
+                    .strip_prefix(dir)
+                    .expect("under dir")
+                    .display()
+                    .to_string();
+                files.push((relative, std::fs::read(&path).expect("readable file")));
+            }
+        }
+    }
+    files.sort();
+    files
+}
