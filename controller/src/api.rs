@@ -1,40 +1,48 @@
-//! The `TenantControlPlane` API (gantry.dev/v1alpha1), as serde types with the
-//! defaults of `architecture.md`. Unknown fields are refused everywhere, so a
-//! typo in a manifest is an error, not a silently ignored setting.
-//! (The CRD derive, status and schema come with the controller.)
+//! The `TenantControlPlane` API (gantry.dev/v1alpha1): the CRD (cluster-scoped,
+//! short name `tcp`, category `gantry`, status subresource) and its serde types
+//! with the defaults of `architecture.md`. Unknown fields are refused
+//! everywhere, so a typo in a manifest is an error, not an ignored setting.
+//!
+//! The schema checks what the API server can check (patterns, enums, ranges,
+//! CEL rules), so `kubectl apply` refuses a bad spec before the controller
+//! sees it; `resolve` re-validates everything, including what a schema cannot
+//! (supported versions, CIDR overlaps).
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub const API_VERSION: &str = "gantry.dev/v1alpha1";
 pub const KIND: &str = "TenantControlPlane";
 
-/// A `TenantControlPlane` manifest as a user writes it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct TenantControlPlane {
-    pub api_version: String,
-    pub kind: String,
-    pub metadata: Metadata,
-    pub spec: TenantControlPlaneSpec,
-}
+/// Matches `1.35`, `1.35.5` and `v1.35.5`; `resolve` checks the minor is supported.
+const VERSION_PATTERN: &str = r"^v?1\.(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))?$";
+/// Go-style durations of hours, minutes and seconds: `24h`, `1h30m`, `720h`.
+const DURATION_PATTERN: &str = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$";
 
-/// The metadata a cluster-scoped manifest may carry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Metadata {
-    pub name: String,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub labels: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub annotations: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A tenant's hosted control plane.
+#[derive(CustomResource, KubeSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "gantry.dev",
+    version = "v1alpha1",
+    kind = "TenantControlPlane",
+    plural = "tenantcontrolplanes",
+    shortname = "tcp",
+    category = "gantry",
+    status = "TenantControlPlaneStatus",
+    validation = Rule::new("self.metadata.name.size() <= 40").message("metadata.name must be at most 40 characters: the namespace tcp-<name> and its object names must fit Kubernetes limits"),
+    printcolumn(name = "VERSION", type_ = "string", json_path = ".status.version", description = "The Kubernetes version the control plane runs"),
+    printcolumn(name = "READY", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "ENDPOINT", type_ = "string", json_path = ".status.endpoint"),
+    printcolumn(name = "AGE", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TenantControlPlaneSpec {
     /// Tenant Kubernetes version, `1.35.5` (or `1.35` for the minor's default patch).
+    #[schemars(regex(pattern = VERSION_PATTERN))]
     pub version: String,
     #[serde(default)]
     pub api_server: ApiServerSpec,
@@ -45,6 +53,7 @@ pub struct TenantControlPlaneSpec {
     #[serde(default)]
     pub etcd: EtcdSpec,
     #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("networking is immutable: a tenant's Service and Pod CIDRs and DNS domain cannot change"))]
     pub networking: NetworkingSpec,
     #[serde(default)]
     pub pki: PkiSettings,
@@ -56,26 +65,56 @@ pub struct TenantControlPlaneSpec {
     pub node_selector: BTreeMap<String, String>,
     #[serde(default)]
     pub tolerations: Vec<k8s_openapi::api::core::v1::Toleration>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority_class_name: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What the controller observed. Never holds keys or tokens.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantControlPlaneStatus {
+    /// `Pending`, `Provisioning`, `Ready`, `Upgrading`, `Failed` or `Deleting`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// `CertificatesReady`, `EndpointReady`, `EtcdReady`, `APIServerReady`,
+    /// `TenantBootstrapped`, `Ready`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The Kubernetes version that runs now (moves only when a rollout completes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// `sha256:<hex>` for `kubeadm join --discovery-token-ca-cert-hash`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert_hash: Option<String>,
+    /// Name of the Secret (in `tcp-<name>`) holding `admin.conf`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig_secret: Option<String>,
+    /// Name of the Secret (in `tcp-<name>`) holding the join command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_secret: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ApiServerSpec {
     #[serde(default = "defaults::two")]
+    #[schemars(range(min = 1, max = 10))]
     pub replicas: i32,
     #[serde(default)]
     pub service: ApiServerServiceSpec,
     /// Where nodes and users reach the apiserver, `HOST[:PORT]`. Required for
     /// offline rendering; the controller otherwise takes the Service's address.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
     #[serde(default, rename = "certSANs")]
     pub cert_sans: Vec<String>,
     #[serde(default)]
     pub extra_args: BTreeMap<String, String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourcesSpec>,
 }
 
@@ -92,22 +131,28 @@ impl Default for ApiServerSpec {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("!has(self.nodePort) || self.type == 'NodePort'").message("nodePort only applies to service type NodePort"))]
 pub struct ApiServerServiceSpec {
     #[serde(default, rename = "type")]
     pub type_: ServiceType,
     /// E.g. Octavia options for the OpenStack load balancer.
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
-    #[serde(default, rename = "loadBalancerIP")]
+    #[serde(
+        default,
+        rename = "loadBalancerIP",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub load_balancer_ip: Option<String>,
     /// For `NodePort`: the node port (30000–32767); defaults to the endpoint's port.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 30000, max = 32767))]
     pub node_port: Option<i32>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum ServiceType {
     #[default]
     LoadBalancer,
@@ -115,14 +160,15 @@ pub enum ServiceType {
     ClusterIP,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ComponentSpec {
     #[serde(default = "defaults::two")]
+    #[schemars(range(min = 1, max = 10))]
     pub replicas: i32,
     #[serde(default)]
     pub extra_args: BTreeMap<String, String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourcesSpec>,
 }
 
@@ -136,15 +182,16 @@ impl Default for ComponentSpec {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EtcdSpec {
     /// 1, 3 or 5.
     #[serde(default = "defaults::three")]
+    #[x_kube(validation = Rule::new("self == 1 || self == 3 || self == 5").message("etcd replicas must be 1, 3 or 5: an even member count adds no fault tolerance"))]
     pub replicas: i32,
     #[serde(default)]
     pub storage: EtcdStorageSpec,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourcesSpec>,
 }
 
@@ -158,12 +205,12 @@ impl Default for EtcdSpec {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EtcdStorageSpec {
     #[serde(default = "defaults::etcd_storage")]
     pub size: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
 }
 
@@ -176,7 +223,7 @@ impl Default for EtcdStorageSpec {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NetworkingSpec {
     #[serde(default = "defaults::service_cidr", rename = "serviceCIDR")]
@@ -197,35 +244,37 @@ impl Default for NetworkingSpec {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PkiSettings {
-    /// `ECDSA-P256` | `RSA-2048` | `RSA-3072` | `RSA-4096`.
-    #[serde(default = "defaults::algorithm")]
-    pub algorithm: String,
+    #[serde(default)]
+    pub algorithm: KeyAlgorithm,
     /// Leaf certificate validity, a duration such as `8760h`.
     #[serde(default = "defaults::certificate_validity")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
     pub certificate_validity: String,
     /// Renew a leaf when less than this remains, e.g. `720h`.
     #[serde(default = "defaults::renew_before")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
     pub renew_before: String,
 }
 
 impl Default for PkiSettings {
     fn default() -> Self {
         Self {
-            algorithm: defaults::algorithm(),
+            algorithm: KeyAlgorithm::default(),
             certificate_validity: defaults::certificate_validity(),
             renew_before: defaults::renew_before(),
         }
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JoinSpec {
     /// Lifetime of join tokens, e.g. `24h`.
     #[serde(default = "defaults::token_ttl", rename = "tokenTTL")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
     pub token_ttl: String,
 }
 
@@ -237,8 +286,33 @@ impl Default for JoinSpec {
     }
 }
 
+/// The key algorithm of every key in the tenant's PKI.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum KeyAlgorithm {
+    #[default]
+    #[serde(rename = "ECDSA-P256")]
+    EcdsaP256,
+    #[serde(rename = "RSA-2048")]
+    Rsa2048,
+    #[serde(rename = "RSA-3072")]
+    Rsa3072,
+    #[serde(rename = "RSA-4096")]
+    Rsa4096,
+}
+
+impl From<KeyAlgorithm> for gantry_pki::KeyAlgorithm {
+    fn from(algorithm: KeyAlgorithm) -> Self {
+        match algorithm {
+            KeyAlgorithm::EcdsaP256 => gantry_pki::KeyAlgorithm::EcdsaP256,
+            KeyAlgorithm::Rsa2048 => gantry_pki::KeyAlgorithm::Rsa2048,
+            KeyAlgorithm::Rsa3072 => gantry_pki::KeyAlgorithm::Rsa3072,
+            KeyAlgorithm::Rsa4096 => gantry_pki::KeyAlgorithm::Rsa4096,
+        }
+    }
+}
+
 /// Container resources as Kubernetes quantities.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ResourcesSpec {
     #[serde(default)]
@@ -269,9 +343,6 @@ mod defaults {
     pub fn dns_domain() -> String {
         "cluster.local".into()
     }
-    pub fn algorithm() -> String {
-        "ECDSA-P256".into()
-    }
     pub fn certificate_validity() -> String {
         "8760h".into()
     }
@@ -283,19 +354,209 @@ mod defaults {
     }
 }
 
+/// The top-level fields a `TenantControlPlane` manifest may have.
+const TOP_LEVEL_FIELDS: [&str; 5] = ["apiVersion", "kind", "metadata", "spec", "status"];
+
 impl TenantControlPlane {
     /// Parses a manifest. Errors name the field (`spec.etcd: unknown field ...`).
     pub fn from_yaml(text: &str) -> Result<Self, String> {
-        let manifest: TenantControlPlane = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
-        if manifest.api_version != API_VERSION {
+        let raw: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+        let field = |name: &str| {
+            raw.get(name)
+                .and_then(serde_yaml::Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        if field("apiVersion") != API_VERSION {
             return Err(format!(
                 "apiVersion {:?}: expected {API_VERSION}",
-                manifest.api_version
+                field("apiVersion")
             ));
         }
-        if manifest.kind != KIND {
-            return Err(format!("kind {:?}: expected {KIND}", manifest.kind));
+        if field("kind") != KIND {
+            return Err(format!("kind {:?}: expected {KIND}", field("kind")));
+        }
+        if let Some(mapping) = raw.as_mapping() {
+            for key in mapping.keys() {
+                let key = key.as_str().unwrap_or_default();
+                if !TOP_LEVEL_FIELDS.contains(&key) {
+                    return Err(format!(
+                        "unknown field `{key}`, expected one of {}",
+                        TOP_LEVEL_FIELDS.join(", ")
+                    ));
+                }
+            }
+        }
+        // From the text, not from `raw`: only then do errors carry the field's path.
+        let manifest: TenantControlPlane = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+        if let Some(namespace) = &manifest.metadata.namespace {
+            return Err(format!(
+                "metadata.namespace {namespace:?}: TenantControlPlane is cluster-scoped; remove the namespace"
+            ));
         }
         Ok(manifest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::CustomResourceExt;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn crd() -> Value {
+        serde_json::to_value(TenantControlPlane::crd()).unwrap()
+    }
+
+    fn schema() -> Value {
+        crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+    }
+
+    fn example() -> Value {
+        let text = include_str!("../../examples/tenant-a.yaml");
+        serde_json::to_value(TenantControlPlane::from_yaml(text).unwrap()).unwrap()
+    }
+
+    /// The CEL rules of the CRD, evaluated as the API server would.
+    fn cel(object: &Value, old: Option<&Value>) -> Result<(), String> {
+        kube::core::cel::Validator::new()
+            .validate(&schema(), object, old)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_crd_is_cluster_scoped_with_short_name_category_status_and_columns() {
+        let crd = crd();
+        assert_eq!(crd["metadata"]["name"], "tenantcontrolplanes.gantry.dev");
+        assert_eq!(crd["spec"]["scope"], "Cluster");
+        assert_eq!(crd["spec"]["names"]["shortNames"], json!(["tcp"]));
+        assert_eq!(crd["spec"]["names"]["categories"], json!(["gantry"]));
+        let version = &crd["spec"]["versions"][0];
+        assert_eq!(version["name"], "v1alpha1");
+        assert_eq!(version["subresources"]["status"], json!({}));
+        let columns: Vec<&str> = version["additionalPrinterColumns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(columns, ["VERSION", "READY", "ENDPOINT", "AGE"]);
+        // The whole CRD is a valid apiextensions/v1 object with nothing lost.
+        let typed: CustomResourceDefinition = serde_json::from_value(crd.clone()).unwrap();
+        assert_eq!(serde_json::to_value(typed).unwrap(), crd);
+    }
+
+    #[test]
+    fn the_schema_checks_what_the_api_server_can() {
+        let spec = &schema()["properties"]["spec"]["properties"];
+        assert_eq!(spec["version"]["pattern"], VERSION_PATTERN);
+        assert_eq!(
+            spec["pki"]["properties"]["algorithm"]["enum"],
+            json!(["ECDSA-P256", "RSA-2048", "RSA-3072", "RSA-4096"])
+        );
+        assert_eq!(
+            spec["apiServer"]["properties"]["service"]["properties"]["type"]["enum"],
+            json!(["LoadBalancer", "NodePort", "ClusterIP"])
+        );
+        assert_eq!(
+            spec["apiServer"]["properties"]["replicas"]["minimum"].as_f64(),
+            Some(1.0)
+        );
+        assert_eq!(
+            spec["apiServer"]["properties"]["service"]["properties"]["nodePort"]["maximum"]
+                .as_f64(),
+            Some(32767.0)
+        );
+        assert_eq!(
+            spec["join"]["properties"]["tokenTTL"]["pattern"],
+            DURATION_PATTERN
+        );
+        assert!(
+            !schema()
+                .to_string()
+                .contains("additionalProperties\":false"),
+            "structural schemas cannot say additionalProperties: false"
+        );
+    }
+
+    #[test]
+    fn cel_rules_accept_the_example_and_refuse_bad_specs() {
+        let good = example();
+        assert_eq!(cel(&good, None), Ok(()));
+
+        let mut even = good.clone();
+        even["spec"]["etcd"]["replicas"] = json!(2);
+        assert!(
+            cel(&even, None)
+                .unwrap_err()
+                .contains("etcd replicas must be 1, 3 or 5")
+        );
+
+        let mut long = good.clone();
+        long["metadata"]["name"] = json!("a".repeat(41));
+        assert!(
+            cel(&long, None)
+                .unwrap_err()
+                .contains("at most 40 characters")
+        );
+
+        let mut node_port = good.clone();
+        node_port["spec"]["apiServer"]["service"]["nodePort"] = json!(31443);
+        assert!(
+            cel(&node_port, None)
+                .unwrap_err()
+                .contains("nodePort only applies to service type NodePort")
+        );
+        node_port["spec"]["apiServer"]["service"]["type"] = json!("NodePort");
+        assert_eq!(cel(&node_port, None), Ok(()));
+    }
+
+    #[test]
+    fn networking_is_immutable() {
+        let old = example();
+        let mut changed = old.clone();
+        changed["spec"]["networking"]["podCIDR"] = json!("10.200.0.0/16");
+        assert!(
+            cel(&changed, Some(&old))
+                .unwrap_err()
+                .contains("networking is immutable")
+        );
+        let mut other = old.clone();
+        other["spec"]["version"] = json!("1.36.0");
+        assert_eq!(cel(&other, Some(&old)), Ok(()), "other fields may change");
+    }
+
+    #[test]
+    fn manifests_refuse_unknown_fields_and_namespaces() {
+        let text = include_str!("../../examples/tenant-a.yaml");
+        let typo = text.replace("  etcd:\n", "  etdc:\n");
+        assert!(
+            TenantControlPlane::from_yaml(&typo)
+                .unwrap_err()
+                .contains("unknown field `etdc`")
+        );
+        let top = format!("{text}extra: 1\n");
+        assert!(
+            TenantControlPlane::from_yaml(&top)
+                .unwrap_err()
+                .contains("unknown field `extra`")
+        );
+        let namespaced = text.replace(
+            "  name: tenant-a\n",
+            "  name: tenant-a\n  namespace: default\n",
+        );
+        assert!(
+            TenantControlPlane::from_yaml(&namespaced)
+                .unwrap_err()
+                .contains("cluster-scoped")
+        );
+        let algorithm = text.replace("algorithm: ECDSA-P256", "algorithm: DSA");
+        assert!(
+            TenantControlPlane::from_yaml(&algorithm)
+                .unwrap_err()
+                .contains("spec.pki.algorithm: unknown variant `DSA`")
+        );
     }
 }

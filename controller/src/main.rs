@@ -25,6 +25,8 @@ enum Command {
     /// Issue, renew and inspect a tenant's PKI (kubeadm layout).
     #[command(subcommand)]
     Pki(cli::pki::PkiCommand),
+    /// Print the TenantControlPlane CustomResourceDefinition (YAML).
+    Crd,
     /// Render a complete tenant offline: PKI, kubeconfigs, manifests, a Helm
     /// chart of the control plane, and the kubeadm join command.
     Render(cli::render::RenderArgs),
@@ -44,6 +46,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Pki(command) => cli::pki::run(command),
+        Command::Crd => {
+            use kube::CustomResourceExt;
+            print!(
+                "{}",
+                serde_yaml::to_string(&api::TenantControlPlane::crd()).expect("the CRD serialises")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Render(args) => cli::render::run(args),
         Command::Token(command) => cli::token::run(command),
     };

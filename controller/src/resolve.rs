@@ -55,7 +55,11 @@ pub fn resolve(
     now: OffsetDateTime,
     service_cluster_domain: &str,
 ) -> Result<Resolved, SpecError> {
-    let name = &manifest.metadata.name;
+    let name = manifest
+        .metadata
+        .name
+        .as_ref()
+        .ok_or_else(|| invalid("metadata.name", "", "is required"))?;
     gantry_pki::validate_tenant_name(name).map_err(|e| invalid("metadata.name", name, e.reason))?;
     let spec = &manifest.spec;
     let namespace = gantry_pki::default_namespace(name);
@@ -167,13 +171,7 @@ pub fn resolve(
             format!("overlaps spec.networking.serviceCIDR {service_cidr}"),
         ));
     }
-    let algorithm: KeyAlgorithm =
-        spec.pki
-            .algorithm
-            .parse()
-            .map_err(|e: gantry_pki::InvalidInput| {
-                invalid("spec.pki.algorithm", &spec.pki.algorithm, e.reason)
-            })?;
+    let algorithm: KeyAlgorithm = spec.pki.algorithm.into();
     let leaf_validity = parse_duration(
         "spec.pki.certificateValidity",
         &spec.pki.certificate_validity,
