@@ -4,10 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod api;
-mod bundle_dir;
-mod cli;
-mod resolve;
+use gantry_controller::{api, cli};
 
 #[derive(Parser)]
 #[command(

@@ -392,3 +392,29 @@ fn validate_quantity(field: &str, value: &str) -> Result<(), SpecError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_go_style_hours_minutes_seconds() {
+        assert_eq!(parse_duration("f", "24h").unwrap(), Duration::hours(24));
+        assert_eq!(parse_duration("f", "1h30m").unwrap(), Duration::minutes(90));
+        assert_eq!(parse_duration("f", "90s").unwrap(), Duration::seconds(90));
+        for bad in ["", "1d", "h", "10", "0h", "1.5h", "-1h", "1h 30m"] {
+            let err = parse_duration("spec.join.tokenTTL", bad).unwrap_err();
+            assert_eq!(err.field, "spec.join.tokenTTL", "{bad}");
+        }
+    }
+
+    #[test]
+    fn quantities_follow_kubernetes_syntax() {
+        for good in ["10Gi", "500m", "1", "1.5", "2e3", "100M", "1E", "0.5Ki"] {
+            assert!(validate_quantity("f", good).is_ok(), "{good}");
+        }
+        for bad in ["", "ten", "10GB", "Gi", "1..5", "e3", "1e"] {
+            assert!(validate_quantity("f", bad).is_err(), "{bad}");
+        }
+    }
+}

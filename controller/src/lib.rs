@@ -1,0 +1,8 @@
+//! `gantry-controller`: the `TenantControlPlane` API, the reconcile pipeline's
+//! pure steps, and the `gantry` command line. `main.rs` is only the entry point.
+
+pub mod api;
+pub mod bundle_dir;
+pub mod cli;
+pub mod reconcile;
+pub mod resolve;

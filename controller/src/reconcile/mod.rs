@@ -1,0 +1,9 @@
+//! The pure steps of the reconcile pipeline (validate → namespace → endpoint →
+//! PKI → render → apply → readiness → bootstrap → join token → status). Each
+//! step here computes a decision from observed state and touches no API, so it
+//! is tested without a cluster; the API calls come in a thin layer around them.
+
+pub mod conditions;
+pub mod endpoint;
+pub mod token;
+pub mod upgrade;
