@@ -2,6 +2,7 @@
 //! pure steps, and the `gantry` command line. `main.rs` is only the entry point.
 
 pub mod api;
+pub mod apply;
 pub mod bundle_dir;
 pub mod cli;
 pub mod reconcile;

@@ -1,0 +1,267 @@
+//! `InMemoryApiServerDouble`: a TEST DOUBLE of the Kubernetes API server, not
+//! an API server. No registry ships kube-apiserver, so reconcile code is tested
+//! against this stateful in-memory stand-in behind kube's real `Client`.
+//!
+//! It serves the REST paths kube builds (core `/api/v1/...` and group
+//! `/apis/<group>/<version>/...`, namespaced and cluster-scoped): GET, LIST with
+//! an equality `labelSelector`, server-side apply PATCH, and DELETE, and it
+//! records every write. Simplifications, on purpose: an apply replaces the
+//! stored object's content (gantry always applies whole objects), there is no
+//! field ownership, no admission, no watch, and no garbage collection.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use kube::client::Body;
+use serde_json::{Value, json};
+
+/// (group, version, plural, namespace or "", name)
+type Key = (String, String, String, String, String);
+
+#[derive(Default)]
+struct State {
+    objects: BTreeMap<Key, Value>,
+    writes: Vec<String>,
+    resource_version: u64,
+}
+
+#[derive(Clone, Default)]
+pub struct InMemoryApiServerDouble {
+    state: Arc<Mutex<State>>,
+}
+
+/// A parsed request path.
+struct Target {
+    group: String,
+    version: String,
+    plural: String,
+    namespace: String,
+    name: Option<String>,
+}
+
+fn parse_path(path: &str) -> Option<Target> {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (group, version, rest) = match segments.as_slice() {
+        ["api", version, rest @ ..] => (String::new(), version.to_string(), rest),
+        ["apis", group, version, rest @ ..] => (group.to_string(), version.to_string(), rest),
+        _ => return None,
+    };
+    let (plural, namespace, name) = match rest {
+        ["namespaces", ns, plural] => (plural.to_string(), ns.to_string(), None),
+        ["namespaces", ns, plural, name] => {
+            (plural.to_string(), ns.to_string(), Some(name.to_string()))
+        }
+        [plural] => (plural.to_string(), String::new(), None),
+        [plural, name] => (plural.to_string(), String::new(), Some(name.to_string())),
+        _ => return None,
+    };
+    Some(Target {
+        group,
+        version,
+        plural,
+        namespace,
+        name,
+    })
+}
+
+fn query_param(query: &str, key: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == key).then(|| {
+            v.replace("%3D", "=")
+                .replace("%2C", ",")
+                .replace("%2F", "/")
+        })
+    })
+}
+
+fn status(code: StatusCode, reason: &str, message: &str) -> Response<Body> {
+    let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "reason": reason, "message": message, "code": code.as_u16()});
+    Response::builder()
+        .status(code)
+        .body(Body::from(serde_json::to_vec(&body).unwrap()))
+        .unwrap()
+}
+
+fn ok(code: StatusCode, value: &Value) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(value).unwrap()))
+        .unwrap()
+}
+
+fn labels_match(object: &Value, selector: &str) -> bool {
+    selector
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .all(|requirement| {
+            let Some((key, value)) = requirement.split_once('=') else {
+                return false;
+            };
+            object["metadata"]["labels"][key].as_str() == Some(value)
+        })
+}
+
+impl InMemoryApiServerDouble {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A kube `Client` whose every request this double answers.
+    pub fn client(&self) -> kube::Client {
+        let double = self.clone();
+        let service = tower::service_fn(move |request: Request<Body>| {
+            let double = double.clone();
+            async move { Ok::<_, Infallible>(double.handle(request).await) }
+        });
+        kube::Client::new(service, "default")
+    }
+
+    /// Every write request so far (`PATCH /api/...`, `DELETE /api/...`).
+    pub fn writes(&self) -> Vec<String> {
+        self.state.lock().unwrap().writes.clone()
+    }
+
+    pub fn clear_writes(&self) {
+        self.state.lock().unwrap().writes.clear();
+    }
+
+    /// A stored object, by plural, namespace ("" for cluster-scoped) and name.
+    pub fn get(&self, plural: &str, namespace: &str, name: &str) -> Option<Value> {
+        let state = self.state.lock().unwrap();
+        state
+            .objects
+            .iter()
+            .find(|((_, _, p, ns, n), _)| p == plural && ns == namespace && n == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// Number of stored objects.
+    pub fn len(&self) -> usize {
+        self.state.lock().unwrap().objects.len()
+    }
+
+    async fn handle(&self, request: Request<Body>) -> Response<Body> {
+        let method = request.method().clone();
+        let path = request.uri().path().to_string();
+        let query = request.uri().query().unwrap_or_default().to_string();
+        let body = request
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let Some(target) = parse_path(&path) else {
+            return status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                &format!("the double does not serve {path}"),
+            );
+        };
+        let mut state = self.state.lock().unwrap();
+        match (method, target.name.clone()) {
+            (Method::GET, Some(name)) => {
+                let key = (
+                    target.group,
+                    target.version,
+                    target.plural.clone(),
+                    target.namespace,
+                    name.clone(),
+                );
+                match state.objects.get(&key) {
+                    Some(object) => ok(StatusCode::OK, object),
+                    None => status(
+                        StatusCode::NOT_FOUND,
+                        "NotFound",
+                        &format!("{} \"{name}\" not found", target.plural),
+                    ),
+                }
+            }
+            (Method::GET, None) => {
+                let selector = query_param(&query, "labelSelector").unwrap_or_default();
+                let items: Vec<Value> = state
+                    .objects
+                    .iter()
+                    .filter(|((g, v, p, ns, _), object)| {
+                        *g == target.group
+                            && *v == target.version
+                            && *p == target.plural
+                            && (target.namespace.is_empty() || *ns == target.namespace)
+                            && labels_match(object, &selector)
+                    })
+                    .map(|(_, object)| object.clone())
+                    .collect();
+                let list = json!({"apiVersion": "v1", "kind": "List",
+                    "metadata": {"resourceVersion": state.resource_version.to_string()}, "items": items});
+                ok(StatusCode::OK, &list)
+            }
+            (Method::PATCH, Some(name)) => {
+                let Ok(mut object) = serde_json::from_slice::<Value>(&body) else {
+                    return status(
+                        StatusCode::BAD_REQUEST,
+                        "BadRequest",
+                        "apply body is not JSON",
+                    );
+                };
+                state.writes.push(format!("PATCH {path}"));
+                state.resource_version += 1;
+                let key = (
+                    target.group,
+                    target.version,
+                    target.plural,
+                    target.namespace,
+                    name,
+                );
+                let created = !state.objects.contains_key(&key);
+                let metadata = object["metadata"].as_object_mut().expect("metadata");
+                metadata.insert(
+                    "resourceVersion".into(),
+                    state.resource_version.to_string().into(),
+                );
+                metadata.insert("uid".into(), format!("uid-{}", key.4).into());
+                state.objects.insert(key, object.clone());
+                ok(
+                    if created {
+                        StatusCode::CREATED
+                    } else {
+                        StatusCode::OK
+                    },
+                    &object,
+                )
+            }
+            (Method::DELETE, Some(name)) => {
+                let key = (
+                    target.group,
+                    target.version,
+                    target.plural,
+                    target.namespace,
+                    name.clone(),
+                );
+                match state.objects.remove(&key) {
+                    Some(_) => {
+                        state.writes.push(format!("DELETE {path}"));
+                        ok(
+                            StatusCode::OK,
+                            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}),
+                        )
+                    }
+                    None => status(
+                        StatusCode::NOT_FOUND,
+                        "NotFound",
+                        &format!("\"{name}\" not found"),
+                    ),
+                }
+            }
+            (method, _) => status(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                &format!("the double does not serve {method} {path}"),
+            ),
+        }
+    }
+}
