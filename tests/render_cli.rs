@@ -65,7 +65,7 @@ fn the_example_renders_a_complete_bundle_with_private_files_at_0600() {
         );
     }
     assert!(out.join("chart/tenant-a-control-plane-1.35.5.tgz").exists());
-    assert!(out.join("service/14-statefulset-etcd.yaml").exists());
+    assert!(out.join("service/15-statefulset-etcd.yaml").exists());
     assert!(out.join("tenant/00-configmap-cluster-info.yaml").exists());
 
     // Rendering again changes nothing: same PKI, same token, same bytes.

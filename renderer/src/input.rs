@@ -108,3 +108,29 @@ pub struct Placement {
     pub tolerations: Vec<serde_json::Value>,
     pub priority_class_name: Option<String>,
 }
+
+/// What the bootstrap objects (Namespace, kube-apiserver Service) are made
+/// from: nothing that needs the endpoint or the PKI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootstrapInput {
+    pub name: String,
+    pub namespace: String,
+    pub service_type: ServiceType,
+    pub service_annotations: BTreeMap<String, String>,
+    pub load_balancer_ip: Option<IpAddr>,
+    /// A node port the spec fixes; `None` lets the API server allocate one.
+    pub node_port: Option<u16>,
+}
+
+impl From<&RenderInput> for BootstrapInput {
+    fn from(input: &RenderInput) -> Self {
+        BootstrapInput {
+            name: input.name.clone(),
+            namespace: input.namespace.clone(),
+            service_type: input.api_server.service_type,
+            service_annotations: input.api_server.service_annotations.clone(),
+            load_balancer_ip: input.api_server.load_balancer_ip,
+            node_port: input.api_server.node_port,
+        }
+    }
+}

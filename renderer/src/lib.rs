@@ -18,8 +18,8 @@ pub mod versions;
 pub use check::check_object;
 pub use error::RenderError;
 pub use input::{
-    ApiServerInput, ComponentInput, EtcdInput, NetworkingInput, Placement, RenderInput, Resources,
-    ServiceType,
+    ApiServerInput, BootstrapInput, ComponentInput, EtcdInput, NetworkingInput, Placement,
+    RenderInput, Resources, ServiceType,
 };
-pub use render::{Rendered, RenderedObject, TEMPLATES, Target, render};
+pub use render::{Rendered, RenderedObject, TEMPLATES, Target, render, render_bootstrap};
 pub use versions::{Images, KubeVersion, VersionError};

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use crate::args;
 use crate::check::check_object;
 use crate::error::RenderError;
-use crate::input::{RenderInput, ServiceType};
+use crate::input::{BootstrapInput, RenderInput};
 
 /// Which cluster an object is applied to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +33,7 @@ pub enum Target {
 /// context, which holds no keys. Besides keeping keys out of 13 of 14
 /// templates, this keeps the main context small: handlebars copies the whole
 /// context for each partial called with parameters.
-const SECRETS_TEMPLATE: &str = "service/01-secrets.json";
+const SECRETS_TEMPLATE: &str = "service/02-secrets.json";
 
 /// The templates, in apply order within each set. Each may hold several documents.
 pub const TEMPLATES: &[(Target, &str, &str)] = &[
@@ -44,33 +44,38 @@ pub const TEMPLATES: &[(Target, &str, &str)] = &[
     ),
     (
         Target::Service,
+        "service/01-kube-apiserver-service.yaml",
+        include_str!("../templates/service/01-kube-apiserver-service.yaml"),
+    ),
+    (
+        Target::Service,
         SECRETS_TEMPLATE,
-        include_str!("../templates/service/01-secrets.json"),
+        include_str!("../templates/service/02-secrets.json"),
     ),
     (
         Target::Service,
-        "service/02-network-policies.yaml",
-        include_str!("../templates/service/02-network-policies.yaml"),
+        "service/03-network-policies.yaml",
+        include_str!("../templates/service/03-network-policies.yaml"),
     ),
     (
         Target::Service,
-        "service/03-etcd.yaml",
-        include_str!("../templates/service/03-etcd.yaml"),
+        "service/04-etcd.yaml",
+        include_str!("../templates/service/04-etcd.yaml"),
     ),
     (
         Target::Service,
-        "service/04-kube-apiserver.yaml",
-        include_str!("../templates/service/04-kube-apiserver.yaml"),
+        "service/05-kube-apiserver.yaml",
+        include_str!("../templates/service/05-kube-apiserver.yaml"),
     ),
     (
         Target::Service,
-        "service/05-kube-controller-manager.yaml",
-        include_str!("../templates/service/05-kube-controller-manager.yaml"),
+        "service/06-kube-controller-manager.yaml",
+        include_str!("../templates/service/06-kube-controller-manager.yaml"),
     ),
     (
         Target::Service,
-        "service/06-kube-scheduler.yaml",
-        include_str!("../templates/service/06-kube-scheduler.yaml"),
+        "service/07-kube-scheduler.yaml",
+        include_str!("../templates/service/07-kube-scheduler.yaml"),
     ),
     (
         Target::Tenant,
@@ -107,6 +112,14 @@ pub const TEMPLATES: &[(Target, &str, &str)] = &[
         "tenant/06-coredns.yaml",
         include_str!("../templates/tenant/06-coredns.yaml"),
     ),
+];
+
+/// The templates of the bootstrap objects (Namespace, kube-apiserver
+/// Service): rendered from [`BootstrapInput`] alone, so the controller can
+/// create them before it knows the endpoint or has a PKI.
+const BOOTSTRAP_TEMPLATES: [&str; 2] = [
+    "service/00-namespace.yaml",
+    "service/01-kube-apiserver-service.yaml",
 ];
 
 /// Partials shared by several templates.
@@ -227,6 +240,7 @@ pub fn render(input: &RenderInput, pki: &PkiBundle) -> Result<Rendered, RenderEr
         })
     };
     let context = wrap(context(input, pki, &secrets)?)?;
+    let bootstrap_context = wrap(bootstrap_context(&BootstrapInput::from(input)))?;
     let secrets_context = wrap(json!({
         "namespace": input.namespace,
         "common_labels": common_labels(input),
@@ -236,6 +250,8 @@ pub fn render(input: &RenderInput, pki: &PkiBundle) -> Result<Rendered, RenderEr
         let (target, name, _) = TEMPLATES[index];
         let data = if name == SECRETS_TEMPLATE {
             &secrets_context
+        } else if BOOTSTRAP_TEMPLATES.contains(&name) {
+            &bootstrap_context
         } else {
             &context
         };
@@ -340,6 +356,55 @@ fn parse_documents(template: &'static str, text: &str) -> Result<Vec<RenderedObj
         });
     }
     Ok(objects)
+}
+
+/// Renders only the bootstrap objects (Namespace, kube-apiserver Service),
+/// exactly as [`render`] renders them.
+pub fn render_bootstrap(input: &BootstrapInput) -> Result<Vec<RenderedObject>, RenderError> {
+    let registry = REGISTRY.as_ref().map_err(|reason| RenderError::Template {
+        template: "(registry)".into(),
+        reason: reason.clone(),
+    })?;
+    let context = handlebars::Context::wraps(bootstrap_context(input)).map_err(|e| {
+        RenderError::Template {
+            template: "(context)".into(),
+            reason: e.to_string(),
+        }
+    })?;
+    let mut objects = Vec::new();
+    for (index, (_, name, _)) in TEMPLATES.iter().enumerate() {
+        if BOOTSTRAP_TEMPLATES.contains(name) {
+            let text = render_template(registry, index, &context)?;
+            objects.extend(parse_documents(name, &text)?);
+        }
+    }
+    Ok(objects)
+}
+
+fn component_labels(tenant: &str, component: &str) -> Value {
+    json!({
+        "app.kubernetes.io/name": component,
+        "app.kubernetes.io/instance": tenant,
+        "app.kubernetes.io/managed-by": "gantry",
+        "gantry.dev/tenant": tenant,
+    })
+}
+
+fn component_selector(tenant: &str, component: &str) -> Value {
+    json!({"app.kubernetes.io/name": component, "gantry.dev/tenant": tenant})
+}
+
+fn bootstrap_context(input: &BootstrapInput) -> Value {
+    json!({
+        "name": input.name,
+        "namespace": input.namespace,
+        "labels": component_labels(&input.name, "kube-apiserver"),
+        "selector": component_selector(&input.name, "kube-apiserver"),
+        "service_type": input.service_type,
+        "service_annotations": input.service_annotations,
+        "load_balancer_ip": input.load_balancer_ip.map(|ip| ip.to_string()),
+        "node_port": input.node_port,
+    })
 }
 
 /// A Secret of the tenant namespace: its name and `data` (base64 values).
@@ -468,15 +533,8 @@ fn context(
     pki: &PkiBundle,
     secrets: &[SecretData],
 ) -> Result<Value, RenderError> {
-    let labels = |component: &str| {
-        json!({
-            "app.kubernetes.io/name": component,
-            "app.kubernetes.io/instance": input.name,
-            "app.kubernetes.io/managed-by": "gantry",
-            "gantry.dev/tenant": input.name,
-        })
-    };
-    let selector = |component: &str| json!({"app.kubernetes.io/name": component, "gantry.dev/tenant": input.name});
+    let labels = |component: &str| component_labels(&input.name, component);
+    let selector = |component: &str| component_selector(&input.name, component);
     let component = |name: &str,
                      replicas: u32,
                      resources: &crate::input::Resources,
@@ -497,7 +555,6 @@ fn context(
         input.token_expiration,
         "gantry: the initial join token of this tenant",
     );
-    let service_type = input.api_server.service_type;
     let dns_ip =
         gantry_pki::nth_address(&input.networking.service_cidr, 10).expect("validated CIDR");
     Ok(json!({
@@ -529,11 +586,6 @@ fn context(
                 args::api_server(input)?,
                 &["ca", "front-proxy-ca", "etcd-ca", "sa", "apiserver-certs"],
             ),
-            "service_type": service_type,
-            "service_annotations": input.api_server.service_annotations,
-            "load_balancer_ip": input.api_server.load_balancer_ip.map(|ip| ip.to_string()),
-            "node_port": input.api_server.node_port,
-            "is_load_balancer": service_type == ServiceType::LoadBalancer,
         },
         "controller_manager": component(
             "kube-controller-manager",

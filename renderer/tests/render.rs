@@ -583,3 +583,28 @@ fn snapshot_of_the_service_set() {
 fn snapshot_of_the_tenant_set() {
     insta::assert_snapshot!("tenant-set", as_yaml(&rendered().tenant));
 }
+
+#[test]
+fn the_bootstrap_objects_are_those_of_the_full_render() {
+    let input = fixture::input();
+    let full = render(&input, &fixture::pki(&input)).unwrap();
+    let bootstrap =
+        gantry_renderer::render_bootstrap(&gantry_renderer::BootstrapInput::from(&input)).unwrap();
+    let kinds: Vec<(&str, &str)> = bootstrap
+        .iter()
+        .map(|o| (o.kind.as_str(), o.name.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [("Namespace", "tcp-tenant-a"), ("Service", "kube-apiserver")]
+    );
+    for object in &bootstrap {
+        assert_eq!(
+            &object.value,
+            find(&full.service, &object.kind, &object.name),
+            "{} {}",
+            object.kind,
+            object.name
+        );
+    }
+}
