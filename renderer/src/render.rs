@@ -132,7 +132,6 @@ const PARTIALS: &[(&str, &str)] = &[
         "container-security",
         include_str!("../templates/service/_container-security.yaml"),
     ),
-    ("binding", include_str!("../templates/tenant/_binding.yaml")),
 ];
 
 handlebars_helper!(json_helper: |value: Json| serde_json::to_string(value).expect("JSON values serialise"));
@@ -503,24 +502,6 @@ fn checksum(secrets: &[SecretData], names: &[&str]) -> String {
         .collect()
 }
 
-/// The subjects of the tenant's RBAC bindings (kubeadm-join.md's table).
-fn rbac_subjects() -> Value {
-    let group = |name: &str| json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": name});
-    let user =
-        |name: &str| json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": name});
-    let bootstrappers = group(gantry_pki::DEFAULT_NODE_TOKEN_GROUP);
-    let nodes = group("system:nodes");
-    json!({
-        "bootstrappers": [bootstrappers],
-        "nodes": [nodes],
-        "bootstrappers_and_nodes": [bootstrappers, nodes],
-        "cluster_admins": [group("kubeadm:cluster-admins")],
-        "apiserver_kubelet_client": [user("kube-apiserver-kubelet-client")],
-        "kube_proxy": [{"kind": "ServiceAccount", "name": "kube-proxy", "namespace": "kube-system"}],
-        "coredns": [{"kind": "ServiceAccount", "name": "coredns", "namespace": "kube-system"}],
-    })
-}
-
 fn common_labels(input: &RenderInput) -> Value {
     json!({
         "app.kubernetes.io/managed-by": "gantry",
@@ -620,7 +601,6 @@ fn context(
         "kubeadm": {
             "kubernetes_version": format!("v{}", input.version),
         },
-        "rbac": rbac_subjects(),
         "bootstrap_token": {
             "name": token_secret.metadata.name,
             "string_data": token_secret.string_data,
