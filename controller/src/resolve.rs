@@ -44,12 +44,14 @@ pub struct Resolved {
 
 pub const NODE_PORT_RANGE: std::ops::RangeInclusive<u16> = 30000..=32767;
 
-/// Resolves `manifest` for an offline render with `token`. The token expires
+/// Resolves `manifest` for `endpoint` (where nodes reach the apiserver: given
+/// in the spec, or observed by the controller) with `token`. The token expires
 /// at `token_expiration` when given (a re-render keeps it), else at `now`
 /// plus `spec.join.tokenTTL`. `service_cluster_domain` is the DNS domain of
 /// the service cluster.
 pub fn resolve(
     manifest: &TenantControlPlane,
+    endpoint: &Endpoint,
     token: BootstrapToken,
     token_expiration: Option<OffsetDateTime>,
     now: OffsetDateTime,
@@ -78,27 +80,18 @@ pub fn resolve(
         ));
     }
 
-    // The endpoint: offline there is no LoadBalancer to ask, so it must be given.
-    let endpoint_value = spec.api_server.endpoint.as_deref().ok_or_else(|| {
-        invalid(
-            "spec.apiServer.endpoint",
-            "",
-            "is required to render offline: give the address nodes will use (a VIP or the load balancer's IP, HOST[:PORT])",
-        )
-    })?;
-    let endpoint = Endpoint::parse("endpoint", endpoint_value)
-        .map_err(|e| invalid("spec.apiServer.endpoint", endpoint_value, e.reason))?;
+    let endpoint_value = endpoint.to_string();
     let advertise_address = endpoint.ip().ok_or_else(|| {
         invalid(
             "spec.apiServer.endpoint",
-            endpoint_value,
+            &endpoint_value,
             "must be an IP address: it becomes kube-apiserver's --advertise-address (put DNS names in certSANs)",
         )
     })?;
     if endpoint.port < 1024 {
         return Err(invalid(
             "spec.apiServer.endpoint",
-            endpoint_value,
+            &endpoint_value,
             "port must be 1024 or higher: the apiserver runs as non-root and listens on the port nodes use",
         ));
     }
@@ -179,6 +172,7 @@ pub fn resolve(
     let renew_before = parse_duration("spec.pki.renewBefore", &spec.pki.renew_before)?;
     let token_ttl = parse_duration("spec.join.tokenTTL", &spec.join.token_ttl)?;
 
+    let endpoint = endpoint.clone();
     let mut pki = PkiSpec::new(name, endpoint.clone())
         .map_err(|e| invalid("metadata.name", name, e.reason))?;
     pki.namespace = namespace.clone();
@@ -292,6 +286,72 @@ pub fn resolve(
         },
     };
     Ok(Resolved { input, pki })
+}
+
+/// The endpoint of an offline render: `spec.apiServer.endpoint`, required,
+/// since there is no LoadBalancer to ask.
+pub fn offline_endpoint(manifest: &TenantControlPlane) -> Result<Endpoint, SpecError> {
+    let value = manifest.spec.api_server.endpoint.as_deref().ok_or_else(|| {
+        invalid(
+            "spec.apiServer.endpoint",
+            "",
+            "is required to render offline: give the address nodes will use (a VIP or the load balancer's IP, HOST[:PORT])",
+        )
+    })?;
+    Endpoint::parse("endpoint", value).map_err(|e| invalid("spec.apiServer.endpoint", value, e.reason))
+}
+
+/// Runs every check of [`resolve`] before the endpoint is known, so that an
+/// invalid spec is reported before anything is created. Without an explicit
+/// endpoint it checks against a stand-in (192.0.2.1, a documentation
+/// address, on the port the service type implies); the real endpoint is
+/// checked again when it is known.
+pub fn validate(manifest: &TenantControlPlane) -> Result<(), SpecError> {
+    let endpoint = match manifest.spec.api_server.endpoint {
+        Some(_) => offline_endpoint(manifest)?,
+        None => {
+            let port = match manifest.spec.api_server.service.type_ {
+                api::ServiceType::NodePort => manifest
+                    .spec
+                    .api_server
+                    .service
+                    .node_port
+                    .and_then(|p| u16::try_from(p).ok())
+                    .unwrap_or(*NODE_PORT_RANGE.start()),
+                _ => gantry_pki::DEFAULT_API_SERVER_PORT,
+            };
+            Endpoint::parse("endpoint", &format!("192.0.2.1:{port}")).expect("a valid stand-in")
+        }
+    };
+    let now = OffsetDateTime::UNIX_EPOCH;
+    resolve(manifest, &endpoint, BootstrapToken::generate(), None, now, "cluster.local").map(|_| ())
+}
+
+/// What the bootstrap objects (Namespace, kube-apiserver Service) are made
+/// from. Call after [`validate`].
+pub fn bootstrap_input(manifest: &TenantControlPlane) -> Result<gantry_renderer::BootstrapInput, SpecError> {
+    let name = manifest.metadata.name.clone().ok_or_else(|| invalid("metadata.name", "", "is required"))?;
+    let service = &manifest.spec.api_server.service;
+    let service_type = match service.type_ {
+        api::ServiceType::LoadBalancer => ServiceType::LoadBalancer,
+        api::ServiceType::NodePort => ServiceType::NodePort,
+        api::ServiceType::ClusterIP => ServiceType::ClusterIP,
+    };
+    let load_balancer_ip = match &service.load_balancer_ip {
+        None => None,
+        Some(ip) => Some(
+            ip.parse::<IpAddr>()
+                .map_err(|_| invalid("spec.apiServer.service.loadBalancerIP", ip, "is not an IP address"))?,
+        ),
+    };
+    Ok(gantry_renderer::BootstrapInput {
+        namespace: gantry_pki::default_namespace(&name),
+        name,
+        service_type,
+        service_annotations: service.annotations.clone(),
+        load_balancer_ip,
+        node_port: service.node_port.and_then(|p| u16::try_from(p).ok()),
+    })
 }
 
 fn resolve_node_port(

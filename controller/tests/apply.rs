@@ -8,7 +8,7 @@ mod support;
 
 use gantry_controller::api::TenantControlPlane;
 use gantry_controller::apply::{self, ApplyReport, SERVICE_SET_KINDS};
-use gantry_controller::resolve::resolve;
+use gantry_controller::resolve::{offline_endpoint, resolve};
 use gantry_pki::{BootstrapToken, FileSet, PkiBundle};
 use support::api_double::InMemoryApiServerDouble;
 use time::OffsetDateTime;
@@ -26,7 +26,8 @@ fn render(
 ) -> (Vec<apply::DesiredObject>, PkiBundle) {
     let now = OffsetDateTime::now_utc();
     let token = BootstrapToken::parse("abcdef.0123456789abcdef").unwrap();
-    let resolved = resolve(manifest, token, None, now, "cluster.local").unwrap();
+    let endpoint = offline_endpoint(manifest).unwrap();
+    let resolved = resolve(manifest, &endpoint, token, None, now, "cluster.local").unwrap();
     let pki = gantry_pki::issue(&resolved.pki, existing, now)
         .unwrap()
         .bundle;

@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use super::{CliError, read_flag_file};
 use crate::api::TenantControlPlane;
 use crate::bundle_dir;
-use crate::resolve::resolve;
+use crate::resolve::{offline_endpoint, resolve};
 
 /// The folders of a bundle that `gantry render` owns: files there that a new
 /// render no longer produces are removed.
@@ -61,8 +61,10 @@ pub fn run(args: RenderArgs) -> Result<ExitCode, CliError> {
         (None, None) => (BootstrapToken::generate(), None),
     };
 
+    let endpoint = offline_endpoint(&manifest)?;
     let resolved = resolve(
         &manifest,
+        &endpoint,
         token,
         expiration,
         now,
