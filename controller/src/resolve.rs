@@ -298,7 +298,8 @@ pub fn offline_endpoint(manifest: &TenantControlPlane) -> Result<Endpoint, SpecE
             "is required to render offline: give the address nodes will use (a VIP or the load balancer's IP, HOST[:PORT])",
         )
     })?;
-    Endpoint::parse("endpoint", value).map_err(|e| invalid("spec.apiServer.endpoint", value, e.reason))
+    Endpoint::parse("endpoint", value)
+        .map_err(|e| invalid("spec.apiServer.endpoint", value, e.reason))
 }
 
 /// Runs every check of [`resolve`] before the endpoint is known, so that an
@@ -324,13 +325,27 @@ pub fn validate(manifest: &TenantControlPlane) -> Result<(), SpecError> {
         }
     };
     let now = OffsetDateTime::UNIX_EPOCH;
-    resolve(manifest, &endpoint, BootstrapToken::generate(), None, now, "cluster.local").map(|_| ())
+    resolve(
+        manifest,
+        &endpoint,
+        BootstrapToken::generate(),
+        None,
+        now,
+        "cluster.local",
+    )
+    .map(|_| ())
 }
 
 /// What the bootstrap objects (Namespace, kube-apiserver Service) are made
 /// from. Call after [`validate`].
-pub fn bootstrap_input(manifest: &TenantControlPlane) -> Result<gantry_renderer::BootstrapInput, SpecError> {
-    let name = manifest.metadata.name.clone().ok_or_else(|| invalid("metadata.name", "", "is required"))?;
+pub fn bootstrap_input(
+    manifest: &TenantControlPlane,
+) -> Result<gantry_renderer::BootstrapInput, SpecError> {
+    let name = manifest
+        .metadata
+        .name
+        .clone()
+        .ok_or_else(|| invalid("metadata.name", "", "is required"))?;
     let service = &manifest.spec.api_server.service;
     let service_type = match service.type_ {
         api::ServiceType::LoadBalancer => ServiceType::LoadBalancer,
@@ -339,10 +354,13 @@ pub fn bootstrap_input(manifest: &TenantControlPlane) -> Result<gantry_renderer:
     };
     let load_balancer_ip = match &service.load_balancer_ip {
         None => None,
-        Some(ip) => Some(
-            ip.parse::<IpAddr>()
-                .map_err(|_| invalid("spec.apiServer.service.loadBalancerIP", ip, "is not an IP address"))?,
-        ),
+        Some(ip) => Some(ip.parse::<IpAddr>().map_err(|_| {
+            invalid(
+                "spec.apiServer.service.loadBalancerIP",
+                ip,
+                "is not an IP address",
+            )
+        })?),
     };
     Ok(gantry_renderer::BootstrapInput {
         namespace: gantry_pki::default_namespace(&name),

@@ -21,5 +21,7 @@ pub use input::{
     ApiServerInput, BootstrapInput, ComponentInput, EtcdInput, NetworkingInput, Placement,
     RenderInput, Resources, ServiceType,
 };
-pub use render::{Rendered, RenderedObject, TEMPLATES, Target, render, render_bootstrap};
+pub use render::{
+    Rendered, RenderedObject, SECRET_FILES, TEMPLATES, Target, render, render_bootstrap,
+};
 pub use versions::{Images, KubeVersion, VersionError};

@@ -412,78 +412,85 @@ struct SecretData {
     data: BTreeMap<String, String>,
 }
 
-/// The Secrets of the service set, from the PKI files (architecture.md's list).
+/// The PKI files each Secret of the service set holds, as (Secret, [(key, file)]):
+/// how the PKI is stored in the service cluster (architecture.md's list).
+pub const SECRET_FILES: &[(&str, &[(&str, &str)])] = &[
+    ("ca", &[("ca.crt", "pki/ca.crt"), ("ca.key", "pki/ca.key")]),
+    (
+        "front-proxy-ca",
+        &[
+            ("front-proxy-ca.crt", "pki/front-proxy-ca.crt"),
+            ("front-proxy-ca.key", "pki/front-proxy-ca.key"),
+        ],
+    ),
+    (
+        "etcd-ca",
+        &[("ca.crt", "pki/etcd/ca.crt"), ("ca.key", "pki/etcd/ca.key")],
+    ),
+    ("sa", &[("sa.key", "pki/sa.key"), ("sa.pub", "pki/sa.pub")]),
+    (
+        "apiserver-certs",
+        &[
+            ("apiserver.crt", "pki/apiserver.crt"),
+            ("apiserver.key", "pki/apiserver.key"),
+            (
+                "apiserver-kubelet-client.crt",
+                "pki/apiserver-kubelet-client.crt",
+            ),
+            (
+                "apiserver-kubelet-client.key",
+                "pki/apiserver-kubelet-client.key",
+            ),
+            ("front-proxy-client.crt", "pki/front-proxy-client.crt"),
+            ("front-proxy-client.key", "pki/front-proxy-client.key"),
+            ("apiserver-etcd-client.crt", "pki/apiserver-etcd-client.crt"),
+            ("apiserver-etcd-client.key", "pki/apiserver-etcd-client.key"),
+        ],
+    ),
+    (
+        "etcd-certs",
+        &[
+            ("ca.crt", "pki/etcd/ca.crt"),
+            ("server.crt", "pki/etcd/server.crt"),
+            ("server.key", "pki/etcd/server.key"),
+            ("peer.crt", "pki/etcd/peer.crt"),
+            ("peer.key", "pki/etcd/peer.key"),
+            ("healthcheck-client.crt", "pki/etcd/healthcheck-client.crt"),
+            ("healthcheck-client.key", "pki/etcd/healthcheck-client.key"),
+        ],
+    ),
+    (
+        "admin-kubeconfig",
+        &[
+            ("admin.conf", "admin.conf"),
+            ("super-admin.conf", "super-admin.conf"),
+        ],
+    ),
+    (
+        "controller-manager-kubeconfig",
+        &[("controller-manager.conf", "controller-manager.conf")],
+    ),
+    (
+        "scheduler-kubeconfig",
+        &[("scheduler.conf", "scheduler.conf")],
+    ),
+];
+
+/// The Secrets of the service set, from the PKI files.
 fn secrets(pki: &PkiBundle) -> Vec<SecretData> {
-    let file =
-        |path: &str| STANDARD.encode(pki.get(path).expect("an issued bundle holds every file"));
-    let secret = |name: &'static str, entries: &[(&str, &str)]| SecretData {
-        name,
-        data: entries
-            .iter()
-            .map(|(key, path)| (key.to_string(), file(path)))
-            .collect(),
-    };
-    vec![
-        secret("ca", &[("ca.crt", "pki/ca.crt"), ("ca.key", "pki/ca.key")]),
-        secret(
-            "front-proxy-ca",
-            &[
-                ("front-proxy-ca.crt", "pki/front-proxy-ca.crt"),
-                ("front-proxy-ca.key", "pki/front-proxy-ca.key"),
-            ],
-        ),
-        secret(
-            "etcd-ca",
-            &[("ca.crt", "pki/etcd/ca.crt"), ("ca.key", "pki/etcd/ca.key")],
-        ),
-        secret("sa", &[("sa.key", "pki/sa.key"), ("sa.pub", "pki/sa.pub")]),
-        secret(
-            "apiserver-certs",
-            &[
-                ("apiserver.crt", "pki/apiserver.crt"),
-                ("apiserver.key", "pki/apiserver.key"),
-                (
-                    "apiserver-kubelet-client.crt",
-                    "pki/apiserver-kubelet-client.crt",
-                ),
-                (
-                    "apiserver-kubelet-client.key",
-                    "pki/apiserver-kubelet-client.key",
-                ),
-                ("front-proxy-client.crt", "pki/front-proxy-client.crt"),
-                ("front-proxy-client.key", "pki/front-proxy-client.key"),
-                ("apiserver-etcd-client.crt", "pki/apiserver-etcd-client.crt"),
-                ("apiserver-etcd-client.key", "pki/apiserver-etcd-client.key"),
-            ],
-        ),
-        secret(
-            "etcd-certs",
-            &[
-                ("ca.crt", "pki/etcd/ca.crt"),
-                ("server.crt", "pki/etcd/server.crt"),
-                ("server.key", "pki/etcd/server.key"),
-                ("peer.crt", "pki/etcd/peer.crt"),
-                ("peer.key", "pki/etcd/peer.key"),
-                ("healthcheck-client.crt", "pki/etcd/healthcheck-client.crt"),
-                ("healthcheck-client.key", "pki/etcd/healthcheck-client.key"),
-            ],
-        ),
-        secret(
-            "admin-kubeconfig",
-            &[
-                ("admin.conf", "admin.conf"),
-                ("super-admin.conf", "super-admin.conf"),
-            ],
-        ),
-        secret(
-            "controller-manager-kubeconfig",
-            &[("controller-manager.conf", "controller-manager.conf")],
-        ),
-        secret(
-            "scheduler-kubeconfig",
-            &[("scheduler.conf", "scheduler.conf")],
-        ),
-    ]
+    SECRET_FILES
+        .iter()
+        .map(|(name, entries)| SecretData {
+            name,
+            data: entries
+                .iter()
+                .map(|(key, path)| {
+                    let contents = pki.get(path).expect("an issued bundle holds every file");
+                    (key.to_string(), STANDARD.encode(contents))
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 /// SHA-256 over the named Secrets' contents: a pod template annotation that

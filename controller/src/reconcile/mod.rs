@@ -5,5 +5,6 @@
 
 pub mod conditions;
 pub mod endpoint;
+pub mod pipeline;
 pub mod token;
 pub mod upgrade;

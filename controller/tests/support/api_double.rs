@@ -40,6 +40,8 @@ struct Target {
     plural: String,
     namespace: String,
     name: Option<String>,
+    /// `status` for the status subresource.
+    subresource: Option<String>,
 }
 
 fn parse_path(path: &str) -> Option<Target> {
@@ -49,13 +51,33 @@ fn parse_path(path: &str) -> Option<Target> {
         ["apis", group, version, rest @ ..] => (group.to_string(), version.to_string(), rest),
         _ => return None,
     };
-    let (plural, namespace, name) = match rest {
-        ["namespaces", ns, plural] => (plural.to_string(), ns.to_string(), None),
-        ["namespaces", ns, plural, name] => {
-            (plural.to_string(), ns.to_string(), Some(name.to_string()))
-        }
-        [plural] => (plural.to_string(), String::new(), None),
-        [plural, name] => (plural.to_string(), String::new(), Some(name.to_string())),
+    let (plural, namespace, name, subresource) = match rest {
+        ["namespaces", ns, plural] => (plural.to_string(), ns.to_string(), None, None),
+        ["namespaces", ns, plural, name] => (
+            plural.to_string(),
+            ns.to_string(),
+            Some(name.to_string()),
+            None,
+        ),
+        ["namespaces", ns, plural, name, sub] => (
+            plural.to_string(),
+            ns.to_string(),
+            Some(name.to_string()),
+            Some(sub.to_string()),
+        ),
+        [plural] => (plural.to_string(), String::new(), None, None),
+        [plural, name] => (
+            plural.to_string(),
+            String::new(),
+            Some(name.to_string()),
+            None,
+        ),
+        [plural, name, sub] => (
+            plural.to_string(),
+            String::new(),
+            Some(name.to_string()),
+            Some(sub.to_string()),
+        ),
         _ => return None,
     };
     Some(Target {
@@ -64,6 +86,7 @@ fn parse_path(path: &str) -> Option<Target> {
         plural,
         namespace,
         name,
+        subresource,
     })
 }
 
@@ -141,6 +164,57 @@ impl InMemoryApiServerDouble {
             .map(|(_, v)| v.clone())
     }
 
+    /// Stores `object` as if another client had created it (not counted as a write).
+    pub fn put(
+        &self,
+        group: &str,
+        version: &str,
+        plural: &str,
+        namespace: &str,
+        object: serde_json::Value,
+    ) {
+        let name = object["metadata"]["name"]
+            .as_str()
+            .expect("metadata.name")
+            .to_string();
+        let key = (
+            group.into(),
+            version.into(),
+            plural.into(),
+            namespace.into(),
+            name,
+        );
+        self.state.lock().unwrap().objects.insert(key, object);
+    }
+
+    /// Sets a field of a stored object, as another controller would (not
+    /// counted as a write): e.g. a LoadBalancer's address in a Service's status.
+    pub fn set_field(
+        &self,
+        plural: &str,
+        namespace: &str,
+        name: &str,
+        pointer: &str,
+        value: serde_json::Value,
+    ) {
+        let mut state = self.state.lock().unwrap();
+        let object = state
+            .objects
+            .iter_mut()
+            .find(|((_, _, p, ns, n), _)| p == plural && ns == namespace && n == name)
+            .map(|(_, v)| v)
+            .expect("object exists");
+        let (parent, field) = pointer.rsplit_once('/').expect("a JSON pointer");
+        let mut target = object;
+        for segment in parent.split('/').filter(|s| !s.is_empty()) {
+            if target.get(segment).is_none() {
+                target[segment] = json!({});
+            }
+            target = target.get_mut(segment).unwrap();
+        }
+        target[field] = value;
+    }
+
     /// Number of stored objects.
     pub fn len(&self) -> usize {
         self.state.lock().unwrap().objects.len()
@@ -199,6 +273,37 @@ impl InMemoryApiServerDouble {
                 let list = json!({"apiVersion": "v1", "kind": "List",
                     "metadata": {"resourceVersion": state.resource_version.to_string()}, "items": items});
                 ok(StatusCode::OK, &list)
+            }
+            (Method::PATCH, Some(name)) if target.subresource.as_deref() == Some("status") => {
+                // A merge patch of `.status`.
+                let Ok(patch) = serde_json::from_slice::<Value>(&body) else {
+                    return status(
+                        StatusCode::BAD_REQUEST,
+                        "BadRequest",
+                        "patch body is not JSON",
+                    );
+                };
+                let key = (
+                    target.group,
+                    target.version,
+                    target.plural,
+                    target.namespace,
+                    name.clone(),
+                );
+                state.resource_version += 1;
+                let version = state.resource_version;
+                let Some(object) = state.objects.get_mut(&key) else {
+                    return status(
+                        StatusCode::NOT_FOUND,
+                        "NotFound",
+                        &format!("\"{name}\" not found"),
+                    );
+                };
+                object["status"] = patch["status"].clone();
+                object["metadata"]["resourceVersion"] = version.to_string().into();
+                let object = object.clone();
+                state.writes.push(format!("PATCH {path}"));
+                ok(StatusCode::OK, &object)
             }
             (Method::PATCH, Some(name)) => {
                 let Ok(mut object) = serde_json::from_slice::<Value>(&body) else {

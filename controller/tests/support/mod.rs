@@ -1,1 +1,3 @@
+// Each test binary uses a different part of the shared support code.
+#[allow(dead_code)]
 pub mod api_double;
