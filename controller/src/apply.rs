@@ -20,6 +20,9 @@ pub const FIELD_MANAGER: &str = "gantry";
 pub const HASH_ANNOTATION: &str = "gantry.dev/desired-hash";
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "gantry");
 pub const TENANT_LABEL: &str = "gantry.dev/tenant";
+/// Which apply call owns an object (`bootstrap`, `service`, `join`, `tenant`):
+/// each call prunes only objects of its own set.
+pub const SET_LABEL: &str = "gantry.dev/set";
 
 /// Kinds without a namespace.
 const CLUSTER_SCOPED: [&str; 3] = ["Namespace", "ClusterRole", "ClusterRoleBinding"];
@@ -122,7 +125,7 @@ fn api_for(
 }
 
 /// The desired object with gantry's labels and its desired-state hash annotation.
-pub fn with_gantry_metadata(mut value: Value, tenant: &str) -> Value {
+pub fn with_gantry_metadata(mut value: Value, tenant: &str, set: &str) -> Value {
     let metadata = value
         .as_object_mut()
         .and_then(|o| o.get_mut("metadata"))
@@ -134,6 +137,7 @@ pub fn with_gantry_metadata(mut value: Value, tenant: &str) -> Value {
     if let Some(labels) = labels.as_object_mut() {
         labels.insert(MANAGED_BY.0.into(), MANAGED_BY.1.into());
         labels.insert(TENANT_LABEL.into(), tenant.into());
+        labels.insert(SET_LABEL.into(), set.into());
     }
     // serde_json's map is ordered by key, so this serialisation is canonical.
     let hash: String = Sha256::digest(serde_json::to_vec(&value).expect("JSON serialises"))
@@ -150,11 +154,13 @@ pub fn with_gantry_metadata(mut value: Value, tenant: &str) -> Value {
     value
 }
 
-/// Applies `objects` for `tenant`, then prunes objects of `prune_kinds`
-/// (apiVersion, kind) that carry the tenant's labels but were not applied.
+/// Applies `objects` as set `set` of `tenant`, then prunes objects of
+/// `prune_kinds` (apiVersion, kind) that carry the labels of this tenant and
+/// set but were not applied.
 pub async fn apply_set(
     client: &Client,
     tenant: &str,
+    set: &str,
     objects: &[DesiredObject],
     prune_kinds: &[(&str, &str)],
 ) -> Result<ApplyReport, ApplyError> {
@@ -162,7 +168,7 @@ pub async fn apply_set(
     let mut desired_keys = BTreeSet::new();
     let params = PatchParams::apply(FIELD_MANAGER).force();
     for object in objects {
-        let value = with_gantry_metadata(object.value.clone(), tenant);
+        let value = with_gantry_metadata(object.value.clone(), tenant, set);
         let field = |pointer: &str| {
             value
                 .pointer(pointer)
@@ -217,7 +223,10 @@ pub async fn apply_set(
         report.applied.push(label);
     }
 
-    let selector = format!("{}={},{TENANT_LABEL}={tenant}", MANAGED_BY.0, MANAGED_BY.1);
+    let selector = format!(
+        "{}={},{TENANT_LABEL}={tenant},{SET_LABEL}={set}",
+        MANAGED_BY.0, MANAGED_BY.1
+    );
     let namespaces: BTreeSet<Option<String>> = objects
         .iter()
         .map(|o| {
@@ -291,14 +300,14 @@ mod tests {
     #[test]
     fn the_hash_is_stable_and_follows_content() {
         let object = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": {"a": "1"}});
-        let a = with_gantry_metadata(object.clone(), "t");
-        let b = with_gantry_metadata(object.clone(), "t");
+        let a = with_gantry_metadata(object.clone(), "t", "s");
+        let b = with_gantry_metadata(object.clone(), "t", "s");
         assert_eq!(a, b);
         assert_eq!(a["metadata"]["labels"][TENANT_LABEL], "t");
         let mut changed = object;
         changed["data"]["a"] = "2".into();
         assert_ne!(
-            with_gantry_metadata(changed, "t")["metadata"]["annotations"][HASH_ANNOTATION],
+            with_gantry_metadata(changed, "t", "s")["metadata"]["annotations"][HASH_ANNOTATION],
             a["metadata"]["annotations"][HASH_ANNOTATION]
         );
     }

@@ -36,7 +36,7 @@ fn render(
 }
 
 async fn apply(client: &kube::Client, objects: &[apply::DesiredObject]) -> ApplyReport {
-    apply::apply_set(client, TENANT, objects, &SERVICE_SET_KINDS)
+    apply::apply_set(client, TENANT, "service", objects, &SERVICE_SET_KINDS)
         .await
         .unwrap()
 }

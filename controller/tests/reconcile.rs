@@ -4,7 +4,9 @@
 mod support;
 
 use gantry_controller::api::TenantControlPlane;
-use gantry_controller::reconcile::pipeline::{Context, Outcome, reconcile};
+use std::sync::Arc;
+
+use gantry_controller::reconcile::pipeline::{Context, Outcome, TenantClientFactory, reconcile};
 use serde_json::{Value, json};
 use support::api_double::InMemoryApiServerDouble;
 use time::OffsetDateTime;
@@ -27,8 +29,29 @@ fn tenant(double: &InMemoryApiServerDouble, explicit_endpoint: bool) -> TenantCo
     tcp
 }
 
+/// Tenant clients for the tenant apiserver double; checks what the pipeline asks for.
+fn tenant_factory(tenant: &InMemoryApiServerDouble) -> TenantClientFactory {
+    let tenant = tenant.clone();
+    Arc::new(move |kubeconfig: Vec<u8>, server: String| {
+        let tenant = tenant.clone();
+        Box::pin(async move {
+            assert_eq!(server, "https://kube-apiserver.tcp-tenant-a.svc:6443");
+            assert!(
+                String::from_utf8(kubeconfig)
+                    .unwrap()
+                    .contains("kubernetes-super-admin")
+            );
+            Ok(tenant.client())
+        })
+    })
+}
+
 /// Reconciles `tcp` as the controller would: with the status last written.
-async fn run(double: &InMemoryApiServerDouble, tcp: &TenantControlPlane) -> Outcome {
+async fn run_with(
+    double: &InMemoryApiServerDouble,
+    tenant: TenantClientFactory,
+    tcp: &TenantControlPlane,
+) -> Outcome {
     let mut current = tcp.clone();
     if let Some(stored) = double.get("tenantcontrolplanes", "", "tenant-a") {
         current.status = serde_json::from_value(stored["status"].clone()).ok();
@@ -36,10 +59,33 @@ async fn run(double: &InMemoryApiServerDouble, tcp: &TenantControlPlane) -> Outc
     let ctx = Context {
         client: double.client(),
         service_cluster_domain: "cluster.local".into(),
+        tenant_client: tenant,
     };
     reconcile(&current, &ctx, OffsetDateTime::now_utc())
         .await
         .unwrap()
+}
+
+async fn run(double: &InMemoryApiServerDouble, tcp: &TenantControlPlane) -> Outcome {
+    run_with(double, tenant_factory(&InMemoryApiServerDouble::new()), tcp).await
+}
+
+/// What the kubelet and the controllers would report once the pods run.
+fn masters_running(double: &InMemoryApiServerDouble) {
+    double.set_field(
+        "statefulsets",
+        "tcp-tenant-a",
+        "etcd",
+        "/status/readyReplicas",
+        json!(3),
+    );
+    double.set_field(
+        "deployments",
+        "tcp-tenant-a",
+        "kube-apiserver",
+        "/status/availableReplicas",
+        json!(2),
+    );
 }
 
 fn condition<'a>(outcome: &'a Outcome, type_: &str) -> (&'a str, &'a str) {
@@ -93,10 +139,7 @@ async fn a_pending_load_balancer_gets_only_the_bootstrap_objects_then_everything
     assert_eq!(condition(&second, "EndpointReady"), ("True", "Resolved"));
     assert_eq!(condition(&second, "CertificatesReady"), ("True", "Valid"));
     assert_eq!(condition(&second, "EtcdReady"), ("False", "NoQuorum"));
-    assert_eq!(
-        condition(&second, "Ready"),
-        ("False", "TenantBootstrapPending")
-    );
+    assert_eq!(condition(&second, "Ready"), ("False", "APIServerNotReady"));
     assert_eq!(second.status.endpoint.as_deref(), Some("203.0.113.10:6443"));
     assert_eq!(second.applied.applied.len(), 19, "{:?}", second.applied);
     let ca = double.get("secrets", "tcp-tenant-a", "ca").unwrap();
@@ -194,4 +237,141 @@ async fn a_new_cert_san_reissues_only_the_apiserver_certificate() {
         double.get("secrets", "tcp-tenant-a", "ca").unwrap()["data"],
         ca_before["data"]
     );
+}
+
+#[tokio::test]
+async fn once_the_apiserver_runs_the_tenant_is_bootstrapped_and_joinable() {
+    let double = InMemoryApiServerDouble::new();
+    let tenant_api = InMemoryApiServerDouble::new();
+    let tcp = tenant(&double, true);
+    run_with(&double, tenant_factory(&tenant_api), &tcp).await;
+    masters_running(&double);
+
+    let outcome = run_with(&double, tenant_factory(&tenant_api), &tcp).await;
+    assert_eq!(
+        condition(&outcome, "TenantBootstrapped"),
+        ("True", "Applied")
+    );
+    assert_eq!(condition(&outcome, "EtcdReady"), ("True", "Quorum"));
+    assert_eq!(condition(&outcome, "APIServerReady"), ("True", "Available"));
+    assert_eq!(condition(&outcome, "Ready"), ("True", "Ready"));
+    assert_eq!(outcome.status.phase.as_deref(), Some("Ready"));
+    assert_eq!(outcome.status.version.as_deref(), Some("1.35.5"));
+    assert_eq!(outcome.status.join_secret.as_deref(), Some("join"));
+    assert_eq!(tenant_api.len(), 29, "the whole tenant set");
+    assert!(
+        tenant_api
+            .get("configmaps", "kube-system", "kubeadm-config")
+            .is_some()
+    );
+
+    let join = double.get("secrets", "tcp-tenant-a", "join").unwrap();
+    let command = String::from_utf8(base64_decode(&join["data"]["join-command"])).unwrap();
+    let token = String::from_utf8(base64_decode(&join["data"]["token"])).unwrap();
+    assert_eq!(
+        command,
+        format!(
+            "kubeadm join 203.0.113.10:6443 --token {token} --discovery-token-ca-cert-hash {}",
+            outcome.status.ca_cert_hash.clone().unwrap()
+        )
+    );
+    let id = token.split('.').next().unwrap();
+    let cluster_info = tenant_api
+        .get("configmaps", "kube-public", "cluster-info")
+        .unwrap();
+    let signature = cluster_info["data"][format!("jws-kubeconfig-{id}")]
+        .as_str()
+        .unwrap();
+    let (_, secret) = token.split_once('.').unwrap();
+    assert!(gantry_pki::jws::detached_signature_is_valid(
+        signature,
+        cluster_info["data"]["kubeconfig"]
+            .as_str()
+            .unwrap()
+            .as_bytes(),
+        id,
+        secret
+    ));
+    let status = serde_json::to_string(&outcome.status).unwrap();
+    assert!(
+        !status.contains(secret),
+        "the token never appears in status"
+    );
+
+    // Steady state: no writes in either cluster.
+    double.clear_writes();
+    tenant_api.clear_writes();
+    let again = run_with(&double, tenant_factory(&tenant_api), &tcp).await;
+    assert_eq!(double.writes(), Vec::<String>::new(), "{:?}", again.applied);
+    assert_eq!(tenant_api.writes(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_token_near_expiry_is_replaced_and_the_old_one_left_to_expire() {
+    let double = InMemoryApiServerDouble::new();
+    let tenant_api = InMemoryApiServerDouble::new();
+    let tcp = tenant(&double, true);
+    run_with(&double, tenant_factory(&tenant_api), &tcp).await;
+    masters_running(&double);
+    run_with(&double, tenant_factory(&tenant_api), &tcp).await;
+    let join = double.get("secrets", "tcp-tenant-a", "join").unwrap();
+    let old = String::from_utf8(base64_decode(&join["data"]["token"])).unwrap();
+    let old_id = old.split('.').next().unwrap().to_string();
+
+    // Less than a third of the 24h lifetime left.
+    use base64::Engine as _;
+    let soon = gantry_pki::rfc3339(OffsetDateTime::now_utc() + time::Duration::hours(5));
+    double.set_field(
+        "secrets",
+        "tcp-tenant-a",
+        "join",
+        "/data/expiration",
+        json!(base64::engine::general_purpose::STANDARD.encode(soon)),
+    );
+    run_with(&double, tenant_factory(&tenant_api), &tcp).await;
+
+    let join = double.get("secrets", "tcp-tenant-a", "join").unwrap();
+    let new = String::from_utf8(base64_decode(&join["data"]["token"])).unwrap();
+    assert_ne!(new, old);
+    let new_id = new.split('.').next().unwrap();
+    assert!(
+        tenant_api
+            .get(
+                "secrets",
+                "kube-system",
+                &format!("bootstrap-token-{new_id}")
+            )
+            .is_some()
+    );
+    assert!(
+        tenant_api
+            .get(
+                "secrets",
+                "kube-system",
+                &format!("bootstrap-token-{old_id}")
+            )
+            .is_some(),
+        "left to the tokencleaner"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_tenant_apiserver_is_reported_and_retried() {
+    let double = InMemoryApiServerDouble::new();
+    let tcp = tenant(&double, true);
+    let refusing: TenantClientFactory = Arc::new(|_, server| {
+        Box::pin(async move { Err(format!("connection refused by {server}")) })
+    });
+    run_with(&double, refusing.clone(), &tcp).await;
+    masters_running(&double);
+    let outcome = run_with(&double, refusing, &tcp).await;
+    assert_eq!(
+        condition(&outcome, "TenantBootstrapped"),
+        ("False", "ConnectionFailed")
+    );
+    assert_eq!(
+        condition(&outcome, "Ready"),
+        ("False", "TenantNotBootstrapped")
+    );
+    assert!(outcome.requeue_after.is_some());
 }

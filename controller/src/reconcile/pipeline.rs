@@ -8,7 +8,10 @@
 //! apiserver, join tokens, upgrades in steps, events, the finalizer. Until the
 //! tenant bootstrap exists, `Ready` stays False with reason `TenantBootstrapPending`.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use futures::future::BoxFuture;
 
 use gantry_pki::{BootstrapToken, FileSet};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -29,9 +32,38 @@ use crate::resolve;
 /// How long to wait before looking again at something still pending.
 pub const PENDING_REQUEUE: Duration = Duration::from_secs(10);
 
+/// Makes a client for a tenant's own apiserver from its `super-admin.conf`.
+/// Production: [`tenant_client_from_kubeconfig`]; tests: a second API double.
+pub type TenantClientFactory =
+    Arc<dyn Fn(Vec<u8>, String) -> BoxFuture<'static, Result<Client, String>> + Send + Sync>;
+
 pub struct Context {
+    /// The service cluster.
     pub client: Client,
     pub service_cluster_domain: String,
+    pub tenant_client: TenantClientFactory,
+}
+
+/// A client for the tenant apiserver at `server` (the in-cluster Service URL),
+/// authenticated as `super-admin.conf` says.
+pub fn tenant_client_from_kubeconfig(
+    kubeconfig: Vec<u8>,
+    server: String,
+) -> BoxFuture<'static, Result<Client, String>> {
+    Box::pin(async move {
+        let text = String::from_utf8(kubeconfig)
+            .map_err(|_| "super-admin.conf is not UTF-8".to_string())?;
+        let kubeconfig = kube::config::Kubeconfig::from_yaml(&text)
+            .map_err(|e| format!("super-admin.conf: {e}"))?;
+        let mut config = kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .map_err(|e| format!("super-admin.conf: {e}"))?;
+        config.cluster_url = server.parse().map_err(|e| format!("{server}: {e}"))?;
+        Client::try_from(config).map_err(|e| format!("client for {server}: {e}"))
+    })
 }
 
 /// What one reconcile did and decided.
@@ -107,7 +139,12 @@ pub async fn reconcile(
     // 2. The bootstrap objects: they give the endpoint.
     let bootstrap = resolve::bootstrap_input(tcp).expect("validated above");
     let namespace = bootstrap.namespace.clone();
-    let objects: Vec<DesiredObject> = gantry_renderer::render_bootstrap(&bootstrap)?
+    let bootstrap_objects = gantry_renderer::render_bootstrap(&bootstrap)?;
+    let bootstrap_keys: Vec<(String, String)> = bootstrap_objects
+        .iter()
+        .map(|o| (o.kind.clone(), o.name.clone()))
+        .collect();
+    let objects: Vec<DesiredObject> = bootstrap_objects
         .into_iter()
         .map(|object| DesiredObject {
             value: object.value,
@@ -116,7 +153,7 @@ pub async fn reconcile(
         .collect();
     merge(
         &mut report,
-        apply::apply_set(&ctx.client, &name, &objects, &[]).await?,
+        apply::apply_set(&ctx.client, &name, "bootstrap", &objects, &[]).await?,
     );
 
     // 3. The endpoint.
@@ -169,13 +206,21 @@ pub async fn reconcile(
 
     // 4. The PKI: kept from the tenant's Secrets, reissued only where needed.
     let existing = read_pki(&ctx.client, &namespace).await?;
-    // The join-token step does not exist yet; the service set does not depend on the token.
-    let token = BootstrapToken::generate();
+    // The join token: the one in Secret `join` while more than a third of its
+    // lifetime remains, else a new one (old tokens expire; the tokencleaner removes them).
+    let ttl = resolve::parse_duration("spec.join.tokenTTL", &tcp.spec.join.token_ttl)
+        .expect("validated above");
+    let (token, expiration) = match read_join_token(&ctx.client, &namespace).await? {
+        Some((token, expiration)) if !super::token::needs_new_token(Some(expiration), ttl, now) => {
+            (token, expiration)
+        }
+        _ => (BootstrapToken::generate(), now + ttl),
+    };
     let resolved = match resolve::resolve(
         tcp,
         &endpoint,
-        token,
-        None,
+        token.clone(),
+        Some(expiration),
         now,
         &ctx.service_cluster_domain,
     ) {
@@ -228,10 +273,29 @@ pub async fn reconcile(
 
     // 5. Render and apply the service set.
     let rendered = gantry_renderer::render(&resolved.input, &issued.bundle)?;
-    let objects = apply::service_set(&rendered.service);
+    // The bootstrap set owns the Namespace and the kube-apiserver Service.
+    let objects: Vec<DesiredObject> = apply::service_set(&rendered.service)
+        .into_iter()
+        .filter(|o| {
+            let key = (
+                o.value["kind"].as_str().unwrap_or_default(),
+                o.value["metadata"]["name"].as_str().unwrap_or_default(),
+            );
+            !bootstrap_keys
+                .iter()
+                .any(|(kind, name)| (kind.as_str(), name.as_str()) == key)
+        })
+        .collect();
     merge(
         &mut report,
-        apply::apply_set(&ctx.client, &name, &objects, &apply::SERVICE_SET_KINDS).await?,
+        apply::apply_set(
+            &ctx.client,
+            &name,
+            "service",
+            &objects,
+            &apply::SERVICE_SET_KINDS,
+        )
+        .await?,
     );
     status.kubeconfig_secret = Some("admin-kubeconfig".into());
 
@@ -273,22 +337,168 @@ pub async fn reconcile(
         },
         &format!("{apiservers} kube-apiserver replicas available"),
     );
+    if apiservers == 0 {
+        set(
+            &mut status,
+            "Ready",
+            false,
+            "APIServerNotReady",
+            "waiting for a kube-apiserver replica to be available",
+        );
+        status.phase = Some("Provisioning".into());
+        return finish(tcp, ctx, status, report, Some(PENDING_REQUEUE)).await;
+    }
+
+    // 7. Bootstrap the tenant cluster through its own apiserver.
+    let super_admin = issued
+        .bundle
+        .get("super-admin.conf")
+        .expect("issued")
+        .to_vec();
+    let server = format!("https://kube-apiserver.{namespace}.svc:6443");
+    let tenant_objects: Vec<DesiredObject> = rendered
+        .tenant
+        .iter()
+        .map(|object| DesiredObject {
+            value: object.value.clone(),
+            create_only: false,
+        })
+        .collect();
+    let bootstrapped = match (ctx.tenant_client)(super_admin, server.clone()).await {
+        // Nothing is pruned in the tenant: old bootstrap tokens expire and the tokencleaner removes them.
+        Ok(tenant) => apply::apply_set(&tenant, &name, "tenant", &tenant_objects, &[])
+            .await
+            .map_err(|e| e.to_string()),
+        Err(error) => Err(error),
+    };
+    if let Err(error) = bootstrapped {
+        set(
+            &mut status,
+            "TenantBootstrapped",
+            false,
+            "ConnectionFailed",
+            &format!("{server}: {error}"),
+        );
+        set(
+            &mut status,
+            "Ready",
+            false,
+            "TenantNotBootstrapped",
+            "the tenant cluster could not be bootstrapped",
+        );
+        status.phase = Some("Provisioning".into());
+        return finish(tcp, ctx, status, report, Some(PENDING_REQUEUE)).await;
+    }
     set(
         &mut status,
         "TenantBootstrapped",
-        false,
-        "NotImplemented",
-        "the tenant bootstrap step is not implemented yet",
+        true,
+        "Applied",
+        "everything kubeadm join needs is in the tenant cluster",
     );
+
+    // 8. The join Secret: token, CA hash, endpoint and the whole command.
+    let join = join_secret(
+        &namespace,
+        &token,
+        expiration,
+        &endpoint.to_string(),
+        &issued.bundle.ca_cert_hash(),
+    );
+    merge(
+        &mut report,
+        apply::apply_set(
+            &ctx.client,
+            &name,
+            "join",
+            &[DesiredObject {
+                value: join,
+                create_only: false,
+            }],
+            &[],
+        )
+        .await?,
+    );
+    status.join_secret = Some(JOIN_SECRET.into());
+
+    let ready = quorum && apiservers > 0;
     set(
         &mut status,
         "Ready",
-        false,
-        "TenantBootstrapPending",
-        "waiting for the tenant bootstrap",
+        ready,
+        if ready { "Ready" } else { "Degraded" },
+        if ready {
+            "the control plane serves and nodes can join"
+        } else {
+            "etcd has no quorum"
+        },
     );
-    status.phase = Some("Provisioning".into());
-    finish(tcp, ctx, status, report, Some(PENDING_REQUEUE)).await
+    status.phase = Some(if ready { "Ready" } else { "Degraded" }.into());
+    status.version = Some(resolved.input.version.to_string());
+    finish(
+        tcp,
+        ctx,
+        status,
+        report,
+        if ready { None } else { Some(PENDING_REQUEUE) },
+    )
+    .await
+}
+
+/// The Secret in the tenant namespace that `gantry join` reads.
+pub const JOIN_SECRET: &str = "join";
+
+fn join_secret(
+    namespace: &str,
+    token: &BootstrapToken,
+    expiration: OffsetDateTime,
+    endpoint: &str,
+    ca_hash: &str,
+) -> serde_json::Value {
+    use base64::Engine as _;
+    let encode = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let command = format!(
+        "kubeadm join {endpoint} --token {} --discovery-token-ca-cert-hash {ca_hash}",
+        token.expose()
+    );
+    json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": JOIN_SECRET, "namespace": namespace},
+        "type": "Opaque",
+        "data": {
+            "token": encode(&token.expose()),
+            "expiration": encode(&gantry_pki::rfc3339(expiration)),
+            "endpoint": encode(endpoint),
+            "ca-cert-hash": encode(ca_hash),
+            "join-command": encode(&command),
+        },
+    })
+}
+
+/// The token of Secret `join`, with its expiration, if it exists and parses.
+async fn read_join_token(
+    client: &Client,
+    namespace: &str,
+) -> Result<Option<(BootstrapToken, OffsetDateTime)>, ReconcileError> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let Some(secret) = secrets
+        .get_opt(JOIN_SECRET)
+        .await
+        .map_err(api_error("get Secret join"))?
+    else {
+        return Ok(None);
+    };
+    let data = secret.data.unwrap_or_default();
+    let field = |key: &str| {
+        data.get(key)
+            .and_then(|v| String::from_utf8(v.0.clone()).ok())
+    };
+    let token = field("token").and_then(|t| BootstrapToken::parse(&t).ok());
+    let expiration = field("expiration").and_then(|e| {
+        OffsetDateTime::parse(&e, &time::format_description::well_known::Rfc3339).ok()
+    });
+    Ok(token.zip(expiration))
 }
 
 fn merge(total: &mut ApplyReport, pass: ApplyReport) {
