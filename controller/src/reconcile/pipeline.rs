@@ -25,6 +25,7 @@ use time::OffsetDateTime;
 
 use super::conditions;
 use super::endpoint::{EndpointState, ObservedNode, ObservedService, resolve_endpoint};
+use super::upgrade::{self, UpgradeDecision};
 use crate::api::{ServiceType, TenantControlPlane, TenantControlPlaneStatus};
 use crate::apply::{self, ApplyError, ApplyReport, DesiredObject};
 use crate::resolve;
@@ -203,6 +204,15 @@ pub async fn reconcile(
         &format!("nodes reach the apiserver at {endpoint}"),
     );
     status.endpoint = Some(endpoint.to_string());
+
+    // Version changes: one minor at a time, never down. A refused change
+    // leaves the running control plane as it is.
+    let desired: gantry_renderer::KubeVersion = tcp.spec.version.parse().expect("validated above");
+    let running = status.version.as_deref().and_then(|v| v.parse().ok());
+    if let UpgradeDecision::Refused(reason) = upgrade::plan(running, desired) {
+        set(&mut status, "Ready", false, "UpgradeRefused", &reason);
+        return finish(tcp, ctx, status, report, None).await;
+    }
 
     // 4. The PKI: kept from the tenant's Secrets, reissued only where needed.
     let existing = read_pki(&ctx.client, &namespace).await?;

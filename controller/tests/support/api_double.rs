@@ -6,8 +6,9 @@
 //! `/apis/<group>/<version>/...`, namespaced and cluster-scoped): GET, LIST with
 //! an equality `labelSelector`, server-side apply PATCH, and DELETE, and it
 //! records every write. Simplifications, on purpose: an apply replaces the
-//! stored object's content (gantry always applies whole objects), there is no
-//! field ownership, no admission, no watch, and no garbage collection.
+//! stored object's content except `.status` (gantry always applies whole
+//! objects), there is no field ownership, no admission, no watch, and no
+//! garbage collection.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -323,6 +324,15 @@ impl InMemoryApiServerDouble {
                     name,
                 );
                 let created = !state.objects.contains_key(&key);
+                // As on a real API server, writes to the main resource never change `.status`.
+                match state.objects.get(&key).and_then(|old| old.get("status")) {
+                    Some(status) => object["status"] = status.clone(),
+                    None => {
+                        if let Some(map) = object.as_object_mut() {
+                            map.remove("status");
+                        }
+                    }
+                }
                 let metadata = object["metadata"].as_object_mut().expect("metadata");
                 metadata.insert(
                     "resourceVersion".into(),
