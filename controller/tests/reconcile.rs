@@ -6,7 +6,9 @@ mod support;
 use gantry_controller::api::TenantControlPlane;
 use std::sync::Arc;
 
-use gantry_controller::reconcile::pipeline::{Context, Outcome, TenantClientFactory, reconcile};
+use gantry_controller::reconcile::pipeline::{
+    Context, FINALIZER, Outcome, TenantClientFactory, reconcile, reconcile_with_finalizer,
+};
 use serde_json::{Value, json};
 use support::api_double::InMemoryApiServerDouble;
 use time::OffsetDateTime;
@@ -433,4 +435,68 @@ async fn a_downgrade_is_refused_and_nothing_changes_while_one_minor_up_proceeds(
         deployment["spec"]["template"]["spec"]["containers"][0]["image"],
         "registry.k8s.io/kube-apiserver:v1.36.0"
     );
+}
+
+#[tokio::test]
+async fn the_finalizer_is_added_first_and_removed_only_once_the_namespace_is_gone() {
+    let double = InMemoryApiServerDouble::new();
+    let tcp = tenant(&double, true);
+    let ctx = || Context {
+        client: double.client(),
+        service_cluster_domain: "cluster.local".into(),
+        tenant_client: tenant_factory(&InMemoryApiServerDouble::new()),
+    };
+    let stored = || -> TenantControlPlane {
+        serde_json::from_value(double.get("tenantcontrolplanes", "", "tenant-a").unwrap()).unwrap()
+    };
+    let now = OffsetDateTime::now_utc();
+
+    // 1. Nothing is created before the finalizer is in place.
+    reconcile_with_finalizer(Arc::new(tcp.clone()), &ctx(), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored().metadata.finalizers,
+        Some(vec![FINALIZER.to_string()])
+    );
+    assert!(double.get("namespaces", "", "tcp-tenant-a").is_none());
+
+    // 2. With the finalizer, the tenant is reconciled.
+    reconcile_with_finalizer(Arc::new(stored()), &ctx(), now)
+        .await
+        .unwrap();
+    assert!(double.get("namespaces", "", "tcp-tenant-a").is_some());
+
+    // 3. Deletion: the namespace is deleted; while it terminates the finalizer stays.
+    double.hold_deletes("namespaces");
+    double.set_field(
+        "tenantcontrolplanes",
+        "",
+        "tenant-a",
+        "/metadata/deletionTimestamp",
+        json!("2026-11-22T00:00:00Z"),
+    );
+    let waiting = reconcile_with_finalizer(Arc::new(stored()), &ctx(), now).await;
+    assert!(
+        waiting
+            .unwrap_err()
+            .to_string()
+            .contains("namespace tcp-tenant-a is still terminating")
+    );
+    assert!(
+        double
+            .writes()
+            .contains(&"DELETE /api/v1/namespaces/tcp-tenant-a".to_string())
+    );
+    assert_eq!(
+        stored().metadata.finalizers,
+        Some(vec![FINALIZER.to_string()])
+    );
+
+    // 4. Once the namespace is gone, the finalizer goes and so does the tenant.
+    double.forget("namespaces", "", "tcp-tenant-a");
+    reconcile_with_finalizer(Arc::new(stored()), &ctx(), now)
+        .await
+        .unwrap();
+    assert!(double.get("tenantcontrolplanes", "", "tenant-a").is_none());
 }

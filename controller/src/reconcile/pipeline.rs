@@ -89,6 +89,70 @@ pub enum ReconcileError {
     },
     #[error("render: {0}")]
     Render(#[from] gantry_renderer::RenderError),
+    /// Not an error of the tenant: something is still in progress (e.g. the
+    /// namespace is terminating), so the finalizer stays and the reconcile is retried.
+    #[error("waiting: {0}")]
+    Waiting(String),
+}
+
+/// Held on every `TenantControlPlane` until its namespace is gone.
+pub const FINALIZER: &str = "gantry.dev/cleanup";
+
+/// The reconcile the controller runs: adds the finalizer first; on deletion,
+/// deletes the tenant namespace and removes the finalizer once it is gone.
+pub async fn reconcile_with_finalizer(
+    tcp: Arc<TenantControlPlane>,
+    ctx: &Context,
+    now: OffsetDateTime,
+) -> Result<kube::runtime::controller::Action, kube::runtime::finalizer::Error<ReconcileError>> {
+    use kube::runtime::controller::Action;
+    use kube::runtime::finalizer::{Event, finalizer};
+    let api: Api<TenantControlPlane> = Api::all(ctx.client.clone());
+    finalizer(&api, FINALIZER, tcp, |event| async move {
+        match event {
+            Event::Apply(tcp) => {
+                let outcome = reconcile(&tcp, ctx, now).await?;
+                Ok(outcome
+                    .requeue_after
+                    .map_or_else(Action::await_change, Action::requeue))
+            }
+            Event::Cleanup(tcp) => cleanup(&tcp, ctx).await,
+        }
+    })
+    .await
+}
+
+/// Deletes the tenant namespace (and with it everything gantry created in
+/// the service cluster); succeeds only once the namespace is gone.
+pub async fn cleanup(
+    tcp: &TenantControlPlane,
+    ctx: &Context,
+) -> Result<kube::runtime::controller::Action, ReconcileError> {
+    use k8s_openapi::api::core::v1::Namespace;
+    let name = tcp.metadata.name.clone().unwrap_or_default();
+    let namespace = gantry_pki::default_namespace(&name);
+    let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
+    match namespaces.delete(&namespace, &Default::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 => {}
+        Err(source) => {
+            return Err(ReconcileError::Api {
+                action: format!("delete Namespace {namespace}"),
+                source,
+            });
+        }
+    }
+    if namespaces
+        .get_opt(&namespace)
+        .await
+        .map_err(api_error(format!("get Namespace {namespace}")))?
+        .is_some()
+    {
+        return Err(ReconcileError::Waiting(format!(
+            "namespace {namespace} is still terminating"
+        )));
+    }
+    Ok(kube::runtime::controller::Action::await_change())
 }
 
 fn api_error(action: impl Into<String>) -> impl FnOnce(kube::Error) -> ReconcileError {

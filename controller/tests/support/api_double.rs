@@ -27,6 +27,8 @@ struct State {
     objects: BTreeMap<Key, Value>,
     writes: Vec<String>,
     resource_version: u64,
+    /// Plurals whose deletion only marks the object terminating (see `hold_deletes`).
+    held: Vec<String>,
 }
 
 #[derive(Clone, Default)]
@@ -216,6 +218,21 @@ impl InMemoryApiServerDouble {
         target[field] = value;
     }
 
+    /// From now on a DELETE of `plural` only sets `metadata.deletionTimestamp`,
+    /// like a namespace that is still terminating; `forget` removes it for good.
+    pub fn hold_deletes(&self, plural: &str) {
+        self.state.lock().unwrap().held.push(plural.into());
+    }
+
+    /// Removes an object without recording a write (e.g. a namespace done terminating).
+    pub fn forget(&self, plural: &str, namespace: &str, name: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .objects
+            .retain(|(_, _, p, ns, n), _| !(p == plural && ns == namespace && n == name));
+    }
+
     /// Number of stored objects.
     pub fn len(&self) -> usize {
         self.state.lock().unwrap().objects.len()
@@ -223,6 +240,10 @@ impl InMemoryApiServerDouble {
 
     async fn handle(&self, request: Request<Body>) -> Response<Body> {
         let method = request.method().clone();
+        let json_patch = request
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/json-patch+json"));
         let path = request.uri().path().to_string();
         let query = request.uri().query().unwrap_or_default().to_string();
         let body = request
@@ -306,6 +327,55 @@ impl InMemoryApiServerDouble {
                 state.writes.push(format!("PATCH {path}"));
                 ok(StatusCode::OK, &object)
             }
+            (Method::PATCH, Some(name)) if json_patch => {
+                let key = (
+                    target.group,
+                    target.version,
+                    target.plural,
+                    target.namespace,
+                    name.clone(),
+                );
+                let Ok(patch) = serde_json::from_slice::<json_patch::Patch>(&body) else {
+                    return status(StatusCode::BAD_REQUEST, "BadRequest", "not a JSON patch");
+                };
+                let Some(stored) = state.objects.get(&key).cloned() else {
+                    return status(
+                        StatusCode::NOT_FOUND,
+                        "NotFound",
+                        &format!("\"{name}\" not found"),
+                    );
+                };
+                // The API server treats an absent list as null in `test` operations.
+                let mut object = stored;
+                if object["metadata"].get("finalizers").is_none() {
+                    object["metadata"]["finalizers"] = Value::Null;
+                }
+                if let Err(e) = json_patch::patch(&mut object, &patch) {
+                    return status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", &e.to_string());
+                }
+                if object["metadata"]["finalizers"].is_null()
+                    || object["metadata"]["finalizers"]
+                        .as_array()
+                        .is_some_and(Vec::is_empty)
+                {
+                    object["metadata"]
+                        .as_object_mut()
+                        .unwrap()
+                        .remove("finalizers");
+                }
+                state.resource_version += 1;
+                object["metadata"]["resourceVersion"] = state.resource_version.to_string().into();
+                state.writes.push(format!("PATCH {path}"));
+                // An object being deleted goes once its last finalizer is removed.
+                if object["metadata"].get("deletionTimestamp").is_some()
+                    && object["metadata"].get("finalizers").is_none()
+                {
+                    state.objects.remove(&key);
+                } else {
+                    state.objects.insert(key, object.clone());
+                }
+                ok(StatusCode::OK, &object)
+            }
             (Method::PATCH, Some(name)) => {
                 let Ok(mut object) = serde_json::from_slice::<Value>(&body) else {
                     return status(
@@ -348,6 +418,28 @@ impl InMemoryApiServerDouble {
                     },
                     &object,
                 )
+            }
+            (Method::DELETE, Some(name)) if state.held.contains(&target.plural) => {
+                let key = (
+                    target.group,
+                    target.version,
+                    target.plural,
+                    target.namespace,
+                    name.clone(),
+                );
+                match state.objects.get_mut(&key) {
+                    Some(object) => {
+                        object["metadata"]["deletionTimestamp"] = "2026-11-22T00:00:00Z".into();
+                        let object = object.clone();
+                        state.writes.push(format!("DELETE {path}"));
+                        ok(StatusCode::OK, &object)
+                    }
+                    None => status(
+                        StatusCode::NOT_FOUND,
+                        "NotFound",
+                        &format!("\"{name}\" not found"),
+                    ),
+                }
             }
             (Method::DELETE, Some(name)) => {
                 let key = (
