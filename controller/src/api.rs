@@ -286,6 +286,16 @@ impl Default for JoinSpec {
     }
 }
 
+impl From<ServiceType> for gantry_renderer::ServiceType {
+    fn from(service_type: ServiceType) -> Self {
+        match service_type {
+            ServiceType::LoadBalancer => gantry_renderer::ServiceType::LoadBalancer,
+            ServiceType::NodePort => gantry_renderer::ServiceType::NodePort,
+            ServiceType::ClusterIP => gantry_renderer::ServiceType::ClusterIP,
+        }
+    }
+}
+
 /// The key algorithm of every key in the tenant's PKI.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum KeyAlgorithm {

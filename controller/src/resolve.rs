@@ -96,11 +96,7 @@ pub fn resolve(
         ));
     }
 
-    let service_type = match spec.api_server.service.type_ {
-        api::ServiceType::LoadBalancer => ServiceType::LoadBalancer,
-        api::ServiceType::NodePort => ServiceType::NodePort,
-        api::ServiceType::ClusterIP => ServiceType::ClusterIP,
-    };
+    let service_type: ServiceType = spec.api_server.service.type_.into();
     let node_port = resolve_node_port(
         spec.api_server.service.node_port,
         service_type,
@@ -119,13 +115,7 @@ pub fn resolve(
                 "only applies to service type LoadBalancer",
             ));
         }
-        Some(ip) => Some(ip.parse::<IpAddr>().map_err(|_| {
-            invalid(
-                "spec.apiServer.service.loadBalancerIP",
-                ip,
-                "is not an IP address",
-            )
-        })?),
+        Some(ip) => Some(parse_load_balancer_ip(ip)?),
     };
 
     let extra_sans = spec
@@ -347,21 +337,12 @@ pub fn bootstrap_input(
         .clone()
         .ok_or_else(|| invalid("metadata.name", "", "is required"))?;
     let service = &manifest.spec.api_server.service;
-    let service_type = match service.type_ {
-        api::ServiceType::LoadBalancer => ServiceType::LoadBalancer,
-        api::ServiceType::NodePort => ServiceType::NodePort,
-        api::ServiceType::ClusterIP => ServiceType::ClusterIP,
-    };
-    let load_balancer_ip = match &service.load_balancer_ip {
-        None => None,
-        Some(ip) => Some(ip.parse::<IpAddr>().map_err(|_| {
-            invalid(
-                "spec.apiServer.service.loadBalancerIP",
-                ip,
-                "is not an IP address",
-            )
-        })?),
-    };
+    let service_type = service.type_.into();
+    let load_balancer_ip = service
+        .load_balancer_ip
+        .as_deref()
+        .map(parse_load_balancer_ip)
+        .transpose()?;
     Ok(gantry_renderer::BootstrapInput {
         namespace: gantry_pki::default_namespace(&name),
         name,
@@ -369,6 +350,16 @@ pub fn bootstrap_input(
         service_annotations: service.annotations.clone(),
         load_balancer_ip,
         node_port: service.node_port.and_then(|p| u16::try_from(p).ok()),
+    })
+}
+
+fn parse_load_balancer_ip(ip: &str) -> Result<IpAddr, SpecError> {
+    ip.parse().map_err(|_| {
+        invalid(
+            "spec.apiServer.service.loadBalancerIP",
+            ip,
+            "is not an IP address",
+        )
     })
 }
 
