@@ -2,19 +2,15 @@
 //! kube's `Client` against the in-memory API server double, the figure issue 4
 //! targets at ≤ 1 ms. It includes the double's own work and HTTP (de)serialisation.
 
-use std::sync::Arc;
-
 use criterion::{Criterion, criterion_group, criterion_main};
-use gantry_controller::api::TenantControlPlane;
-use gantry_controller::reconcile::pipeline::{Context, TenantClientFactory, reconcile};
-use serde_json::json;
+use gantry_controller::reconcile::pipeline::{Context, reconcile};
 use time::OffsetDateTime;
 
-#[path = "../tests/support/api_double.rs"]
-#[allow(dead_code)]
-mod api_double;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
-use api_double::InMemoryApiServerDouble;
+use support::api_double::InMemoryApiServerDouble;
+use support::tenant::{masters_running, tenant, tenant_factory};
 
 fn steady_state(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -22,27 +18,11 @@ fn steady_state(c: &mut Criterion) {
     let _runtime = runtime.enter();
     let double = InMemoryApiServerDouble::new();
     let tenant_api = InMemoryApiServerDouble::new();
-    let mut tcp =
-        TenantControlPlane::from_yaml(include_str!("../../examples/tenant-a.yaml")).unwrap();
-    tcp.metadata.generation = Some(1);
-    double.put(
-        "gantry.dev",
-        "v1alpha1",
-        "tenantcontrolplanes",
-        "",
-        serde_json::to_value(&tcp).unwrap(),
-    );
-    let factory: TenantClientFactory = {
-        let tenant_api = tenant_api.clone();
-        Arc::new(move |_, _| {
-            let tenant_api = tenant_api.clone();
-            Box::pin(async move { Ok(tenant_api.client()) })
-        })
-    };
+    let tcp = tenant(&double, true);
     let ctx = Context {
         client: double.client(),
         service_cluster_domain: "cluster.local".into(),
-        tenant_client: factory,
+        tenant_client: tenant_factory(&tenant_api),
     };
     let current = |double: &InMemoryApiServerDouble| {
         let mut tcp = tcp.clone();
@@ -57,20 +37,7 @@ fn steady_state(c: &mut Criterion) {
         reconcile(&current(&double), &ctx, OffsetDateTime::now_utc())
             .await
             .unwrap();
-        double.set_field(
-            "statefulsets",
-            "tcp-tenant-a",
-            "etcd",
-            "/status/readyReplicas",
-            json!(3),
-        );
-        double.set_field(
-            "deployments",
-            "tcp-tenant-a",
-            "kube-apiserver",
-            "/status/availableReplicas",
-            json!(2),
-        );
+        masters_running(&double);
         reconcile(&current(&double), &ctx, OffsetDateTime::now_utc())
             .await
             .unwrap();

@@ -11,42 +11,8 @@ use gantry_controller::reconcile::pipeline::{
 };
 use serde_json::{Value, json};
 use support::api_double::InMemoryApiServerDouble;
+use support::tenant::{masters_running, tenant, tenant_factory};
 use time::OffsetDateTime;
-
-/// The example tenant, with or without its explicit endpoint, stored in the double.
-fn tenant(double: &InMemoryApiServerDouble, explicit_endpoint: bool) -> TenantControlPlane {
-    let mut tcp =
-        TenantControlPlane::from_yaml(include_str!("../../examples/tenant-a.yaml")).unwrap();
-    if !explicit_endpoint {
-        tcp.spec.api_server.endpoint = None;
-    }
-    tcp.metadata.generation = Some(1);
-    double.put(
-        "gantry.dev",
-        "v1alpha1",
-        "tenantcontrolplanes",
-        "",
-        serde_json::to_value(&tcp).unwrap(),
-    );
-    tcp
-}
-
-/// Tenant clients for the tenant apiserver double; checks what the pipeline asks for.
-fn tenant_factory(tenant: &InMemoryApiServerDouble) -> TenantClientFactory {
-    let tenant = tenant.clone();
-    Arc::new(move |kubeconfig: Vec<u8>, server: String| {
-        let tenant = tenant.clone();
-        Box::pin(async move {
-            assert_eq!(server, "https://kube-apiserver.tcp-tenant-a.svc:6443");
-            assert!(
-                String::from_utf8(kubeconfig)
-                    .unwrap()
-                    .contains("kubernetes-super-admin")
-            );
-            Ok(tenant.client())
-        })
-    })
-}
 
 /// Reconciles `tcp` as the controller would: with the status last written.
 async fn run_with(
@@ -70,24 +36,6 @@ async fn run_with(
 
 async fn run(double: &InMemoryApiServerDouble, tcp: &TenantControlPlane) -> Outcome {
     run_with(double, tenant_factory(&InMemoryApiServerDouble::new()), tcp).await
-}
-
-/// What the kubelet and the controllers would report once the pods run.
-fn masters_running(double: &InMemoryApiServerDouble) {
-    double.set_field(
-        "statefulsets",
-        "tcp-tenant-a",
-        "etcd",
-        "/status/readyReplicas",
-        json!(3),
-    );
-    double.set_field(
-        "deployments",
-        "tcp-tenant-a",
-        "kube-apiserver",
-        "/status/availableReplicas",
-        json!(2),
-    );
 }
 
 fn condition<'a>(outcome: &'a Outcome, type_: &str) -> (&'a str, &'a str) {

@@ -187,17 +187,16 @@ pub async fn reconcile(
             at.clone(),
         );
     };
+    // Every stop short of Ready: `Ready=False` with why, and the phase.
+    let not_ready =
+        |status: &mut TenantControlPlaneStatus, reason: &str, message: &str, phase: &str| {
+            set(status, "Ready", false, reason, message);
+            status.phase = Some(phase.into());
+        };
 
     // 1. Validate: an invalid spec changes nothing but its status.
     if let Err(error) = resolve::validate(tcp) {
-        set(
-            &mut status,
-            "Ready",
-            false,
-            "InvalidSpec",
-            &error.to_string(),
-        );
-        status.phase = Some("Failed".into());
+        not_ready(&mut status, "InvalidSpec", &error.to_string(), "Failed");
         return finish(tcp, ctx, status, report, None).await;
     }
 
@@ -243,8 +242,7 @@ pub async fn reconcile(
         EndpointState::Ready { endpoint, .. } => endpoint,
         EndpointState::Pending(reason) => {
             set(&mut status, "EndpointReady", false, "Pending", &reason);
-            set(&mut status, "Ready", false, "EndpointPending", &reason);
-            status.phase = Some("Pending".into());
+            not_ready(&mut status, "EndpointPending", &reason, "Pending");
             return finish(tcp, ctx, status, report, Some(PENDING_REQUEUE)).await;
         }
         EndpointState::Invalid(message) => {
@@ -255,8 +253,7 @@ pub async fn reconcile(
                 "InvalidEndpoint",
                 &message,
             );
-            set(&mut status, "Ready", false, "InvalidEndpoint", &message);
-            status.phase = Some("Failed".into());
+            not_ready(&mut status, "InvalidEndpoint", &message, "Failed");
             return finish(tcp, ctx, status, report, None).await;
         }
     };
@@ -300,14 +297,7 @@ pub async fn reconcile(
     ) {
         Ok(resolved) => resolved,
         Err(error) => {
-            set(
-                &mut status,
-                "Ready",
-                false,
-                "InvalidSpec",
-                &error.to_string(),
-            );
-            status.phase = Some("Failed".into());
+            not_ready(&mut status, "InvalidSpec", &error.to_string(), "Failed");
             return finish(tcp, ctx, status, report, None).await;
         }
     };
@@ -322,14 +312,12 @@ pub async fn reconcile(
                 "Unusable",
                 &error.to_string(),
             );
-            set(
+            not_ready(
                 &mut status,
-                "Ready",
-                false,
                 "CertificatesNotReady",
                 &error.to_string(),
+                "Failed",
             );
-            status.phase = Some("Failed".into());
             return finish(tcp, ctx, status, report, None).await;
         }
     };
@@ -412,14 +400,12 @@ pub async fn reconcile(
         &format!("{apiservers} kube-apiserver replicas available"),
     );
     if apiservers == 0 {
-        set(
+        not_ready(
             &mut status,
-            "Ready",
-            false,
             "APIServerNotReady",
             "waiting for a kube-apiserver replica to be available",
+            "Provisioning",
         );
-        status.phase = Some("Provisioning".into());
         return finish(tcp, ctx, status, report, Some(PENDING_REQUEUE)).await;
     }
 
@@ -453,14 +439,12 @@ pub async fn reconcile(
             "ConnectionFailed",
             &format!("{server}: {error}"),
         );
-        set(
+        not_ready(
             &mut status,
-            "Ready",
-            false,
             "TenantNotBootstrapped",
             "the tenant cluster could not be bootstrapped",
+            "Provisioning",
         );
-        status.phase = Some("Provisioning".into());
         return finish(tcp, ctx, status, report, Some(PENDING_REQUEUE)).await;
     }
     set(

@@ -1,3 +1,5 @@
 // Each test binary uses a different part of the shared support code.
 #[allow(dead_code)]
 pub mod api_double;
+#[allow(dead_code)]
+pub mod tenant;
