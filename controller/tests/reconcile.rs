@@ -11,7 +11,7 @@ use gantry_controller::reconcile::pipeline::{
 };
 use serde_json::{Value, json};
 use support::api_double::InMemoryApiServerDouble;
-use support::tenant::{masters_running, tenant, tenant_factory};
+use support::tenant::{masters_running, rolled_out, tenant, tenant_factory};
 use time::OffsetDateTime;
 
 /// Reconciles `tcp` as the controller would: with the status last written.
@@ -92,6 +92,13 @@ async fn a_pending_load_balancer_gets_only_the_bootstrap_objects_then_everything
     assert_eq!(condition(&second, "Ready"), ("False", "APIServerNotReady"));
     assert_eq!(second.status.endpoint.as_deref(), Some("203.0.113.10:6443"));
     assert_eq!(second.applied.applied.len(), 19, "{:?}", second.applied);
+    let reasons: Vec<&str> = second.notes.iter().map(|n| n.reason.as_str()).collect();
+    assert_eq!(
+        reasons,
+        ["CertificatesIssued", "Applied"],
+        "{:?}",
+        second.notes
+    );
     let ca = double.get("secrets", "tcp-tenant-a", "ca").unwrap();
     let ca_pem = base64_decode(&ca["data"]["ca.crt"]);
     assert_eq!(
@@ -131,6 +138,11 @@ async fn an_unchanged_tenant_costs_zero_writes_even_after_a_restart() {
     let again = run(&double, &tcp).await;
     assert_eq!(double.writes(), Vec::<String>::new(), "{:?}", again.applied);
     assert!(!again.status_written);
+    assert_eq!(
+        again.notes,
+        Vec::new(),
+        "nothing changed, nothing to report"
+    );
     assert_eq!(
         double.get("secrets", "tcp-tenant-a", "ca").unwrap()["data"],
         ca_before["data"],
@@ -246,6 +258,17 @@ async fn once_the_apiserver_runs_the_tenant_is_bootstrapped_and_joinable() {
     assert!(
         !status.contains(secret),
         "the token never appears in status"
+    );
+    let reasons: Vec<&str> = outcome.notes.iter().map(|n| n.reason.as_str()).collect();
+    assert_eq!(
+        reasons,
+        ["TenantBootstrapped", "JoinTokenUpdated", "Ready"],
+        "{:?}",
+        outcome.notes
+    );
+    assert!(
+        outcome.notes.iter().all(|n| !n.message.contains(secret)),
+        "nor in events"
     );
 
     // Steady state: no writes in either cluster.
@@ -370,19 +393,115 @@ async fn a_downgrade_is_refused_and_nothing_changes_while_one_minor_up_proceeds(
             "no object is touched"
         );
     }
+}
+
+fn image(double: &InMemoryApiServerDouble, plural: &str, name: &str) -> String {
+    double.get(plural, "tcp-tenant-a", name).unwrap()["spec"]["template"]["spec"]["containers"][0]
+        ["image"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_one_minor_upgrade_rolls_etcd_then_the_apiserver_then_the_rest_and_only_then_moves_the_version()
+ {
+    let double = InMemoryApiServerDouble::new();
+    let tenant_api = InMemoryApiServerDouble::new();
+    let tcp = tenant(&double, true);
+    run_with(&double, tenant_factory(&tenant_api), &tcp).await;
+    masters_running(&double);
+    run_with(&double, tenant_factory(&tenant_api), &tcp).await;
+    let kube_proxy = || {
+        tenant_api
+            .get("daemonsets", "kube-system", "kube-proxy")
+            .unwrap()["spec"]["template"]["spec"]["containers"][0]["image"]
+            .clone()
+    };
+    assert_eq!(kube_proxy(), "registry.k8s.io/kube-proxy:v1.35.5");
 
     let mut up = tcp.clone();
     up.spec.version = "1.36.0".into();
-    up.metadata.generation = Some(3);
+    up.metadata.generation = Some(2);
+    let images = |double: &InMemoryApiServerDouble| {
+        [
+            ("statefulsets", "etcd"),
+            ("deployments", "kube-apiserver"),
+            ("deployments", "kube-controller-manager"),
+            ("deployments", "kube-scheduler"),
+        ]
+        .map(|(plural, name)| image(double, plural, name))
+    };
+
+    // Step 1: etcd only (its image changes from 3.6.6 to 3.6.9).
     let outcome = run_with(&double, tenant_factory(&tenant_api), &up).await;
-    assert_eq!(condition(&outcome, "Ready"), ("True", "Ready"));
-    let deployment = double
-        .get("deployments", "tcp-tenant-a", "kube-apiserver")
-        .unwrap();
+    assert_eq!(condition(&outcome, "Ready"), ("False", "Upgrading"));
+    assert_eq!(outcome.status.phase.as_deref(), Some("Upgrading"));
+    assert_eq!(outcome.status.version.as_deref(), Some("1.35.5"));
     assert_eq!(
-        deployment["spec"]["template"]["spec"]["containers"][0]["image"],
-        "registry.k8s.io/kube-apiserver:v1.36.0"
+        images(&double),
+        [
+            "registry.k8s.io/etcd:3.6.9-0",
+            "registry.k8s.io/kube-apiserver:v1.35.5",
+            "registry.k8s.io/kube-controller-manager:v1.35.5",
+            "registry.k8s.io/kube-scheduler:v1.35.5",
+        ]
     );
+    assert!(
+        outcome.notes.iter().any(|n| n.reason == "UpgradeStep"
+            && n.message == "upgrading 1.35.5 to 1.36.0: rolling etcd")
+    );
+    // While etcd rolls, nothing else moves and nothing is rewritten.
+    double.clear_writes();
+    run_with(&double, tenant_factory(&tenant_api), &up).await;
+    assert_eq!(object_writes(&double), Vec::<String>::new());
+    assert_eq!(images(&double)[1], "registry.k8s.io/kube-apiserver:v1.35.5");
+
+    // Step 2: once etcd has rolled, the apiserver.
+    rolled_out(&double, "statefulsets", "etcd");
+    run_with(&double, tenant_factory(&tenant_api), &up).await;
+    assert_eq!(
+        images(&double)[1..],
+        [
+            "registry.k8s.io/kube-apiserver:v1.36.0",
+            "registry.k8s.io/kube-controller-manager:v1.35.5",
+            "registry.k8s.io/kube-scheduler:v1.35.5",
+        ]
+    );
+    assert_eq!(kube_proxy(), "registry.k8s.io/kube-proxy:v1.35.5");
+
+    // Step 3: controller-manager and scheduler together.
+    rolled_out(&double, "deployments", "kube-apiserver");
+    let outcome = run_with(&double, tenant_factory(&tenant_api), &up).await;
+    assert_eq!(
+        images(&double)[2..],
+        [
+            "registry.k8s.io/kube-controller-manager:v1.36.0",
+            "registry.k8s.io/kube-scheduler:v1.36.0",
+        ]
+    );
+    assert_eq!(outcome.status.version.as_deref(), Some("1.35.5"));
+    assert_eq!(kube_proxy(), "registry.k8s.io/kube-proxy:v1.35.5");
+
+    // Step 4: the tenant add-ons; then the version moves and the tenant is Ready.
+    rolled_out(&double, "deployments", "kube-controller-manager");
+    rolled_out(&double, "deployments", "kube-scheduler");
+    let outcome = run_with(&double, tenant_factory(&tenant_api), &up).await;
+    assert_eq!(kube_proxy(), "registry.k8s.io/kube-proxy:v1.36.0");
+    let cluster_configuration = tenant_api
+        .get("configmaps", "kube-system", "kubeadm-config")
+        .unwrap()["data"]["ClusterConfiguration"]
+        .clone();
+    assert!(
+        cluster_configuration
+            .as_str()
+            .unwrap()
+            .contains("kubernetesVersion: \"v1.36.0\""),
+        "{cluster_configuration}"
+    );
+    assert_eq!(condition(&outcome, "Ready"), ("True", "Ready"));
+    assert_eq!(outcome.status.version.as_deref(), Some("1.36.0"));
+    assert!(outcome.notes.iter().any(|n| n.reason == "Upgraded"));
 }
 
 #[tokio::test]

@@ -4,9 +4,9 @@
 //! readiness → status. Decisions are the pure functions of this module's
 //! siblings; this file only sequences them and talks to the API.
 //!
-//! Not here yet (see the issue notes): tenant bootstrap through the tenant's
-//! apiserver, join tokens, upgrades in steps, events, the finalizer. Until the
-//! tenant bootstrap exists, `Ready` stays False with reason `TenantBootstrapPending`.
+//! Version upgrades roll one step at a time (see `upgrade`): the objects of
+//! steps not yet reached are applied as the running version renders them.
+//! What changed is returned as [`Note`]s; the run loop publishes them as events.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +25,7 @@ use time::OffsetDateTime;
 
 use super::conditions;
 use super::endpoint::{EndpointState, ObservedNode, ObservedService, resolve_endpoint};
-use super::upgrade::{self, UpgradeDecision};
+use super::upgrade::{self, Rollout, UpgradeDecision, UpgradeStep};
 use crate::api::{ServiceType, TenantControlPlane, TenantControlPlaneStatus};
 use crate::apply::{self, ApplyError, ApplyReport, DesiredObject};
 use crate::resolve;
@@ -75,6 +75,51 @@ pub struct Outcome {
     /// Objects applied or pruned in the service cluster.
     pub applied: ApplyReport,
     pub status_written: bool,
+    /// What this pass changed, for Kubernetes Events. Never holds a key or token.
+    pub notes: Vec<Note>,
+}
+
+/// One thing a reconcile changed or refused, published as an Event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub warning: bool,
+    /// PascalCase, e.g. `CertificatesIssued`.
+    pub reason: String,
+    pub message: String,
+}
+
+impl Note {
+    fn normal(reason: &str, message: impl Into<String>) -> Self {
+        Note {
+            warning: false,
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+
+    fn warning(reason: &str, message: impl Into<String>) -> Self {
+        Note {
+            warning: true,
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// `Kind/name, …` of `items`, cut to stay well within an Event's 1 kB note.
+fn list_for_note(items: &[String]) -> String {
+    const MAX_SHOWN: usize = 12;
+    let shown = items
+        .iter()
+        .take(MAX_SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if items.len() > MAX_SHOWN {
+        format!("{shown} and {} more", items.len() - MAX_SHOWN)
+    } else {
+        shown
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -172,6 +217,7 @@ pub async fn reconcile(
     let mut status = tcp.status.clone().unwrap_or_default();
     status.observed_generation = generation;
     let mut report = ApplyReport::default();
+    let mut notes: Vec<Note> = Vec::new();
     let set = |status: &mut TenantControlPlaneStatus,
                type_: &str,
                ok: bool,
@@ -197,7 +243,7 @@ pub async fn reconcile(
     // 1. Validate: an invalid spec changes nothing but its status.
     if let Err(error) = resolve::validate(tcp) {
         not_ready(&mut status, "InvalidSpec", &error.to_string(), "Failed");
-        return finish(tcp, ctx, status, report, None).await;
+        return finish(tcp, ctx, status, report, notes, None).await;
     }
 
     // 2. The bootstrap objects: they give the endpoint.
@@ -243,7 +289,7 @@ pub async fn reconcile(
         EndpointState::Pending(reason) => {
             set(&mut status, "EndpointReady", false, "Pending", &reason);
             not_ready(&mut status, "EndpointPending", &reason, "Pending");
-            return finish(tcp, ctx, status, report, Some(PENDING_REQUEUE)).await;
+            return finish(tcp, ctx, status, report, notes, Some(PENDING_REQUEUE)).await;
         }
         EndpointState::Invalid(message) => {
             set(
@@ -254,7 +300,7 @@ pub async fn reconcile(
                 &message,
             );
             not_ready(&mut status, "InvalidEndpoint", &message, "Failed");
-            return finish(tcp, ctx, status, report, None).await;
+            return finish(tcp, ctx, status, report, notes, None).await;
         }
     };
     set(
@@ -270,9 +316,10 @@ pub async fn reconcile(
     // leaves the running control plane as it is.
     let desired: gantry_renderer::KubeVersion = tcp.spec.version.parse().expect("validated above");
     let running = status.version.as_deref().and_then(|v| v.parse().ok());
-    if let UpgradeDecision::Refused(reason) = upgrade::plan(running, desired) {
-        set(&mut status, "Ready", false, "UpgradeRefused", &reason);
-        return finish(tcp, ctx, status, report, None).await;
+    let decision = upgrade::plan(running, desired);
+    if let UpgradeDecision::Refused(reason) = &decision {
+        set(&mut status, "Ready", false, "UpgradeRefused", reason);
+        return finish(tcp, ctx, status, report, notes, None).await;
     }
 
     // 4. The PKI: kept from the tenant's Secrets, reissued only where needed.
@@ -298,7 +345,7 @@ pub async fn reconcile(
         Ok(resolved) => resolved,
         Err(error) => {
             not_ready(&mut status, "InvalidSpec", &error.to_string(), "Failed");
-            return finish(tcp, ctx, status, report, None).await;
+            return finish(tcp, ctx, status, report, notes, None).await;
         }
     };
     let issued = match gantry_pki::issue(&resolved.pki, &existing, now) {
@@ -318,7 +365,7 @@ pub async fn reconcile(
                 &error.to_string(),
                 "Failed",
             );
-            return finish(tcp, ctx, status, report, None).await;
+            return finish(tcp, ctx, status, report, notes, None).await;
         }
     };
     // The condition describes state, not this pass's actions (created or
@@ -332,11 +379,96 @@ pub async fn reconcile(
         "every certificate is valid and signed by the current CA",
     );
     status.ca_cert_hash = Some(issued.bundle.ca_cert_hash());
+    if issued
+        .decisions
+        .iter()
+        .any(|d| d.action != gantry_pki::Action::Kept && d.item != "cluster-info.conf")
+    {
+        let changed: Vec<String> = issued
+            .decisions
+            .iter()
+            // cluster-info.conf is derived on every pass and stored in no Secret.
+            .filter(|d| d.action != gantry_pki::Action::Kept && d.item != "cluster-info.conf")
+            .map(|d| format!("{} {}", d.item, d.action))
+            .collect();
+        notes.push(Note::normal("CertificatesIssued", list_for_note(&changed)));
+    }
 
-    // 5. Render and apply the service set.
+    // 5. Render, and during an upgrade also the running version: objects of
+    // steps not reached yet stay as that version renders them.
     let rendered = gantry_renderer::render(&resolved.input, &issued.bundle)?;
+    let live = read_rollouts(&ctx.client, &namespace, &decision).await?;
+    let mut upgrade_at: Option<(UpgradeStep, bool)> = None;
+    let (service_objects, tenant_rendered) = match &decision {
+        UpgradeDecision::Upgrade { from, to, steps } => {
+            let mut running_tcp = tcp.clone();
+            running_tcp.spec.version = from.to_string();
+            let running_input = match resolve::resolve(
+                &running_tcp,
+                &endpoint,
+                token.clone(),
+                Some(expiration),
+                now,
+                &ctx.service_cluster_domain,
+            ) {
+                Ok(resolved) => resolved.input,
+                Err(error) => {
+                    not_ready(&mut status, "InvalidSpec", &error.to_string(), "Failed");
+                    return finish(tcp, ctx, status, report, notes, None).await;
+                }
+            };
+            let running = gantry_renderer::render(&running_input, &issued.bundle)?;
+            let target_image = |kind: &str, name: &str| {
+                rendered
+                    .service
+                    .iter()
+                    .find(|o| o.kind == kind && o.name == name)
+                    .and_then(|o| o.value.pointer(POD_IMAGE).and_then(|i| i.as_str()))
+                    .map(str::to_string)
+            };
+            let index = upgrade::current_step(steps, target_image, |kind, name| {
+                live.iter()
+                    .find(|(k, n, _)| *k == kind && *n == name)
+                    .map(|(_, _, r)| r.clone())
+            });
+            let step = steps[index.min(steps.len() - 1)];
+            let last = index + 1 >= steps.len();
+            upgrade_at = Some((step, last));
+            tracing::info!(%from, %to, %step, "upgrade in progress");
+            let reached = |kind: &str, name: &str| match UpgradeStep::of_workload(kind, name) {
+                Some(workload_step) => steps
+                    .iter()
+                    .position(|s| *s == workload_step)
+                    .is_none_or(|position| position <= index),
+                None => true,
+            };
+            let service = rendered
+                .service
+                .iter()
+                .map(|object| {
+                    if reached(&object.kind, &object.name) {
+                        object.clone()
+                    } else {
+                        running
+                            .service
+                            .iter()
+                            .find(|o| o.kind == object.kind && o.name == object.name)
+                            .cloned()
+                            .unwrap_or_else(|| object.clone())
+                    }
+                })
+                .collect::<Vec<_>>();
+            let tenant = if last {
+                rendered.tenant.clone()
+            } else {
+                running.tenant
+            };
+            (service, tenant)
+        }
+        _ => (rendered.service.clone(), rendered.tenant.clone()),
+    };
     // The bootstrap set owns the Namespace and the kube-apiserver Service.
-    let objects: Vec<DesiredObject> = apply::service_set(&rendered.service)
+    let objects: Vec<DesiredObject> = apply::service_set(&service_objects)
         .into_iter()
         .filter(|o| {
             let key = (
@@ -360,16 +492,33 @@ pub async fn reconcile(
         .await?,
     );
     status.kubeconfig_secret = Some("admin-kubeconfig".into());
+    if !report.applied.is_empty() {
+        notes.push(Note::normal(
+            "Applied",
+            format!(
+                "applied {} objects in {namespace}: {}",
+                report.applied.len(),
+                list_for_note(&report.applied)
+            ),
+        ));
+    }
+    if !report.pruned.is_empty() {
+        notes.push(Note::normal(
+            "Pruned",
+            format!(
+                "deleted objects gantry no longer renders: {}",
+                list_for_note(&report.pruned)
+            ),
+        ));
+    }
 
-    // 6. Readiness.
-    let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &namespace);
-    let etcd_ready = statefulsets
-        .get_opt("etcd")
-        .await
-        .map_err(api_error("get StatefulSet etcd"))?
-        .and_then(|s| s.status)
-        .and_then(|s| s.ready_replicas)
-        .unwrap_or(0);
+    // 6. Readiness (status as the workload controllers last reported it).
+    let ready_of = |kind: &str, name: &str| {
+        live.iter()
+            .find(|(k, n, _)| *k == kind && *n == name)
+            .map_or(0, |(_, _, r)| r.ready_replicas)
+    };
+    let etcd_ready = ready_of("StatefulSet", "etcd");
     let etcd_wanted = tcp.spec.etcd.replicas;
     // A majority of members must be ready for etcd to serve.
     let quorum = etcd_ready > etcd_wanted / 2;
@@ -380,14 +529,7 @@ pub async fn reconcile(
         if quorum { "Quorum" } else { "NoQuorum" },
         &format!("{etcd_ready}/{etcd_wanted} members ready"),
     );
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
-    let apiservers = deployments
-        .get_opt("kube-apiserver")
-        .await
-        .map_err(api_error("get Deployment kube-apiserver"))?
-        .and_then(|d| d.status)
-        .and_then(|s| s.available_replicas)
-        .unwrap_or(0);
+    let apiservers = ready_of("Deployment", "kube-apiserver");
     set(
         &mut status,
         "APIServerReady",
@@ -406,7 +548,7 @@ pub async fn reconcile(
             "waiting for a kube-apiserver replica to be available",
             "Provisioning",
         );
-        return finish(tcp, ctx, status, report, Some(PENDING_REQUEUE)).await;
+        return finish(tcp, ctx, status, report, notes, Some(PENDING_REQUEUE)).await;
     }
 
     // 7. Bootstrap the tenant cluster through its own apiserver.
@@ -416,8 +558,7 @@ pub async fn reconcile(
         .expect("issued")
         .to_vec();
     let server = format!("https://kube-apiserver.{namespace}.svc:6443");
-    let tenant_objects: Vec<DesiredObject> = rendered
-        .tenant
+    let tenant_objects: Vec<DesiredObject> = tenant_rendered
         .iter()
         .map(|object| DesiredObject {
             value: object.value.clone(),
@@ -431,21 +572,34 @@ pub async fn reconcile(
             .map_err(|e| e.to_string()),
         Err(error) => Err(error),
     };
-    if let Err(error) = bootstrapped {
-        set(
-            &mut status,
+    let tenant_report = match bootstrapped {
+        Ok(report) => report,
+        Err(error) => {
+            set(
+                &mut status,
+                "TenantBootstrapped",
+                false,
+                "ConnectionFailed",
+                &format!("{server}: {error}"),
+            );
+            not_ready(
+                &mut status,
+                "TenantNotBootstrapped",
+                "the tenant cluster could not be bootstrapped",
+                "Provisioning",
+            );
+            return finish(tcp, ctx, status, report, notes, Some(PENDING_REQUEUE)).await;
+        }
+    };
+    if !tenant_report.applied.is_empty() {
+        notes.push(Note::normal(
             "TenantBootstrapped",
-            false,
-            "ConnectionFailed",
-            &format!("{server}: {error}"),
-        );
-        not_ready(
-            &mut status,
-            "TenantNotBootstrapped",
-            "the tenant cluster could not be bootstrapped",
-            "Provisioning",
-        );
-        return finish(tcp, ctx, status, report, Some(PENDING_REQUEUE)).await;
+            format!(
+                "applied {} objects in the tenant cluster: {}",
+                tenant_report.applied.len(),
+                list_for_note(&tenant_report.applied)
+            ),
+        ));
     }
     set(
         &mut status,
@@ -463,21 +617,44 @@ pub async fn reconcile(
         &endpoint.to_string(),
         &issued.bundle.ca_cert_hash(),
     );
-    merge(
-        &mut report,
-        apply::apply_set(
-            &ctx.client,
-            &name,
-            "join",
-            &[DesiredObject {
-                value: join,
-                create_only: false,
-            }],
-            &[],
-        )
-        .await?,
-    );
+    let join_report = apply::apply_set(
+        &ctx.client,
+        &name,
+        "join",
+        &[DesiredObject {
+            value: join,
+            create_only: false,
+        }],
+        &[],
+    )
+    .await?;
+    if join_report.writes() > 0 {
+        notes.push(Note::normal(
+            "JoinTokenUpdated",
+            format!(
+                "Secret {JOIN_SECRET} holds a bootstrap token valid until {}",
+                gantry_pki::rfc3339(expiration)
+            ),
+        ));
+    }
+    merge(&mut report, join_report);
     status.join_secret = Some(JOIN_SECRET.into());
+
+    if let (UpgradeDecision::Upgrade { from, to, .. }, Some((step, last))) = (&decision, upgrade_at)
+    {
+        if !last {
+            let message = format!("upgrading {from} to {to}: rolling {step}");
+            if report.writes() > 0 {
+                notes.push(Note::normal("UpgradeStep", message.clone()));
+            }
+            not_ready(&mut status, "Upgrading", &message, "Upgrading");
+            return finish(tcp, ctx, status, report, notes, Some(PENDING_REQUEUE)).await;
+        }
+        notes.push(Note::normal(
+            "Upgraded",
+            format!("upgraded from {from} to {to}"),
+        ));
+    }
 
     let ready = quorum && apiservers > 0;
     set(
@@ -492,12 +669,17 @@ pub async fn reconcile(
         },
     );
     status.phase = Some(if ready { "Ready" } else { "Degraded" }.into());
-    status.version = Some(resolved.input.version.to_string());
+    // What runs: the new version once every step is done (an install is
+    // done once it is ready).
+    if ready || matches!(decision, UpgradeDecision::Upgrade { .. }) {
+        status.version = Some(resolved.input.version.to_string());
+    }
     finish(
         tcp,
         ctx,
         status,
         report,
+        notes,
         if ready { None } else { Some(PENDING_REQUEUE) },
     )
     .await
@@ -572,10 +754,12 @@ async fn finish(
     ctx: &Context,
     status: TenantControlPlaneStatus,
     applied: ApplyReport,
+    mut notes: Vec<Note>,
     requeue_after: Option<Duration>,
 ) -> Result<Outcome, ReconcileError> {
     let changed = tcp.status.as_ref() != Some(&status);
     if changed {
+        notes.extend(status_notes(tcp.status.as_ref(), &status));
         let name = tcp.metadata.name.clone().unwrap_or_default();
         let api: Api<TenantControlPlane> = Api::all(ctx.client.clone());
         api.patch_status(
@@ -593,7 +777,117 @@ async fn finish(
         requeue_after,
         applied,
         status_written: changed,
+        notes,
     })
+}
+
+/// Events for a status change: the phase reaching Ready, and a refusal
+/// (invalid spec, refused upgrade, unusable PKI) the first time it is reported.
+fn status_notes(
+    old: Option<&TenantControlPlaneStatus>,
+    new: &TenantControlPlaneStatus,
+) -> Vec<Note> {
+    let ready = |status: Option<&TenantControlPlaneStatus>| {
+        status.and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready").cloned())
+    };
+    let (before, after) = (ready(old), ready(Some(new)));
+    let Some(after) = after else {
+        return Vec::new();
+    };
+    let unchanged = before.as_ref().is_some_and(|b| {
+        (&b.status, &b.reason, &b.message) == (&after.status, &after.reason, &after.message)
+    });
+    if unchanged {
+        return Vec::new();
+    }
+    match after.reason.as_str() {
+        "Ready" => vec![Note::normal("Ready", after.message)],
+        "InvalidSpec" | "UpgradeRefused" | "CertificatesNotReady" | "InvalidEndpoint" => {
+            vec![Note::warning(&after.reason, after.message)]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// JSON pointer to the image of a workload's first container.
+const POD_IMAGE: &str = "/spec/template/spec/containers/0/image";
+
+/// The control-plane workloads as they run: etcd and the apiserver always
+/// (for readiness), the controller-manager and scheduler only during an upgrade.
+async fn read_rollouts(
+    client: &Client,
+    namespace: &str,
+    decision: &UpgradeDecision,
+) -> Result<Vec<(&'static str, &'static str, Rollout)>, ReconcileError> {
+    let mut workloads = vec![("StatefulSet", "etcd"), ("Deployment", "kube-apiserver")];
+    if matches!(decision, UpgradeDecision::Upgrade { .. }) {
+        workloads.extend(UpgradeStep::ControllerManagerAndScheduler.workloads());
+    }
+    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let mut rollouts = Vec::new();
+    for (kind, name) in workloads {
+        let action = format!("get {kind} {name}");
+        let rollout = if kind == "StatefulSet" {
+            statefulsets
+                .get_opt(name)
+                .await
+                .map_err(api_error(action))?
+                .map(|s| {
+                    let status = s.status.unwrap_or_default();
+                    rollout_of(
+                        &s.metadata,
+                        s.spec.as_ref().and_then(|spec| spec.replicas),
+                        s.spec.as_ref().map(|spec| &spec.template),
+                        status.observed_generation,
+                        status.updated_replicas,
+                        status.ready_replicas,
+                    )
+                })
+        } else {
+            deployments
+                .get_opt(name)
+                .await
+                .map_err(api_error(action))?
+                .map(|d| {
+                    let status = d.status.unwrap_or_default();
+                    rollout_of(
+                        &d.metadata,
+                        d.spec.as_ref().and_then(|spec| spec.replicas),
+                        d.spec.as_ref().map(|spec| &spec.template),
+                        status.observed_generation,
+                        status.updated_replicas,
+                        status.available_replicas,
+                    )
+                })
+        };
+        if let Some(rollout) = rollout {
+            rollouts.push((kind, name, rollout));
+        }
+    }
+    Ok(rollouts)
+}
+
+fn rollout_of(
+    metadata: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    replicas: Option<i32>,
+    template: Option<&k8s_openapi::api::core::v1::PodTemplateSpec>,
+    observed_generation: Option<i64>,
+    updated_replicas: Option<i32>,
+    ready_replicas: Option<i32>,
+) -> Rollout {
+    Rollout {
+        image: template
+            .and_then(|t| t.spec.as_ref())
+            .and_then(|spec| spec.containers.first())
+            .and_then(|c| c.image.clone())
+            .unwrap_or_default(),
+        generation: metadata.generation.unwrap_or(0),
+        observed_generation: observed_generation.unwrap_or(0),
+        replicas: replicas.unwrap_or(1),
+        updated_replicas: updated_replicas.unwrap_or(0),
+        ready_replicas: ready_replicas.unwrap_or(0),
+    }
 }
 
 /// Reads the tenant's PKI back from its Secrets (see `gantry_renderer::SECRET_FILES`).

@@ -67,6 +67,96 @@ pub fn plan(current: Option<KubeVersion>, desired: KubeVersion) -> UpgradeDecisi
     }
 }
 
+impl UpgradeStep {
+    /// The service-cluster workloads (kind, name) this step rolls; the tenant
+    /// add-ons have none (they are applied through the tenant's apiserver).
+    pub fn workloads(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            UpgradeStep::Etcd => &[("StatefulSet", "etcd")],
+            UpgradeStep::ApiServer => &[("Deployment", "kube-apiserver")],
+            UpgradeStep::ControllerManagerAndScheduler => &[
+                ("Deployment", "kube-controller-manager"),
+                ("Deployment", "kube-scheduler"),
+            ],
+            UpgradeStep::TenantAddons => &[],
+        }
+    }
+
+    /// The step that rolls the workload `kind`/`name`, if any.
+    pub fn of_workload(kind: &str, name: &str) -> Option<UpgradeStep> {
+        [
+            UpgradeStep::Etcd,
+            UpgradeStep::ApiServer,
+            UpgradeStep::ControllerManagerAndScheduler,
+        ]
+        .into_iter()
+        .find(|step| step.workloads().contains(&(kind, name)))
+    }
+}
+
+impl std::fmt::Display for UpgradeStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            UpgradeStep::Etcd => "etcd",
+            UpgradeStep::ApiServer => "kube-apiserver",
+            UpgradeStep::ControllerManagerAndScheduler => {
+                "kube-controller-manager and kube-scheduler"
+            }
+            UpgradeStep::TenantAddons => "kube-proxy, CoreDNS and kubeadm-config",
+        })
+    }
+}
+
+/// A workload's rollout as the service cluster reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rollout {
+    /// The image of its first container, as applied.
+    pub image: String,
+    pub generation: i64,
+    pub observed_generation: i64,
+    pub replicas: i32,
+    pub updated_replicas: i32,
+    /// Ready (StatefulSet) or available (Deployment) replicas.
+    pub ready_replicas: i32,
+}
+
+impl Rollout {
+    /// Every replica runs `image` and is ready, and the workload controller
+    /// has seen the latest spec.
+    pub fn complete_at(&self, image: &str) -> bool {
+        self.image == image
+            && self.observed_generation >= self.generation
+            && self.updated_replicas == self.replicas
+            && self.ready_replicas == self.replicas
+    }
+}
+
+/// The step an upgrade is at: the first of `steps` whose workloads have not
+/// finished rolling to their target image. Steps before it are done; it and
+/// the steps before it get the new version, later ones keep the old. The tenant
+/// add-ons have no rollout to wait for, so the plan ends at them.
+///
+/// `target_image(kind, name)` is the image the new version renders;
+/// `live(kind, name)` is the workload as it runs.
+pub fn current_step(
+    steps: &[UpgradeStep],
+    target_image: impl Fn(&str, &str) -> Option<String>,
+    live: impl Fn(&str, &str) -> Option<Rollout>,
+) -> usize {
+    steps
+        .iter()
+        .position(|step| {
+            step.workloads().is_empty()
+                || step.workloads().iter().any(|(kind, name)| {
+                    let Some(image) = target_image(kind, name) else {
+                        return false;
+                    };
+                    !live(kind, name).is_some_and(|rollout| rollout.complete_at(&image))
+                })
+        })
+        .unwrap_or(steps.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,5 +218,95 @@ mod tests {
             plan(Some(v("1.35.5")), v("1.35.5")),
             UpgradeDecision::UpToDate
         );
+    }
+
+    fn rolled(image: &str) -> Rollout {
+        Rollout {
+            image: image.into(),
+            generation: 2,
+            observed_generation: 2,
+            replicas: 3,
+            updated_replicas: 3,
+            ready_replicas: 3,
+        }
+    }
+
+    #[test]
+    fn the_current_step_is_the_first_whose_workloads_have_not_rolled() {
+        use UpgradeStep::*;
+        let steps = [Etcd, ApiServer, ControllerManagerAndScheduler, TenantAddons];
+        let target = |kind: &str, name: &str| Some(format!("new/{kind}/{name}"));
+        let all_old = |kind: &str, name: &str| Some(rolled(&format!("old/{kind}/{name}")));
+        assert_eq!(current_step(&steps, target, all_old), 0, "etcd first");
+
+        // etcd applied at the new image but one member not yet updated: still etcd.
+        let etcd_rolling = |kind: &str, name: &str| {
+            let mut r = rolled(&format!(
+                "{}/{kind}/{name}",
+                if name == "etcd" { "new" } else { "old" }
+            ));
+            if name == "etcd" {
+                r.updated_replicas = 2;
+            }
+            Some(r)
+        };
+        assert_eq!(current_step(&steps, target, etcd_rolling), 0);
+        // The spec is newer than what the StatefulSet controller has seen: still etcd.
+        let not_observed = |kind: &str, name: &str| {
+            let mut r = rolled(&format!(
+                "{}/{kind}/{name}",
+                if name == "etcd" { "new" } else { "old" }
+            ));
+            r.observed_generation = 1;
+            Some(r)
+        };
+        assert_eq!(current_step(&steps, target, not_observed), 0);
+
+        let etcd_done = |kind: &str, name: &str| {
+            Some(rolled(&format!(
+                "{}/{kind}/{name}",
+                if name == "etcd" { "new" } else { "old" }
+            )))
+        };
+        assert_eq!(
+            current_step(&steps, target, etcd_done),
+            1,
+            "then the apiserver"
+        );
+
+        // The scheduler is done but the controller-manager is not: both wait.
+        let one_of_two = |kind: &str, name: &str| {
+            Some(rolled(&format!(
+                "{}/{kind}/{name}",
+                if name == "kube-controller-manager" {
+                    "old"
+                } else {
+                    "new"
+                }
+            )))
+        };
+        assert_eq!(current_step(&steps, target, one_of_two), 2);
+
+        let all_new = |kind: &str, name: &str| Some(rolled(&format!("new/{kind}/{name}")));
+        assert_eq!(
+            current_step(&steps, target, all_new),
+            3,
+            "the add-ons come last"
+        );
+        // A missing workload has not rolled.
+        assert_eq!(current_step(&steps, target, |_: &str, _: &str| None), 0);
+    }
+
+    #[test]
+    fn workloads_map_to_their_step() {
+        assert_eq!(
+            UpgradeStep::of_workload("Deployment", "kube-scheduler"),
+            Some(UpgradeStep::ControllerManagerAndScheduler)
+        );
+        assert_eq!(
+            UpgradeStep::of_workload("StatefulSet", "etcd"),
+            Some(UpgradeStep::Etcd)
+        );
+        assert_eq!(UpgradeStep::of_workload("Service", "etcd"), None);
     }
 }

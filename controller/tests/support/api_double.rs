@@ -403,7 +403,21 @@ impl InMemoryApiServerDouble {
                         }
                     }
                 }
+                // As on a real API server, a changed spec bumps metadata.generation.
+                let old = state.objects.get(&key);
+                let generation = match old {
+                    None => 1,
+                    Some(old) => {
+                        let before = old["metadata"]["generation"].as_i64().unwrap_or(1);
+                        if old.get("spec") == object.get("spec") {
+                            before
+                        } else {
+                            before + 1
+                        }
+                    }
+                };
                 let metadata = object["metadata"].as_object_mut().expect("metadata");
+                metadata.insert("generation".into(), generation.into());
                 metadata.insert(
                     "resourceVersion".into(),
                     state.resource_version.to_string().into(),

@@ -46,18 +46,32 @@ pub fn tenant_factory(tenant: &InMemoryApiServerDouble) -> TenantClientFactory {
 
 /// What the kubelet and the controllers would report once the pods run.
 pub fn masters_running(double: &InMemoryApiServerDouble) {
-    double.set_field(
-        "statefulsets",
-        "tcp-tenant-a",
-        "etcd",
-        "/status/readyReplicas",
-        json!(3),
-    );
-    double.set_field(
-        "deployments",
-        "tcp-tenant-a",
-        "kube-apiserver",
-        "/status/availableReplicas",
-        json!(2),
-    );
+    for (plural, name) in [
+        ("statefulsets", "etcd"),
+        ("deployments", "kube-apiserver"),
+        ("deployments", "kube-controller-manager"),
+        ("deployments", "kube-scheduler"),
+    ] {
+        rolled_out(double, plural, name);
+    }
+}
+
+/// What the StatefulSet or Deployment controller reports once every replica
+/// runs the workload's current spec.
+pub fn rolled_out(double: &InMemoryApiServerDouble, plural: &str, name: &str) {
+    let object = double.get(plural, "tcp-tenant-a", name).expect("applied");
+    let replicas = object["spec"]["replicas"].clone();
+    let generation = object["metadata"]["generation"].clone();
+    let ready = if plural == "statefulsets" {
+        "/status/readyReplicas"
+    } else {
+        "/status/availableReplicas"
+    };
+    for (pointer, value) in [
+        ("/status/observedGeneration", generation),
+        ("/status/updatedReplicas", replicas.clone()),
+        (ready, replicas),
+    ] {
+        double.set_field(plural, "tcp-tenant-a", name, pointer, value);
+    }
 }
