@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use gantry_controller::api::TenantControlPlane;
 use gantry_controller::reconcile::pipeline::TenantClientFactory;
-use serde_json::json;
 
 use super::api_double::InMemoryApiServerDouble;
 
