@@ -7,8 +7,10 @@ use gantry_controller::api::TenantControlPlane;
 use std::sync::Arc;
 
 use gantry_controller::reconcile::pipeline::{
-    Context, FINALIZER, Outcome, TenantClientFactory, reconcile, reconcile_with_finalizer,
+    Context, FINALIZER, Outcome, Pass, TenantClientFactory, reconcile, reconcile_tenant,
+    reconcile_with_finalizer,
 };
+use gantry_controller::reconcile::steady::SteadyState;
 use serde_json::{Value, json};
 use support::api_double::InMemoryApiServerDouble;
 use support::tenant::{masters_running, rolled_out, tenant, tenant_factory};
@@ -566,4 +568,83 @@ async fn the_finalizer_is_added_first_and_removed_only_once_the_namespace_is_gon
         .await
         .unwrap();
     assert!(double.get("tenantcontrolplanes", "", "tenant-a").is_none());
+}
+
+#[tokio::test]
+async fn a_settled_tenant_costs_no_request_until_it_or_a_watched_object_changes() {
+    let double = InMemoryApiServerDouble::new();
+    let tenant_api = InMemoryApiServerDouble::new();
+    tenant(&double, true);
+    let steady = SteadyState::new();
+    let ctx = Context {
+        client: double.client(),
+        service_cluster_domain: "cluster.local".into(),
+        tenant_client: tenant_factory(&tenant_api),
+    };
+    let stored = || -> Arc<TenantControlPlane> {
+        Arc::new(
+            serde_json::from_value(double.get("tenantcontrolplanes", "", "tenant-a").unwrap())
+                .unwrap(),
+        )
+    };
+    let now = OffsetDateTime::now_utc();
+    let pass = |tcp| reconcile_tenant(tcp, &ctx, &steady, now);
+    // Finalizer, then provisioning, then Ready (status written), then a steady pass.
+    pass(stored()).await.unwrap();
+    pass(stored()).await.unwrap();
+    masters_running(&double);
+    pass(stored()).await.unwrap();
+    let Pass::Full { outcome, .. } = pass(stored()).await.unwrap() else {
+        panic!("a full pass: nothing settled yet");
+    };
+    assert!(outcome.unwrap().is_steady());
+
+    // Settled: a trigger with nothing new costs no request at all.
+    let before = double.requests();
+    let Pass::Skipped { requeue_after } = pass(stored()).await.unwrap() else {
+        panic!("settled");
+    };
+    assert_eq!(double.requests(), before);
+    assert!(requeue_after <= std::time::Duration::from_secs(15 * 60));
+
+    // A watch reports a new version of the apiserver Deployment: full pass.
+    let key = || {
+        (
+            "Deployment",
+            "tcp-tenant-a".to_string(),
+            "kube-apiserver".to_string(),
+        )
+    };
+    steady.observe("tenant-a", key(), "first-seen");
+    assert!(matches!(pass(stored()).await.unwrap(), Pass::Full { .. }));
+    assert!(matches!(
+        pass(stored()).await.unwrap(),
+        Pass::Skipped { .. }
+    ));
+    // A replay of the same version (a watch re-list) does not unsettle.
+    steady.observe("tenant-a", key(), "first-seen");
+    assert!(matches!(
+        pass(stored()).await.unwrap(),
+        Pass::Skipped { .. }
+    ));
+
+    // A spec change: full pass.
+    let mut changed = (*stored()).clone();
+    changed.metadata.generation = Some(2);
+    changed
+        .spec
+        .api_server
+        .cert_sans
+        .push("api3.tenant-a.example.com".into());
+    let Pass::Full { outcome, .. } = pass(Arc::new(changed)).await.unwrap() else {
+        panic!("the spec changed");
+    };
+    let outcome = outcome.unwrap();
+    assert!(
+        outcome
+            .applied
+            .applied
+            .contains(&"Secret/apiserver-certs".to_string()),
+        "{outcome:?}"
+    );
 }

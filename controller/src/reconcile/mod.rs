@@ -6,5 +6,6 @@
 pub mod conditions;
 pub mod endpoint;
 pub mod pipeline;
+pub mod steady;
 pub mod token;
 pub mod upgrade;

@@ -77,6 +77,21 @@ pub struct Outcome {
     pub status_written: bool,
     /// What this pass changed, for Kubernetes Events. Never holds a key or token.
     pub notes: Vec<Note>,
+    /// Write requests sent to the tenant's own apiserver.
+    pub tenant_writes: usize,
+    /// When the join token will need replacing (set once the join Secret exists).
+    pub token_renewal_due: Option<OffsetDateTime>,
+}
+
+impl Outcome {
+    /// A pass that found the tenant Ready and changed nothing anywhere.
+    pub fn is_steady(&self) -> bool {
+        self.applied.writes() == 0
+            && self.tenant_writes == 0
+            && !self.status_written
+            && self.requeue_after.is_none()
+            && self.status.phase.as_deref() == Some("Ready")
+    }
 }
 
 /// One thing a reconcile changed or refused, published as an Event.
@@ -145,26 +160,84 @@ pub const FINALIZER: &str = "gantry.dev/cleanup";
 
 /// The reconcile the controller runs: adds the finalizer first; on deletion,
 /// deletes the tenant namespace and removes the finalizer once it is gone.
+/// Returns the pass's [`Outcome`] when a full pass ran.
 pub async fn reconcile_with_finalizer(
     tcp: Arc<TenantControlPlane>,
     ctx: &Context,
     now: OffsetDateTime,
-) -> Result<kube::runtime::controller::Action, kube::runtime::finalizer::Error<ReconcileError>> {
+) -> Result<
+    (kube::runtime::controller::Action, Option<Outcome>),
+    kube::runtime::finalizer::Error<ReconcileError>,
+> {
     use kube::runtime::controller::Action;
     use kube::runtime::finalizer::{Event, finalizer};
     let api: Api<TenantControlPlane> = Api::all(ctx.client.clone());
-    finalizer(&api, FINALIZER, tcp, |event| async move {
+    let mut outcome = None;
+    let slot = &mut outcome;
+    let action = finalizer(&api, FINALIZER, tcp, |event| async move {
         match event {
             Event::Apply(tcp) => {
-                let outcome = reconcile(&tcp, ctx, now).await?;
-                Ok(outcome
+                let pass = reconcile(&tcp, ctx, now).await?;
+                let action = pass
                     .requeue_after
-                    .map_or_else(Action::await_change, Action::requeue))
+                    .map_or_else(Action::await_change, Action::requeue);
+                *slot = Some(pass);
+                Ok(action)
             }
             Event::Cleanup(tcp) => cleanup(&tcp, ctx).await,
         }
     })
-    .await
+    .await?;
+    Ok((action, outcome))
+}
+
+/// What [`reconcile_tenant`] did.
+#[derive(Debug)]
+pub enum Pass {
+    /// The tenant is settled (see `steady`): nothing was read or written.
+    Skipped { requeue_after: Duration },
+    /// A full pass (or a finalizer step) ran.
+    Full {
+        action: kube::runtime::controller::Action,
+        outcome: Option<Box<Outcome>>,
+    },
+}
+
+/// The controller's reconcile: skips a settled tenant, otherwise runs
+/// [`reconcile_with_finalizer`] and settles the tenant if the pass was steady.
+pub async fn reconcile_tenant(
+    tcp: Arc<TenantControlPlane>,
+    ctx: &Context,
+    steady: &super::steady::SteadyState,
+    now: OffsetDateTime,
+) -> Result<Pass, kube::runtime::finalizer::Error<ReconcileError>> {
+    let name = tcp.metadata.name.clone().unwrap_or_default();
+    let fingerprint = super::steady::fingerprint(&tcp);
+    if let Some(remaining) = steady.settled_for(&name, fingerprint, now) {
+        return Ok(Pass::Skipped {
+            requeue_after: remaining,
+        });
+    }
+    let epoch = steady.epoch(&name);
+    let deleting = tcp.metadata.deletion_timestamp.is_some();
+    let (mut action, outcome) = reconcile_with_finalizer(tcp, ctx, now).await?;
+    if deleting {
+        steady.forget(&name);
+    } else if let Some(outcome) = outcome.as_ref().filter(|o| o.is_steady()) {
+        let mut until = now + super::steady::MAX_SETTLED;
+        if let Some(due) = outcome.token_renewal_due {
+            until = until.min(due.max(now));
+        }
+        steady.settle(&name, fingerprint, epoch, until);
+        // Come back when the settled time ends, for the periodic full pass.
+        action = kube::runtime::controller::Action::requeue(
+            Duration::try_from(until - now).unwrap_or(PENDING_REQUEUE),
+        );
+    }
+    Ok(Pass::Full {
+        action,
+        outcome: outcome.map(Box::new),
+    })
 }
 
 /// Deletes the tenant namespace (and with it everything gantry created in
@@ -674,7 +747,7 @@ pub async fn reconcile(
     if ready || matches!(decision, UpgradeDecision::Upgrade { .. }) {
         status.version = Some(resolved.input.version.to_string());
     }
-    finish(
+    let mut outcome = finish(
         tcp,
         ctx,
         status,
@@ -682,7 +755,10 @@ pub async fn reconcile(
         notes,
         if ready { None } else { Some(PENDING_REQUEUE) },
     )
-    .await
+    .await?;
+    outcome.tenant_writes = tenant_report.writes();
+    outcome.token_renewal_due = Some(expiration - ttl / 3);
+    Ok(outcome)
 }
 
 /// The Secret in the tenant namespace that `gantry join` reads.
@@ -778,6 +854,8 @@ async fn finish(
         applied,
         status_written: changed,
         notes,
+        tenant_writes: 0,
+        token_renewal_due: None,
     })
 }
 

@@ -26,6 +26,8 @@ type Key = (String, String, String, String, String);
 struct State {
     objects: BTreeMap<Key, Value>,
     writes: Vec<String>,
+    /// Every request, reads included.
+    requests: usize,
     resource_version: u64,
     /// Plurals whose deletion only marks the object terminating (see `hold_deletes`).
     held: Vec<String>,
@@ -153,6 +155,11 @@ impl InMemoryApiServerDouble {
         self.state.lock().unwrap().writes.clone()
     }
 
+    /// How many requests (reads and writes) the double has answered.
+    pub fn requests(&self) -> usize {
+        self.state.lock().unwrap().requests
+    }
+
     pub fn clear_writes(&self) {
         self.state.lock().unwrap().writes.clear();
     }
@@ -260,6 +267,7 @@ impl InMemoryApiServerDouble {
             );
         };
         let mut state = self.state.lock().unwrap();
+        state.requests += 1;
         match (method, target.name.clone()) {
             (Method::GET, Some(name)) => {
                 let key = (
