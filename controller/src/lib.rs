@@ -5,5 +5,6 @@ pub mod api;
 pub mod apply;
 pub mod bundle_dir;
 pub mod cli;
+pub mod operator;
 pub mod reconcile;
 pub mod resolve;

@@ -30,17 +30,26 @@ enum Command {
     /// Create bootstrap tokens and sign cluster-info with them.
     #[command(subcommand)]
     Token(cli::token::TokenCommand),
+    /// Run the operator: reconcile every TenantControlPlane of the cluster
+    /// the in-cluster config or KUBECONFIG points at.
+    Run(cli::run::RunArgs),
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
     let cli = Cli::parse();
+    // The operator logs JSON at info (one object per line, with the tenant's
+    // span); the one-shot commands only warn, as text. GANTRY_LOG overrides the level.
+    let operator = matches!(cli.command, Command::Run(_));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG")
+        .unwrap_or_else(|_| if operator { "info" } else { "warn" }.into());
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    if operator {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     let result = match cli.command {
         Command::Pki(command) => cli::pki::run(command),
         Command::Crd => {
@@ -53,6 +62,7 @@ fn main() -> ExitCode {
         }
         Command::Render(args) => cli::render::run(args),
         Command::Token(command) => cli::token::run(command),
+        Command::Run(args) => cli::run::run(args),
     };
     match result {
         Ok(code) => code,

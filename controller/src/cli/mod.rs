@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 pub mod pki;
 pub mod render;
+pub mod run;
 pub mod token;
 
 /// Exit status 2: the input was wrong (a flag, a file, an unwritable `--out`).

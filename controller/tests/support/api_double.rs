@@ -4,33 +4,73 @@
 //!
 //! It serves the REST paths kube builds (core `/api/v1/...` and group
 //! `/apis/<group>/<version>/...`, namespaced and cluster-scoped): GET, LIST with
-//! an equality `labelSelector`, server-side apply PATCH, and DELETE, and it
-//! records every write. Simplifications, on purpose: an apply replaces the
-//! stored object's content except `.status` (gantry always applies whole
-//! objects), there is no field ownership, no admission, no watch, and no
-//! garbage collection.
+//! an equality `labelSelector`, WATCH (from a resourceVersion, replaying what
+//! happened since), POST, server-side apply, JSON merge (and strategic merge,
+//! treated as JSON merge) and JSON patches, and DELETE; it records every write.
+//! Simplifications, on purpose: an apply replaces the stored object's content
+//! except `.status` (gantry always applies whole objects; an apply without
+//! metadata is merged instead), there is no field ownership (so no apply
+//! conflicts), no admission, no bookmarks and no garbage collection.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
 use kube::client::Body;
 use serde_json::{Value, json};
+
+type ResponseBody = UnsyncBoxBody<Bytes, Infallible>;
 
 /// (group, version, plural, namespace or "", name)
 type Key = (String, String, String, String, String);
 
-#[derive(Default)]
 struct State {
     objects: BTreeMap<Key, Value>,
+    /// Every change, in order, for watches: (resourceVersion, key, type, object).
+    history: Vec<(u64, Key, &'static str, Value)>,
+    /// Wakes the watches when `history` grows.
+    changed: tokio::sync::broadcast::Sender<()>,
     writes: Vec<String>,
     /// Every request, reads included.
     requests: usize,
     resource_version: u64,
     /// Plurals whose deletion only marks the object terminating (see `hold_deletes`).
     held: Vec<String>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            objects: BTreeMap::new(),
+            history: Vec::new(),
+            changed: tokio::sync::broadcast::channel(1024).0,
+            writes: Vec::new(),
+            requests: 0,
+            resource_version: 0,
+            held: Vec::new(),
+        }
+    }
+}
+
+impl State {
+    /// Stores `object` (or removes it, for DELETED) at a new resourceVersion and tells the watches.
+    fn commit(&mut self, key: Key, event: &'static str, mut object: Value) -> Value {
+        self.resource_version += 1;
+        let version = self.resource_version;
+        object["metadata"]["resourceVersion"] = version.to_string().into();
+        if event == "DELETED" {
+            self.objects.remove(&key);
+        } else {
+            self.objects.insert(key.clone(), object.clone());
+        }
+        self.history.push((version, key, event, object.clone()));
+        let _ = self.changed.send(());
+        object
+    }
 }
 
 #[derive(Clone, Default)]
@@ -106,20 +146,20 @@ fn query_param(query: &str, key: &str) -> Option<String> {
     })
 }
 
-fn status(code: StatusCode, reason: &str, message: &str) -> Response<Body> {
+fn status(code: StatusCode, reason: &str, message: &str) -> Response<ResponseBody> {
     let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
         "reason": reason, "message": message, "code": code.as_u16()});
     Response::builder()
         .status(code)
-        .body(Body::from(serde_json::to_vec(&body).unwrap()))
+        .body(Full::new(Bytes::from(serde_json::to_vec(&body).unwrap())).boxed_unsync())
         .unwrap()
 }
 
-fn ok(code: StatusCode, value: &Value) -> Response<Body> {
+fn ok(code: StatusCode, value: &Value) -> Response<ResponseBody> {
     Response::builder()
         .status(code)
         .header("content-type", "application/json")
-        .body(Body::from(serde_json::to_vec(value).unwrap()))
+        .body(Full::new(Bytes::from(serde_json::to_vec(value).unwrap())).boxed_unsync())
         .unwrap()
 }
 
@@ -174,6 +214,17 @@ impl InMemoryApiServerDouble {
             .map(|(_, v)| v.clone())
     }
 
+    /// Every stored object of `plural`.
+    pub fn list(&self, plural: &str) -> Vec<Value> {
+        let state = self.state.lock().unwrap();
+        state
+            .objects
+            .iter()
+            .filter(|((_, _, p, _, _), _)| p == plural)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
     /// Stores `object` as if another client had created it (not counted as a write).
     pub fn put(
         &self,
@@ -194,7 +245,13 @@ impl InMemoryApiServerDouble {
             namespace.into(),
             name,
         );
-        self.state.lock().unwrap().objects.insert(key, object);
+        let mut state = self.state.lock().unwrap();
+        let event = if state.objects.contains_key(&key) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        state.commit(key, event, object);
     }
 
     /// Sets a field of a stored object, as another controller would (not
@@ -208,14 +265,14 @@ impl InMemoryApiServerDouble {
         value: serde_json::Value,
     ) {
         let mut state = self.state.lock().unwrap();
-        let object = state
+        let (key, mut object) = state
             .objects
-            .iter_mut()
+            .iter()
             .find(|((_, _, p, ns, n), _)| p == plural && ns == namespace && n == name)
-            .map(|(_, v)| v)
+            .map(|(k, v)| (k.clone(), v.clone()))
             .expect("object exists");
         let (parent, field) = pointer.rsplit_once('/').expect("a JSON pointer");
-        let mut target = object;
+        let mut target = &mut object;
         for segment in parent.split('/').filter(|s| !s.is_empty()) {
             if target.get(segment).is_none() {
                 target[segment] = json!({});
@@ -223,6 +280,7 @@ impl InMemoryApiServerDouble {
             target = target.get_mut(segment).unwrap();
         }
         target[field] = value;
+        state.commit(key, "MODIFIED", object);
     }
 
     /// From now on a DELETE of `plural` only sets `metadata.deletionTimestamp`,
@@ -233,11 +291,15 @@ impl InMemoryApiServerDouble {
 
     /// Removes an object without recording a write (e.g. a namespace done terminating).
     pub fn forget(&self, plural: &str, namespace: &str, name: &str) {
-        self.state
-            .lock()
-            .unwrap()
+        let mut state = self.state.lock().unwrap();
+        let found = state
             .objects
-            .retain(|(_, _, p, ns, n), _| !(p == plural && ns == namespace && n == name));
+            .iter()
+            .find(|((_, _, p, ns, n), _)| p == plural && ns == namespace && n == name)
+            .map(|(k, v)| (k.clone(), v.clone()));
+        if let Some((key, object)) = found {
+            state.commit(key, "DELETED", object);
+        }
     }
 
     /// Number of stored objects.
@@ -245,12 +307,71 @@ impl InMemoryApiServerDouble {
         self.state.lock().unwrap().objects.len()
     }
 
-    async fn handle(&self, request: Request<Body>) -> Response<Body> {
+    /// A watch: replays the changes after `from` that match, then follows new ones.
+    fn watch(&self, target: Target, selector: String, from: u64) -> Response<ResponseBody> {
+        let receiver = self.state.lock().unwrap().changed.subscribe();
+        let state = self.state.clone();
+        let events = futures::stream::unfold((receiver, from), move |(mut receiver, mut seen)| {
+            let state = state.clone();
+            let (group, version, plural, namespace) = (
+                target.group.clone(),
+                target.version.clone(),
+                target.plural.clone(),
+                target.namespace.clone(),
+            );
+            let selector = selector.clone();
+            async move {
+                loop {
+                    let chunk = {
+                        let state = state.lock().unwrap();
+                        let mut chunk = Vec::new();
+                        for (rv, (g, v, p, ns, _), event, object) in &state.history {
+                            if *rv <= seen {
+                                continue;
+                            }
+                            seen = *rv;
+                            if *g == group
+                                && *v == version
+                                && *p == plural
+                                && (namespace.is_empty() || *ns == namespace)
+                                && labels_match(object, &selector)
+                            {
+                                chunk.extend(
+                                    serde_json::to_vec(&json!({"type": event, "object": object}))
+                                        .unwrap(),
+                                );
+                                chunk.push(b'\n');
+                            }
+                        }
+                        chunk
+                    };
+                    if !chunk.is_empty() {
+                        let frame = http_body::Frame::data(Bytes::from(chunk));
+                        return Some((Ok::<_, Infallible>(frame), (receiver, seen)));
+                    }
+                    // Wait for the next change; a lagging receiver re-reads the history.
+                    if let Err(tokio::sync::broadcast::error::RecvError::Closed) =
+                        receiver.recv().await
+                    {
+                        return None;
+                    }
+                }
+            }
+        });
+        Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "application/json")
+            .body(StreamBody::new(events).boxed_unsync())
+            .unwrap()
+    }
+
+    async fn handle(&self, request: Request<Body>) -> Response<ResponseBody> {
         let method = request.method().clone();
-        let json_patch = request
+        let content_type = request
             .headers()
             .get("content-type")
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/json-patch+json"));
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).to_string())
+            .unwrap_or_default();
         let path = request.uri().path().to_string();
         let query = request.uri().query().unwrap_or_default().to_string();
         let body = request
@@ -268,24 +389,37 @@ impl InMemoryApiServerDouble {
         };
         let mut state = self.state.lock().unwrap();
         state.requests += 1;
+        let key_of = |target: &Target, name: &str| -> Key {
+            (
+                target.group.clone(),
+                target.version.clone(),
+                target.plural.clone(),
+                target.namespace.clone(),
+                name.to_string(),
+            )
+        };
+        let not_found = |name: &str| {
+            status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                &format!("{} \"{name}\" not found", target.plural),
+            )
+        };
         match (method, target.name.clone()) {
-            (Method::GET, Some(name)) => {
-                let key = (
-                    target.group,
-                    target.version,
-                    target.plural.clone(),
-                    target.namespace,
-                    name.clone(),
-                );
-                match state.objects.get(&key) {
-                    Some(object) => ok(StatusCode::OK, object),
-                    None => status(
-                        StatusCode::NOT_FOUND,
-                        "NotFound",
-                        &format!("{} \"{name}\" not found", target.plural),
-                    ),
-                }
+            (Method::GET, None)
+                if matches!(query_param(&query, "watch").as_deref(), Some("true" | "1")) =>
+            {
+                let selector = query_param(&query, "labelSelector").unwrap_or_default();
+                let from = query_param(&query, "resourceVersion")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                drop(state);
+                self.watch(target, selector, from)
             }
+            (Method::GET, Some(name)) => match state.objects.get(&key_of(&target, &name)) {
+                Some(object) => ok(StatusCode::OK, object),
+                None => not_found(&name),
+            },
             (Method::GET, None) => {
                 let selector = query_param(&query, "labelSelector").unwrap_or_default();
                 let items: Vec<Value> = state
@@ -304,6 +438,36 @@ impl InMemoryApiServerDouble {
                     "metadata": {"resourceVersion": state.resource_version.to_string()}, "items": items});
                 ok(StatusCode::OK, &list)
             }
+            (Method::POST, None) => {
+                let Ok(mut object) = serde_json::from_slice::<Value>(&body) else {
+                    return status(StatusCode::BAD_REQUEST, "BadRequest", "body is not JSON");
+                };
+                let name = match object["metadata"]["name"].as_str() {
+                    Some(name) => name.to_string(),
+                    None => {
+                        // generateName, as the API server does it.
+                        let prefix = object["metadata"]["generateName"].as_str().unwrap_or("x-");
+                        format!("{prefix}{}", state.resource_version + 1)
+                    }
+                };
+                let key = key_of(&target, &name);
+                if state.objects.contains_key(&key) {
+                    return status(
+                        StatusCode::CONFLICT,
+                        "AlreadyExists",
+                        &format!("{} \"{name}\" already exists", target.plural),
+                    );
+                }
+                object["metadata"]["name"] = name.clone().into();
+                object["metadata"]["uid"] = format!("uid-{name}").into();
+                object["metadata"]["generation"] = 1.into();
+                if !target.namespace.is_empty() {
+                    object["metadata"]["namespace"] = target.namespace.clone().into();
+                }
+                state.writes.push(format!("POST {path}"));
+                let object = state.commit(key, "ADDED", object);
+                ok(StatusCode::CREATED, &object)
+            }
             (Method::PATCH, Some(name)) if target.subresource.as_deref() == Some("status") => {
                 // A merge patch of `.status`.
                 let Ok(patch) = serde_json::from_slice::<Value>(&body) else {
@@ -313,53 +477,41 @@ impl InMemoryApiServerDouble {
                         "patch body is not JSON",
                     );
                 };
-                let key = (
-                    target.group,
-                    target.version,
-                    target.plural,
-                    target.namespace,
-                    name.clone(),
-                );
-                state.resource_version += 1;
-                let version = state.resource_version;
-                let Some(object) = state.objects.get_mut(&key) else {
-                    return status(
-                        StatusCode::NOT_FOUND,
-                        "NotFound",
-                        &format!("\"{name}\" not found"),
-                    );
+                let key = key_of(&target, &name);
+                let Some(mut object) = state.objects.get(&key).cloned() else {
+                    return not_found(&name);
                 };
                 object["status"] = patch["status"].clone();
-                object["metadata"]["resourceVersion"] = version.to_string().into();
-                let object = object.clone();
                 state.writes.push(format!("PATCH {path}"));
+                let object = state.commit(key, "MODIFIED", object);
                 ok(StatusCode::OK, &object)
             }
-            (Method::PATCH, Some(name)) if json_patch => {
-                let key = (
-                    target.group,
-                    target.version,
-                    target.plural,
-                    target.namespace,
-                    name.clone(),
-                );
-                let Ok(patch) = serde_json::from_slice::<json_patch::Patch>(&body) else {
-                    return status(StatusCode::BAD_REQUEST, "BadRequest", "not a JSON patch");
+            (Method::PATCH, Some(name))
+                if content_type.starts_with("application/json-patch+json")
+                    || content_type.starts_with("application/merge-patch+json")
+                    || content_type.starts_with("application/strategic-merge-patch+json") =>
+            {
+                let key = key_of(&target, &name);
+                let Some(mut object) = state.objects.get(&key).cloned() else {
+                    return not_found(&name);
                 };
-                let Some(stored) = state.objects.get(&key).cloned() else {
-                    return status(
-                        StatusCode::NOT_FOUND,
-                        "NotFound",
-                        &format!("\"{name}\" not found"),
-                    );
-                };
-                // The API server treats an absent list as null in `test` operations.
-                let mut object = stored;
-                if object["metadata"].get("finalizers").is_none() {
-                    object["metadata"]["finalizers"] = Value::Null;
-                }
-                if let Err(e) = json_patch::patch(&mut object, &patch) {
-                    return status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", &e.to_string());
+                if content_type.starts_with("application/json-patch+json") {
+                    let Ok(patch) = serde_json::from_slice::<json_patch::Patch>(&body) else {
+                        return status(StatusCode::BAD_REQUEST, "BadRequest", "not a JSON patch");
+                    };
+                    // The API server treats an absent list as null in `test` operations.
+                    if object["metadata"].get("finalizers").is_none() {
+                        object["metadata"]["finalizers"] = Value::Null;
+                    }
+                    if let Err(e) = json_patch::patch(&mut object, &patch) {
+                        return status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", &e.to_string());
+                    }
+                } else {
+                    // Strategic merge is JSON merge for the objects gantry patches this way.
+                    let Ok(patch) = serde_json::from_slice::<Value>(&body) else {
+                        return status(StatusCode::BAD_REQUEST, "BadRequest", "not a merge patch");
+                    };
+                    json_patch::merge(&mut object, &patch);
                 }
                 if object["metadata"]["finalizers"].is_null()
                     || object["metadata"]["finalizers"]
@@ -371,20 +523,20 @@ impl InMemoryApiServerDouble {
                         .unwrap()
                         .remove("finalizers");
                 }
-                state.resource_version += 1;
-                object["metadata"]["resourceVersion"] = state.resource_version.to_string().into();
                 state.writes.push(format!("PATCH {path}"));
                 // An object being deleted goes once its last finalizer is removed.
-                if object["metadata"].get("deletionTimestamp").is_some()
+                let event = if object["metadata"].get("deletionTimestamp").is_some()
                     && object["metadata"].get("finalizers").is_none()
                 {
-                    state.objects.remove(&key);
+                    "DELETED"
                 } else {
-                    state.objects.insert(key, object.clone());
-                }
+                    "MODIFIED"
+                };
+                let object = state.commit(key, event, object);
                 ok(StatusCode::OK, &object)
             }
             (Method::PATCH, Some(name)) => {
+                // Server-side apply.
                 let Ok(mut object) = serde_json::from_slice::<Value>(&body) else {
                     return status(
                         StatusCode::BAD_REQUEST,
@@ -393,17 +545,21 @@ impl InMemoryApiServerDouble {
                     );
                 };
                 state.writes.push(format!("PATCH {path}"));
-                state.resource_version += 1;
-                let key = (
-                    target.group,
-                    target.version,
-                    target.plural,
-                    target.namespace,
-                    name,
-                );
-                let created = !state.objects.contains_key(&key);
+                let key = key_of(&target, &name);
+                let old = state.objects.get(&key).cloned();
+                // A partial apply (no metadata, as kube-lease-manager sends for
+                // a Lease) merges into what is stored; gantry's whole objects replace it.
+                if object.get("metadata").is_none() {
+                    let mut merged = old.clone().unwrap_or_else(|| json!({}));
+                    json_patch::merge(&mut merged, &object);
+                    merged["metadata"]["name"] = name.clone().into();
+                    if !target.namespace.is_empty() {
+                        merged["metadata"]["namespace"] = target.namespace.clone().into();
+                    }
+                    object = merged;
+                }
                 // As on a real API server, writes to the main resource never change `.status`.
-                match state.objects.get(&key).and_then(|old| old.get("status")) {
+                match old.as_ref().and_then(|old| old.get("status")) {
                     Some(status) => object["status"] = status.clone(),
                     None => {
                         if let Some(map) = object.as_object_mut() {
@@ -412,8 +568,7 @@ impl InMemoryApiServerDouble {
                     }
                 }
                 // As on a real API server, a changed spec bumps metadata.generation.
-                let old = state.objects.get(&key);
-                let generation = match old {
+                let generation = match &old {
                     None => 1,
                     Some(old) => {
                         let before = old["metadata"]["generation"].as_i64().unwrap_or(1);
@@ -426,64 +581,30 @@ impl InMemoryApiServerDouble {
                 };
                 let metadata = object["metadata"].as_object_mut().expect("metadata");
                 metadata.insert("generation".into(), generation.into());
-                metadata.insert(
-                    "resourceVersion".into(),
-                    state.resource_version.to_string().into(),
-                );
                 metadata.insert("uid".into(), format!("uid-{}", key.4).into());
-                state.objects.insert(key, object.clone());
-                ok(
-                    if created {
-                        StatusCode::CREATED
-                    } else {
-                        StatusCode::OK
-                    },
-                    &object,
-                )
-            }
-            (Method::DELETE, Some(name)) if state.held.contains(&target.plural) => {
-                let key = (
-                    target.group,
-                    target.version,
-                    target.plural,
-                    target.namespace,
-                    name.clone(),
-                );
-                match state.objects.get_mut(&key) {
-                    Some(object) => {
-                        object["metadata"]["deletionTimestamp"] = "2026-11-22T00:00:00Z".into();
-                        let object = object.clone();
-                        state.writes.push(format!("DELETE {path}"));
-                        ok(StatusCode::OK, &object)
-                    }
-                    None => status(
-                        StatusCode::NOT_FOUND,
-                        "NotFound",
-                        &format!("\"{name}\" not found"),
-                    ),
-                }
+                let (event, code) = match old {
+                    None => ("ADDED", StatusCode::CREATED),
+                    Some(_) => ("MODIFIED", StatusCode::OK),
+                };
+                let object = state.commit(key, event, object);
+                ok(code, &object)
             }
             (Method::DELETE, Some(name)) => {
-                let key = (
-                    target.group,
-                    target.version,
-                    target.plural,
-                    target.namespace,
-                    name.clone(),
-                );
-                match state.objects.remove(&key) {
-                    Some(_) => {
-                        state.writes.push(format!("DELETE {path}"));
-                        ok(
-                            StatusCode::OK,
-                            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}),
-                        )
-                    }
-                    None => status(
-                        StatusCode::NOT_FOUND,
-                        "NotFound",
-                        &format!("\"{name}\" not found"),
-                    ),
+                let key = key_of(&target, &name);
+                let Some(mut object) = state.objects.get(&key).cloned() else {
+                    return not_found(&name);
+                };
+                state.writes.push(format!("DELETE {path}"));
+                if state.held.contains(&target.plural) {
+                    object["metadata"]["deletionTimestamp"] = "2026-11-22T00:00:00Z".into();
+                    let object = state.commit(key, "MODIFIED", object);
+                    ok(StatusCode::OK, &object)
+                } else {
+                    state.commit(key, "DELETED", object);
+                    ok(
+                        StatusCode::OK,
+                        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}),
+                    )
                 }
             }
             (method, _) => status(

@@ -1,0 +1,84 @@
+//! `gantry run`: the operator process (see `crate::operator`).
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::CliError;
+use crate::operator::{self, Settings};
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Where /metrics is served (Prometheus text).
+    #[arg(long, default_value = "0.0.0.0:8080", value_name = "ADDR:PORT")]
+    metrics_addr: SocketAddr,
+    /// Where /healthz and /readyz are served.
+    #[arg(long, default_value = "0.0.0.0:8081", value_name = "ADDR:PORT")]
+    health_addr: SocketAddr,
+    /// Reconcile only while holding a Lease, so several replicas are safe.
+    #[arg(long)]
+    leader_elect: bool,
+    /// Namespace of the leader Lease (default: $POD_NAMESPACE, else "default").
+    #[arg(long, value_name = "NAMESPACE")]
+    lease_namespace: Option<String>,
+    #[arg(long, default_value = "gantry-leader", value_name = "NAME")]
+    lease_name: String,
+    /// How many tenants reconcile at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    concurrency: u16,
+    /// The service cluster's DNS domain (for the apiserver's etcd and Service names).
+    #[arg(long, default_value = "cluster.local", value_name = "DOMAIN")]
+    service_cluster_domain: String,
+}
+
+pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
+    // The pod name (downward API) identifies this replica in the Lease and Events.
+    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
+        format!(
+            "gantry-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        )
+    });
+    let settings = Settings {
+        metrics_addr: args.metrics_addr,
+        health_addr: args.health_addr,
+        leader_elect: args.leader_elect,
+        lease_namespace: args
+            .lease_namespace
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .unwrap_or_else(|| "default".into()),
+        lease_name: args.lease_name,
+        identity,
+        concurrency: args.concurrency,
+        service_cluster_domain: args.service_cluster_domain,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Failed(format!("starting the async runtime: {e}")))?;
+    runtime.block_on(async move {
+        let client = kube::Client::try_default().await.map_err(|e| {
+            CliError::Failed(format!(
+                "no service cluster to talk to (in-cluster config or KUBECONFIG): {e}"
+            ))
+        })?;
+        let tenant_client =
+            std::sync::Arc::new(crate::reconcile::pipeline::tenant_client_from_kubeconfig);
+        operator::run(client, settings, tenant_client, shutdown_signal())
+            .await
+            .map_err(|e| CliError::Failed(e.to_string()))?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// SIGTERM (what the kubelet sends) or Ctrl-C.
+async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: shutting down"),
+    }
+}

@@ -1,0 +1,429 @@
+//! `gantry run`: the operator process. It wires the reconcile pipeline
+//! (`reconcile::pipeline::reconcile_tenant`) into a kube-runtime `Controller`:
+//!
+//! - watches `TenantControlPlane`s, and the Deployments, StatefulSets and
+//!   Services gantry manages (label `app.kubernetes.io/managed-by=gantry`),
+//!   each mapped back to its tenant by the `gantry.dev/tenant` label;
+//! - at most `--concurrency` tenants reconcile at once; a failing tenant backs
+//!   off exponentially (5 s doubling to 5 min) with ±50 % jitter;
+//! - with `--leader-elect`, only the replica holding the Lease reconciles; a
+//!   replica that loses the Lease exits so it restarts as a standby;
+//! - `/metrics`, `/healthz`, `/readyz`; Events for what each pass changed;
+//! - every log line of a reconcile carries the tenant's name (a span);
+//! - SIGTERM (or Ctrl-C) stops taking work, lets running reconciles finish,
+//!   releases the Lease and exits 0.
+
+pub mod http;
+pub mod metrics;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use hyper::StatusCode;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::Service;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use tokio::net::TcpListener;
+use tracing::Instrument;
+
+use crate::api::TenantControlPlane;
+use crate::apply::{MANAGED_BY, TENANT_LABEL};
+use crate::reconcile::pipeline::{self, Context, Pass, ReconcileError, TenantClientFactory};
+use crate::reconcile::steady::SteadyState;
+use metrics::{Metrics, PassResult};
+
+/// How the operator runs (the flags of `gantry run`).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub metrics_addr: SocketAddr,
+    pub health_addr: SocketAddr,
+    pub leader_elect: bool,
+    /// Namespace and name of the leader Lease.
+    pub lease_namespace: String,
+    pub lease_name: String,
+    /// This replica's identity in the Lease and in Events (the pod name).
+    pub identity: String,
+    /// Tenants reconciled at once.
+    pub concurrency: u16,
+    pub service_cluster_domain: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{flag} {addr}: {source}")]
+    Bind {
+        flag: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the TenantControlPlane CRD is not served by the cluster (install it with `gantry crd | kubectl apply -f -` or the gantry Helm chart): {0}"
+    )]
+    CrdMissing(kube::Error),
+    #[error("listing TenantControlPlanes: {0}")]
+    Api(kube::Error),
+    #[error("leader election (Lease {namespace}/{name}): {reason}")]
+    LeaderElection {
+        namespace: String,
+        name: String,
+        reason: String,
+    },
+    #[error("lost the leader Lease; exiting so this replica restarts as a standby")]
+    LostLeadership,
+}
+
+/// Shared by every reconcile.
+struct State {
+    ctx: Context,
+    steady: Arc<SteadyState>,
+    metrics: Arc<Metrics>,
+    recorder: Recorder,
+    /// Consecutive failures per tenant, for the back-off.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+/// Runs the operator until `shutdown` completes (or leadership is lost).
+/// `tenant_client` connects to a tenant's apiserver: in production
+/// [`pipeline::tenant_client_from_kubeconfig`].
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    tenant_client: TenantClientFactory,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(AtomicBool::new(false));
+    let (stop_servers, servers_stopped) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut receiver = servers_stopped.clone();
+        async move {
+            let _ = receiver.wait_for(|stop| *stop).await;
+        }
+    };
+    let bind = |flag, addr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| RunError::Bind { flag, addr, source })
+    };
+    let metrics_listener = bind("--metrics-addr", settings.metrics_addr).await?;
+    let health_listener = bind("--health-addr", settings.health_addr).await?;
+    let served_metrics = metrics.clone();
+    tokio::spawn(http::serve(
+        metrics_listener,
+        Arc::new(move |path| match path {
+            "/metrics" => (
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                served_metrics.encode(),
+            ),
+            other => http::not_found(other),
+        }),
+        stopped(),
+    ));
+    let served_ready = ready.clone();
+    tokio::spawn(http::serve(
+        health_listener,
+        Arc::new(move |path| match path {
+            "/healthz" => (StatusCode::OK, "text/plain", "ok\n".into()),
+            "/readyz" if served_ready.load(Ordering::Relaxed) => {
+                (StatusCode::OK, "text/plain", "ok\n".into())
+            }
+            "/readyz" => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "starting\n".into(),
+            ),
+            other => http::not_found(other),
+        }),
+        stopped(),
+    ));
+    tracing::info!(metrics = %settings.metrics_addr, health = %settings.health_addr, "serving");
+
+    // The CRD must be served before anything else makes sense.
+    let tenants: Api<TenantControlPlane> = Api::all(client.clone());
+    match tenants
+        .list(&kube::api::ListParams::default().limit(1))
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 => {
+            return Err(RunError::CrdMissing(kube::Error::Api(status)));
+        }
+        Err(error) => return Err(RunError::Api(error)),
+    }
+    ready.store(true, Ordering::Relaxed);
+
+    let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
+    let result = if settings.leader_elect {
+        run_as_leader(client, &settings, tenant_client, metrics, shutdown).await
+    } else {
+        metrics.set_leader(true);
+        run_controller(client, &settings, tenant_client, metrics, shutdown).await;
+        Ok(())
+    };
+    let _ = stop_servers.send(true);
+    result
+}
+
+/// Waits for the Lease, reconciles while holding it, releases it on shutdown.
+async fn run_as_leader(
+    client: Client,
+    settings: &Settings,
+    tenant_client: TenantClientFactory,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Clone + Send + Sync + 'static,
+) -> Result<(), RunError> {
+    let election_error = |reason: String| RunError::LeaderElection {
+        namespace: settings.lease_namespace.clone(),
+        name: settings.lease_name.clone(),
+        reason,
+    };
+    let manager =
+        kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &settings.lease_name)
+            .with_namespace(&settings.lease_namespace)
+            .with_identity(&settings.identity)
+            .with_duration(15)
+            .with_grace(5)
+            .build()
+            .await
+            .map_err(|e| election_error(e.to_string()))?;
+    let (mut leading, lease_task) = manager.watch().await;
+    tracing::info!(lease = %settings.lease_name, identity = %settings.identity, "waiting for the leader Lease");
+    let acquired = tokio::select! {
+        _ = shutdown.clone() => false,
+        changed = leading.wait_for(|leading| *leading) => changed.is_ok(),
+    };
+    let mut result = Ok(());
+    if acquired {
+        tracing::info!(identity = %settings.identity, "acquired the leader Lease");
+        metrics.set_leader(true);
+        let lost = Arc::new(AtomicBool::new(false));
+        let lost_flag = lost.clone();
+        let mut watching = leading.clone();
+        let stop = {
+            let shutdown = shutdown.clone();
+            async move {
+                tokio::select! {
+                    _ = shutdown => {}
+                    _ = watching.wait_for(|leading| !*leading) => {
+                        lost_flag.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+        };
+        run_controller(client, settings, tenant_client, metrics.clone(), stop).await;
+        metrics.set_leader(false);
+        if lost.load(Ordering::Relaxed) {
+            result = Err(RunError::LostLeadership);
+        }
+    }
+    // Dropping the receiver makes the manager release the Lease and stop.
+    drop(leading);
+    match tokio::time::timeout(Duration::from_secs(5), lease_task).await {
+        Ok(Ok(Ok(_))) => tracing::info!("released the leader Lease"),
+        Ok(Ok(Err(error))) => tracing::warn!(%error, "releasing the leader Lease"),
+        Ok(Err(error)) => tracing::warn!(%error, "the Lease task failed"),
+        Err(_) => tracing::warn!("the Lease was not released within 5 s; it expires on its own"),
+    }
+    result
+}
+
+/// The kube-runtime Controller, until `stop` completes.
+async fn run_controller(
+    client: Client,
+    settings: &Settings,
+    tenant_client: TenantClientFactory,
+    metrics: Arc<Metrics>,
+    stop: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let steady = Arc::new(SteadyState::new());
+    let state = Arc::new(State {
+        ctx: Context {
+            client: client.clone(),
+            service_cluster_domain: settings.service_cluster_domain.clone(),
+            tenant_client,
+        },
+        steady: steady.clone(),
+        metrics,
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "gantry".into(),
+                instance: Some(settings.identity.clone()),
+            },
+        ),
+        failures: Mutex::default(),
+    });
+    let managed = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
+    let owned = || watcher::Config::default().labels(&managed).any_semantic();
+    Controller::new(
+        Api::<TenantControlPlane>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .watches(
+        Api::<Deployment>::all(client.clone()),
+        owned(),
+        to_tenant("Deployment", steady.clone()),
+    )
+    .watches(
+        Api::<StatefulSet>::all(client.clone()),
+        owned(),
+        to_tenant("StatefulSet", steady.clone()),
+    )
+    .watches(
+        Api::<Service>::all(client.clone()),
+        owned(),
+        to_tenant("Service", steady.clone()),
+    )
+    .with_config(kube::runtime::controller::Config::default().concurrency(settings.concurrency))
+    .graceful_shutdown_on(stop)
+    .run(reconcile, error_policy, state)
+    .for_each(|result| async move {
+        if let Err(error) = result {
+            tracing::debug!(%error, "controller");
+        }
+    })
+    .await;
+    tracing::info!("controller stopped");
+}
+
+/// Maps a watched object to its tenant, telling the steady-state cache its version.
+fn to_tenant<K: Resource>(
+    kind: &'static str,
+    steady: Arc<SteadyState>,
+) -> impl Fn(K) -> Option<ObjectRef<TenantControlPlane>> + Send + Sync + 'static {
+    move |object: K| {
+        let tenant = object.meta().labels.as_ref()?.get(TENANT_LABEL)?.clone();
+        let namespace = object.meta().namespace.clone().unwrap_or_default();
+        let name = object.meta().name.clone().unwrap_or_default();
+        if let Some(version) = object.meta().resource_version.as_deref() {
+            steady.observe(&tenant, (kind, namespace, name), version);
+        }
+        Some(ObjectRef::new(&tenant))
+    }
+}
+
+async fn reconcile(
+    tcp: Arc<TenantControlPlane>,
+    state: Arc<State>,
+) -> Result<Action, kube::runtime::finalizer::Error<ReconcileError>> {
+    let name = tcp.name_any();
+    let span = tracing::info_span!("reconcile", tenant = %name);
+    async move {
+        let started = Instant::now();
+        let reference = tcp.object_ref(&());
+        let deleting = tcp.metadata.deletion_timestamp.is_some();
+        let result = pipeline::reconcile_tenant(
+            tcp,
+            &state.ctx,
+            &state.steady,
+            time::OffsetDateTime::now_utc(),
+        )
+        .await;
+        let seconds = started.elapsed().as_secs_f64();
+        let pass = match result {
+            Ok(pass) => pass,
+            Err(error) => {
+                state.metrics.reconciled(PassResult::Error, seconds);
+                return Err(error);
+            }
+        };
+        state.failures.lock().expect("not poisoned").remove(&name);
+        match pass {
+            Pass::Skipped { requeue_after } => {
+                state.metrics.reconciled(PassResult::Skipped, seconds);
+                tracing::trace!("settled; skipped");
+                Ok(Action::requeue(requeue_after))
+            }
+            Pass::Full { action, outcome } => {
+                state.metrics.reconciled(PassResult::Full, seconds);
+                if deleting {
+                    state.metrics.set_phase(&name, None);
+                    tracing::info!("cleaned up");
+                }
+                if let Some(outcome) = outcome {
+                    state
+                        .metrics
+                        .set_phase(&name, outcome.status.phase.as_deref());
+                    tracing::info!(
+                        phase = outcome.status.phase.as_deref().unwrap_or(""),
+                        writes = outcome.applied.writes() + outcome.tenant_writes,
+                        status_written = outcome.status_written,
+                        ms = seconds * 1000.0,
+                        "reconciled"
+                    );
+                    for note in &outcome.notes {
+                        let event = Event {
+                            type_: if note.warning {
+                                EventType::Warning
+                            } else {
+                                EventType::Normal
+                            },
+                            reason: note.reason.clone(),
+                            note: Some(note.message.clone()),
+                            action: "Reconcile".into(),
+                            secondary: None,
+                        };
+                        if let Err(error) = state.recorder.publish(&event, &reference).await {
+                            tracing::warn!(%error, reason = %note.reason, "publishing an event");
+                        }
+                    }
+                }
+                Ok(action)
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Exponential back-off per tenant: 5 s doubling up to 5 min, with ±50 % jitter
+/// so that tenants failing together (an API outage) do not retry together.
+pub fn backoff(failures: u32, jitter: f64) -> Duration {
+    let base = 5.0 * 2f64.powi(failures.saturating_sub(1).min(6) as i32);
+    Duration::from_secs_f64(base.min(300.0) * (0.5 + jitter.clamp(0.0, 1.0)))
+}
+
+fn error_policy(
+    tcp: Arc<TenantControlPlane>,
+    error: &kube::runtime::finalizer::Error<ReconcileError>,
+    state: Arc<State>,
+) -> Action {
+    let name = tcp.name_any();
+    let failures = {
+        let mut failures = state.failures.lock().expect("not poisoned");
+        let count = failures.entry(name.clone()).or_default();
+        *count += 1;
+        *count
+    };
+    let delay = backoff(failures, rand::random::<f64>());
+    tracing::warn!(tenant = %name, %error, failures, retry_in_s = delay.as_secs_f64(), "reconcile failed");
+    Action::requeue(delay)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_5s_to_5min_with_jitter() {
+        let middle = |failures| backoff(failures, 0.5).as_secs();
+        assert_eq!(
+            [1, 2, 3, 4, 5, 6, 7, 8, 50].map(middle),
+            [5, 10, 20, 40, 80, 160, 300, 300, 300]
+        );
+        assert_eq!(backoff(1, 0.0), Duration::from_millis(2500));
+        assert_eq!(backoff(1, 1.0), Duration::from_millis(7500));
+        assert_eq!(backoff(20, 1.0), Duration::from_secs(450));
+    }
+}
