@@ -23,7 +23,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use kube::client::Body;
 use serde_json::{Value, json};
 
-type ResponseBody = UnsyncBoxBody<Bytes, Infallible>;
+pub type ResponseBody = UnsyncBoxBody<Bytes, Infallible>;
 
 /// (group, version, plural, namespace or "", name)
 type Key = (String, String, String, String, String);
@@ -365,7 +365,8 @@ impl InMemoryApiServerDouble {
             .unwrap()
     }
 
-    async fn handle(&self, request: Request<Body>) -> Response<ResponseBody> {
+    /// Answers one request (also used to serve the double over HTTP in the scale bench).
+    pub async fn handle(&self, request: Request<Body>) -> Response<ResponseBody> {
         let method = request.method().clone();
         let content_type = request
             .headers()

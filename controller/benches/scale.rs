@@ -1,0 +1,332 @@
+//! Scale: N tenants (default 1,000) reconciled by gantry's reconcile pipeline
+//! against the in-memory API server DOUBLE, which runs in a child process and
+//! is reached over HTTP on loopback, so the figures below are the operator
+//! process's alone:
+//!
+//! - peak resident memory (VmHWM) after provisioning every tenant to Ready;
+//! - CPU (user + system, getrusage) per settled reconcile — a trigger that
+//!   carries nothing new, the common case in steady state;
+//! - CPU per full steady pass — a restarted operator re-reading every tenant
+//!   and finding nothing to write (the double's own CPU is not counted).
+//!
+//! Run: `cargo bench -p gantry-controller --bench scale` (GANTRY_SCALE_TENANTS=N
+//! to change the count). Not a criterion bench: memory and whole-fleet CPU are
+//! process figures.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use gantry_controller::api::TenantControlPlane;
+use gantry_controller::reconcile::pipeline::{
+    Context, Pass, TenantClientFactory, reconcile_tenant,
+};
+use gantry_controller::reconcile::steady::SteadyState;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+use time::OffsetDateTime;
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use support::api_double::InMemoryApiServerDouble;
+
+const CHILD_ENV: &str = "GANTRY_SCALE_DOUBLE_PORT_FILE";
+/// Tenants provisioned at once.
+const PARALLEL: usize = 8;
+
+fn main() {
+    if let Ok(port_file) = std::env::var(CHILD_ENV) {
+        serve_double(&port_file);
+        return;
+    }
+    // `cargo bench` passes --bench; `cargo test --benches` passes nothing: do the run only for the former.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let tenants: usize = std::env::var("GANTRY_SCALE_TENANTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let port_file = std::env::temp_dir().join(format!("gantry-scale-{}", std::process::id()));
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .env(CHILD_ENV, &port_file)
+        .spawn()
+        .expect("starting the API double process");
+    let port = loop {
+        if let Ok(text) = std::fs::read_to_string(&port_file)
+            && let Ok(port) = text.trim().parse::<u16>()
+        {
+            break port;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = std::fs::remove_file(&port_file);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run(port, tenants));
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn client(url: &str) -> Client {
+    let config = kube::Config::new(url.parse().unwrap());
+    Client::try_from(config).unwrap()
+}
+
+fn tenant_name(i: usize) -> String {
+    format!("tenant-{i:04}")
+}
+
+async fn run(port: u16, tenants: usize) {
+    let base = format!("http://127.0.0.1:{port}");
+    let service = client(&base);
+    let example =
+        TenantControlPlane::from_yaml(include_str!("../../examples/tenant-a.yaml")).unwrap();
+    let api: Api<TenantControlPlane> = Api::all(service.clone());
+    for i in 0..tenants {
+        let mut tcp = example.clone();
+        tcp.metadata.name = Some(tenant_name(i));
+        api.create(&PostParams::default(), &tcp).await.unwrap();
+    }
+    // Each tenant's own apiserver: a per-tenant part of the double, under /tenant/<namespace>.
+    let tenant_base = base.clone();
+    let tenant_client: TenantClientFactory = Arc::new(move |_kubeconfig, server: String| {
+        let namespace = server
+            .trim_start_matches("https://kube-apiserver.")
+            .split('.')
+            .next()
+            .unwrap()
+            .to_string();
+        let url = format!("{tenant_base}/tenant/{namespace}");
+        Box::pin(async move { Ok(client(&url)) })
+    });
+    let ctx = Context {
+        client: service.clone(),
+        service_cluster_domain: "cluster.local".into(),
+        tenant_client,
+    };
+    let steady = SteadyState::new();
+    let rss_before = memory_kib("VmRSS");
+
+    // 1. Provision every tenant to Ready and settled.
+    let started = Instant::now();
+    futures::stream::iter(0..tenants)
+        .for_each_concurrent(PARALLEL, |i| {
+            let (api, ctx, steady, service) = (&api, &ctx, &steady, &service);
+            async move { provision(api, ctx, steady, service, &tenant_name(i)).await }
+        })
+        .await;
+    let provision_time = started.elapsed();
+    assert_eq!(steady.settled_count(), tenants, "every tenant settled");
+    let stored: Vec<Arc<TenantControlPlane>> = api
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    let rss_after = memory_kib("VmRSS");
+    let peak = memory_kib("VmHWM");
+
+    // 2. Settled triggers (what a watch re-list causes), 10 rounds over the fleet.
+    let rounds = 10;
+    let cpu_before = cpu_seconds();
+    let wall = Instant::now();
+    for _ in 0..rounds {
+        for tcp in &stored {
+            let pass = reconcile_tenant(tcp.clone(), &ctx, &steady, OffsetDateTime::now_utc())
+                .await
+                .unwrap();
+            assert!(matches!(pass, Pass::Skipped { .. }), "settled");
+        }
+    }
+    let settled_cpu = (cpu_seconds() - cpu_before) / (rounds * tenants) as f64;
+    let settled_wall = wall.elapsed().as_secs_f64() / (rounds * tenants) as f64;
+
+    // 3. Full steady passes: a restarted operator (nothing settled) re-reads every tenant.
+    let restarted = SteadyState::new();
+    let cpu_before = cpu_seconds();
+    let wall = Instant::now();
+    for tcp in &stored {
+        let pass = reconcile_tenant(tcp.clone(), &ctx, &restarted, OffsetDateTime::now_utc())
+            .await
+            .unwrap();
+        let Pass::Full { outcome, .. } = pass else {
+            panic!("a restarted operator runs a full pass")
+        };
+        assert!(outcome.unwrap().is_steady(), "nothing to write");
+    }
+    let full_cpu = (cpu_seconds() - cpu_before) / tenants as f64;
+    let full_wall = wall.elapsed().as_secs_f64() / tenants as f64;
+
+    println!(
+        "scale: {tenants} tenants against the API double (separate process, HTTP on loopback)"
+    );
+    println!(
+        "  provisioning to Ready: {:.1} s ({PARALLEL} at a time)",
+        provision_time.as_secs_f64()
+    );
+    println!(
+        "  operator RSS: {:.1} MiB before, {:.1} MiB after provisioning; peak (VmHWM) {:.1} MiB",
+        rss_before as f64 / 1024.0,
+        rss_after as f64 / 1024.0,
+        peak as f64 / 1024.0
+    );
+    println!(
+        "  settled reconcile: {:.1} µs CPU, {:.1} µs wall (mean of {} reconciles)",
+        settled_cpu * 1e6,
+        settled_wall * 1e6,
+        rounds * tenants
+    );
+    println!(
+        "  full steady pass (restarted operator, zero writes): {:.2} ms CPU, {:.2} ms wall (mean of {tenants})",
+        full_cpu * 1e3,
+        full_wall * 1e3
+    );
+}
+
+/// Reconciles one tenant as the controller would until it is Ready and settled,
+/// playing the workload controllers' part once the masters are applied.
+async fn provision(
+    api: &Api<TenantControlPlane>,
+    ctx: &Context,
+    steady: &SteadyState,
+    service: &Client,
+    name: &str,
+) {
+    let namespace = format!("tcp-{name}");
+    for attempt in 0..8 {
+        let tcp = Arc::new(api.get(name).await.unwrap());
+        let pass = reconcile_tenant(tcp, ctx, steady, OffsetDateTime::now_utc())
+            .await
+            .unwrap();
+        if matches!(pass, Pass::Skipped { .. }) {
+            return;
+        }
+        if attempt == 1 {
+            masters_running(service, &namespace).await;
+        }
+    }
+    panic!("{name} did not settle");
+}
+
+/// What the StatefulSet and Deployment controllers report once every replica runs.
+async fn masters_running(service: &Client, namespace: &str) {
+    let statefulsets: Api<StatefulSet> = Api::namespaced(service.clone(), namespace);
+    let deployments: Api<Deployment> = Api::namespaced(service.clone(), namespace);
+    let etcd = statefulsets.get("etcd").await.unwrap();
+    let replicas = etcd.spec.unwrap().replicas.unwrap_or(1);
+    let status = json!({"status": {"observedGeneration": etcd.metadata.generation,
+        "replicas": replicas, "updatedReplicas": replicas, "readyReplicas": replicas}});
+    statefulsets
+        .patch_status("etcd", &PatchParams::default(), &Patch::Merge(status))
+        .await
+        .unwrap();
+    for name in [
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+    ] {
+        let deployment = deployments.get(name).await.unwrap();
+        let replicas = deployment.spec.unwrap().replicas.unwrap_or(1);
+        let status = json!({"status": {"observedGeneration": deployment.metadata.generation,
+            "replicas": replicas, "updatedReplicas": replicas, "availableReplicas": replicas}});
+        deployments
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+            .await
+            .unwrap();
+    }
+}
+
+/// A field of /proc/self/status, in KiB.
+fn memory_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{field}:")))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .unwrap()
+}
+
+/// User + system CPU of this process so far.
+fn cpu_seconds() -> f64 {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into the struct we own.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    assert_eq!(rc, 0);
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+/// The child: serves the service-cluster double at `/`, and one tenant double
+/// per namespace at `/tenant/<namespace>/`.
+fn serve_double(port_file: &str) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::fs::write(port_file, port.to_string()).unwrap();
+        let service_double = InMemoryApiServerDouble::new();
+        let tenant_doubles: Arc<
+            std::sync::Mutex<std::collections::HashMap<String, InMemoryApiServerDouble>>,
+        > = Arc::default();
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let service_double = service_double.clone();
+            let tenant_doubles = tenant_doubles.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |request: http::Request<hyper::body::Incoming>| {
+                        let service_double = service_double.clone();
+                        let tenant_doubles = tenant_doubles.clone();
+                        async move {
+                            use http_body_util::BodyExt;
+                            let (mut parts, body) = request.into_parts();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let path_and_query =
+                                parts.uri.path_and_query().unwrap().as_str().to_string();
+                            let double = match path_and_query.strip_prefix("/tenant/") {
+                                Some(rest) => {
+                                    let (namespace, rest) = rest.split_once('/').unwrap();
+                                    parts.uri = format!("/{rest}").parse().unwrap();
+                                    tenant_doubles
+                                        .lock()
+                                        .unwrap()
+                                        .entry(namespace.to_string())
+                                        .or_default()
+                                        .clone()
+                                }
+                                None => service_double,
+                            };
+                            let request = http::Request::from_parts(
+                                parts,
+                                kube::client::Body::from(body.to_vec()),
+                            );
+                            Ok::<_, Infallible>(double.handle(request).await)
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+}
