@@ -53,6 +53,18 @@ pub fn check_object(object: &Value) -> Result<(), (String, String)> {
     }
 }
 
+/// Round-trips `object` through the type `T` (for kinds [`check_object`]
+/// does not know, e.g. a CustomResourceDefinition in a chart test).
+pub fn check_as<T: for<'de> Deserialize<'de> + Serialize>(
+    object: &Value,
+) -> Result<(), (String, String)> {
+    let back = round_trip::<T>(object).map_err(|reason| ("(document)".to_string(), reason))?;
+    match first_difference(object, &back, "") {
+        None => Ok(()),
+        Some(difference) => Err(difference),
+    }
+}
+
 /// Deserialises from the borrowed value: no copy of large Secret strings.
 fn round_trip<T: for<'de> Deserialize<'de> + Serialize>(object: &Value) -> Result<Value, String> {
     let typed = T::deserialize(object).map_err(|e| format!("does not parse: {e}"))?;
@@ -99,6 +111,8 @@ fn first_difference(original: &Value, back: &Value, path: &str) -> Option<(Strin
                 .find_map(|(i, (x, y))| first_difference(x, y, &format!("{path}[{i}]")))
         }
         (a, b) if a == b => None,
+        // 10 and 10.0 are the same number (YAML writers differ on which they print).
+        (Value::Number(a), Value::Number(b)) if a.as_f64() == b.as_f64() => None,
         (a, b) => Some((path.into(), format!("{a} became {b}"))),
     }
 }

@@ -15,7 +15,7 @@ mod input;
 mod render;
 pub mod versions;
 
-pub use check::check_object;
+pub use check::{check_as, check_object};
 pub use error::RenderError;
 pub use input::{
     ApiServerInput, BootstrapInput, ComponentInput, EtcdInput, NetworkingInput, Placement,

@@ -194,3 +194,53 @@ pub fn files_under(dir: &Path) -> Vec<(String, Vec<u8>)> {
     files.sort();
     files
 }
+
+/// The tenant chart's `values.schema.json`, derived from the CRD's spec schema
+/// (`gantry crd`): the same fields, with `additionalProperties: false` on
+/// every object so Helm refuses a typo, plus `name`. Kubernetes-only keywords
+/// (`x-kubernetes-*`, `nullable`, `format`) and defaults (the CRD applies
+/// them) are left out.
+pub fn tenant_values_schema(crd: &serde_json::Value) -> serde_json::Value {
+    use serde_json::{Map, Value, json};
+    fn convert(node: &Value) -> Value {
+        let Value::Object(map) = node else {
+            return node.clone();
+        };
+        let mut out = Map::new();
+        for (key, value) in map {
+            match key.as_str() {
+                "nullable" | "format" | "default" => {}
+                k if k.starts_with("x-kubernetes-") => {}
+                "properties" => {
+                    let properties = value
+                        .as_object()
+                        .expect("properties is an object")
+                        .iter()
+                        .map(|(name, schema)| (name.clone(), convert(schema)))
+                        .collect();
+                    out.insert(key.clone(), Value::Object(properties));
+                }
+                "items" | "additionalProperties" => {
+                    out.insert(key.clone(), convert(value));
+                }
+                _ => {
+                    out.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        if map.contains_key("properties") && !map.contains_key("additionalProperties") {
+            out.insert("additionalProperties".into(), Value::Bool(false));
+        }
+        Value::Object(out)
+    }
+    let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    let mut schema = convert(spec);
+    schema["$schema"] = json!("https://json-schema.org/draft-07/schema#");
+    schema["title"] = json!("gantry tenant chart values: a TenantControlPlane spec, plus its name");
+    schema["properties"]["name"] = json!({
+        "description": "The tenant's name; defaults to the release name.",
+        "type": "string",
+        "pattern": "^$|^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$"
+    });
+    schema
+}
