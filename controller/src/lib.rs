@@ -5,6 +5,7 @@ pub mod api;
 pub mod apply;
 pub mod bundle_dir;
 pub mod cli;
+pub mod day2;
 pub mod operator;
 pub mod reconcile;
 pub mod resolve;

@@ -33,6 +33,14 @@ enum Command {
     /// Run the operator: reconcile every TenantControlPlane of the cluster
     /// the in-cluster config or KUBECONFIG points at.
     Run(cli::run::RunArgs),
+    /// Print the `kubeadm join` command of a tenant.
+    Join(cli::day2::JoinArgs),
+    /// Print a tenant's admin kubeconfig (or super-admin with --super-admin).
+    Kubeconfig(cli::day2::KubeconfigArgs),
+    /// Print #cloud-config user-data that joins an OpenStack VM to a tenant.
+    CloudInit(cli::day2::CloudInitArgs),
+    /// List the tenants: versions, phase, endpoint, conditions not yet True.
+    Get,
 }
 
 fn main() -> ExitCode {
@@ -63,6 +71,10 @@ fn main() -> ExitCode {
         Command::Render(args) => cli::render::run(args),
         Command::Token(command) => cli::token::run(command),
         Command::Run(args) => cli::run::run(args),
+        Command::Join(args) => cli::day2::join(args),
+        Command::Kubeconfig(args) => cli::day2::kubeconfig(args),
+        Command::CloudInit(args) => cli::day2::cloud_init(args),
+        Command::Get => cli::day2::get(),
     };
     match result {
         Ok(code) => code,

@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 
+pub mod day2;
 pub mod pki;
 pub mod render;
 pub mod run;

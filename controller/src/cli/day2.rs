@@ -1,0 +1,278 @@
+//! `gantry join`, `gantry kubeconfig`, `gantry cloud-init` and `gantry get`:
+//! read a tenant from the service cluster (the usual kubeconfig rules:
+//! `KUBECONFIG`, `~/.kube/config`, or in-cluster) or, with `--bundle DIR`,
+//! from a `gantry render` bundle.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::CliError;
+use crate::api::TenantControlPlane;
+use crate::day2::{self, CloudInitOptions, TenantAccess};
+
+/// Which tenant: a name in the service cluster, or a bundle folder.
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+pub struct Target {
+    /// The TenantControlPlane's name.
+    tenant: Option<String>,
+    /// A `gantry render` output folder instead of a cluster (air-gapped sites, Helm-only installs).
+    #[arg(long, value_name = "DIR")]
+    bundle: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct JoinArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Mint a new bootstrap token valid for this long (e.g. 2h) instead of
+    /// printing the current one; needs the tenant's endpoint reachable from here.
+    #[arg(long, value_name = "DURATION")]
+    ttl: Option<String>,
+}
+
+#[derive(Args)]
+pub struct KubeconfigArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Print super-admin.conf (system:masters, bypasses RBAC) instead of admin.conf.
+    #[arg(long)]
+    super_admin: bool,
+}
+
+#[derive(Args)]
+pub struct CloudInitArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The kubelet's node-ip is the VM's address in this IPv4 network.
+    #[arg(long, value_name = "CIDR")]
+    node_network: Option<String>,
+    /// apt repository of kubelet and kubeadm (default: pkgs.k8s.io for the tenant's minor).
+    #[arg(long, value_name = "URL")]
+    package_repo: Option<String>,
+    /// kubelet and kubeadm version (default: the tenant's).
+    #[arg(long, value_name = "VERSION")]
+    kubernetes_version: Option<String>,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Failed(format!("starting the async runtime: {e}")))
+}
+
+async fn service_cluster() -> Result<kube::Client, CliError> {
+    kube::Client::try_default().await.map_err(|e| {
+        CliError::Failed(format!(
+            "no service cluster to talk to (KUBECONFIG, ~/.kube/config or in-cluster): {e}"
+        ))
+    })
+}
+
+async fn access(target: &Target) -> Result<TenantAccess, CliError> {
+    match (&target.tenant, &target.bundle) {
+        // A bundle that cannot be read is bad input (exit 2).
+        (_, Some(dir)) => day2::from_bundle(dir).map_err(|e| match e {
+            day2::Day2Error::Bundle { dir, reason } => bad_flag("--bundle", &dir, reason),
+            other => CliError::Failed(other.to_string()),
+        }),
+        (Some(tenant), None) => day2::from_cluster(&service_cluster().await?, tenant)
+            .await
+            .map_err(|e| CliError::Failed(e.to_string())),
+        (None, None) => unreachable!("clap requires one of them"),
+    }
+}
+
+fn print(bytes: &[u8]) -> Result<ExitCode, CliError> {
+    std::io::stdout()
+        .write_all(bytes)
+        .map_err(|e| CliError::Failed(format!("writing to stdout: {e}")))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bad_flag(flag: &'static str, value: &str, reason: impl Into<String>) -> CliError {
+    CliError::BadFile {
+        flag,
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+pub fn join(args: JoinArgs) -> Result<ExitCode, CliError> {
+    let ttl = match &args.ttl {
+        Some(ttl) => Some(
+            crate::resolve::parse_duration("--ttl", ttl)
+                .map_err(|e| bad_flag("--ttl", ttl, e.reason))?,
+        ),
+        None => None,
+    };
+    runtime()?.block_on(async {
+        let access = access(&args.target).await?;
+        let token = match ttl {
+            None => access.token.clone(),
+            Some(ttl) => {
+                let tenant = day2::tenant_client(&access)
+                    .await
+                    .map_err(|e| CliError::Failed(e.to_string()))?;
+                day2::mint_token(&tenant, ttl, time::OffsetDateTime::now_utc())
+                    .await
+                    .map_err(|e| CliError::Failed(e.to_string()))?
+                    .expose()
+            }
+        };
+        let command = day2::join_command(&access.endpoint, &token, &access.ca_cert_hash);
+        print(format!("{command}\n").as_bytes())
+    })
+}
+
+pub fn kubeconfig(args: KubeconfigArgs) -> Result<ExitCode, CliError> {
+    runtime()?.block_on(async {
+        let access = access(&args.target).await?;
+        print(if args.super_admin {
+            &access.super_admin_conf
+        } else {
+            &access.admin_conf
+        })
+    })
+}
+
+pub fn cloud_init(args: CloudInitArgs) -> Result<ExitCode, CliError> {
+    let node_network = match &args.node_network {
+        None => None,
+        Some(cidr) => {
+            let network: ipnet::IpNet = cidr.parse().map_err(|_| {
+                bad_flag("--node-network", cidr, "is not a CIDR such as 10.0.0.0/24")
+            })?;
+            match network {
+                ipnet::IpNet::V4(network) => Some(network.trunc()),
+                ipnet::IpNet::V6(_) => {
+                    return Err(bad_flag(
+                        "--node-network",
+                        cidr,
+                        "IPv6 node networks are not supported yet (the node IP is picked among IPv4 addresses)",
+                    ));
+                }
+            }
+        }
+    };
+    if let Some(repo) = &args.package_repo
+        && !(repo.starts_with("https://") || repo.starts_with("http://"))
+    {
+        return Err(bad_flag("--package-repo", repo, "must be an http(s) URL"));
+    }
+    let requested: Option<gantry_renderer::KubeVersion> = match &args.kubernetes_version {
+        Some(v) => Some(v.parse().map_err(|e: gantry_renderer::VersionError| {
+            bad_flag("--kubernetes-version", v, e.to_string())
+        })?),
+        None => None,
+    };
+    runtime()?.block_on(async {
+        let access = access(&args.target).await?;
+        let version = match requested {
+            Some(version) => version,
+            None => {
+                let running = access.version.clone().ok_or_else(|| {
+                    CliError::Failed(format!(
+                        "tenant {:?} reports no running version yet: pass --kubernetes-version",
+                        access.name
+                    ))
+                })?;
+                running
+                    .parse()
+                    .map_err(|e: gantry_renderer::VersionError| {
+                        CliError::Failed(format!(
+                            "tenant {:?}: version {running}: {e}",
+                            access.name
+                        ))
+                    })?
+            }
+        };
+        let mut package_repo = args
+            .package_repo
+            .clone()
+            .unwrap_or_else(|| day2::default_package_repo(&version));
+        if !package_repo.ends_with('/') {
+            package_repo.push('/');
+        }
+        let options = CloudInitOptions {
+            node_network,
+            package_repo,
+            kubernetes_version: version.to_string(),
+        };
+        print(day2::cloud_init(&access, &access.token, &options).as_bytes())
+    })
+}
+
+/// `gantry get`: one line per tenant.
+pub fn get() -> Result<ExitCode, CliError> {
+    runtime()?.block_on(async {
+        let client = service_cluster().await?;
+        let tenants: kube::Api<TenantControlPlane> = kube::Api::all(client);
+        let list = tenants
+            .list(&Default::default())
+            .await
+            .map_err(|e| CliError::Failed(format!("list TenantControlPlanes: {e}")))?;
+        print(table(&list.items).as_bytes())
+    })
+}
+
+/// The `gantry get` table: name, versions, phase, endpoint, and which of the
+/// standard conditions are not True.
+pub fn table(tenants: &[TenantControlPlane]) -> String {
+    let mut rows = vec![[
+        "NAME".to_string(),
+        "VERSION".into(),
+        "DESIRED".into(),
+        "PHASE".into(),
+        "ENDPOINT".into(),
+        "NOT READY".into(),
+    ]];
+    for tcp in tenants {
+        let status = tcp.status.clone().unwrap_or_default();
+        let not_ready: Vec<&str> = [
+            "CertificatesReady",
+            "EndpointReady",
+            "EtcdReady",
+            "APIServerReady",
+            "TenantBootstrapped",
+            "Ready",
+        ]
+        .into_iter()
+        .filter(|type_| {
+            !status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == *type_ && c.status == "True")
+        })
+        .collect();
+        rows.push([
+            tcp.metadata.name.clone().unwrap_or_default(),
+            status.version.clone().unwrap_or_else(|| "-".into()),
+            tcp.spec.version.clone(),
+            status.phase.clone().unwrap_or_else(|| "Pending".into()),
+            status.endpoint.clone().unwrap_or_else(|| "-".into()),
+            if not_ready.is_empty() {
+                "-".into()
+            } else {
+                not_ready.join(",")
+            },
+        ]);
+    }
+    let widths: Vec<usize> = (0..6)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    rows.iter()
+        .map(|row| {
+            let cells: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .map(|(cell, width)| format!("{cell:<width$}"))
+                .collect();
+            format!("{}\n", cells.join("   ").trim_end())
+        })
+        .collect()
+}

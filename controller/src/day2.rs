@@ -1,0 +1,390 @@
+//! Day-2 access to a tenant: its join command, kubeconfigs and OpenStack
+//! user-data, read from the service cluster (the tenant's status and Secrets)
+//! or from a `gantry render` bundle. The CLI in `cli/day2.rs` is a thin layer.
+
+use std::path::Path;
+
+use gantry_pki::BootstrapToken;
+use ipnet::Ipv4Net;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client};
+use time::OffsetDateTime;
+
+use crate::api::TenantControlPlane;
+use crate::reconcile::pipeline::JOIN_SECRET;
+
+/// Everything day-2 commands need to know about one tenant.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TenantAccess {
+    pub name: String,
+    /// The running version (`status.version`), or the bundle's.
+    pub version: Option<String>,
+    /// Where nodes reach the apiserver, `HOST:PORT`.
+    pub endpoint: String,
+    /// `sha256:<hex>`.
+    pub ca_cert_hash: String,
+    /// The current join token, `ID.SECRET`.
+    pub token: String,
+    pub admin_conf: Vec<u8>,
+    pub super_admin_conf: Vec<u8>,
+}
+
+impl std::fmt::Debug for TenantAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the token or the kubeconfigs' keys.
+        f.debug_struct("TenantAccess")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Day2Error {
+    #[error("no TenantControlPlane named {0:?} (`kubectl get tenantcontrolplanes` lists them)")]
+    NoSuchTenant(String),
+    #[error("tenant {tenant:?} is not ready yet: {missing} ({state})")]
+    NotReady {
+        tenant: String,
+        missing: String,
+        state: String,
+    },
+    #[error("{action}: {source}")]
+    Api {
+        action: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("--bundle {dir}: {reason}")]
+    Bundle { dir: String, reason: String },
+    #[error("tenant {tenant:?}: {reason}")]
+    Tenant { tenant: String, reason: String },
+}
+
+/// The `kubeadm join` command line for `endpoint`, `token` and `ca_cert_hash`.
+pub fn join_command(endpoint: &str, token: &str, ca_cert_hash: &str) -> String {
+    format!("kubeadm join {endpoint} --token {token} --discovery-token-ca-cert-hash {ca_cert_hash}")
+}
+
+/// Reads `tenant` from the service cluster: its status and its Secrets.
+pub async fn from_cluster(client: &Client, tenant: &str) -> Result<TenantAccess, Day2Error> {
+    let api_error = |action: String| move |source| Day2Error::Api { action, source };
+    let tenants: Api<TenantControlPlane> = Api::all(client.clone());
+    let tcp = tenants
+        .get_opt(tenant)
+        .await
+        .map_err(api_error(format!("get TenantControlPlane {tenant}")))?
+        .ok_or_else(|| Day2Error::NoSuchTenant(tenant.to_string()))?;
+    let status = tcp.status.clone().unwrap_or_default();
+    let state = {
+        let phase = status.phase.as_deref().unwrap_or("Pending");
+        match status.conditions.iter().find(|c| c.type_ == "Ready") {
+            Some(ready) => format!(
+                "phase {phase}, Ready={} {}: {}",
+                ready.status, ready.reason, ready.message
+            ),
+            None => format!("phase {phase}"),
+        }
+    };
+    let namespace = gantry_pki::default_namespace(tenant);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let read = |name: &'static str| {
+        let secrets = secrets.clone();
+        let action = format!("get Secret {namespace}/{name}");
+        async move { secrets.get_opt(name).await.map_err(api_error(action)) }
+    };
+    let not_ready = |missing: &str| Day2Error::NotReady {
+        tenant: tenant.to_string(),
+        missing: missing.to_string(),
+        state: state.clone(),
+    };
+    let join = read(JOIN_SECRET)
+        .await?
+        .ok_or_else(|| not_ready("no join Secret yet"))?;
+    let kubeconfigs = read("admin-kubeconfig")
+        .await?
+        .ok_or_else(|| not_ready("no admin-kubeconfig Secret yet"))?;
+    let field = |secret: &Secret, key: &str| -> Result<Vec<u8>, Day2Error> {
+        secret
+            .data
+            .as_ref()
+            .and_then(|data| data.get(key))
+            .map(|bytes| bytes.0.clone())
+            .ok_or_else(|| Day2Error::Tenant {
+                tenant: tenant.to_string(),
+                reason: format!(
+                    "Secret {namespace}/{} has no key {key:?}",
+                    secret.metadata.name.as_deref().unwrap_or_default()
+                ),
+            })
+    };
+    let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap_or_default();
+    Ok(TenantAccess {
+        name: tenant.to_string(),
+        version: status.version.clone(),
+        endpoint: text(field(&join, "endpoint")?),
+        ca_cert_hash: text(field(&join, "ca-cert-hash")?),
+        token: text(field(&join, "token")?),
+        admin_conf: field(&kubeconfigs, "admin.conf")?,
+        super_admin_conf: field(&kubeconfigs, "super-admin.conf")?,
+    })
+}
+
+/// Reads a tenant from a `gantry render` bundle folder.
+pub fn from_bundle(dir: &Path) -> Result<TenantAccess, Day2Error> {
+    let bundle_error = |reason: String| Day2Error::Bundle {
+        dir: dir.display().to_string(),
+        reason,
+    };
+    let read = |name: &str| {
+        std::fs::read(dir.join(name)).map_err(|e| bundle_error(format!("{name}: {e}")))
+    };
+    let command = String::from_utf8(read("join-command")?)
+        .map_err(|_| bundle_error("join-command is not UTF-8".into()))?;
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let after = |flag: &str| {
+        words
+            .iter()
+            .position(|w| *w == flag)
+            .and_then(|i| words.get(i + 1))
+            .map(|w| w.to_string())
+    };
+    let (Some(endpoint), Some(token), Some(ca_cert_hash)) = (
+        words
+            .get(2)
+            .filter(|_| words.get(..2) == Some(&["kubeadm", "join"][..])),
+        after("--token"),
+        after("--discovery-token-ca-cert-hash"),
+    ) else {
+        return Err(bundle_error(format!(
+            "join-command is not `kubeadm join ENDPOINT --token … --discovery-token-ca-cert-hash …`: {}",
+            command.trim()
+        )));
+    };
+    // chart/<name>-control-plane-<version>.tgz names the tenant and its version.
+    let chart = std::fs::read_dir(dir.join("chart"))
+        .map_err(|e| bundle_error(format!("chart/: {e}")))?
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .find_map(|file| {
+            let stem = file.strip_suffix(".tgz")?;
+            let (name, version) = stem.split_once("-control-plane-")?;
+            Some((name.to_string(), version.to_string()))
+        })
+        .ok_or_else(|| bundle_error("no chart/<name>-control-plane-<version>.tgz".into()))?;
+    Ok(TenantAccess {
+        name: chart.0,
+        version: Some(chart.1),
+        endpoint: endpoint.to_string(),
+        ca_cert_hash,
+        token,
+        admin_conf: read("admin.conf")?,
+        super_admin_conf: read("super-admin.conf")?,
+    })
+}
+
+/// Creates a new bootstrap token in the tenant cluster (`tenant` is a client
+/// of the tenant's apiserver as super-admin), valid for `ttl`. The
+/// bootstrap signer in the tenant's controller-manager signs cluster-info for
+/// it; the token cleaner removes it once expired.
+pub async fn mint_token(
+    tenant: &Client,
+    ttl: time::Duration,
+    now: OffsetDateTime,
+) -> Result<BootstrapToken, Day2Error> {
+    let token = BootstrapToken::generate();
+    let secret =
+        gantry_pki::BootstrapTokenSecret::new(&token, now + ttl, "minted by gantry join --ttl");
+    let value = serde_json::to_value(&secret).expect("a Secret serialises");
+    let secret: Secret = serde_json::from_value(value).expect("a Secret parses");
+    let secrets: Api<Secret> = Api::namespaced(tenant.clone(), "kube-system");
+    secrets
+        .create(&Default::default(), &secret)
+        .await
+        .map_err(|source| Day2Error::Api {
+            action: format!("create Secret kube-system/{}", token.secret_name()),
+            source,
+        })?;
+    Ok(token)
+}
+
+/// A client of the tenant's apiserver from its `super-admin.conf` (whose
+/// server is the tenant's endpoint).
+pub async fn tenant_client(access: &TenantAccess) -> Result<Client, Day2Error> {
+    let failed = |reason: String| Day2Error::Tenant {
+        tenant: access.name.clone(),
+        reason,
+    };
+    let text = String::from_utf8(access.super_admin_conf.clone())
+        .map_err(|_| failed("super-admin.conf is not UTF-8".into()))?;
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&text)
+        .map_err(|e| failed(format!("super-admin.conf: {e}")))?;
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .map_err(|e| failed(format!("super-admin.conf: {e}")))?;
+    Client::try_from(config).map_err(|e| failed(format!("client for {}: {e}", access.endpoint)))
+}
+
+/// Options of `gantry cloud-init`.
+#[derive(Debug, Clone)]
+pub struct CloudInitOptions {
+    /// The kubelet's `node-ip` is the address in this network (VMs often have
+    /// several NICs); without it the kubelet picks the default route's.
+    pub node_network: Option<Ipv4Net>,
+    /// An apt repository of kubelet and kubeadm packages (pkgs.k8s.io layout).
+    pub package_repo: String,
+    /// `MAJOR.MINOR.PATCH` of the kubelet and kubeadm packages.
+    pub kubernetes_version: String,
+}
+
+/// The default package repository for a version: pkgs.k8s.io's per-minor deb repository.
+pub fn default_package_repo(version: &gantry_renderer::KubeVersion) -> String {
+    format!(
+        "https://pkgs.k8s.io/core:/stable:/v1.{}/deb/",
+        version.minor
+    )
+}
+
+/// Picks the kubelet's node IP: reads `ip -o addr show` on stdin and prints
+/// the first IPv4 address inside the network given as $1 (POSIX sh, tested
+/// with sample outputs of VMs with several NICs).
+pub const NODE_IP_SCRIPT: &str = r#"#!/bin/sh
+# gantry-node-ip CIDR < `ip -o addr show`: the first IPv4 address in CIDR.
+set -eu
+cidr=$1
+network=${cidr%/*}
+prefix=${cidr#*/}
+
+to_int() {
+  old_ifs=$IFS
+  IFS=.
+  # shellcheck disable=SC2086 # split the dotted quad on purpose
+  set -- $1
+  IFS=$old_ifs
+  echo $(( ($1 << 24) + ($2 << 16) + ($3 << 8) + $4 ))
+}
+
+if [ "$prefix" -eq 0 ]; then
+  mask=0
+else
+  mask=$(( (0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF ))
+fi
+want=$(( $(to_int "$network") & mask ))
+while read -r _ _ family address _; do
+  [ "$family" = inet ] || continue
+  ip=${address%/*}
+  if [ $(( $(to_int "$ip") & mask )) -eq "$want" ]; then
+    echo "$ip"
+    exit 0
+  fi
+done
+echo "gantry-node-ip: no interface has an IPv4 address in $cidr" >&2
+exit 1
+"#;
+
+/// The join script the VM runs once: container runtime, kubelet and
+/// kubeadm from the package repository, the node IP, then `kubeadm join`.
+fn join_script(options: &CloudInitOptions) -> String {
+    let node_ip = match &options.node_network {
+        Some(network) => format!(
+            "node_ip=$(ip -o addr show | /usr/local/sbin/gantry-node-ip {network})\n\
+             sed -i \"s/__GANTRY_NODE_IP__/$node_ip/\" /etc/gantry/join-configuration.yaml\n"
+        ),
+        None => String::new(),
+    };
+    format!(
+        r#"#!/bin/sh
+# Installs containerd, kubelet and kubeadm {version} and joins this VM to the tenant cluster.
+set -eu
+repo='{repo}'
+version='{version}'
+export DEBIAN_FRONTEND=noninteractive
+
+swapoff -a
+modprobe overlay
+modprobe br_netfilter
+printf 'overlay\nbr_netfilter\n' > /etc/modules-load.d/gantry.conf
+printf 'net.ipv4.ip_forward = 1\nnet.bridge.bridge-nf-call-iptables = 1\n' > /etc/sysctl.d/90-gantry.conf
+sysctl --system
+
+apt-get update
+apt-get install -y apt-transport-https ca-certificates curl gpg containerd
+mkdir -p /etc/apt/keyrings /etc/containerd
+curl -fsSL "${{repo}}Release.key" | gpg --dearmor --yes -o /etc/apt/keyrings/gantry-kubernetes.gpg
+echo "deb [signed-by=/etc/apt/keyrings/gantry-kubernetes.gpg] ${{repo}} /" > /etc/apt/sources.list.d/gantry-kubernetes.list
+apt-get update
+apt-get install -y "kubelet=${{version}}-*" "kubeadm=${{version}}-*"
+apt-mark hold kubelet kubeadm
+
+containerd config default | sed 's/SystemdCgroup = false/SystemdCgroup = true/' > /etc/containerd/config.toml
+systemctl restart containerd
+systemctl enable kubelet
+
+{node_ip}kubeadm join --config /etc/gantry/join-configuration.yaml
+"#,
+        repo = options.package_repo,
+        version = options.kubernetes_version,
+    )
+}
+
+/// A kubeadm `JoinConfiguration` (v1beta4) that pins the tenant's CA.
+fn join_configuration(access: &TenantAccess, token: &str, node_ip: bool) -> String {
+    let mut configuration = serde_json::json!({
+        "apiVersion": "kubeadm.k8s.io/v1beta4",
+        "kind": "JoinConfiguration",
+        "discovery": {
+            "bootstrapToken": {
+                "apiServerEndpoint": access.endpoint,
+                "token": token,
+                "caCertHashes": [access.ca_cert_hash],
+            },
+        },
+    });
+    if node_ip {
+        configuration["nodeRegistration"] = serde_json::json!({
+            "kubeletExtraArgs": [{"name": "node-ip", "value": "__GANTRY_NODE_IP__"}],
+        });
+    }
+    serde_yaml::to_string(&configuration).expect("YAML")
+}
+
+/// `#cloud-config` user-data that joins an OpenStack VM to the tenant.
+pub fn cloud_init(access: &TenantAccess, token: &str, options: &CloudInitOptions) -> String {
+    let mut files = vec![
+        serde_json::json!({
+            "path": "/etc/gantry/join-configuration.yaml",
+            "permissions": "0600",
+            "owner": "root:root",
+            "content": join_configuration(access, token, options.node_network.is_some()),
+        }),
+        serde_json::json!({
+            "path": "/usr/local/sbin/gantry-join",
+            "permissions": "0700",
+            "owner": "root:root",
+            "content": join_script(options),
+        }),
+    ];
+    if options.node_network.is_some() {
+        files.push(serde_json::json!({
+            "path": "/usr/local/sbin/gantry-node-ip",
+            "permissions": "0755",
+            "owner": "root:root",
+            "content": NODE_IP_SCRIPT,
+        }));
+    }
+    let document = serde_json::json!({
+        "write_files": files,
+        "runcmd": [["/usr/local/sbin/gantry-join"]],
+    });
+    format!(
+        "#cloud-config\n# Joins this VM to tenant {} (Kubernetes {}) at {}. Holds a join token: treat as a secret.\n{}",
+        access.name,
+        options.kubernetes_version,
+        access.endpoint,
+        serde_yaml::to_string(&document).expect("YAML")
+    )
+}

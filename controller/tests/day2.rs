@@ -1,0 +1,140 @@
+//! Day-2 reads (`gantry join`, `kubeconfig`, `get`) against the in-memory API
+//! server DOUBLE: what they print for a Ready tenant, and the errors that name
+//! what is missing.
+
+mod support;
+
+use gantry_controller::day2::{self, Day2Error};
+use gantry_controller::reconcile::pipeline::{Context, reconcile};
+use support::api_double::InMemoryApiServerDouble;
+use support::tenant::{masters_running, tenant, tenant_factory};
+use time::OffsetDateTime;
+
+async fn reconcile_once(double: &InMemoryApiServerDouble, tenant_api: &InMemoryApiServerDouble) {
+    let mut tcp: gantry_controller::api::TenantControlPlane =
+        serde_json::from_value(double.get("tenantcontrolplanes", "", "tenant-a").unwrap()).unwrap();
+    tcp.metadata.generation = Some(1);
+    let ctx = Context {
+        client: double.client(),
+        service_cluster_domain: "cluster.local".into(),
+        tenant_client: tenant_factory(tenant_api),
+    };
+    reconcile(&tcp, &ctx, OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn errors_name_the_tenant_and_what_is_missing() {
+    let double = InMemoryApiServerDouble::new();
+    let error = day2::from_cluster(&double.client(), "tenant-a")
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Day2Error::NoSuchTenant(_)));
+    assert_eq!(
+        error.to_string(),
+        "no TenantControlPlane named \"tenant-a\" (`kubectl get tenantcontrolplanes` lists them)"
+    );
+
+    // Provisioning: the masters are not up, so there is no join Secret yet.
+    tenant(&double, true);
+    let tenant_api = InMemoryApiServerDouble::new();
+    reconcile_once(&double, &tenant_api).await;
+    let error = day2::from_cluster(&double.client(), "tenant-a")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "tenant \"tenant-a\" is not ready yet: no join Secret yet (phase Provisioning, Ready=False \
+         APIServerNotReady: waiting for a kube-apiserver replica to be available)"
+    );
+}
+
+#[tokio::test]
+async fn a_ready_tenant_gives_its_join_command_and_kubeconfigs() {
+    let double = InMemoryApiServerDouble::new();
+    let tenant_api = InMemoryApiServerDouble::new();
+    tenant(&double, true);
+    reconcile_once(&double, &tenant_api).await;
+    masters_running(&double);
+    reconcile_once(&double, &tenant_api).await;
+
+    let access = day2::from_cluster(&double.client(), "tenant-a")
+        .await
+        .unwrap();
+    let join = double.get("secrets", "tcp-tenant-a", "join").unwrap();
+    let decode = |v: &serde_json::Value| {
+        use base64::Engine as _;
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(v.as_str().unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        day2::join_command(&access.endpoint, &access.token, &access.ca_cert_hash),
+        decode(&join["data"]["join-command"])
+    );
+    assert_eq!(access.version.as_deref(), Some("1.35.5"));
+    let admin = String::from_utf8(access.admin_conf.clone()).unwrap();
+    assert!(admin.contains("server: https://203.0.113.10:6443"));
+    assert!(admin.contains("kubernetes-admin"));
+    let super_admin = String::from_utf8(access.super_admin_conf.clone()).unwrap();
+    assert!(super_admin.contains("kubernetes-super-admin"));
+    // Debug output never shows the token.
+    assert!(!format!("{access:?}").contains(&access.token));
+
+    // gantry get.
+    let tenants: Vec<gantry_controller::api::TenantControlPlane> = double
+        .list("tenantcontrolplanes")
+        .into_iter()
+        .map(|v| serde_json::from_value(v).unwrap())
+        .collect();
+    let table = gantry_controller::cli::day2::table(&tenants);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        [
+            "NAME", "VERSION", "DESIRED", "PHASE", "ENDPOINT", "NOT", "READY"
+        ]
+    );
+    assert_eq!(
+        lines[1].split_whitespace().collect::<Vec<_>>(),
+        [
+            "tenant-a",
+            "1.35.5",
+            "1.35.5",
+            "Ready",
+            "203.0.113.10:6443",
+            "-"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn join_ttl_mints_a_bootstrap_token_in_the_tenant_cluster() {
+    let tenant_api = InMemoryApiServerDouble::new();
+    let now = OffsetDateTime::now_utc();
+    let token = day2::mint_token(&tenant_api.client(), time::Duration::hours(2), now)
+        .await
+        .unwrap();
+    let secret = tenant_api
+        .get(
+            "secrets",
+            "kube-system",
+            &format!("bootstrap-token-{}", token.id()),
+        )
+        .expect("the token's Secret");
+    assert_eq!(secret["type"], "bootstrap.kubernetes.io/token");
+    assert_eq!(secret["stringData"]["token-secret"], token.secret());
+    assert_eq!(
+        secret["stringData"]["usage-bootstrap-authentication"],
+        "true"
+    );
+    assert_eq!(secret["stringData"]["usage-bootstrap-signing"], "true");
+    assert_eq!(
+        secret["stringData"]["expiration"],
+        gantry_pki::rfc3339(now + time::Duration::hours(2))
+    );
+}
