@@ -321,3 +321,46 @@ fn the_tenant_chart_creates_the_tenant_its_values_describe() {
         serde_json::json!({"version": "1.35.5"})
     );
 }
+
+#[test]
+fn the_operator_chart_runs_the_image_the_dockerfile_builds() {
+    let dockerfile = std::fs::read_to_string(repo_root().join("Dockerfile")).unwrap();
+    let values: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(chart("gantry").join("values.yaml")).unwrap(),
+    )
+    .unwrap();
+    let repository = values["image"]["repository"].as_str().unwrap();
+    assert!(
+        dockerfile.contains(&format!("-t {repository}:")),
+        "the Dockerfile's build command does not tag {repository}"
+    );
+    // The chart's appVersion (the default tag) is the workspace's version.
+    let chart_yaml: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(chart("gantry").join("Chart.yaml")).unwrap())
+            .unwrap();
+    let cargo = std::fs::read_to_string(repo_root().join("Cargo.toml")).unwrap();
+    let version = cargo
+        .lines()
+        .find_map(|l| l.strip_prefix("version = \""))
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap();
+    assert_eq!(chart_yaml["appVersion"], version);
+
+    // The final stage: distroless static, non-root, the binary as entrypoint;
+    // the chart's pod runs as the same user.
+    let final_stage = dockerfile.rsplit("\nFROM ").next().unwrap();
+    assert!(final_stage.starts_with("gcr.io/distroless/static-debian12:nonroot"));
+    assert!(final_stage.contains("\nUSER 65532:65532\n"));
+    assert!(final_stage.contains("\nENTRYPOINT [\"/gantry\"]\n"));
+    let deployment = template("gantry", &chart("gantry"), None)
+        .into_iter()
+        .find(|d| d["kind"] == "Deployment")
+        .unwrap();
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsUser"], 65532);
+    assert_eq!(pod["containers"][0]["args"][0], "run");
+    assert_eq!(
+        pod["containers"][0]["image"],
+        format!("{repository}:{version}")
+    );
+}
