@@ -219,6 +219,10 @@ pub fn write_files(
 /// A temporary folder that removes itself unless it was renamed away.
 struct Staging {
     path: PathBuf,
+    /// Folders already made, so each file costs no extra stat of its folder.
+    folders: std::cell::RefCell<std::collections::HashSet<PathBuf>>,
+    /// The process's umask, read once.
+    umask: u32,
 }
 
 impl Staging {
@@ -231,13 +235,28 @@ impl Staging {
             fs::remove_dir_all(&path)?;
         }
         create_dir(&path)?;
-        Ok(Self { path })
+        // umask(2) can only be read by setting it: set and restore at once
+        // (no other thread creates files while a bundle is staged).
+        // SAFETY: umask has no memory effects.
+        let umask = unsafe {
+            let previous = libc::umask(0o022);
+            libc::umask(previous);
+            previous
+        };
+        Ok(Self {
+            path,
+            folders: Default::default(),
+            umask,
+        })
     }
 
     fn write(&self, relative: &str, contents: &[u8], secret: bool) -> io::Result<()> {
         let path = self.path.join(relative);
-        if let Some(folder) = path.parent() {
+        if let Some(folder) = path.parent()
+            && !self.folders.borrow().contains(folder)
+        {
             create_dir(folder)?;
+            self.folders.borrow_mut().insert(folder.to_path_buf());
         }
         let mode = if secret { 0o600 } else { 0o644 };
         let mut file = OpenOptions::new()
@@ -246,8 +265,12 @@ impl Staging {
             .mode(mode)
             .open(&path)?;
         file.write_all(contents)?;
-        // The umask may have narrowed the mode; make it exact.
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+        // Only if the umask narrowed the mode: make it exact (fchmod on the
+        // open file: no second path lookup).
+        if self.umask & mode != 0 {
+            file.set_permissions(fs::Permissions::from_mode(mode))?;
+        }
+        Ok(())
     }
 }
 
