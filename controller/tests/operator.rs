@@ -62,6 +62,28 @@ fn settings(identity: &str) -> Settings {
     }
 }
 
+type Running = tokio::task::JoinHandle<Result<(), operator::RunError>>;
+
+/// Starts one operator replica; send on the returned channel to shut it down
+/// (what SIGTERM does in the binary).
+fn start(
+    double: &InMemoryApiServerDouble,
+    tenant_api: &InMemoryApiServerDouble,
+    identity: &str,
+) -> (Settings, tokio::sync::oneshot::Sender<()>, Running) {
+    let settings = settings(identity);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(operator::run(
+        double.client(),
+        settings.clone(),
+        tenant_factory(tenant_api),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    (settings, stop, running)
+}
+
 fn phase(double: &InMemoryApiServerDouble) -> Option<String> {
     double.get("tenantcontrolplanes", "", "tenant-a")?["status"]["phase"]
         .as_str()
@@ -80,16 +102,7 @@ async fn gantry_run_takes_a_tenant_to_ready_and_a_standby_takes_over_on_shutdown
     let tenant_api = InMemoryApiServerDouble::new();
     tenant(&double, true);
 
-    let first = settings("replica-1");
-    let (stop_first, stopped_first) = tokio::sync::oneshot::channel::<()>();
-    let first_run = tokio::spawn(operator::run(
-        double.client(),
-        first.clone(),
-        tenant_factory(&tenant_api),
-        async move {
-            let _ = stopped_first.await;
-        },
-    ));
+    let (first, stop_first, first_run) = start(&double, &tenant_api, "replica-1");
     eventually(10, "/readyz", async || {
         http_get(first.health_addr, "/readyz")
             .await
@@ -174,16 +187,7 @@ async fn gantry_run_takes_a_tenant_to_ready_and_a_standby_takes_over_on_shutdown
     assert_ne!(full, "gantry_reconciles_total{result=\"Full\"} 0");
 
     // A second replica waits as a standby and does nothing.
-    let second = settings("replica-2");
-    let (stop_second, stopped_second) = tokio::sync::oneshot::channel::<()>();
-    let second_run = tokio::spawn(operator::run(
-        double.client(),
-        second.clone(),
-        tenant_factory(&tenant_api),
-        async move {
-            let _ = stopped_second.await;
-        },
-    ));
+    let (second, stop_second, second_run) = start(&double, &tenant_api, "replica-2");
     eventually(10, "replica-2 /metrics", async || {
         http_get(second.metrics_addr, "/metrics")
             .await

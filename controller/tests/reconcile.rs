@@ -40,6 +40,21 @@ async fn run(double: &InMemoryApiServerDouble, tcp: &TenantControlPlane) -> Outc
     run_with(double, tenant_factory(&InMemoryApiServerDouble::new()), tcp).await
 }
 
+/// The example tenant reconciled to Ready: masters running, tenant bootstrapped.
+async fn ready_tenant() -> (
+    InMemoryApiServerDouble,
+    InMemoryApiServerDouble,
+    TenantControlPlane,
+) {
+    let double = InMemoryApiServerDouble::new();
+    let tenant_api = InMemoryApiServerDouble::new();
+    let tcp = tenant(&double, true);
+    run_with(&double, tenant_factory(&tenant_api), &tcp).await;
+    masters_running(&double);
+    run_with(&double, tenant_factory(&tenant_api), &tcp).await;
+    (double, tenant_api, tcp)
+}
+
 fn condition<'a>(outcome: &'a Outcome, type_: &str) -> (&'a str, &'a str) {
     let c = outcome
         .status
@@ -283,12 +298,7 @@ async fn once_the_apiserver_runs_the_tenant_is_bootstrapped_and_joinable() {
 
 #[tokio::test]
 async fn a_token_near_expiry_is_replaced_and_the_old_one_left_to_expire() {
-    let double = InMemoryApiServerDouble::new();
-    let tenant_api = InMemoryApiServerDouble::new();
-    let tcp = tenant(&double, true);
-    run_with(&double, tenant_factory(&tenant_api), &tcp).await;
-    masters_running(&double);
-    run_with(&double, tenant_factory(&tenant_api), &tcp).await;
+    let (double, tenant_api, tcp) = ready_tenant().await;
     let join = double.get("secrets", "tcp-tenant-a", "join").unwrap();
     let old = String::from_utf8(base64_decode(&join["data"]["token"])).unwrap();
     let old_id = old.split('.').next().unwrap().to_string();
@@ -408,12 +418,7 @@ fn image(double: &InMemoryApiServerDouble, plural: &str, name: &str) -> String {
 #[tokio::test]
 async fn a_one_minor_upgrade_rolls_etcd_then_the_apiserver_then_the_rest_and_only_then_moves_the_version()
  {
-    let double = InMemoryApiServerDouble::new();
-    let tenant_api = InMemoryApiServerDouble::new();
-    let tcp = tenant(&double, true);
-    run_with(&double, tenant_factory(&tenant_api), &tcp).await;
-    masters_running(&double);
-    run_with(&double, tenant_factory(&tenant_api), &tcp).await;
+    let (double, tenant_api, tcp) = ready_tenant().await;
     let kube_proxy = || {
         tenant_api
             .get("daemonsets", "kube-system", "kube-proxy")
