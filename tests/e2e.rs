@@ -25,7 +25,10 @@ use gantry_tests::{gantry_bin, run_ok, tool, wait_until};
 const TENANT: &str = "gantry-e2e";
 
 fn kubeconfig() -> String {
-    std::env::var("GANTRY_E2E_KUBECONFIG").unwrap_or_else(|_| {
+    let set = std::env::var("GANTRY_E2E_KUBECONFIG")
+        .ok()
+        .filter(|path| !path.is_empty());
+    set.unwrap_or_else(|| {
         panic!(
             "GANTRY_E2E_KUBECONFIG is not set: point it at a service cluster's kubeconfig \
              (with the gantry operator installed) to run the end-to-end suite"
@@ -61,14 +64,23 @@ fn a_tenant_becomes_ready_serves_readyz_publishes_signed_cluster_info_and_is_del
     let namespace = format!("tcp-{TENANT}");
     let work = tempfile::tempdir().unwrap();
 
-    // The CRD, as the operator chart installs it (idempotent).
-    let crd = run_ok(Command::new(gantry_bin()).arg("crd"));
-    std::fs::write(work.path().join("crd.yaml"), crd).unwrap();
-    run_ok(
-        kubectl(&kubeconfig)
-            .args(["apply", "--server-side", "-f"])
-            .arg(work.path().join("crd.yaml")),
-    );
+    // The operator's chart installs the CRD; install it only if it is missing
+    // (applying over Helm's copy would conflict with Helm's field ownership).
+    let crd_installed = kubectl(&kubeconfig)
+        .args(["get", "crd", "tenantcontrolplanes.gantry.dev"])
+        .output()
+        .unwrap()
+        .status
+        .success();
+    if !crd_installed {
+        let crd = run_ok(Command::new(gantry_bin()).arg("crd"));
+        std::fs::write(work.path().join("crd.yaml"), crd).unwrap();
+        run_ok(
+            kubectl(&kubeconfig)
+                .args(["apply", "--server-side", "-f"])
+                .arg(work.path().join("crd.yaml")),
+        );
+    }
 
     let manifest = format!(
         "apiVersion: gantry.dev/v1alpha1\nkind: TenantControlPlane\nmetadata:\n  name: {TENANT}\n\
