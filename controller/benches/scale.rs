@@ -9,6 +9,12 @@
 //! - CPU per full steady pass — a restarted operator re-reading every tenant
 //!   and finding nothing to write (the double's own CPU is not counted).
 //!
+//! With `GANTRY_SCALE_CONTROLLER=1` it runs the real operator instead
+//! (`operator::run`: kube-runtime Controller, watches, metrics) against the
+//! same double, whose workloads report themselves rolled out at once, and
+//! reports the operator's peak memory with the Controller's store and watch
+//! streams included, and the time until every tenant is Ready.
+//!
 //! Run: `cargo bench -p gantry-controller --bench scale` (GANTRY_SCALE_TENANTS=N
 //! to change the count). Not a criterion bench: memory and whole-fleet CPU are
 //! process figures.
@@ -52,8 +58,10 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
     let port_file = std::env::temp_dir().join(format!("gantry-scale-{}", std::process::id()));
+    let controller = std::env::var_os("GANTRY_SCALE_CONTROLLER").is_some();
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .env(CHILD_ENV, &port_file)
+        .env("GANTRY_SCALE_ROLL_OUT", if controller { "1" } else { "" })
         .spawn()
         .expect("starting the API double process");
     let port = loop {
@@ -70,7 +78,11 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(run(port, tenants));
+    if controller {
+        runtime.block_on(run_operator(port, tenants));
+    } else {
+        runtime.block_on(run(port, tenants));
+    }
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -84,7 +96,10 @@ fn tenant_name(i: usize) -> String {
     format!("tenant-{i:04}")
 }
 
-async fn run(port: u16, tenants: usize) {
+/// Creates `tenants` copies of the example in the double; returns the
+/// service-cluster client and a factory of tenant clients (each tenant's own
+/// apiserver is a per-tenant part of the double, under /tenant/<namespace>).
+async fn create_tenants(port: u16, tenants: usize) -> (Client, TenantClientFactory) {
     let base = format!("http://127.0.0.1:{port}");
     let service = client(&base);
     let example =
@@ -95,8 +110,6 @@ async fn run(port: u16, tenants: usize) {
         tcp.metadata.name = Some(tenant_name(i));
         api.create(&PostParams::default(), &tcp).await.unwrap();
     }
-    // Each tenant's own apiserver: a per-tenant part of the double, under /tenant/<namespace>.
-    let tenant_base = base.clone();
     let tenant_client: TenantClientFactory = Arc::new(move |_kubeconfig, server: String| {
         let namespace = server
             .trim_start_matches("https://kube-apiserver.")
@@ -104,9 +117,112 @@ async fn run(port: u16, tenants: usize) {
             .next()
             .unwrap()
             .to_string();
-        let url = format!("{tenant_base}/tenant/{namespace}");
+        let url = format!("{base}/tenant/{namespace}");
         Box::pin(async move { Ok(client(&url)) })
     });
+    (service, tenant_client)
+}
+
+/// The real operator process against the double: time to Ready, peak memory.
+async fn run_operator(port: u16, tenants: usize) {
+    let (service, tenant_client) = create_tenants(port, tenants).await;
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let settings = gantry_controller::operator::Settings {
+        metrics_addr: free(),
+        health_addr: free(),
+        leader_elect: false,
+        lease_namespace: "default".into(),
+        lease_name: "gantry-leader".into(),
+        identity: "scale".into(),
+        concurrency: 8,
+        service_cluster_domain: "cluster.local".into(),
+    };
+    let metrics_addr = settings.metrics_addr;
+    let rss_before = memory_kib("VmRSS");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let started = Instant::now();
+    let running = tokio::spawn(gantry_controller::operator::run(
+        service,
+        settings,
+        tenant_client,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    // Ready tenants, and full passes so far, from the operator's own /metrics.
+    let scrape = || async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(metrics_addr).await.ok()?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).await.ok()?;
+        let value = |prefix: &str| -> u64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(prefix))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        Some((
+            value("gantry_tenants{phase=\"Ready\"}"),
+            value("gantry_reconciles_total{result=\"Full\"}"),
+        ))
+    };
+    let mut ready_after = None;
+    let mut last_full = (0, Instant::now());
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let Some((ready, full)) = scrape().await else {
+            continue;
+        };
+        if ready as usize == tenants && ready_after.is_none() {
+            ready_after = Some(started.elapsed());
+        }
+        if full != last_full.0 {
+            last_full = (full, Instant::now());
+        }
+        // Steady: every tenant Ready and no full pass for 5 s.
+        if ready_after.is_some() && last_full.1.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(900),
+            "{ready} of {tenants} tenants Ready after 15 minutes"
+        );
+    }
+    let (_, full) = scrape().await.unwrap();
+    let peak = memory_kib("VmHWM");
+    let rss = memory_kib("VmRSS");
+    let cpu = cpu_seconds();
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    println!(
+        "scale (operator process): {tenants} tenants against the API double (separate process)"
+    );
+    println!(
+        "  every tenant Ready after {:.1} s; {full} full passes in all ({:.1} per tenant)",
+        ready_after.unwrap().as_secs_f64(),
+        full as f64 / tenants as f64
+    );
+    println!(
+        "  operator RSS: {:.1} MiB before, {:.1} MiB at steady state; peak (VmHWM) {:.1} MiB",
+        rss_before as f64 / 1024.0,
+        rss as f64 / 1024.0,
+        peak as f64 / 1024.0
+    );
+    println!("  CPU (user + system) of the whole run: {cpu:.1} s");
+}
+
+async fn run(port: u16, tenants: usize) {
+    let (service, tenant_client) = create_tenants(port, tenants).await;
+    let api: Api<TenantControlPlane> = Api::all(service.clone());
     let ctx = Context {
         client: service.clone(),
         service_cluster_domain: "cluster.local".into(),
@@ -280,6 +396,9 @@ fn serve_double(port_file: &str) {
         let port = listener.local_addr().unwrap().port();
         std::fs::write(port_file, port.to_string()).unwrap();
         let service_double = InMemoryApiServerDouble::new();
+        if std::env::var("GANTRY_SCALE_ROLL_OUT").is_ok_and(|v| v == "1") {
+            service_double.roll_out_workloads();
+        }
         let tenant_doubles: Arc<
             std::sync::Mutex<std::collections::HashMap<String, InMemoryApiServerDouble>>,
         > = Arc::default();

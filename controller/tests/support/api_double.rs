@@ -40,6 +40,8 @@ struct State {
     resource_version: u64,
     /// Plurals whose deletion only marks the object terminating (see `hold_deletes`).
     held: Vec<String>,
+    /// See `roll_out_workloads`.
+    roll_out: bool,
 }
 
 impl Default for State {
@@ -52,6 +54,7 @@ impl Default for State {
             requests: 0,
             resource_version: 0,
             held: Vec::new(),
+            roll_out: false,
         }
     }
 }
@@ -281,6 +284,13 @@ impl InMemoryApiServerDouble {
         }
         target[field] = value;
         state.commit(key, "MODIFIED", object);
+    }
+
+    /// From now on every applied StatefulSet and Deployment reports itself
+    /// rolled out at once, as if their controllers and kubelets were instant
+    /// (the scale bench's stand-in for a whole cluster).
+    pub fn roll_out_workloads(&self) {
+        self.state.lock().unwrap().roll_out = true;
     }
 
     /// From now on a DELETE of `plural` only sets `metadata.deletionTimestamp`,
@@ -583,6 +593,22 @@ impl InMemoryApiServerDouble {
                 let metadata = object["metadata"].as_object_mut().expect("metadata");
                 metadata.insert("generation".into(), generation.into());
                 metadata.insert("uid".into(), format!("uid-{}", key.4).into());
+                if state.roll_out
+                    && (target.plural == "statefulsets" || target.plural == "deployments")
+                {
+                    let replicas = object["spec"]["replicas"].clone();
+                    let ready = if target.plural == "statefulsets" {
+                        "readyReplicas"
+                    } else {
+                        "availableReplicas"
+                    };
+                    object["status"] = json!({
+                        "observedGeneration": generation,
+                        "replicas": replicas,
+                        "updatedReplicas": replicas,
+                        ready: replicas,
+                    });
+                }
                 let (event, code) = match old {
                     None => ("ADDED", StatusCode::CREATED),
                     Some(_) => ("MODIFIED", StatusCode::OK),
