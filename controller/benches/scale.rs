@@ -9,11 +9,13 @@
 //! - CPU per full steady pass — a restarted operator re-reading every tenant
 //!   and finding nothing to write (the double's own CPU is not counted).
 //!
+//! The double stands in for the StatefulSet and Deployment controllers too:
+//! every applied workload reports itself rolled out at once.
+//!
 //! With `GANTRY_SCALE_CONTROLLER=1` it runs the real operator instead
 //! (`operator::run`: kube-runtime Controller, watches, metrics) against the
-//! same double, whose workloads report themselves rolled out at once, and
-//! reports the operator's peak memory with the Controller's store and watch
-//! streams included, and the time until every tenant is Ready.
+//! same double, and reports the operator's peak memory with the Controller's
+//! store and watch streams included, and the time until every tenant is Ready.
 //!
 //! Run: `cargo bench -p gantry-controller --bench scale` (GANTRY_SCALE_TENANTS=N
 //! to change the count). Not a criterion bench: memory and whole-fleet CPU are
@@ -29,10 +31,8 @@ use gantry_controller::reconcile::pipeline::{
     Context, Pass, TenantClientFactory, reconcile_tenant,
 };
 use gantry_controller::reconcile::steady::SteadyState;
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::PostParams;
 use kube::{Api, Client};
-use serde_json::json;
 use time::OffsetDateTime;
 
 #[path = "../tests/support/mod.rs"]
@@ -61,7 +61,6 @@ fn main() {
     let controller = std::env::var_os("GANTRY_SCALE_CONTROLLER").is_some();
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .env(CHILD_ENV, &port_file)
-        .env("GANTRY_SCALE_ROLL_OUT", if controller { "1" } else { "" })
         .spawn()
         .expect("starting the API double process");
     let port = loop {
@@ -235,8 +234,8 @@ async fn run(port: u16, tenants: usize) {
     let started = Instant::now();
     futures::stream::iter(0..tenants)
         .for_each_concurrent(PARALLEL, |i| {
-            let (api, ctx, steady, service) = (&api, &ctx, &steady, &service);
-            async move { provision(api, ctx, steady, service, &tenant_name(i)).await }
+            let (api, ctx, steady) = (&api, &ctx, &steady);
+            async move { provision(api, ctx, steady, &tenant_name(i)).await }
         })
         .await;
     let provision_time = started.elapsed();
@@ -309,17 +308,10 @@ async fn run(port: u16, tenants: usize) {
     );
 }
 
-/// Reconciles one tenant as the controller would until it is Ready and settled,
-/// playing the workload controllers' part once the masters are applied.
-async fn provision(
-    api: &Api<TenantControlPlane>,
-    ctx: &Context,
-    steady: &SteadyState,
-    service: &Client,
-    name: &str,
-) {
-    let namespace = format!("tcp-{name}");
-    for attempt in 0..8 {
+/// Reconciles one tenant as the controller would until it is Ready and
+/// settled (the double reports the masters rolled out as soon as they are applied).
+async fn provision(api: &Api<TenantControlPlane>, ctx: &Context, steady: &SteadyState, name: &str) {
+    for _ in 0..8 {
         let tcp = Arc::new(api.get(name).await.unwrap());
         let pass = reconcile_tenant(tcp, ctx, steady, OffsetDateTime::now_utc())
             .await
@@ -327,39 +319,8 @@ async fn provision(
         if matches!(pass, Pass::Skipped { .. }) {
             return;
         }
-        if attempt == 1 {
-            masters_running(service, &namespace).await;
-        }
     }
     panic!("{name} did not settle");
-}
-
-/// What the StatefulSet and Deployment controllers report once every replica runs.
-async fn masters_running(service: &Client, namespace: &str) {
-    let statefulsets: Api<StatefulSet> = Api::namespaced(service.clone(), namespace);
-    let deployments: Api<Deployment> = Api::namespaced(service.clone(), namespace);
-    let etcd = statefulsets.get("etcd").await.unwrap();
-    let replicas = etcd.spec.unwrap().replicas.unwrap_or(1);
-    let status = json!({"status": {"observedGeneration": etcd.metadata.generation,
-        "replicas": replicas, "updatedReplicas": replicas, "readyReplicas": replicas}});
-    statefulsets
-        .patch_status("etcd", &PatchParams::default(), &Patch::Merge(status))
-        .await
-        .unwrap();
-    for name in [
-        "kube-apiserver",
-        "kube-controller-manager",
-        "kube-scheduler",
-    ] {
-        let deployment = deployments.get(name).await.unwrap();
-        let replicas = deployment.spec.unwrap().replicas.unwrap_or(1);
-        let status = json!({"status": {"observedGeneration": deployment.metadata.generation,
-            "replicas": replicas, "updatedReplicas": replicas, "availableReplicas": replicas}});
-        deployments
-            .patch_status(name, &PatchParams::default(), &Patch::Merge(status))
-            .await
-            .unwrap();
-    }
 }
 
 /// A field of /proc/self/status, in KiB.
@@ -396,9 +357,8 @@ fn serve_double(port_file: &str) {
         let port = listener.local_addr().unwrap().port();
         std::fs::write(port_file, port.to_string()).unwrap();
         let service_double = InMemoryApiServerDouble::new();
-        if std::env::var("GANTRY_SCALE_ROLL_OUT").is_ok_and(|v| v == "1") {
-            service_double.roll_out_workloads();
-        }
+        // Stands in for the StatefulSet and Deployment controllers and the kubelets.
+        service_double.roll_out_workloads();
         let tenant_doubles: Arc<
             std::sync::Mutex<std::collections::HashMap<String, InMemoryApiServerDouble>>,
         > = Arc::default();

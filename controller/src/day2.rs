@@ -62,11 +62,6 @@ pub enum Day2Error {
     Tenant { tenant: String, reason: String },
 }
 
-/// The `kubeadm join` command line for `endpoint`, `token` and `ca_cert_hash`.
-pub fn join_command(endpoint: &str, token: &str, ca_cert_hash: &str) -> String {
-    format!("kubeadm join {endpoint} --token {token} --discovery-token-ca-cert-hash {ca_cert_hash}")
-}
-
 /// Reads `tenant` from the service cluster: its status and its Secrets.
 pub async fn from_cluster(client: &Client, tenant: &str) -> Result<TenantAccess, Day2Error> {
     let api_error = |action: String| move |source| Day2Error::Api { action, source };

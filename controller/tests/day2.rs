@@ -73,7 +73,7 @@ async fn a_ready_tenant_gives_its_join_command_and_kubeconfigs() {
         .unwrap()
     };
     assert_eq!(
-        day2::join_command(&access.endpoint, &access.token, &access.ca_cert_hash),
+        gantry_pki::kubeadm_join_command(&access.endpoint, &access.token, &access.ca_cert_hash),
         decode(&join["data"]["join-command"])
     );
     assert_eq!(access.version.as_deref(), Some("1.35.5"));

@@ -39,6 +39,13 @@ pub use spec::{
 };
 pub use token::{BootstrapToken, BootstrapTokenSecret, DEFAULT_NODE_TOKEN_GROUP, DEFAULT_TTL};
 
+/// The `kubeadm join` command line: `endpoint` (`HOST:PORT`), the token
+/// (`ID.SECRET`) and the CA pin (`sha256:<hex>`). One place, so the bundle's
+/// `join-command`, the `join` Secret and `gantry join` always agree.
+pub fn kubeadm_join_command(endpoint: &str, token: &str, ca_cert_hash: &str) -> String {
+    format!("kubeadm join {endpoint} --token {token} --discovery-token-ca-cert-hash {ca_cert_hash}")
+}
+
 /// RFC 3339 in UTC with a `Z` and whole seconds, as Kubernetes writes times.
 pub fn rfc3339(t: time::OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);

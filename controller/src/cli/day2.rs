@@ -124,7 +124,8 @@ pub fn join(args: JoinArgs) -> Result<ExitCode, CliError> {
                     .expose()
             }
         };
-        let command = day2::join_command(&access.endpoint, &token, &access.ca_cert_hash);
+        let command =
+            gantry_pki::kubeadm_join_command(&access.endpoint, &token, &access.ca_cert_hash);
         print(format!("{command}\n").as_bytes())
     })
 }

@@ -75,12 +75,11 @@ pub fn run(args: RenderArgs) -> Result<ExitCode, CliError> {
     let input = &resolved.input;
     let archive_name = chart::archive_name(&input.name, input.version);
     let archive = chart::package(&input.name, input.version, &rendered.service)?;
-    let join_command = format!(
-        "kubeadm join {} --token {} --discovery-token-ca-cert-hash {}\n",
-        input.endpoint,
-        input.token.expose(),
-        issued.bundle.ca_cert_hash()
-    );
+    let join_command = gantry_pki::kubeadm_join_command(
+        &input.endpoint.to_string(),
+        &input.token.expose(),
+        &issued.bundle.ca_cert_hash(),
+    ) + "\n";
 
     let mut files: BTreeMap<String, PkiFile> = issued
         .bundle

@@ -773,10 +773,7 @@ fn join_secret(
 ) -> serde_json::Value {
     use base64::Engine as _;
     let encode = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    let command = format!(
-        "kubeadm join {endpoint} --token {} --discovery-token-ca-cert-hash {ca_hash}",
-        token.expose()
-    );
+    let command = gantry_pki::kubeadm_join_command(endpoint, &token.expose(), ca_hash);
     json!({
         "apiVersion": "v1",
         "kind": "Secret",

@@ -59,6 +59,23 @@ impl Default for State {
     }
 }
 
+/// The status the StatefulSet or Deployment controller reports once every
+/// replica runs the workload's current spec; `None` for other kinds.
+fn rolled_out_status(plural: &str, workload: &Value) -> Option<Value> {
+    let ready = match plural {
+        "statefulsets" => "readyReplicas",
+        "deployments" => "availableReplicas",
+        _ => return None,
+    };
+    let replicas = workload["spec"]["replicas"].clone();
+    Some(json!({
+        "observedGeneration": workload["metadata"]["generation"],
+        "replicas": replicas,
+        "updatedReplicas": replicas,
+        ready: replicas,
+    }))
+}
+
 impl State {
     /// Stores `object` (or removes it, for DELETED) at a new resourceVersion and tells the watches.
     fn commit(&mut self, key: Key, event: &'static str, mut object: Value) -> Value {
@@ -284,6 +301,14 @@ impl InMemoryApiServerDouble {
         }
         target[field] = value;
         state.commit(key, "MODIFIED", object);
+    }
+
+    /// The StatefulSet or Deployment `plural`/`namespace`/`name` reports
+    /// itself rolled out, as its controller would (not counted as a write).
+    pub fn roll_out(&self, plural: &str, namespace: &str, name: &str) {
+        let object = self.get(plural, namespace, name).expect("applied");
+        let status = rolled_out_status(plural, &object).expect("a StatefulSet or Deployment");
+        self.set_field(plural, namespace, name, "/status", status);
     }
 
     /// From now on every applied StatefulSet and Deployment reports itself
@@ -594,20 +619,9 @@ impl InMemoryApiServerDouble {
                 metadata.insert("generation".into(), generation.into());
                 metadata.insert("uid".into(), format!("uid-{}", key.4).into());
                 if state.roll_out
-                    && (target.plural == "statefulsets" || target.plural == "deployments")
+                    && let Some(status) = rolled_out_status(&target.plural, &object)
                 {
-                    let replicas = object["spec"]["replicas"].clone();
-                    let ready = if target.plural == "statefulsets" {
-                        "readyReplicas"
-                    } else {
-                        "availableReplicas"
-                    };
-                    object["status"] = json!({
-                        "observedGeneration": generation,
-                        "replicas": replicas,
-                        "updatedReplicas": replicas,
-                        ready: replicas,
-                    });
+                    object["status"] = status;
                 }
                 let (event, code) = match old {
                     None => ("ADDED", StatusCode::CREATED),

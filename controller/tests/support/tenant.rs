@@ -58,19 +58,5 @@ pub fn masters_running(double: &InMemoryApiServerDouble) {
 /// What the StatefulSet or Deployment controller reports once every replica
 /// runs the workload's current spec.
 pub fn rolled_out(double: &InMemoryApiServerDouble, plural: &str, name: &str) {
-    let object = double.get(plural, "tcp-tenant-a", name).expect("applied");
-    let replicas = object["spec"]["replicas"].clone();
-    let generation = object["metadata"]["generation"].clone();
-    let ready = if plural == "statefulsets" {
-        "/status/readyReplicas"
-    } else {
-        "/status/availableReplicas"
-    };
-    for (pointer, value) in [
-        ("/status/observedGeneration", generation),
-        ("/status/updatedReplicas", replicas.clone()),
-        (ready, replicas),
-    ] {
-        double.set_field(plural, "tcp-tenant-a", name, pointer, value);
-    }
+    double.roll_out(plural, "tcp-tenant-a", name);
 }
