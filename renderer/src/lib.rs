@@ -22,6 +22,7 @@ pub use input::{
     RenderInput, Resources, ServiceType,
 };
 pub use render::{
-    Rendered, RenderedObject, SECRET_FILES, TEMPLATES, Target, render, render_bootstrap,
+    Rendered, RenderedObject, SECRET_FILES, TEMPLATES, Target, compile_templates_in_background,
+    render, render_bootstrap,
 };
 pub use versions::{Images, KubeVersion, VersionError};

@@ -37,6 +37,7 @@ pub struct RenderArgs {
 }
 
 pub fn run(args: RenderArgs) -> Result<ExitCode, CliError> {
+    gantry_renderer::compile_templates_in_background();
     let bad_manifest = |reason: String| CliError::BadFile {
         flag: "MANIFEST",
         value: args.manifest.display().to_string(),
@@ -74,7 +75,13 @@ pub fn run(args: RenderArgs) -> Result<ExitCode, CliError> {
     let rendered = gantry_renderer::render(&resolved.input, &issued.bundle)?;
     let input = &resolved.input;
     let archive_name = chart::archive_name(&input.name, input.version);
-    let archive = chart::package(&input.name, input.version, &rendered.service)?;
+    // The chart is packed while the other threads serialise the rest of the
+    // YAML; each object's YAML is made once, by whichever thread comes first.
+    let archive = std::thread::scope(|scope| {
+        let chart = scope.spawn(|| chart::package(&input.name, input.version, &rendered.service));
+        rendered.emit_yaml();
+        chart.join().expect("chart packer panicked")
+    })?;
     let join_command = gantry_pki::kubeadm_join_command(
         &input.endpoint.to_string(),
         &input.token.expose(),
