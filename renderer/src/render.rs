@@ -138,8 +138,10 @@ handlebars_helper!(json_helper: |value: Json| serde_json::to_string(value).expec
 
 /// The registry: strict mode (a missing value is an error), no HTML
 /// escaping, one helper (`json`, quoting values as YAML-safe JSON) and the
-/// partials. The templates themselves are compiled by the render workers
-/// ([`COMPILED`]), so a fresh process compiles them on all cores.
+/// partials. The templates themselves are compiled on first use
+/// ([`compiled`]), by the render workers or by
+/// [`compile_templates_in_background`], so a fresh process compiles them on
+/// all cores.
 static REGISTRY: LazyLock<Result<Handlebars<'static>, String>> = LazyLock::new(|| {
     let mut registry = Handlebars::new();
     registry.set_strict_mode(true);
