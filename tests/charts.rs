@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use gantry_tests::{repo_root, run_ok, tenant_values_schema, tool};
+use gantry_tests::{repo_root, tenant_values_schema, tool};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -21,7 +21,7 @@ fn chart(name: &str) -> PathBuf {
 }
 
 fn gantry_crd() -> String {
-    run_ok(Command::new(gantry_tests::gantry_bin()).arg("crd"))
+    gantry_tests::gantry_ok(&["crd"])
 }
 
 /// The chart's values files: the defaults (`None`) and every `ci/*-values.yaml`.

@@ -7,19 +7,13 @@ use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use gantry_tests::{gantry, render_example, run_ok, tool};
+use gantry_tests::{gantry, gantry_ok, render_example, run_ok, tool};
 use serde_json::Value;
 
 fn user_data(bundle: &Path, extra: &[&str]) -> (String, Value) {
     let mut args = vec!["cloud-init", "--bundle", bundle.to_str().unwrap()];
     args.extend_from_slice(extra);
-    let output = gantry(&args);
-    assert!(
-        output.status.success(),
-        "gantry {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let text = String::from_utf8(output.stdout).unwrap();
+    let text = gantry_ok(&args);
     let parsed: Value = serde_yaml::from_str(&text).expect("user-data is YAML");
     (text, parsed)
 }
@@ -217,27 +211,17 @@ fn join_and_kubeconfig_read_the_bundle() {
     let tmp = tempfile::tempdir().unwrap();
     let bundle = render_example(tmp.path());
     let bundle_arg = bundle.to_str().unwrap();
-    let join =
-        run_ok(Command::new(gantry_tests::gantry_bin()).args(["join", "--bundle", bundle_arg]));
+    let join = gantry_ok(&["join", "--bundle", bundle_arg]);
     assert_eq!(
         join,
         std::fs::read_to_string(bundle.join("join-command")).unwrap()
     );
-    let admin = run_ok(Command::new(gantry_tests::gantry_bin()).args([
-        "kubeconfig",
-        "--bundle",
-        bundle_arg,
-    ]));
+    let admin = gantry_ok(&["kubeconfig", "--bundle", bundle_arg]);
     assert_eq!(
         admin,
         std::fs::read_to_string(bundle.join("admin.conf")).unwrap()
     );
-    let super_admin = run_ok(Command::new(gantry_tests::gantry_bin()).args([
-        "kubeconfig",
-        "--bundle",
-        bundle_arg,
-        "--super-admin",
-    ]));
+    let super_admin = gantry_ok(&["kubeconfig", "--bundle", bundle_arg, "--super-admin"]);
     assert_eq!(
         super_admin,
         std::fs::read_to_string(bundle.join("super-admin.conf")).unwrap()

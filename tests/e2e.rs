@@ -20,7 +20,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine as _;
-use gantry_tests::{gantry_bin, run_ok, tool, wait_until};
+use gantry_tests::{gantry_ok, run_ok, tool, wait_until};
 
 const TENANT: &str = "gantry-e2e";
 
@@ -73,7 +73,7 @@ fn a_tenant_becomes_ready_serves_readyz_publishes_signed_cluster_info_and_is_del
         .status
         .success();
     if !crd_installed {
-        let crd = run_ok(Command::new(gantry_bin()).arg("crd"));
+        let crd = gantry_ok(&["crd"]);
         std::fs::write(work.path().join("crd.yaml"), crd).unwrap();
         run_ok(
             kubectl(&kubeconfig)

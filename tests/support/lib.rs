@@ -80,6 +80,11 @@ pub fn gantry(args: &[&str]) -> Output {
         .expect("run gantry")
 }
 
+/// Runs gantry with `args` and returns stdout; panics with stderr when it fails.
+pub fn gantry_ok(args: &[&str]) -> String {
+    run_ok(Command::new(gantry_bin()).args(args))
+}
+
 /// Runs a command and returns stdout; panics with stderr when it fails.
 pub fn run_ok(command: &mut Command) -> String {
     let output = command
@@ -101,12 +106,7 @@ pub fn pki_init(dir: &Path, name: &str, extra_args: &[&str]) -> PathBuf {
     let out_str = out.to_str().expect("utf-8 path");
     let mut args = vec!["pki", "init", "--name", name, "--out", out_str];
     args.extend_from_slice(extra_args);
-    let output = gantry(&args);
-    assert!(
-        output.status.success(),
-        "gantry {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    gantry_ok(&args);
     out
 }
 
