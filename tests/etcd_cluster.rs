@@ -128,16 +128,26 @@ fn etcd_cluster_runs_on_the_tenant_pki_and_refuses_strangers() {
         ours.join("pki/etcd/healthcheck-client.key"),
     );
 
+    // Stops early when a member dies at start-up, so its log says why at once.
+    let mut exited_member = None;
     let healthy = wait_until(Duration::from_secs(60), || {
-        etcdctl(
-            &all,
-            &ca,
-            Some((&healthcheck.0, &healthcheck.1)),
-            &["endpoint", "health"],
-        )
-        .status
-        .success()
+        exited_member = members.iter_mut().position(|m| m.process.has_exited());
+        exited_member.is_some()
+            || etcdctl(
+                &all,
+                &ca,
+                Some((&healthcheck.0, &healthcheck.1)),
+                &["endpoint", "health"],
+            )
+            .status
+            .success()
     });
+    if let Some(index) = exited_member {
+        panic!(
+            "etcd member m{index} exited during start-up:\n{}",
+            logs(&members)
+        );
+    }
     assert!(
         healthy,
         "the 3 members never became healthy:\n{}",
