@@ -35,6 +35,10 @@ use kube::api::PostParams;
 use kube::{Api, Client};
 use time::OffsetDateTime;
 
+/// Ports for the operator's metrics and health servers, picked as the tests pick them.
+#[path = "../../tests/support/ports.rs"]
+mod ports;
+
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -125,12 +129,7 @@ async fn create_tenants(port: u16, tenants: usize) -> (Client, TenantClientFacto
 /// The real operator process against the double: time to Ready, peak memory.
 async fn run_operator(port: u16, tenants: usize) {
     let (service, tenant_client) = create_tenants(port, tenants).await;
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-    };
+    let free = || std::net::SocketAddr::from(([127, 0, 0, 1], ports::free_port()));
     let settings = gantry_controller::operator::Settings {
         metrics_addr: free(),
         health_addr: free(),

@@ -13,9 +13,11 @@ use support::api_double::InMemoryApiServerDouble;
 use support::tenant::{masters_running, tenant, tenant_factory};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+#[path = "../../tests/support/ports.rs"]
+mod ports;
+
 fn free_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
+    SocketAddr::from(([127, 0, 0, 1], ports::free_port()))
 }
 
 /// One plain HTTP/1.1 GET: (status code, body).

@@ -5,12 +5,13 @@
 //! `scripts/install-test-tools`. A missing tool fails the test with a message
 //! that says how to install it; nothing is skipped silently.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+mod ports;
+pub use ports::free_port;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
@@ -62,6 +63,16 @@ pub fn gantry_bin() -> &'static Path {
                 "gantry",
             ])
             .current_dir(repo_root());
+        // `cargo test` gives this process the test package's CARGO_PKG_* and
+        // CARGO_MANIFEST_* variables. Build scripts (ring's) rerun when those
+        // change, so passing them on would rebuild ring and everything above
+        // it (~15 s) here and again at the next plain `cargo build`.
+        for (name, _) in std::env::vars_os() {
+            let name_text = name.to_string_lossy();
+            if name_text.starts_with("CARGO_PKG_") || name_text.starts_with("CARGO_MANIFEST_") {
+                build.env_remove(&name);
+            }
+        }
         if release {
             build.arg("--release");
         }
@@ -109,48 +120,6 @@ pub fn pki_init(dir: &Path, name: &str, extra_args: &[&str]) -> PathBuf {
     args.extend_from_slice(extra_args);
     gantry_ok(&args);
     out
-}
-
-/// A TCP port on 127.0.0.1 that was free a moment ago, for a server the test
-/// starts itself.
-///
-/// The port comes from *below* the kernel's ephemeral range, never from it:
-/// a port the kernel hands out for `bind(0)` is also the pool every outgoing
-/// connection draws its source port from, so between this call and the
-/// server's own `bind` another client (say, one etcd member dialling its
-/// peers) could take it, and the server fails with "address already in use".
-/// Ports are handed out once per process, from a start point that differs per
-/// process, so parallel tests and test binaries do not pick the same one.
-pub fn free_port() -> u16 {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let (first, end) = ports_below_ephemeral_range();
-    let span = u32::from(end - first);
-    let start = std::process::id() % span;
-    for _ in 0..span {
-        let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
-        let port = first + offset as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free TCP port on 127.0.0.1 in {first}..{end}");
-}
-
-/// The ports from 10000 up to where the kernel's ephemeral range starts
-/// (`/proc/sys/net/ipv4/ip_local_port_range`, 32768 by default).
-fn ports_below_ephemeral_range() -> (u16, u16) {
-    const FIRST: u16 = 10_000;
-    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32_768);
-    assert!(
-        ephemeral_start > FIRST + 1_000,
-        "the kernel's ephemeral port range starts at {ephemeral_start}, leaving no room below it \
-         for test servers; raise net.ipv4.ip_local_port_range's first value above {}",
-        FIRST + 1_000
-    );
-    (FIRST, ephemeral_start)
 }
 
 /// Polls `check` until it returns true or `timeout` passes.
