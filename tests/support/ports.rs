@@ -1,6 +1,6 @@
 //! Free TCP ports for servers a test starts itself. Shared by the
 //! gantry-tests crate and the controller's tests (`#[path]` include), so
-//! both pick ports the same race-free way.
+//! both pick ports the same way, out of reach of outgoing connections.
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -13,8 +13,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// connection draws its source port from, so between this call and the
 /// server's own `bind` another client (say, one etcd member dialling its
 /// peers) could take it, and the server fails with "address already in use".
-/// Ports are handed out once per process, from a start point that differs per
-/// process, so parallel tests and test binaries do not pick the same one.
+/// Each call in a process tries the next port after the previous call's
+/// (parallel tests get different ports), from a start point that differs per
+/// process.
 pub fn free_port() -> u16 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let (first, end) = ports_below_ephemeral_range();
