@@ -137,21 +137,7 @@ pub fn from_bundle(dir: &Path) -> Result<TenantAccess, Day2Error> {
     };
     let command = String::from_utf8(read("join-command")?)
         .map_err(|_| bundle_error("join-command is not UTF-8".into()))?;
-    let words: Vec<&str> = command.split_whitespace().collect();
-    let after = |flag: &str| {
-        words
-            .iter()
-            .position(|w| *w == flag)
-            .and_then(|i| words.get(i + 1))
-            .map(|w| w.to_string())
-    };
-    let (Some(endpoint), Some(token), Some(ca_cert_hash)) = (
-        words
-            .get(2)
-            .filter(|_| words.get(..2) == Some(&["kubeadm", "join"][..])),
-        after("--token"),
-        after("--discovery-token-ca-cert-hash"),
-    ) else {
+    let Some(join) = gantry_pki::JoinCommand::parse(&command) else {
         return Err(bundle_error(format!(
             "join-command is not `kubeadm join ENDPOINT --token … --discovery-token-ca-cert-hash …`: {}",
             command.trim()
@@ -171,9 +157,9 @@ pub fn from_bundle(dir: &Path) -> Result<TenantAccess, Day2Error> {
     Ok(TenantAccess {
         name: chart.0,
         version: Some(chart.1),
-        endpoint: endpoint.to_string(),
-        ca_cert_hash,
-        token,
+        endpoint: join.endpoint,
+        ca_cert_hash: join.ca_cert_hash,
+        token: join.token,
         admin_conf: read("admin.conf")?,
         super_admin_conf: read("super-admin.conf")?,
     })

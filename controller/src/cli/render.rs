@@ -182,10 +182,9 @@ fn add_manifests(files: &mut BTreeMap<String, PkiFile>, folder: &str, objects: &
 /// The token of a previous render in the same folder, with its expiration,
 /// so that rendering again changes nothing until the token runs out.
 fn previous_token(existing: &gantry_pki::FileSet) -> Option<(BootstrapToken, OffsetDateTime)> {
-    let command = String::from_utf8_lossy(existing.get(JOIN_COMMAND)?).into_owned();
-    let mut words = command.split_whitespace();
-    words.find(|w| *w == "--token")?;
-    let token = BootstrapToken::parse(words.next()?).ok()?;
+    let command =
+        gantry_pki::JoinCommand::parse(&String::from_utf8_lossy(existing.get(JOIN_COMMAND)?))?;
+    let token = BootstrapToken::parse(&command.token).ok()?;
     let suffix = format!("-secret-{}.yaml", token.secret_name());
     let (_, secret) = existing
         .iter()
