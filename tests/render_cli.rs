@@ -133,6 +133,15 @@ fn bad_manifests_fail_with_one_line_naming_the_field_and_write_nothing() {
         ),
         (example().replace("    replicas: 3", "    replica: 3"), "spec.etcd: unknown field `replica`".into()),
         (example().replace("    endpoint: 203.0.113.10:6443\n", ""), "spec.apiServer.endpoint \"\": is required to render offline".into()),
+        // kube-apiserver exits at start with these (found by tests/control_plane.rs).
+        (
+            example().replace("203.0.113.10:6443", "169.254.10.1:6443"),
+            "spec.apiServer.endpoint \"169.254.10.1:6443\": must not be link-local".into(),
+        ),
+        (
+            example().replace("203.0.113.10:6443", "127.0.0.1:6443"),
+            "spec.apiServer.endpoint \"127.0.0.1:6443\": must not be a loopback address".into(),
+        ),
         (example().replace("tokenTTL: 24h", "tokenTTL: 1d"), "spec.join.tokenTTL \"1d\": is not a duration".into()),
         (example().replace("size: 10Gi", "size: ten"), "spec.etcd.storage.size \"ten\": is not a Kubernetes quantity".into()),
     ];

@@ -154,6 +154,60 @@ pub fn with_gantry_metadata(mut value: Value, tenant: &str, set: &str) -> Value 
     value
 }
 
+/// Whether another field manager (a `kubectl edit`, a `kubectl patch`, a
+/// controller) has taken a field that gantry sets in `desired`. The hash
+/// annotation cannot tell, since such an edit leaves it alone; the live
+/// object's managed fields can, at no extra request. A forced apply takes
+/// the fields back, after which the edit no longer shows here.
+pub fn edited_by_others(live: &DynamicObject, desired: &Value) -> bool {
+    live.metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|entry| entry.manager.as_deref() != Some(FIELD_MANAGER))
+        // Status writers (kubelet, controllers) own only status.
+        .filter(|entry| entry.subresource.as_deref().unwrap_or("").is_empty())
+        .filter_map(|entry| entry.fields_v1.as_ref())
+        .any(|fields| owns_any_of(&fields.0, desired))
+}
+
+/// Whether the managed-fields tree `fields` (FieldsV1: `f:<name>` for a map
+/// key, `k:`/`v:`/`i:` for list items, `.` for the node itself) claims a
+/// value that `desired` sets. A list item claimed only as existing (`.`)
+/// does not count: that is how a manager that set a field inside it is
+/// recorded after gantry took that field back.
+fn owns_any_of(fields: &Value, desired: &Value) -> bool {
+    let Some(children) = fields.as_object() else {
+        return false;
+    };
+    children.iter().any(|(key, child)| {
+        let leaf = child.as_object().is_none_or(|c| c.is_empty());
+        if let Some(name) = key.strip_prefix("f:") {
+            match desired.get(name) {
+                None => false,
+                Some(value) if leaf || !(value.is_object() || value.is_array()) => true,
+                Some(value) if value.is_array() => list_items_owned(child),
+                Some(value) => owns_any_of(child, value),
+            }
+        } else {
+            false
+        }
+    })
+}
+
+/// A list that gantry sets, whose items another manager claims: a conflict
+/// if it claims a field inside an item (conservatively: in any item).
+fn list_items_owned(fields: &Value) -> bool {
+    fields.as_object().is_some_and(|items| {
+        items.iter().any(|(key, item)| {
+            key != "."
+                && item
+                    .as_object()
+                    .is_some_and(|inside| inside.keys().any(|k| k != "."))
+        })
+    })
+}
+
 /// Applies `objects` as set `set` of `tenant`, then prunes objects of
 /// `prune_kinds` (apiVersion, kind) that carry the labels of this tenant and
 /// set but were not applied.
@@ -206,7 +260,7 @@ pub async fn apply_set(
                 .as_ref()
                 .and_then(|a| a.get(HASH_ANNOTATION));
             let desired_hash = value["metadata"]["annotations"][HASH_ANNOTATION].as_str();
-            if live_hash.map(String::as_str) == desired_hash {
+            if live_hash.map(String::as_str) == desired_hash && !edited_by_others(&live, &value) {
                 report.unchanged += 1;
                 continue;
             }
@@ -295,6 +349,63 @@ mod tests {
         ] {
             assert_eq!(plural(kind), expected);
         }
+    }
+
+    #[test]
+    fn an_edit_by_another_manager_of_a_field_gantry_sets_is_drift() {
+        let desired = serde_json::json!({
+            "spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}}
+        });
+        let live = |entries: Value| -> DynamicObject {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "d", "managedFields": entries}
+            }))
+            .unwrap()
+        };
+        let entry = |manager: &str, subresource: &str, fields: Value| {
+            serde_json::json!({"manager": manager, "operation": "Update",
+                "subresource": subresource, "fieldsType": "FieldsV1", "fieldsV1": fields})
+        };
+        let replicas = serde_json::json!({"f:spec": {"f:replicas": {}}});
+        let gantry_only = live(serde_json::json!([entry("gantry", "", replicas.clone())]));
+        assert!(!edited_by_others(&gantry_only, &desired));
+        let patched = live(serde_json::json!([entry(
+            "kubectl-patch",
+            "",
+            replicas.clone()
+        )]));
+        assert!(edited_by_others(&patched, &desired));
+        let status = live(serde_json::json!([entry(
+            "kube-controller-manager",
+            "status",
+            serde_json::json!({"f:status": {"f:replicas": {}}})
+        )]));
+        assert!(
+            !edited_by_others(&status, &desired),
+            "status writers are not drift"
+        );
+        let own_field = live(serde_json::json!([entry(
+            "kubectl-annotate",
+            "",
+            serde_json::json!({"f:metadata": {"f:annotations": {"f:note": {}}}})
+        )]));
+        assert!(
+            !edited_by_others(&own_field, &desired),
+            "a field gantry does not set"
+        );
+        let image = serde_json::json!({"f:spec": {"f:template": {"f:spec": {"f:containers": {
+            "k:{\"name\":\"c\"}": {".": {}, "f:image": {}}}}}}});
+        assert!(edited_by_others(
+            &live(serde_json::json!([entry("kubectl-edit", "", image)])),
+            &desired
+        ));
+        let taken_back = serde_json::json!({"f:spec": {"f:template": {"f:spec": {"f:containers": {
+            "k:{\"name\":\"c\"}": {".": {}}}}}}});
+        assert!(!edited_by_others(
+            &live(serde_json::json!([entry("kubectl-edit", "", taken_back)])),
+            &desired
+        ));
     }
 
     #[test]

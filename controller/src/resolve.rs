@@ -88,6 +88,9 @@ pub fn resolve(
             "must be an IP address: it becomes kube-apiserver's --advertise-address (put DNS names in certSANs)",
         )
     })?;
+    if let Some(reason) = unadvertisable(advertise_address) {
+        return Err(invalid("spec.apiServer.endpoint", &endpoint_value, reason));
+    }
     if endpoint.port < 1024 {
         return Err(invalid(
             "spec.apiServer.endpoint",
@@ -276,6 +279,30 @@ pub fn resolve(
         },
     };
     Ok(Resolved { input, pki })
+}
+
+/// Why kube-apiserver would refuse `ip` as its `--advertise-address` (its
+/// endpoint reconciler rejects these ranges and the process exits), if it
+/// would.
+fn unadvertisable(ip: std::net::IpAddr) -> Option<&'static str> {
+    use std::net::IpAddr;
+    let link_local = match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => v6.is_unicast_link_local(),
+    };
+    if ip.is_unspecified() {
+        Some("must be a specific address, not 0.0.0.0 or ::")
+    } else if ip.is_loopback() {
+        Some("must not be a loopback address: kube-apiserver refuses to advertise it")
+    } else if link_local {
+        Some(
+            "must not be link-local (169.254.0.0/16, fe80::/10): kube-apiserver refuses to advertise it",
+        )
+    } else if ip.is_multicast() {
+        Some("must not be a multicast address")
+    } else {
+        None
+    }
 }
 
 /// The endpoint of an offline render: `spec.apiServer.endpoint`, required,

@@ -364,7 +364,7 @@ async fn an_unreachable_tenant_apiserver_is_reported_and_retried() {
 #[tokio::test]
 async fn a_downgrade_is_refused_and_nothing_changes_while_one_minor_up_proceeds() {
     // Skipping a minor is refused by the same plan (see reconcile::upgrade's
-    // tests); from 1.35 a skip would name 1.37, which validation refuses first.
+    // tests).
     let double = InMemoryApiServerDouble::new();
     let tenant_api = InMemoryApiServerDouble::new();
     let tcp = tenant(&double, true);
@@ -374,7 +374,7 @@ async fn a_downgrade_is_refused_and_nothing_changes_while_one_minor_up_proceeds(
     assert_eq!(ready.status.version.as_deref(), Some("1.35.5"));
 
     for (version, message) in [
-        ("1.34.2", "downgrade from 1.35.5 to 1.34.2 is not supported"),
+        ("1.35.4", "downgrade from 1.35.5 to 1.35.4 is not supported"),
         ("1.35.1", "downgrade from 1.35.5 to 1.35.1 is not supported"),
     ] {
         double.clear_writes();
@@ -440,7 +440,7 @@ async fn a_one_minor_upgrade_rolls_etcd_then_the_apiserver_then_the_rest_and_onl
         .map(|(plural, name)| image(double, plural, name))
     };
 
-    // Step 1: etcd only (its image changes from 3.6.6 to 3.6.9).
+    // Step 1: etcd only (its image changes from 3.6.6 to 3.6.8).
     let outcome = run_with(&double, tenant_factory(&tenant_api), &up).await;
     assert_eq!(condition(&outcome, "Ready"), ("False", "Upgrading"));
     assert_eq!(outcome.status.phase.as_deref(), Some("Upgrading"));
@@ -448,7 +448,7 @@ async fn a_one_minor_upgrade_rolls_etcd_then_the_apiserver_then_the_rest_and_onl
     assert_eq!(
         images(&double),
         [
-            "registry.k8s.io/etcd:3.6.9-0",
+            "registry.k8s.io/etcd:3.6.8-0",
             "registry.k8s.io/kube-apiserver:v1.35.5",
             "registry.k8s.io/kube-controller-manager:v1.35.5",
             "registry.k8s.io/kube-scheduler:v1.35.5",

@@ -182,8 +182,9 @@ pub fn scheduler(input: &RenderInput) -> Result<Vec<String>, RenderError> {
     )
 }
 
-/// etcd's flags: client and peer mTLS, one member per StatefulSet pod. Only
-/// flags that etcd 3.5 and 3.6 both accept (no `--experimental-*`).
+/// etcd's flags: client and peer mTLS, one member per StatefulSet pod, and
+/// the two that kubeadm sets for etcd 3.6 and later (every supported minor's
+/// etcd): the corruption check at start-up and watch progress notifications.
 /// `$(POD_NAME)` is filled in by the kubelet from the pod's downward-API env.
 pub fn etcd(input: &RenderInput) -> Vec<String> {
     let pki = |file: &str| format!("{ETCD_PKI_DIR}/{file}");
@@ -232,6 +233,8 @@ pub fn etcd(input: &RenderInput) -> Vec<String> {
         ("peer-cert-file", pki("peer.crt")),
         ("peer-key-file", pki("peer.key")),
         ("snapshot-count", "10000".into()),
+        ("feature-gates", "InitialCorruptCheck=true".into()),
+        ("watch-progress-notify-interval", "5s".into()),
     ]
     .into_iter()
     .map(|(flag, value)| format!("--{flag}={value}"))

@@ -1,14 +1,15 @@
 //! The tenant Kubernetes versions gantry supports and the images kubeadm runs
 //! for each.
 //!
-//! Sources (kubeadm's `cmd/kubeadm/app/constants/constants.go`, maps
-//! `SupportedEtcdVersion` and `CoreDNSVersion`, as released for each minor):
-//! etcd 3.5.24-0 for 1.31–1.33 and 3.6.5-0 for 1.34 (release-1.34 map);
-//! 3.6.6-0 and CoreDNS v1.13.1 for 1.35 (v1.35.8 constants); 3.6.9-0 for 1.36
-//! (the 1.36 map); CoreDNS v1.11.3 for 1.31–1.32, v1.12.0 for 1.33, v1.12.1
-//! for 1.34. CoreDNS for 1.36 is carried over from 1.35 (not found in a
-//! released 1.36 constants file). The patch versions are defaults only: a
-//! spec that names a full version (`1.34.7`) runs exactly that version.
+//! Every value comes from the constants of that minor's own kubeadm
+//! (`cmd/kubeadm/app/constants/constants.go` of k8s.io/kubernetes at the
+//! default patch: `DefaultEtcdVersion`, `CoreDNSVersion`, `PauseVersion`).
+//! `tests/versions.rs` checks the table against those files in the Go module
+//! cache, for the versions `toolchain/kubernetes/` pins and the tests run.
+//! A minor is listed only when the tests run its own kube-apiserver,
+//! kube-controller-manager and kube-scheduler. The patch versions are
+//! defaults only: a spec that names a full version (`1.36.5`) runs exactly
+//! that version.
 
 use std::fmt;
 use std::str::FromStr;
@@ -17,50 +18,48 @@ use std::str::FromStr;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MinorRelease {
     pub minor: u32,
+    /// The newest patch the tests run (the one `toolchain/kubernetes/` pins).
     pub default_patch: u32,
     /// etcd image tag (kubeadm's `-0` build suffix included).
     pub etcd: &'static str,
     pub coredns: &'static str,
+    /// The sandbox ("pause") image tag the kubelet's runtime should use.
+    pub pause: &'static str,
 }
 
-pub const SUPPORTED: [MinorRelease; 6] = [
-    MinorRelease {
-        minor: 31,
-        default_patch: 14,
-        etcd: "3.5.24-0",
-        coredns: "v1.11.3",
-    },
-    MinorRelease {
-        minor: 32,
-        default_patch: 10,
-        etcd: "3.5.24-0",
-        coredns: "v1.11.3",
-    },
-    MinorRelease {
-        minor: 33,
-        default_patch: 6,
-        etcd: "3.5.24-0",
-        coredns: "v1.12.0",
-    },
-    MinorRelease {
-        minor: 34,
-        default_patch: 2,
-        etcd: "3.6.5-0",
-        coredns: "v1.12.1",
-    },
+pub const SUPPORTED: [MinorRelease; 3] = [
     MinorRelease {
         minor: 35,
-        default_patch: 8,
+        default_patch: 4,
         etcd: "3.6.6-0",
         coredns: "v1.13.1",
+        pause: "3.10.1",
     },
     MinorRelease {
         minor: 36,
-        default_patch: 0,
-        etcd: "3.6.9-0",
-        coredns: "v1.13.1",
+        default_patch: 3,
+        etcd: "3.6.8-0",
+        coredns: "v1.14.2",
+        pause: "3.10.2",
+    },
+    MinorRelease {
+        minor: 37,
+        default_patch: 2,
+        etcd: "3.7.0-0",
+        coredns: "v1.14.6",
+        pause: "3.10.2",
     },
 ];
+
+/// The version a tenant gets when it names only a minor, and the newest the
+/// tests prove.
+pub fn newest() -> KubeVersion {
+    let release = SUPPORTED[SUPPORTED.len() - 1];
+    KubeVersion {
+        minor: release.minor,
+        patch: release.default_patch,
+    }
+}
 
 /// A tenant Kubernetes version, `1.MINOR.PATCH`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -78,7 +77,7 @@ impl fmt::Display for KubeVersion {
 /// Why a version string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VersionError {
-    #[error("is not a Kubernetes version such as 1.35.5 or 1.35")]
+    #[error("is not a Kubernetes version such as 1.37.2 or 1.37")]
     Malformed,
     #[error("minor 1.{minor} is not supported; supported: {}", supported_list())]
     Unsupported { minor: u32 },
@@ -168,13 +167,10 @@ mod tests {
             "1.35.5"
         );
         assert_eq!(
-            "v1.34.7".parse::<KubeVersion>().unwrap().to_string(),
-            "1.34.7"
+            "v1.36.7".parse::<KubeVersion>().unwrap().to_string(),
+            "1.36.7"
         );
-        assert_eq!(
-            "1.31".parse::<KubeVersion>().unwrap().to_string(),
-            "1.31.14"
-        );
+        assert_eq!("1.37".parse::<KubeVersion>().unwrap().to_string(), "1.37.2");
         for bad in [
             "", "1", "1.35.x", "2.35.0", "1.35.5.1", "1.035.1", "latest", "1.35.-1",
         ] {
@@ -185,12 +181,12 @@ mod tests {
             );
         }
         assert_eq!(
-            "1.30.4".parse::<KubeVersion>(),
-            Err(VersionError::Unsupported { minor: 30 })
+            "1.34.4".parse::<KubeVersion>(),
+            Err(VersionError::Unsupported { minor: 34 })
         );
         assert_eq!(
-            "1.37.0".parse::<KubeVersion>(),
-            Err(VersionError::Unsupported { minor: 37 })
+            "1.38.0".parse::<KubeVersion>(),
+            Err(VersionError::Unsupported { minor: 38 })
         );
     }
 
@@ -209,8 +205,9 @@ mod tests {
     }
 
     #[test]
-    fn the_table_covers_1_31_to_1_36_in_order() {
+    fn the_table_covers_1_35_to_1_37_in_order_and_the_newest_is_the_default() {
         let minors: Vec<u32> = SUPPORTED.iter().map(|r| r.minor).collect();
-        assert_eq!(minors, (31..=36).collect::<Vec<_>>());
+        assert_eq!(minors, (35..=37).collect::<Vec<_>>());
+        assert_eq!(newest().to_string(), "1.37.2");
     }
 }

@@ -10,6 +10,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub mod control_plane;
+pub mod kubelet;
+pub mod netns;
 mod ports;
 pub use ports::free_port;
 

@@ -400,6 +400,14 @@ fn error_policy(
     state: Arc<State>,
 ) -> Action {
     let name = tcp.name_any();
+    // A wait (the namespace is still terminating) is no failure: it is
+    // retried at the first step of the backoff, or the finalizer would hold
+    // for minutes of error backoff after the namespace controller finished.
+    if let kube::runtime::finalizer::Error::CleanupFailed(ReconcileError::Waiting(what)) = error {
+        let delay = backoff(1, rand::random::<f64>());
+        tracing::info!(tenant = %name, waiting = %what, retry_in_s = delay.as_secs_f64(), "waiting");
+        return Action::requeue(delay);
+    }
     let failures = {
         let mut failures = state.failures.lock().expect("not poisoned");
         let count = failures.entry(name.clone()).or_default();

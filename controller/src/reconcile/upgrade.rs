@@ -169,19 +169,19 @@ mod tests {
     fn one_minor_up_rolls_in_kubeadm_order_and_etcd_only_when_its_image_changes() {
         use UpgradeStep::*;
         assert_eq!(
-            plan(Some(v("1.33.6")), v("1.34.2")),
+            plan(Some(v("1.35.4")), v("1.36.3")),
             UpgradeDecision::Upgrade {
-                from: v("1.33.6"),
-                to: v("1.34.2"),
+                from: v("1.35.4"),
+                to: v("1.36.3"),
                 steps: vec![Etcd, ApiServer, ControllerManagerAndScheduler, TenantAddons]
             }
         );
-        // 1.31 and 1.32 share etcd 3.5.24-0.
+        // A patch keeps the minor's etcd.
         assert_eq!(
-            plan(Some(v("1.31.14")), v("1.32.10")),
+            plan(Some(v("1.36.1")), v("1.36.3")),
             UpgradeDecision::Upgrade {
-                from: v("1.31.14"),
-                to: v("1.32.10"),
+                from: v("1.36.1"),
+                to: v("1.36.3"),
                 steps: vec![ApiServer, ControllerManagerAndScheduler, TenantAddons]
             }
         );
@@ -193,14 +193,14 @@ mod tests {
     #[test]
     fn skips_and_downgrades_are_refused_with_a_reason() {
         assert_eq!(
-            plan(Some(v("1.33.6")), v("1.35.5")),
+            plan(Some(v("1.35.5")), v("1.37.2")),
             UpgradeDecision::Refused(
-                "upgrade from 1.33.6 to 1.35.5 skips 1.34: upgrade one minor at a time".into()
+                "upgrade from 1.35.5 to 1.37.2 skips 1.36: upgrade one minor at a time".into()
             )
         );
         assert_eq!(
-            plan(Some(v("1.35.5")), v("1.34.2")),
-            UpgradeDecision::Refused("downgrade from 1.35.5 to 1.34.2 is not supported".into())
+            plan(Some(v("1.36.3")), v("1.35.5")),
+            UpgradeDecision::Refused("downgrade from 1.36.3 to 1.35.5 is not supported".into())
         );
         assert_eq!(
             plan(Some(v("1.35.8")), v("1.35.5")),

@@ -1,0 +1,217 @@
+//! The control plane that `gantry render` writes runs, for every supported
+//! minor, on that minor's own kube-apiserver, kube-controller-manager and
+//! kube-scheduler and the etcd its kubeadm pins, all built from upstream
+//! source (scripts/install-test-tools). `support/kubelet.rs` says what is
+//! substituted for the kubelet; nothing else of the rendered pods changes.
+//!
+//! An HA tenant: 3 etcd members, 2 apiservers, a controller-manager and a
+//! scheduler, each on a test host of its own. Then, through `admin.conf`
+//! and real kubectl:
+//! - `/livez` and `/readyz` answer, and every pod passes its rendered probes;
+//! - the controller-manager and the scheduler hold their Leases with the
+//!   kubeconfigs gantry made;
+//! - the tenant set applies with `kubectl apply --server-side`;
+//! - the controller-manager's bootstrap signer signs cluster-info for a new
+//!   token exactly as gantry signs it, and keeps gantry's own signature;
+//!   its token cleaner deletes an expired token;
+//! - with one apiserver and one etcd member killed, the tenant still serves
+//!   reads and writes and the leaders keep renewing.
+//!
+//! Run with `--nocapture` to see the timings (docs/benchmarks.md).
+
+use std::time::{Duration, Instant};
+
+use gantry_tests::control_plane::{
+    ControlPlane, TenantShape, lease, one_at_a_time, render_tenant, supported_versions,
+};
+use gantry_tests::gantry_ok;
+use gantry_tests::kubelet::{find, read_objects};
+
+fn ha_tenant_serves_and_survives_losing_an_apiserver_and_an_etcd_member(version: &str, subnet: u8) {
+    let _one = one_at_a_time();
+    let tmp = tempfile::tempdir().unwrap();
+    let shape = TenantShape {
+        name: "tenant-ha",
+        version,
+        subnet,
+        etcd: 3,
+        apiservers: 2,
+    };
+    let bundle = render_tenant(tmp.path(), &shape);
+    let mut plane = ControlPlane::start(&bundle, &shape, tmp.path());
+
+    plane.wait_ready(Duration::from_secs(120));
+    for path in ["/livez", "/readyz"] {
+        let answer = plane.kubectl_ok("admin.conf", &["get", "--raw", path]);
+        assert_eq!(answer.trim(), "ok", "{path}");
+    }
+    let ready_after = plane.started.elapsed();
+    let server_version = plane.kubectl_ok("admin.conf", &["version", "-o", "json"]);
+    assert!(
+        server_version.contains(&format!("\"gitVersion\": \"v{version}\"")),
+        "the apiserver is not {version}: {server_version}"
+    );
+
+    // admin.conf's group is bound to cluster-admin by the tenant set.
+    plane.apply_tenant_set();
+    let controller_manager = wait_lease(&plane, "kube-controller-manager");
+    let scheduler = wait_lease(&plane, "kube-scheduler");
+    let memory = plane.rss_kib();
+    let total_mib = memory.iter().map(|(_, kib)| kib).sum::<u64>() / 1024;
+    eprintln!(
+        "TIMING {version}: first process start to every pod ready and /readyz through admin.conf: {:.1} s",
+        ready_after.as_secs_f64()
+    );
+    eprintln!("MEMORY {version}: {total_mib} MiB resident in all: {memory:?}");
+
+    the_bootstrap_controllers_run(&plane);
+
+    // One apiserver and one etcd member die; the load balancer moves on.
+    plane.etcd[2].process.kill();
+    plane.kill_apiserver(0);
+    let answer = plane.wait_kubectl(
+        "/readyz after the failures",
+        Duration::from_secs(30),
+        "admin.conf",
+        &["get", "--raw", "/readyz"],
+        |out| out.trim() == "ok",
+    );
+    assert!(answer.contains("ok"));
+    plane.kubectl_ok(
+        "admin.conf",
+        &[
+            "-n",
+            "default",
+            "create",
+            "configmap",
+            "written-after-failures",
+        ],
+    );
+    for (name, before) in [
+        ("kube-controller-manager", controller_manager),
+        ("kube-scheduler", scheduler),
+    ] {
+        let renewed = Instant::now();
+        let ok = gantry_tests::wait_until(Duration::from_secs(60), || {
+            lease(&plane, name).is_some_and(|(_, time)| time != before.1)
+        });
+        assert!(
+            ok,
+            "{name} stopped renewing its Lease after the failures ({:?})\n{}",
+            renewed.elapsed(),
+            plane.logs()
+        );
+    }
+}
+
+/// The Lease's holder and renew time, once the leader holds it.
+fn wait_lease(plane: &ControlPlane, name: &str) -> (String, String) {
+    let mut held = None;
+    let ok = gantry_tests::wait_until(Duration::from_secs(90), || {
+        held = lease(plane, name);
+        held.is_some()
+    });
+    assert!(ok, "{name} never took its Lease\n{}", plane.logs());
+    held.unwrap()
+}
+
+fn the_bootstrap_controllers_run(plane: &ControlPlane) {
+    let tenant_dir = plane.bundle.join("tenant");
+    // The rendered token's signature is the one the bootstrap signer keeps.
+    let tenant = read_objects(&tenant_dir);
+    let rendered_info = find(&tenant, "ConfigMap", "cluster-info");
+    let (jws_key, rendered_jws) = rendered_info["data"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(key, _)| key.starts_with("jws-kubeconfig-"))
+        .expect("cluster-info carries a signature for the join token");
+
+    // A new signing token: the controller-manager signs cluster-info for it.
+    let (id, secret) = ("gtsign", "0123456789abcdef");
+    token_secret(plane, id, secret, "2099-01-01T00:00:00Z");
+    let signed = plane.wait_kubectl(
+        "the bootstrap signer signs cluster-info for a new token",
+        Duration::from_secs(60),
+        "admin.conf",
+        &[
+            "-n",
+            "kube-public",
+            "get",
+            "configmap",
+            "cluster-info",
+            "-o",
+            "json",
+        ],
+        |out| out.contains(&format!("jws-kubeconfig-{id}")),
+    );
+    let info: serde_json::Value = serde_json::from_str(&signed).unwrap();
+    assert_eq!(
+        info["data"][jws_key], *rendered_jws,
+        "the signer changed gantry's signature"
+    );
+    let kubeconfig = plane.bundle.join("served-cluster-info.conf");
+    std::fs::write(&kubeconfig, info["data"]["kubeconfig"].as_str().unwrap()).unwrap();
+    let ours = gantry_ok(&[
+        "token",
+        "sign",
+        "--token",
+        &format!("{id}.{secret}"),
+        "--file",
+        kubeconfig.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        info["data"][format!("jws-kubeconfig-{id}")]
+            .as_str()
+            .unwrap(),
+        ours.trim(),
+        "gantry signs cluster-info as the controller-manager does"
+    );
+
+    // An expired token: the token cleaner deletes it.
+    token_secret(plane, "gtexpd", "0123456789abcdef", "2020-01-01T00:00:00Z");
+    plane.wait_kubectl(
+        "the token cleaner deletes an expired token",
+        Duration::from_secs(60),
+        "admin.conf",
+        &["-n", "kube-system", "get", "secrets", "-o", "name"],
+        |out| !out.contains("bootstrap-token-gtexpd"),
+    );
+}
+
+fn token_secret(plane: &ControlPlane, id: &str, secret: &str, expiration: &str) {
+    let manifest = plane.bundle.join(format!("token-{id}.yaml"));
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: bootstrap-token-{id}\n  namespace: kube-system\n\
+             type: bootstrap.kubernetes.io/token\nstringData:\n  token-id: {id}\n  token-secret: {secret}\n  \
+             expiration: \"{expiration}\"\n  usage-bootstrap-signing: \"true\"\n  usage-bootstrap-authentication: \"true\"\n"
+        ),
+    )
+    .unwrap();
+    plane.kubectl_ok("admin.conf", &["apply", "-f", manifest.to_str().unwrap()]);
+}
+
+/// One test per supported minor, each on that minor's own binaries; the
+/// list below must name every minor of the version table.
+#[test]
+fn every_supported_minor_has_a_control_plane_test() {
+    let tested: Vec<String> = ["1.35.4", "1.36.3", "1.37.2"].map(String::from).to_vec();
+    assert_eq!(tested, supported_versions());
+}
+
+#[test]
+fn ha_tenant_1_35() {
+    ha_tenant_serves_and_survives_losing_an_apiserver_and_an_etcd_member("1.35.4", 135);
+}
+
+#[test]
+fn ha_tenant_1_36() {
+    ha_tenant_serves_and_survives_losing_an_apiserver_and_an_etcd_member("1.36.3", 136);
+}
+
+#[test]
+fn ha_tenant_1_37() {
+    ha_tenant_serves_and_survives_losing_an_apiserver_and_an_etcd_member("1.37.2", 137);
+}

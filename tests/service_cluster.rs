@@ -1,0 +1,295 @@
+//! The operator's API against a real service-cluster apiserver: a control
+//! plane that gantry rendered itself, run as in `control_plane.rs` (etcd,
+//! kube-apiserver, kube-controller-manager and kube-scheduler of the newest
+//! minor; no kubelet, so no pod runs).
+//!
+//! - chart/gantry installs with real `helm install`, CRD included;
+//! - the CRD's schema and CEL rules are the real apiserver's: every kind of
+//!   bad spec is refused, naming its field;
+//! - `kubectl get tenantcontrolplanes` prints the columns, `kubectl explain`
+//!   describes the spec;
+//! - `gantry run` against it creates the tenant's namespace, Secrets and
+//!   service set by server-side apply, owned by field manager `gantry`; the
+//!   next full pass (here: after a spec change) reverts a hand edit of a
+//!   gantry-owned field and prunes an object it no longer renders;
+//! - deleting the tenant: the finalizer holds until the controller-manager's
+//!   namespace controller has removed `tcp-<name>`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use gantry_tests::control_plane::{ControlPlane, TenantShape, one_at_a_time, render_tenant};
+use gantry_tests::{KillOnDrop, gantry_bin, repo_root, tool};
+
+fn service_cluster(tmp: &Path) -> ControlPlane {
+    let version = gantry_renderer::versions::newest().to_string();
+    let shape = TenantShape {
+        name: "service",
+        version: &version,
+        subnet: 170,
+        etcd: 1,
+        apiservers: 1,
+    };
+    let bundle = render_tenant(tmp, &shape);
+    let run = tmp.join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let mut plane = ControlPlane::start(&bundle, &shape, &run);
+    plane.wait_ready(Duration::from_secs(120));
+    plane.apply_tenant_set();
+    plane
+}
+
+fn helm_install_operator_chart(plane: &ControlPlane) {
+    let output = plane
+        .node
+        .command(tool("helm"))
+        .args(["install", "gantry"])
+        .arg(repo_root().join("chart/gantry"))
+        .args(["-n", "gantry-system", "--create-namespace"])
+        .arg(format!(
+            "--kubeconfig={}",
+            plane.bundle.join("admin.conf").display()
+        ))
+        .env("HELM_CACHE_HOME", plane.bundle.join("helm/cache"))
+        .env("HELM_CONFIG_HOME", plane.bundle.join("helm/config"))
+        .env("HELM_DATA_HOME", plane.bundle.join("helm/data"))
+        .output()
+        .expect("run helm");
+    assert!(
+        output.status.success(),
+        "helm install: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    plane.wait_kubectl(
+        "the CRD is established",
+        Duration::from_secs(30),
+        "admin.conf",
+        &[
+            "get",
+            "crd",
+            "tenantcontrolplanes.gantry.dev",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Established\")].status}",
+        ],
+        |out| out == "True",
+    );
+}
+
+const GOOD: &str = "apiVersion: gantry.dev/v1alpha1\nkind: TenantControlPlane\nmetadata:\n  name: tenant-x\n\
+spec:\n  version: \"1.37.2\"\n  apiServer:\n    replicas: 1\n    endpoint: 198.18.170.201:6443\n  controllerManager:\n    replicas: 1\n  \
+scheduler:\n    replicas: 1\n  etcd:\n    replicas: 3\n";
+
+/// `kubectl apply --dry-run=server` of `manifest`: Ok, or the error text.
+fn dry_run(plane: &ControlPlane, manifest: &str) -> Result<(), String> {
+    let file = plane.bundle.join("candidate.yaml");
+    std::fs::write(&file, manifest).unwrap();
+    let output = plane.kubectl(
+        "admin.conf",
+        &["apply", "--dry-run=server", "-f", file.to_str().unwrap()],
+    );
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+fn the_real_apiserver_enforces_the_crd(plane: &ControlPlane) {
+    assert_eq!(dry_run(plane, GOOD), Ok(()));
+    let refused = [
+        (
+            "replicas: 3",
+            "replicas: 2",
+            "etcd replicas must be 1, 3 or 5",
+        ),
+        (
+            "name: tenant-x",
+            &format!("name: {}", "a".repeat(41)),
+            "at most 40 characters",
+        ),
+        ("version: \"1.37.2\"", "version: latest", "spec.version"),
+        (
+            "  etcd:\n",
+            "  pki:\n    algorithm: DSA\n  etcd:\n",
+            "spec.pki.algorithm",
+        ),
+        (
+            "  etcd:\n",
+            "  etdc:\n    replicas: 1\n  etcd:\n",
+            "spec.etdc",
+        ),
+        (
+            "  controllerManager",
+            "    service:\n      nodePort: 31443\n  controllerManager",
+            "nodePort only applies to service type NodePort",
+        ),
+        (
+            "  controllerManager",
+            "    service:\n      type: NodePort\n      nodePort: 80\n  controllerManager",
+            "spec.apiServer.service.nodePort",
+        ),
+    ];
+    for (from, to, field) in refused {
+        let bad = GOOD.replacen(from, to, 1);
+        assert_ne!(bad, GOOD, "{from}");
+        let error = dry_run(plane, &bad).expect_err(&format!("accepted: {bad}"));
+        assert!(error.contains(field), "{to}: {error}");
+    }
+}
+
+#[test]
+fn the_operator_works_against_a_real_service_cluster() {
+    let _one = one_at_a_time();
+    let tmp = tempfile::tempdir().unwrap();
+    let plane = service_cluster(tmp.path());
+    helm_install_operator_chart(&plane);
+    the_real_apiserver_enforces_the_crd(&plane);
+
+    let explained = plane.kubectl_ok("admin.conf", &["explain", "tenantcontrolplanes.spec.etcd"]);
+    assert!(explained.contains("replicas"), "{explained}");
+    let file = plane.bundle.join("tenant-x.yaml");
+    std::fs::write(&file, GOOD).unwrap();
+    plane.kubectl_ok("admin.conf", &["apply", "-f", file.to_str().unwrap()]);
+    let moved = GOOD.replace(
+        "  etcd:\n",
+        "  networking:\n    podCIDR: 10.200.0.0/16\n  etcd:\n",
+    );
+    let error = dry_run(&plane, &moved).expect_err("networking changed on a live tenant");
+    assert!(error.contains("networking is immutable"), "{error}");
+    let listed = plane.kubectl_ok("admin.conf", &["get", "tenantcontrolplanes"]);
+    let header: Vec<&str> = listed.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "VERSION", "READY", "ENDPOINT", "AGE"]);
+
+    the_operator_applies_owns_prunes_and_finalizes(&plane, &file);
+}
+
+fn the_operator_applies_owns_prunes_and_finalizes(plane: &ControlPlane, manifest: &Path) {
+    let log = plane.bundle.join("operator.log");
+    let log_file = std::fs::File::create(&log).unwrap();
+    let _operator = KillOnDrop::spawn(
+        plane
+            .node
+            .command(gantry_bin())
+            .args([
+                "run",
+                "--metrics-addr=127.0.0.1:18080",
+                "--health-addr=127.0.0.1:18081",
+            ])
+            .env("KUBECONFIG", plane.bundle.join("admin.conf"))
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file),
+    );
+    let operator_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let ns = "tcp-tenant-x";
+    plane.wait_kubectl(
+        "the operator applies the service set",
+        Duration::from_secs(60),
+        "admin.conf",
+        &["-n", ns, "get", "statefulset", "etcd", "-o", "name"],
+        |out| out.contains("etcd"),
+    );
+    // Server-side apply with field manager gantry.
+    let managers = plane.kubectl_ok(
+        "admin.conf",
+        &[
+            "-n",
+            ns,
+            "get",
+            "statefulset",
+            "etcd",
+            "--show-managed-fields",
+            "-o",
+            "jsonpath={.metadata.managedFields[*].manager}/{.metadata.managedFields[*].operation}",
+        ],
+    );
+    assert!(
+        managers.starts_with("gantry") && managers.contains("Apply"),
+        "{managers}"
+    );
+    for secret in ["ca", "sa", "etcd-ca", "front-proxy-ca", "apiserver-certs"] {
+        plane.kubectl_ok(
+            "admin.conf",
+            &["-n", ns, "get", "secret", secret, "-o", "name"],
+        );
+    }
+    assert!(
+        plane
+            .kubectl_ok("admin.conf", &["-n", ns, "get", "pdb", "-o", "name"])
+            .contains("poddisruptionbudget.policy/etcd"),
+        "3 etcd members get a PodDisruptionBudget"
+    );
+
+    // A hand edit of a gantry-owned field, then a spec change: the full pass
+    // it triggers reverts the edit, and prunes the PodDisruptionBudget that
+    // a single etcd member no longer renders.
+    plane.kubectl_ok(
+        "admin.conf",
+        &[
+            "-n",
+            ns,
+            "patch",
+            "deployment",
+            "kube-scheduler",
+            "--type=merge",
+            "-p",
+            "{\"spec\":{\"replicas\":5}}",
+        ],
+    );
+    std::fs::write(manifest, GOOD.replace("replicas: 3", "replicas: 1")).unwrap();
+    plane.kubectl_ok("admin.conf", &["apply", "-f", manifest.to_str().unwrap()]);
+    plane.wait_kubectl(
+        "the operator prunes what it no longer renders",
+        Duration::from_secs(60),
+        "admin.conf",
+        &["-n", ns, "get", "pdb", "-o", "name"],
+        |out| !out.contains("poddisruptionbudget.policy/etcd"),
+    );
+    plane.wait_kubectl(
+        "the operator reverts a hand edit",
+        Duration::from_secs(60),
+        "admin.conf",
+        &[
+            "-n",
+            ns,
+            "get",
+            "deployment",
+            "kube-scheduler",
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ],
+        |out| out == "1",
+    );
+
+    // Deletion waits for the namespace controller.
+    plane.kubectl_ok(
+        "admin.conf",
+        &["delete", "tenantcontrolplane", "tenant-x", "--wait=false"],
+    );
+    let mut last = String::new();
+    let gone = gantry_tests::wait_until(Duration::from_secs(120), || {
+        let tenant = plane.kubectl(
+            "admin.conf",
+            &["get", "tenantcontrolplane", "tenant-x", "-o", "name"],
+        );
+        let namespace = plane.kubectl("admin.conf", &["get", "namespace", ns, "-o", "name"]);
+        last = format!(
+            "tenant: {} namespace: {}",
+            String::from_utf8_lossy(&tenant.stdout),
+            String::from_utf8_lossy(&namespace.stdout)
+        );
+        if tenant.status.success() {
+            return false;
+        }
+        assert!(
+            !namespace.status.success(),
+            "the tenant was released while its namespace still exists"
+        );
+        true
+    });
+    assert!(
+        gone,
+        "the tenant was not deleted: {last}\n{}\n{}",
+        operator_log(),
+        plane.logs()
+    );
+}

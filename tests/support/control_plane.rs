@@ -1,0 +1,382 @@
+//! A rendered tenant's control plane, run for real: its etcd StatefulSet and
+//! its kube-apiserver, kube-controller-manager and kube-scheduler
+//! Deployments, each pod on a test host of its own (see `kubelet` for what is
+//! substituted and `netns` for the network), from the binaries of the
+//! tenant's own Kubernetes minor built by scripts/install-test-tools.
+//!
+//! The tenant's endpoint is a virtual IP on the test network, held by one
+//! apiserver host at a time (as keepalived or a cloud load balancer would);
+//! `admin.conf` reaches the apiservers through it. The Service names the
+//! kubeconfigs and certificates use (`kube-apiserver.<ns>.svc`,
+//! `etcd-N.etcd.<ns>.svc`) resolve to the pods' addresses.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::kubelet::{PodSpec, RunningPod, Secrets, find, read_objects, run_pod};
+use crate::netns::{Host, TestNetwork};
+use crate::{gantry_ok, tool, tools_bin, wait_until};
+
+/// The version table's minors, as `1.X.Y` at each default patch.
+pub fn supported_versions() -> Vec<String> {
+    gantry_renderer::versions::SUPPORTED
+        .iter()
+        .map(|r| format!("1.{}.{}", r.minor, r.default_patch))
+        .collect()
+}
+
+/// The folder of Kubernetes binaries built for `version` (`1.X.Y`).
+pub fn kubernetes_bin(version: &str) -> PathBuf {
+    let dir = tools_bin()
+        .parent()
+        .unwrap()
+        .join(format!("kubernetes/v{version}/bin"));
+    assert!(
+        dir.join("kube-apiserver").exists(),
+        "Kubernetes {version} is not built in {}: run scripts/install-test-tools",
+        dir.display()
+    );
+    dir
+}
+
+/// The folder of the etcd that kubeadm pins for `version`'s minor.
+pub fn etcd_bin(version: &str) -> PathBuf {
+    let minor: u32 = version.split('.').nth(1).unwrap().parse().unwrap();
+    let release = gantry_renderer::versions::release(minor).expect("a supported minor");
+    let etcd = release.etcd.trim_end_matches("-0");
+    let dir = tools_bin()
+        .parent()
+        .unwrap()
+        .join(format!("etcd/v{etcd}/bin"));
+    assert!(
+        dir.join("etcd").exists(),
+        "etcd {etcd} is not built in {}: run scripts/install-test-tools",
+        dir.display()
+    );
+    dir
+}
+
+/// One control plane at a time: each takes most of the machine's two cores
+/// while it starts.
+pub fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// What a test tenant looks like.
+pub struct TenantShape<'a> {
+    pub name: &'a str,
+    pub version: &'a str,
+    /// The third octet of the tenant's test network: 198.18.<subnet>.0/24.
+    pub subnet: u8,
+    pub etcd: usize,
+    pub apiservers: usize,
+}
+
+/// The virtual IP of a test tenant: its endpoint.
+const VIP: u8 = 200;
+
+/// Renders a tenant with `gantry render` into `dir/<name>` and returns the
+/// bundle folder. The endpoint is the tenant network's virtual IP.
+pub fn render_tenant(dir: &Path, shape: &TenantShape) -> PathBuf {
+    let endpoint = format!("198.18.{}.{VIP}:6443", shape.subnet);
+    render_with_endpoint(dir, shape, &endpoint)
+}
+
+/// Renders a tenant of `shape` whose endpoint is `endpoint` (`IP:PORT`).
+pub fn render_with_endpoint(dir: &Path, shape: &TenantShape, endpoint: &str) -> PathBuf {
+    let manifest = dir.join(format!("{}.yaml", shape.name));
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: gantry.dev/v1alpha1\nkind: TenantControlPlane\nmetadata:\n  name: {name}\n\
+             spec:\n  version: {version}\n  apiServer:\n    replicas: {apiservers}\n    \
+             endpoint: {endpoint}\n  controllerManager:\n    replicas: 1\n  \
+             scheduler:\n    replicas: 1\n  etcd:\n    replicas: {etcd}\n",
+            name = shape.name,
+            version = shape.version,
+            apiservers = shape.apiservers,
+            etcd = shape.etcd,
+        ),
+    )
+    .unwrap();
+    let out = dir.join(shape.name);
+    gantry_ok(&[
+        "render",
+        manifest.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    out
+}
+
+/// A running tenant control plane; every process and namespace goes on drop.
+pub struct ControlPlane {
+    pub bundle: PathBuf,
+    pub namespace: String,
+    pub vip: String,
+    /// The host the tests act from: kubectl, probes, curl.
+    pub node: Host,
+    pub etcd: Vec<RunningPod>,
+    pub apiservers: Vec<RunningPod>,
+    pub controller_manager: RunningPod,
+    pub scheduler: RunningPod,
+    /// When the first process started.
+    pub started: Instant,
+    pub network: TestNetwork,
+    vip_holder: usize,
+}
+
+impl ControlPlane {
+    /// Starts every pod of the bundle's service set. `root` holds volumes
+    /// and logs; it must be traversable by the pods' user.
+    pub fn start(bundle: &Path, shape: &TenantShape, root: &Path) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let service = read_objects(&bundle.join("service"));
+        let secrets = Secrets::from_objects(&service);
+        let statefulset = find(&service, "StatefulSet", "etcd");
+        let namespace = statefulset["metadata"]["namespace"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let deployment = |name: &str| find(&service, "Deployment", name).clone();
+        let (apiserver, controller_manager, scheduler) = (
+            deployment("kube-apiserver"),
+            deployment("kube-controller-manager"),
+            deployment("kube-scheduler"),
+        );
+
+        let mut network = TestNetwork::new(&format!("198.18.{}", shape.subnet));
+        let etcd_address = |i: usize| 10 + i as u8;
+        let apiserver_address = |i: usize| 20 + i as u8;
+        for i in 0..shape.etcd {
+            let address = network.address(etcd_address(i));
+            network.resolve(&format!("etcd-{i}.etcd.{namespace}.svc"), &address);
+        }
+        for i in 0..shape.apiservers {
+            let address = network.address(apiserver_address(i));
+            network.resolve(&format!("kube-apiserver.{namespace}.svc"), &address);
+        }
+        let node = network.host("node", 100);
+        let vip = network.address(VIP);
+
+        let kube_bin = kubernetes_bin(shape.version);
+        let etcd_dir = etcd_bin(shape.version);
+        let started = Instant::now();
+        let etcd: Vec<RunningPod> = (0..shape.etcd)
+            .map(|i| {
+                let host = network.host(&format!("etcd{i}"), etcd_address(i));
+                let pod = PodSpec::of_workload(statefulset, i);
+                run_pod(&pod, &secrets, &host, &etcd_dir, root)
+            })
+            .collect();
+        let apiservers: Vec<RunningPod> = (0..shape.apiservers)
+            .map(|i| {
+                let host = network.host(&format!("api{i}"), apiserver_address(i));
+                if i == 0 {
+                    network.move_virtual_ip(&vip, None, &host);
+                }
+                let pod = PodSpec::of_workload(&apiserver, i);
+                run_pod(&pod, &secrets, &host, &kube_bin, root)
+            })
+            .collect();
+        let controller_manager = {
+            let host = network.host("kcm", 30);
+            run_pod(
+                &PodSpec::of_workload(&controller_manager, 0),
+                &secrets,
+                &host,
+                &kube_bin,
+                root,
+            )
+        };
+        let scheduler = {
+            let host = network.host("sched", 31);
+            run_pod(
+                &PodSpec::of_workload(&scheduler, 0),
+                &secrets,
+                &host,
+                &kube_bin,
+                root,
+            )
+        };
+        ControlPlane {
+            bundle: bundle.to_path_buf(),
+            namespace,
+            vip,
+            node,
+            etcd,
+            apiservers,
+            controller_manager,
+            scheduler,
+            started,
+            network,
+            vip_holder: 0,
+        }
+    }
+
+    fn pods(&self) -> impl Iterator<Item = &RunningPod> {
+        self.etcd
+            .iter()
+            .chain(&self.apiservers)
+            .chain([&self.controller_manager, &self.scheduler])
+    }
+
+    /// The last lines of every pod's log.
+    pub fn logs(&self) -> String {
+        self.pods()
+            .map(|pod| pod.log_tail(15))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Resident memory of every process, in KiB, by pod name.
+    pub fn rss_kib(&self) -> Vec<(String, u64)> {
+        self.pods().map(|p| (p.name.clone(), p.rss_kib())).collect()
+    }
+
+    /// Waits until every running pod passes its startup and readiness probes,
+    /// failing at once (with the logs) if a process exits.
+    pub fn wait_ready(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut waiting = Vec::new();
+            for pod in self
+                .etcd
+                .iter_mut()
+                .chain(&mut self.apiservers)
+                .chain([&mut self.controller_manager, &mut self.scheduler])
+            {
+                if pod.process.has_exited() {
+                    waiting.push(format!("{} exited", pod.name));
+                    continue;
+                }
+                if !pod.probe("startupProbe", &self.node)
+                    || !pod.probe("readinessProbe", &self.node)
+                {
+                    waiting.push(pod.name.clone());
+                }
+            }
+            if waiting.is_empty() {
+                return;
+            }
+            if waiting.iter().any(|w| w.ends_with("exited")) || Instant::now() > deadline {
+                panic!("not ready: {waiting:?}\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Applies the bundle's tenant set with `kubectl apply --server-side` and
+    /// `super-admin.conf`, as the README says. Until then `admin.conf` can
+    /// read only what any authenticated user may (its group is bound to
+    /// cluster-admin by the tenant set, as kubeadm's init does).
+    pub fn apply_tenant_set(&self) {
+        let tenant = self.bundle.join("tenant");
+        self.kubectl_ok(
+            "super-admin.conf",
+            &[
+                "apply",
+                "--server-side",
+                "--field-manager=gantry",
+                "-f",
+                tenant.to_str().unwrap(),
+            ],
+        );
+    }
+
+    /// kubectl (the newest minor's) on the node host with one of the bundle's
+    /// kubeconfigs (`admin.conf`, `super-admin.conf`, or any path).
+    pub fn kubectl(&self, kubeconfig: &str, args: &[&str]) -> Output {
+        let kubeconfig = self.bundle.join(kubeconfig);
+        self.node
+            .command(tool("kubectl"))
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .arg("--request-timeout=10s")
+            .args(args)
+            .output()
+            .expect("run kubectl")
+    }
+
+    /// kubectl that must succeed; returns stdout.
+    pub fn kubectl_ok(&self, kubeconfig: &str, args: &[&str]) -> String {
+        let output = self.kubectl(kubeconfig, args);
+        assert!(
+            output.status.success(),
+            "kubectl {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            self.logs()
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// Polls kubectl until it succeeds and `accept` takes its stdout.
+    pub fn wait_kubectl(
+        &self,
+        what: &str,
+        timeout: Duration,
+        kubeconfig: &str,
+        args: &[&str],
+        accept: impl Fn(&str) -> bool,
+    ) -> String {
+        let mut last = String::new();
+        let ok = wait_until(timeout, || {
+            let output = self.kubectl(kubeconfig, args);
+            last = format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            output.status.success() && accept(&String::from_utf8_lossy(&output.stdout))
+        });
+        assert!(
+            ok,
+            "{what}: never happened; last kubectl said: {last}\n{}",
+            self.logs()
+        );
+        last
+    }
+
+    /// Kills apiserver `index` and moves the virtual IP to the next one, as
+    /// the load balancer's health check would.
+    pub fn kill_apiserver(&mut self, index: usize) {
+        self.apiservers[index].process.kill();
+        if self.vip_holder == index {
+            let next = (index + 1) % self.apiservers.len();
+            self.network.move_virtual_ip(
+                &self.vip,
+                Some(&self.apiservers[index].host),
+                &self.apiservers[next].host,
+            );
+            self.vip_holder = next;
+        }
+    }
+}
+
+/// The tenant's `.spec.holderIdentity` and `.spec.renewTime` of Lease
+/// `kube-system/<name>`, if it has a holder.
+pub fn lease(plane: &ControlPlane, name: &str) -> Option<(String, String)> {
+    let output = plane.kubectl(
+        "admin.conf",
+        &["-n", "kube-system", "get", "lease", name, "-o", "json"],
+    );
+    if !output.status.success() {
+        return None;
+    }
+    let lease: Value = serde_json::from_slice(&output.stdout).ok()?;
+    let holder = lease["spec"]["holderIdentity"].as_str()?.to_string();
+    let renewed = lease["spec"]["renewTime"].as_str()?.to_string();
+    (!holder.is_empty()).then_some((holder, renewed))
+}
+
+/// Runs `command` and returns its output, for tools run outside kubectl.
+pub fn output_of(command: &mut Command) -> Output {
+    command
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"))
+}
