@@ -322,7 +322,7 @@ fn the_tenant_chart_creates_the_tenant_its_values_describe() {
     assert_eq!(documents[0]["metadata"]["name"], "tenant-b");
     assert_eq!(
         documents[0]["spec"],
-        serde_json::json!({"version": "1.35.5"})
+        serde_json::json!({"version": "1.37.2"})
     );
 }
 

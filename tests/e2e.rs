@@ -84,7 +84,7 @@ fn a_tenant_becomes_ready_serves_readyz_publishes_signed_cluster_info_and_is_del
 
     let manifest = format!(
         "apiVersion: gantry.dev/v1alpha1\nkind: TenantControlPlane\nmetadata:\n  name: {TENANT}\n\
-         spec:\n  version: \"1.34.2\"\n  etcd:\n    replicas: 1\n  apiServer:\n    replicas: 1\n\
+         spec:\n  version: \"1.37.2\"\n  etcd:\n    replicas: 1\n  apiServer:\n    replicas: 1\n\
          \x20   service:\n      type: NodePort\n"
     );
     let manifest_path = work.path().join("tenant.yaml");

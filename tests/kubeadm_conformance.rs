@@ -196,10 +196,9 @@ fn documented_deviations() -> BTreeSet<Difference> {
         .collect()
 }
 
-#[test]
-fn rendered_flags_are_kubeadms_but_for_the_documented_deviations() {
+/// An HA tenant of the newest minor, rendered into `dir`: (version, bundle).
+fn render_newest(dir: &Path) -> (String, std::path::PathBuf) {
     let version = gantry_renderer::versions::newest().to_string();
-    let tmp = tempfile::tempdir().unwrap();
     let shape = TenantShape {
         name: "tenant-a",
         version: &version,
@@ -207,7 +206,14 @@ fn rendered_flags_are_kubeadms_but_for_the_documented_deviations() {
         etcd: 3,
         apiservers: 2,
     };
-    let bundle = render_with_endpoint(tmp.path(), &shape, ENDPOINT);
+    let bundle = render_with_endpoint(dir, &shape, ENDPOINT);
+    (version, bundle)
+}
+
+#[test]
+fn rendered_flags_are_kubeadms_but_for_the_documented_deviations() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (version, bundle) = render_newest(tmp.path());
     let kubeadm = kubeadm_flags(&bundle, &version, tmp.path());
     let gantry = gantry_flags(&bundle);
     let actual = differences(&kubeadm, &gantry);
@@ -237,16 +243,8 @@ fn rendered_flags_are_kubeadms_but_for_the_documented_deviations() {
 
 #[test]
 fn kubeadm_config_validate_accepts_the_rendered_cluster_configuration() {
-    let version = gantry_renderer::versions::newest().to_string();
     let tmp = tempfile::tempdir().unwrap();
-    let shape = TenantShape {
-        name: "tenant-a",
-        version: &version,
-        subnet: 150,
-        etcd: 3,
-        apiservers: 2,
-    };
-    let bundle = render_with_endpoint(tmp.path(), &shape, ENDPOINT);
+    let (version, bundle) = render_newest(tmp.path());
     let tenant = read_objects(&bundle.join("tenant"));
     let config = tmp.path().join("cluster-configuration.yaml");
     std::fs::write(

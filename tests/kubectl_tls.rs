@@ -7,7 +7,9 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use gantry_tests::{KillOnDrop, free_port, gantry, pki_init, run_ok, tool, wait_until};
+use gantry_tests::{
+    KillOnDrop, free_port, gantry, output_text, pki_init, run_ok, tool, wait_until,
+};
 
 /// A stand-in for kube-apiserver's TLS front: answers `GET /healthz` with "ok"
 /// over mutual TLS. It is only a TLS peer, not an API server.
@@ -53,14 +55,6 @@ fn kubectl(kubeconfig: &Path, args: &[&str]) -> Output {
         .expect("run kubectl")
 }
 
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
 #[test]
 fn kubectl_reaches_an_apiserver_presenting_the_tenant_certificate() {
     let tmp = tempfile::tempdir().unwrap();
@@ -75,7 +69,7 @@ fn kubectl_reaches_an_apiserver_presenting_the_tenant_certificate() {
     let _server = tls_server("127.0.0.2", port, &dir, docroot.path());
     for file in ["super-admin.conf", "admin.conf"] {
         let out = kubectl(&dir.join(file), &["get", "--raw", "/healthz"]);
-        assert!(out.status.success(), "{file}: {}", text(&out));
+        assert!(out.status.success(), "{file}: {}", output_text(&out));
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok", "{file}");
     }
 
@@ -132,7 +126,7 @@ fn kubectl_rejects_a_server_certificate_without_the_endpoint_san() {
         !out.status.success(),
         "kubectl accepted a certificate without the endpoint SAN"
     );
-    let message = text(&out);
+    let message = output_text(&out);
     assert!(
         message.contains("x509: certificate is valid for") && message.contains("not 127.0.0.2"),
         "expected a SAN mismatch error, got: {message}"

@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use crate::kubelet::{PodSpec, RunningPod, Secrets, find, read_objects, run_pod};
 use crate::netns::{Host, TestNetwork};
-use crate::{gantry_ok, tool, tools_bin, wait_until};
+use crate::{tool, tools_bin, wait_until};
 
 /// The version table's minors, as `1.X.Y` at each default patch.
 pub fn supported_versions() -> Vec<String> {
@@ -105,12 +105,7 @@ pub fn render_with_endpoint(dir: &Path, shape: &TenantShape, endpoint: &str) -> 
     )
     .unwrap();
     let out = dir.join(shape.name);
-    gantry_ok(&[
-        "render",
-        manifest.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    crate::render_manifest(&manifest, &out);
     out
 }
 
@@ -315,7 +310,8 @@ impl ControlPlane {
         String::from_utf8(output.stdout).unwrap()
     }
 
-    /// Polls kubectl until it succeeds and `accept` takes its stdout.
+    /// Polls kubectl until it succeeds and `accept` takes its stdout, which
+    /// it returns.
     pub fn wait_kubectl(
         &self,
         what: &str,
@@ -325,21 +321,39 @@ impl ControlPlane {
         accept: impl Fn(&str) -> bool,
     ) -> String {
         let mut last = String::new();
+        let mut accepted = String::new();
         let ok = wait_until(timeout, || {
             let output = self.kubectl(kubeconfig, args);
-            last = format!(
-                "{}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
-            output.status.success() && accept(&String::from_utf8_lossy(&output.stdout))
+            last = crate::output_text(&output);
+            accepted = String::from_utf8_lossy(&output.stdout).into_owned();
+            output.status.success() && accept(&accepted)
         });
         assert!(
             ok,
             "{what}: never happened; last kubectl said: {last}\n{}",
             self.logs()
         );
-        last
+        accepted
+    }
+
+    /// Polls `kube-public/cluster-info` until `accept` takes it; returns it.
+    pub fn wait_cluster_info(&self, what: &str, accept: impl Fn(&Value) -> bool) -> Value {
+        let json = self.wait_kubectl(
+            what,
+            Duration::from_secs(60),
+            "admin.conf",
+            &[
+                "-n",
+                "kube-public",
+                "get",
+                "configmap",
+                "cluster-info",
+                "-o",
+                "json",
+            ],
+            |out| serde_json::from_str(out).is_ok_and(|info| accept(&info)),
+        );
+        serde_json::from_str(&json).expect("cluster-info as JSON")
     }
 
     /// Kills apiserver `index` and moves the virtual IP to the next one, as

@@ -100,6 +100,15 @@ pub fn gantry_ok(args: &[&str]) -> String {
     run_ok(Command::new(gantry_bin()).args(args))
 }
 
+/// A command's stdout and stderr, one after the other, as text.
+pub fn output_text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
 /// Runs a command and returns stdout; panics with stderr when it fails.
 pub fn run_ok(command: &mut Command) -> String {
     let output = command
@@ -169,14 +178,18 @@ impl Drop for KillOnDrop {
 /// Renders `examples/tenant-a.yaml` with `gantry render` into `dir/tenant-a`.
 pub fn render_example(dir: &Path) -> PathBuf {
     let out = dir.join("tenant-a");
-    let manifest = repo_root().join("examples/tenant-a.yaml");
+    render_manifest(&repo_root().join("examples/tenant-a.yaml"), &out);
+    out
+}
+
+/// `gantry render MANIFEST --out OUT`, which must succeed.
+pub fn render_manifest(manifest: &Path, out: &Path) {
     gantry_ok(&[
         "render",
         manifest.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
     ]);
-    out
 }
 
 /// Every file under `dir` (recursively), as (path relative to `dir`, contents), sorted.
