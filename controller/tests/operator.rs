@@ -224,3 +224,29 @@ async fn gantry_run_takes_a_tenant_to_ready_and_a_standby_takes_over_on_shutdown
         .unwrap();
     assert!(result.is_ok(), "{result:?}");
 }
+
+/// SIGTERM before the Controller's first list of tenants: nothing has been
+/// reconciled, so the operator exits at once (it used to wait for a list
+/// that its stopped watches would never bring).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gantry_run_stops_when_shut_down_before_listing_the_tenants() {
+    let double = InMemoryApiServerDouble::new();
+    let tenant_api = InMemoryApiServerDouble::new();
+    tenant(&double, true);
+    let settings = Settings {
+        leader_elect: false,
+        ..settings("replica-1")
+    };
+    let result = tokio::time::timeout(
+        Duration::from_secs(5),
+        operator::run(
+            double.client(),
+            settings,
+            tenant_factory(&tenant_api),
+            async {},
+        ),
+    )
+    .await
+    .expect("stops within 5 s");
+    assert!(result.is_ok(), "{result:?}");
+}

@@ -266,35 +266,52 @@ async fn run_controller(
     });
     let managed = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
     let owned = || watcher::Config::default().labels(&managed).any_semantic();
-    Controller::new(
+    let stop = futures::FutureExt::shared(Box::pin(stop));
+    let controller = Controller::new(
         Api::<TenantControlPlane>::all(client.clone()),
         watcher::Config::default().any_semantic(),
-    )
-    .watches(
-        Api::<Deployment>::all(client.clone()),
-        owned(),
-        to_tenant("Deployment", steady.clone()),
-    )
-    .watches(
-        Api::<StatefulSet>::all(client.clone()),
-        owned(),
-        to_tenant("StatefulSet", steady.clone()),
-    )
-    .watches(
-        Api::<Service>::all(client.clone()),
-        owned(),
-        to_tenant("Service", steady.clone()),
-    )
-    .with_config(kube::runtime::controller::Config::default().concurrency(settings.concurrency))
-    .graceful_shutdown_on(stop)
-    .run(reconcile, error_policy, state)
-    .for_each(|result| async move {
-        if let Err(error) = result {
-            tracing::debug!(%error, "controller");
+    );
+    let store = controller.store();
+    let running = controller
+        .watches(
+            Api::<Deployment>::all(client.clone()),
+            owned(),
+            to_tenant("Deployment", steady.clone()),
+        )
+        .watches(
+            Api::<StatefulSet>::all(client.clone()),
+            owned(),
+            to_tenant("StatefulSet", steady.clone()),
+        )
+        .watches(
+            Api::<Service>::all(client.clone()),
+            owned(),
+            to_tenant("Service", steady.clone()),
+        )
+        .with_config(kube::runtime::controller::Config::default().concurrency(settings.concurrency))
+        .graceful_shutdown_on(stop.clone())
+        .run(reconcile, error_policy, state)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "controller");
+            }
+        });
+    // kube-runtime starts no reconcile before the first list of tenants is
+    // in its store, and its graceful shutdown stops the watches: stopped
+    // before that list, `running` would wait for it for ever (and the Lease
+    // would be renewed on). No reconcile can have started, so none is cut
+    // short by returning.
+    let stopped_before_listing = async {
+        stop.await;
+        if futures::FutureExt::now_or_never(store.wait_until_ready()).is_none() {
+            return;
         }
-    })
-    .await;
-    tracing::info!("controller stopped");
+        std::future::pending().await
+    };
+    tokio::select! {
+        () = running => tracing::info!("controller stopped"),
+        () = stopped_before_listing => tracing::info!("controller stopped before listing the tenants"),
+    }
 }
 
 /// Maps a watched object to its tenant, telling the steady-state cache its version.
