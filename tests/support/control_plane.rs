@@ -31,30 +31,25 @@ pub fn supported_versions() -> Vec<String> {
 
 /// The folder of Kubernetes binaries built for `version` (`1.X.Y`).
 pub fn kubernetes_bin(version: &str) -> PathBuf {
-    let dir = tools_bin()
-        .parent()
-        .unwrap()
-        .join(format!("kubernetes/v{version}/bin"));
-    assert!(
-        dir.join("kube-apiserver").exists(),
-        "Kubernetes {version} is not built in {}: run scripts/install-test-tools",
-        dir.display()
-    );
-    dir
+    built(&format!("kubernetes/v{version}/bin"), "kube-apiserver")
 }
 
 /// The folder of the etcd that kubeadm pins for `version`'s minor.
 pub fn etcd_bin(version: &str) -> PathBuf {
-    let minor: u32 = version.split('.').nth(1).unwrap().parse().unwrap();
-    let release = gantry_renderer::versions::release(minor).expect("a supported minor");
+    let version: gantry_renderer::versions::KubeVersion =
+        version.parse().expect("a supported Kubernetes version");
+    let release = gantry_renderer::versions::release(version.minor).expect("a supported minor");
     let etcd = release.etcd.trim_end_matches("-0");
-    let dir = tools_bin()
-        .parent()
-        .unwrap()
-        .join(format!("etcd/v{etcd}/bin"));
+    built(&format!("etcd/v{etcd}/bin"), "etcd")
+}
+
+/// `relative` under the tools folder, which must hold `binary`, built by
+/// scripts/install-test-tools.
+fn built(relative: &str, binary: &str) -> PathBuf {
+    let dir = tools_bin().parent().unwrap().join(relative);
     assert!(
-        dir.join("etcd").exists(),
-        "etcd {etcd} is not built in {}: run scripts/install-test-tools",
+        dir.join(binary).exists(),
+        "{binary} is not built in {}: run scripts/install-test-tools",
         dir.display()
     );
     dir
