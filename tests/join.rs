@@ -1,37 +1,30 @@
 //! `kubeadm join` with the exact command gantry produced, run by the real
 //! kubeadm of the newest minor against a running tenant (see
-//! `control_plane.rs`), from a worker host of its own.
+//! `control_plane.rs`), from a worker host of its own, with `--dry-run`.
+//! (`worker_node.rs` runs the same command for real, with a kubelet and
+//! containerd, to Node Ready.)
 //!
-//! No kubelet runs here (see docs/operations.md, "What the tests prove"), so
-//! kubeadm runs with `--dry-run`: discovery is real (cluster-info fetched
-//! anonymously, its JWS checked against the token, the CA checked against the
-//! pinned hash), and so are the reads of `kubeadm-config` and
-//! `kubelet-config` with the bootstrap token. kubeadm writes the bootstrap
-//! kubeconfig it would hand the kubelet into a folder of the test's. The test
-//! then does the kubelet's TLS bootstrap with it: a client CSR for
-//! `system:node:<name>`, which the controller-manager must approve (through
-//! gantry's RBAC for `system:bootstrappers`) and sign with the tenant CA.
-//! The node's certificate then registers its Node, as a kubelet's would.
+//! The dry run shows what kubeadm reads, and so proves the reads are real:
+//! discovery (cluster-info fetched anonymously, its JWS checked against the
+//! token, the CA checked against the pinned hash), then `kubeadm-config`
+//! and `kubelet-config` with the bootstrap token. kubeadm's dry run falls
+//! back to made-up objects when a real read fails (`[dryrun] Real object
+//! does not exist`) and to a made-up token when cluster-info has no
+//! signature for the real one. The successful join must show neither (but
+//! for the worker's own Node, which does not exist yet).
 //!
 //! What must fail: a wrong `--discovery-token-ca-cert-hash`, and the same
 //! command once its token is deleted.
-//!
-//! kubeadm's dry run falls back to made-up objects when a real read fails
-//! (`[dryrun] Real object does not exist`) and to a made-up token when
-//! cluster-info has no signature for the real one. The successful join must
-//! show neither (but for the worker's own Node, which does not exist yet);
-//! the deleted token must lead to the second.
 
 use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use gantry_tests::control_plane::{
     ControlPlane, TenantShape, kubernetes_bin, one_at_a_time, render_tenant,
 };
 use gantry_tests::netns::Host;
-use gantry_tests::{output_text, run_ok, tool};
+use gantry_tests::{output_text, run_ok};
 
 /// The preflight checks a test worker cannot satisfy (the only addition to
 /// the join command besides `--dry-run`, which stands in for the kubelet):
@@ -74,7 +67,7 @@ fn join(worker: &Host, command: &str, dry_run_dir: &Path) -> Output {
 }
 
 #[test]
-fn a_worker_joins_with_the_exact_join_command_and_a_wrong_pin_or_a_deleted_token_is_refused() {
+fn the_exact_join_command_reads_real_objects_and_a_wrong_pin_or_a_deleted_token_is_refused() {
     let _one = one_at_a_time();
     let version = gantry_renderer::versions::newest().to_string();
     let tmp = tempfile::tempdir().unwrap();
@@ -101,7 +94,6 @@ fn a_worker_joins_with_the_exact_join_command_and_a_wrong_pin_or_a_deleted_token
 
     let dry_run = tmp.path().join("join-dry-run");
     std::fs::create_dir_all(&dry_run).unwrap();
-    let started = Instant::now();
     let joined = join(&worker, &command, &dry_run);
     assert!(
         joined.status.success(),
@@ -110,12 +102,6 @@ fn a_worker_joins_with_the_exact_join_command_and_a_wrong_pin_or_a_deleted_token
         plane.logs()
     );
     real_reads_only(&output_text(&joined));
-    let node_certificate = tls_bootstrap(&plane, &worker, &dry_run.join("bootstrap-kubelet.conf"));
-    eprintln!(
-        "TIMING {version}: kubeadm join (dry run) to a signed node certificate: {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    node_registers(&plane, &worker, &node_certificate, tmp.path());
 
     // The pin is real: another hash is refused.
     let hash = command.split_whitespace().last().unwrap();
@@ -222,118 +208,4 @@ fn join_until(worker: &Host, command: &str, dry_run_dir: &Path, needle: &str) ->
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// The kubelet's TLS bootstrap with `bootstrap`: a CSR for system:node:worker-0
-/// that the controller-manager approves and signs. Returns the node's
-/// kubeconfig-ready (certificate, key) paths.
-fn tls_bootstrap(plane: &ControlPlane, worker: &Host, bootstrap: &Path) -> (String, String) {
-    let dir = bootstrap.parent().unwrap();
-    let key = dir.join("kubelet-client.key");
-    let csr = dir.join("kubelet-client.csr");
-    run_ok(
-        std::process::Command::new(tool("openssl"))
-            .args([
-                "req",
-                "-new",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-            ])
-            .args(["-nodes", "-subj", "/O=system:nodes/CN=system:node:worker-0"])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&csr),
-    );
-    let request = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&csr).unwrap());
-    let manifest = dir.join("csr.yaml");
-    std::fs::write(
-        &manifest,
-        format!(
-            "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata:\n  name: node-csr-worker-0\n\
-             spec:\n  signerName: kubernetes.io/kube-apiserver-client-kubelet\n  usages: [digital signature, client auth]\n  \
-             request: {request}\n"
-        ),
-    )
-    .unwrap();
-    run_ok(
-        worker
-            .command(tool("kubectl"))
-            .arg(format!("--kubeconfig={}", bootstrap.display()))
-            .args(["create", "-f"])
-            .arg(&manifest),
-    );
-    let issued = plane.wait_kubectl(
-        "the controller-manager approves and signs the node's CSR",
-        Duration::from_secs(60),
-        "admin.conf",
-        &[
-            "get",
-            "csr",
-            "node-csr-worker-0",
-            "-o",
-            "jsonpath={.status.certificate}",
-        ],
-        |out| !out.trim().is_empty(),
-    );
-    let certificate = dir.join("kubelet-client.crt");
-    std::fs::write(
-        &certificate,
-        base64::engine::general_purpose::STANDARD
-            .decode(issued.trim())
-            .unwrap(),
-    )
-    .unwrap();
-    run_ok(
-        std::process::Command::new(tool("openssl"))
-            .args(["verify", "-CAfile"])
-            .arg(plane.bundle.join("pki/ca.crt"))
-            .arg(&certificate),
-    );
-    (
-        certificate.to_str().unwrap().to_string(),
-        key.to_str().unwrap().to_string(),
-    )
-}
-
-/// With its signed certificate the node is system:node:worker-0 and may
-/// create its own Node object (NodeRestriction), as the kubelet does.
-fn node_registers(
-    plane: &ControlPlane,
-    worker: &Host,
-    (cert, key): &(String, String),
-    work: &Path,
-) {
-    let node = work.join("node.yaml");
-    std::fs::write(
-        &node,
-        "apiVersion: v1\nkind: Node\nmetadata:\n  name: worker-0\n  labels:\n    kubernetes.io/hostname: worker-0\n",
-    )
-    .unwrap();
-    let kubectl_as_node = |args: &[&str]| {
-        run_ok(
-            worker
-                .command(tool("kubectl"))
-                .arg(format!("--server=https://{}:6443", plane.vip))
-                .arg(format!(
-                    "--certificate-authority={}",
-                    plane.bundle.join("pki/ca.crt").display()
-                ))
-                .arg(format!("--client-certificate={cert}"))
-                .arg(format!("--client-key={key}"))
-                .args(args),
-        )
-    };
-    let whoami = kubectl_as_node(&[
-        "auth",
-        "whoami",
-        "-o",
-        "jsonpath={.status.userInfo.username}",
-    ]);
-    assert_eq!(whoami, "system:node:worker-0");
-    kubectl_as_node(&["create", "-f", node.to_str().unwrap()]);
-    let listed = plane.kubectl_ok("admin.conf", &["get", "node", "worker-0", "-o", "name"]);
-    assert_eq!(listed.trim(), "node/worker-0");
 }

@@ -75,6 +75,13 @@ pub struct TenantShape<'a> {
 /// The virtual IP of a test tenant: its endpoint.
 const VIP: u8 = 200;
 
+/// The pod addresses of a test tenant, 198.19.<subnet>.0/24: inside the
+/// test range, so a worker's pods use only the test's own addresses. The
+/// controller-manager gives the whole range to the first node.
+pub fn pod_cidr(shape: &TenantShape) -> String {
+    format!("198.19.{}.0/24", shape.subnet)
+}
+
 /// Renders a tenant with `gantry render` into `dir/<name>` and returns the
 /// bundle folder. The endpoint is the tenant network's virtual IP.
 pub fn render_tenant(dir: &Path, shape: &TenantShape) -> PathBuf {
@@ -91,7 +98,9 @@ pub fn render_with_endpoint(dir: &Path, shape: &TenantShape, endpoint: &str) -> 
             "apiVersion: gantry.dev/v1alpha1\nkind: TenantControlPlane\nmetadata:\n  name: {name}\n\
              spec:\n  version: {version}\n  apiServer:\n    replicas: {apiservers}\n    \
              endpoint: {endpoint}\n  controllerManager:\n    replicas: 1\n  \
-             scheduler:\n    replicas: 1\n  etcd:\n    replicas: {etcd}\n",
+             scheduler:\n    replicas: 1\n  etcd:\n    replicas: {etcd}\n  \
+             networking:\n    podCIDR: {pod_cidr}\n",
+            pod_cidr = pod_cidr(shape),
             name = shape.name,
             version = shape.version,
             apiservers = shape.apiservers,

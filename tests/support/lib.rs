@@ -14,6 +14,7 @@ pub mod control_plane;
 pub mod kubelet;
 pub mod netns;
 mod ports;
+pub mod worker;
 pub use ports::free_port;
 
 /// The repository root.

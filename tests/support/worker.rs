@@ -1,0 +1,461 @@
+//! A worker node of the test's own: containerd (Debian's), runc and the CNI
+//! bridge plugin, with the real kubelet started the way kubeadm's systemd
+//! unit starts it. Everything the node writes stays in the test's folder:
+//!
+//! - **Network**: a host on the test's bridge (see `netns.rs`), with a
+//!   default route onto that bridge, where nothing leads on. The kubelet
+//!   takes its node IP from the default route's interface.
+//! - **Mounts**: a mount namespace of its own, kept in a file, so kubeadm,
+//!   containerd, the kubelet and `ctr` all see one node. In it, /etc and /var
+//!   are overlays whose writes go to the test's folder (kubeadm writes
+//!   /etc/kubernetes and /var/lib/kubelet), /run is a fresh tmpfs (the
+//!   containerd socket, pod network namespaces), and /etc/hosts and
+//!   /etc/resolv.conf are the test network's.
+//! - **Hostname**: a UTS namespace of its own, so the node is named after it.
+//! - **Cgroups**: the kubelet's `cgroupRoot` is a group of the test's own in
+//!   every hierarchy, removed at the end with every process in it.
+//! - **Kernel settings**: the kubelet insists on four sysctls that are
+//!   machine-wide (`vm.overcommit_memory`, `vm.panic_on_oom`, `kernel.panic`,
+//!   `kernel.panic_on_oops`) and would set them. The node's view of those
+//!   four /proc/sys files is a file of the test's holding the value the
+//!   kubelet expects, and the kubelet runs with `protectKernelDefaults`, so it
+//!   checks them and never writes one. The machine's own stay as they are.
+//! - **OOM scores**: the machine's root lacks CAP_SYS_RESOURCE, so no process
+//!   may lower its OOM score; containerd runs with `restrict_oom_score_adj`.
+//!
+//! On drop, every process of the node (those in its mount namespace, and
+//! the containers in its cgroups) is killed, and its cgroups, mounts and
+//! namespaces are removed.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::netns::{Host, TestNetwork};
+use crate::{KillOnDrop, run_ok, tools_bin, wait_until};
+
+/// What the kubelet expects of the four machine-wide settings it checks
+/// (pkg/kubelet/cm/container_manager_linux.go, `setupKernelTunables`).
+const KERNEL_DEFAULTS: [(&str, &str); 4] = [
+    ("vm/overcommit_memory", "1"),
+    ("vm/panic_on_oom", "0"),
+    ("kernel/panic", "10"),
+    ("kernel/panic_on_oops", "1"),
+];
+
+/// Where the CNI plugins of Debian's containernetworking-plugins live.
+const CNI_BIN: &str = "/usr/lib/cni";
+
+/// A running worker node; see the module docs.
+pub struct Worker {
+    pub host: Host,
+    pub name: String,
+    dir: PathBuf,
+    namespaces: PathBuf,
+    cgroup: String,
+    containerd: Option<KillOnDrop>,
+    kubelet: Option<KillOnDrop>,
+}
+
+/// The folder of the worker's images, built by scripts/install-test-tools.
+pub fn image(file: &str) -> PathBuf {
+    let path = tools_bin().parent().unwrap().join("images").join(file);
+    assert!(
+        path.exists(),
+        "{} is not built: run scripts/install-test-tools",
+        path.display()
+    );
+    path
+}
+
+/// The programs the worker needs from the machine, with the package that
+/// brings each.
+fn require_node_tools() {
+    for (program, package) in [
+        ("containerd", "containerd"),
+        ("ctr", "containerd"),
+        ("runc", "runc"),
+        ("nsenter", "util-linux"),
+        ("unshare", "util-linux"),
+    ] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {program}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            found,
+            "{program} is not installed: run scripts/install-test-tools (apt-get install {package})"
+        );
+    }
+    assert!(
+        Path::new(CNI_BIN).join("bridge").exists(),
+        "the CNI bridge plugin is not in {CNI_BIN}: run scripts/install-test-tools \
+         (apt-get install containernetworking-plugins)"
+    );
+}
+
+impl Worker {
+    /// Starts a node named `name` at `<subnet>.<last_octet>` of `network`,
+    /// whose pods get addresses from `pod_cidr` (a /24), with containerd
+    /// running and `images` (docker-archive files) imported. The kubelet
+    /// starts with [`Worker::start_kubelet_service`].
+    pub fn start(
+        network: &mut TestNetwork,
+        name: &str,
+        last_octet: u8,
+        pod_cidr: &str,
+        dir: &Path,
+        images: &[PathBuf],
+    ) -> Self {
+        require_node_tools();
+        let host = network.host(name, last_octet);
+        // The node's name resolves to its address, as kubeadm's preflight
+        // and the apiserver expect of a node.
+        network.resolve(name, &host.address);
+        run_ok(Command::new("ip").args([
+            "-n",
+            &host.namespace,
+            "route",
+            "add",
+            "default",
+            "dev",
+            "eth0",
+        ]));
+        run_ok(
+            host.command("sysctl")
+                .args(["-qw", "net.ipv4.ip_forward=1"]),
+        );
+        std::fs::create_dir_all(dir).unwrap();
+        let mut worker = Worker {
+            cgroup: format!("gantry-test-{}-{}", std::process::id(), host.namespace),
+            namespaces: dir.join("namespaces"),
+            name: name.to_string(),
+            dir: dir.to_path_buf(),
+            host,
+            containerd: None,
+            kubelet: None,
+        };
+        worker.make_cgroups();
+        worker.make_namespaces(pod_cidr);
+        worker.start_containerd();
+        for archive in images {
+            run_ok(
+                worker
+                    .command("ctr")
+                    .args(["-n", "k8s.io", "images", "import"])
+                    .arg(archive),
+            );
+        }
+        worker
+    }
+
+    /// `nsenter` into the node's mount, UTS and network namespaces: a command
+    /// that runs on this node.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--mount={}", self.namespaces.join("mnt").display()))
+            .arg(format!("--uts={}", self.namespaces.join("uts").display()))
+            .arg(format!("--net=/run/netns/{}", self.host.namespace))
+            .arg("--")
+            .arg(program);
+        command
+    }
+
+    /// The text of `path` as the node sees it, if it exists.
+    pub fn read(&self, path: &str) -> Option<String> {
+        let output = self.command("cat").arg(path).output().ok()?;
+        output
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// What containerd and the kubelet have logged so far.
+    pub fn logs(&self) -> String {
+        let read = |file: &str| std::fs::read_to_string(self.dir.join(file)).unwrap_or_default();
+        let tail = |text: String| {
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(40)..].join("\n")
+        };
+        format!(
+            "--- containerd (last lines)\n{}\n--- kubelet (last lines)\n{}",
+            tail(read("containerd.log")),
+            tail(read("kubelet.log"))
+        )
+    }
+
+    /// Starts the kubelet as kubeadm's systemd unit would
+    /// (10-kubeadm.conf): once kubeadm has written its configuration, with
+    /// the bootstrap kubeconfig, the kubelet configuration, and the flags
+    /// of /var/lib/kubelet/kubeadm-flags.env; restarted whenever it exits.
+    /// (systemd restarts it every 10 s; here every second.) Until kubeadm
+    /// writes the configuration, it waits, as a unit would fail and retry.
+    pub fn start_kubelet_service(&mut self, kubelet: &Path) {
+        let service = format!(
+            "while :; do \
+               if [ -f /var/lib/kubelet/config.yaml ] && [ -f /var/lib/kubelet/kubeadm-flags.env ]; then \
+                 . /var/lib/kubelet/kubeadm-flags.env; \
+                 {kubelet} --bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf \
+                   --kubeconfig=/etc/kubernetes/kubelet.conf \
+                   --config=/var/lib/kubelet/config.yaml $KUBELET_KUBEADM_ARGS; \
+                 echo \"kubelet exited: $?\"; \
+               fi; \
+               sleep 1; \
+             done",
+            kubelet = kubelet.display()
+        );
+        let log = std::fs::File::create(self.dir.join("kubelet.log")).unwrap();
+        self.kubelet = Some(KillOnDrop::spawn(
+            self.command("sh")
+                .args(["-c", &service])
+                .stdout(log.try_clone().unwrap())
+                .stderr(log),
+        ));
+    }
+
+    /// The kubelet configuration this node needs on top of kubeadm's, as a
+    /// kubeadm `--patches` folder (the only one the join gets):
+    /// - `failCgroupV1: false`: the machine has cgroup v1 (hybrid), on which
+    ///   the kubelet refuses to start unless told to;
+    /// - `cgroupDriver: cgroupfs`: no systemd runs here (kubeadm's default
+    ///   is systemd), and containerd is set to cgroupfs too;
+    /// - `cgroupRoot`: the node's own cgroups (see the module docs);
+    /// - `protectKernelDefaults: true`: check the kernel settings, never
+    ///   write them (see the module docs).
+    pub fn kubeadm_patches(&self) -> PathBuf {
+        let patches = self.dir.join("patches");
+        std::fs::create_dir_all(&patches).unwrap();
+        std::fs::write(
+            patches.join("kubeletconfiguration+merge.yaml"),
+            format!(
+                "failCgroupV1: false\ncgroupDriver: cgroupfs\ncgroupRoot: /{}\nprotectKernelDefaults: true\n",
+                self.cgroup
+            ),
+        )
+        .unwrap();
+        patches
+    }
+
+    /// The cgroup v1 (and v2) hierarchies mounted under /sys/fs/cgroup.
+    fn cgroup_hierarchies() -> Vec<PathBuf> {
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+        mounts
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                (fields.len() > 2 && (fields[2] == "cgroup" || fields[2] == "cgroup2"))
+                    .then(|| PathBuf::from(fields[1]))
+            })
+            .collect()
+    }
+
+    fn make_cgroups(&self) {
+        for hierarchy in Self::cgroup_hierarchies() {
+            std::fs::create_dir_all(hierarchy.join(&self.cgroup))
+                .unwrap_or_else(|e| panic!("create cgroup {}: {e}", self.cgroup));
+        }
+    }
+
+    /// The persistent mount and UTS namespaces of the node, set up as the
+    /// module docs say.
+    fn make_namespaces(&self, pod_cidr: &str) {
+        let dir = &self.dir;
+        for folder in ["etc-upper", "etc-work", "var-upper", "var-work", "kernel"] {
+            std::fs::create_dir_all(dir.join(folder)).unwrap();
+        }
+        std::fs::create_dir_all(&self.namespaces).unwrap();
+        // unshare --mount=FILE needs FILE on a mount that is not shared.
+        run_ok(
+            Command::new("mount")
+                .arg("--bind")
+                .arg(&self.namespaces)
+                .arg(&self.namespaces),
+        );
+        run_ok(
+            Command::new("mount")
+                .arg("--make-private")
+                .arg(&self.namespaces),
+        );
+        for file in ["mnt", "uts"] {
+            std::fs::write(self.namespaces.join(file), "").unwrap();
+        }
+        let etc_netns = format!("/etc/netns/{}", self.host.namespace);
+        let mut setup = vec![
+            format!("hostname {}", self.name),
+            overlay("/etc", dir, "etc"),
+            overlay("/var", dir, "var"),
+            "mount -t tmpfs -o mode=0755 tmpfs /run".into(),
+            format!("mount --bind {etc_netns}/hosts /etc/hosts"),
+            format!("mount --bind {etc_netns}/resolv.conf /etc/resolv.conf"),
+        ];
+        for (setting, value) in KERNEL_DEFAULTS {
+            let file = dir.join("kernel").join(setting.replace('/', "."));
+            std::fs::write(&file, format!("{value}\n")).unwrap();
+            setup.push(format!(
+                "mount --bind {} /proc/sys/{setting}",
+                file.display()
+            ));
+        }
+        std::fs::write(dir.join("cni.conflist"), cni_config(pod_cidr)).unwrap();
+        setup.push(format!(
+            "mkdir -p /etc/cni/net.d && cp {} /etc/cni/net.d/10-gantry-test.conflist",
+            dir.join("cni.conflist").display()
+        ));
+        run_ok(
+            Command::new("unshare")
+                .arg(format!("--mount={}", self.namespaces.join("mnt").display()))
+                .arg(format!("--uts={}", self.namespaces.join("uts").display()))
+                .args(["--propagation", "private", "sh", "-ec", &setup.join("\n")]),
+        );
+    }
+
+    fn start_containerd(&mut self) {
+        let config = self.dir.join("containerd.toml");
+        std::fs::write(&config, containerd_config(&self.dir.join("containerd"))).unwrap();
+        let log = std::fs::File::create(self.dir.join("containerd.log")).unwrap();
+        self.containerd = Some(KillOnDrop::spawn(
+            self.command("containerd")
+                .arg("--config")
+                .arg(&config)
+                .stdout(log.try_clone().unwrap())
+                .stderr(log),
+        ));
+        let up = wait_until(Duration::from_secs(30), || {
+            self.command("ctr")
+                .arg("version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+        assert!(up, "containerd did not start:\n{}", self.logs());
+    }
+
+    /// Every process whose mount namespace is the node's.
+    fn processes_in_mount_namespace(&self) -> Vec<i32> {
+        let Ok(namespace) = std::fs::metadata(self.namespaces.join("mnt")) else {
+            return Vec::new();
+        };
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::metadata(format!("/proc/{pid}/ns/mnt"))
+                    .is_ok_and(|m| m.ino() == namespace.ino() && m.dev() == namespace.dev())
+            })
+            .collect()
+    }
+
+    /// Every cgroup of the node, deepest first.
+    fn cgroups_deepest_first(&self) -> Vec<PathBuf> {
+        fn walk(dir: &Path, found: &mut Vec<PathBuf>) {
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                for entry in entries.flatten() {
+                    if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                        walk(&entry.path(), found);
+                    }
+                }
+            }
+            found.push(dir.to_path_buf());
+        }
+        let mut found = Vec::new();
+        for hierarchy in Self::cgroup_hierarchies() {
+            let root = hierarchy.join(&self.cgroup);
+            if root.exists() {
+                walk(&root, &mut found);
+            }
+        }
+        found
+    }
+}
+
+fn kill(pid: i32) {
+    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some(mut kubelet) = self.kubelet.take() {
+            kubelet.kill();
+        }
+        if let Some(mut containerd) = self.containerd.take() {
+            containerd.kill();
+        }
+        // The kubelet, containerd's shims, and anything else the node started.
+        for pid in self.processes_in_mount_namespace() {
+            kill(pid);
+        }
+        // The containers (each in a mount namespace of its own).
+        for cgroup in self.cgroups_deepest_first() {
+            let procs = std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines().filter_map(|l| l.trim().parse().ok()) {
+                kill(pid);
+            }
+        }
+        wait_until(Duration::from_secs(10), || {
+            self.cgroups_deepest_first()
+                .iter()
+                .all(|cgroup| std::fs::remove_dir(cgroup).is_ok() || !cgroup.exists())
+        });
+        for file in ["mnt", "uts"] {
+            let _ = Command::new("umount")
+                .arg(self.namespaces.join(file))
+                .status();
+        }
+        let _ = Command::new("umount").arg(&self.namespaces).status();
+    }
+}
+
+/// `mount` of an overlay on `target` whose writes go to `dir/<name>-upper`.
+fn overlay(target: &str, dir: &Path, name: &str) -> String {
+    format!(
+        "mount -t overlay overlay -o lowerdir={target},upperdir={upper},workdir={work} {target}",
+        upper = dir.join(format!("{name}-upper")).display(),
+        work = dir.join(format!("{name}-work")).display(),
+    )
+}
+
+/// The bridge plugin with host-local addresses from `pod_cidr`: every pod of
+/// the node on one bridge in the node's network namespace.
+fn cni_config(pod_cidr: &str) -> String {
+    format!(
+        r#"{{"cniVersion": "0.4.0", "name": "gantry-test", "plugins": [
+  {{"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+    "ipam": {{"type": "host-local", "ranges": [[{{"subnet": "{pod_cidr}"}}]], "routes": [{{"dst": "0.0.0.0/0"}}]}}}}
+]}}
+"#
+    )
+}
+
+/// containerd 1.6's configuration for the node: state and socket in the
+/// node's /run, its content under `root`, runc with cgroupfs, the CRI plugin
+/// with the node's CNI and the locally built pause image as the sandbox.
+fn containerd_config(root: &Path) -> String {
+    let pause = gantry_renderer::versions::release(gantry_renderer::versions::newest().minor)
+        .expect("the newest minor is supported")
+        .pause;
+    format!(
+        r#"version = 2
+root = "{root}/root"
+state = "/run/containerd"
+[grpc]
+  address = "/run/containerd/containerd.sock"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{root}/opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "registry.k8s.io/pause:{pause}"
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{CNI_BIN}"
+    conf_dir = "/etc/cni/net.d"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+      SystemdCgroup = false
+"#,
+        root = root.display()
+    )
+}

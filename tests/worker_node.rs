@@ -1,0 +1,215 @@
+//! A real worker joins a running tenant (see `control_plane.rs`) with the
+//! exact `kubeadm join` command gantry produced, and turns Ready.
+//!
+//! The worker is a node of the test's own (`support/worker.rs`): Debian's
+//! containerd and runc, the CNI bridge plugin, the locally built pause image,
+//! and the real kubelet of the newest minor, started as kubeadm's systemd
+//! unit would start it. kubeadm runs without `--dry-run`: it writes the
+//! node's configuration, the kubelet does its TLS bootstrap (a CSR that the
+//! controller-manager approves through gantry's RBAC and signs with the
+//! tenant CA), registers its Node, and the Node turns Ready. Then a pod is
+//! scheduled onto it, runs, and the apiserver reaches the kubelet for its
+//! logs with the `apiserver-kubelet-client` certificate.
+//!
+//! The wrong-pin and deleted-token refusals are in `join.rs`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use gantry_tests::control_plane::{
+    ControlPlane, TenantShape, kubernetes_bin, one_at_a_time, pod_cidr, render_tenant,
+};
+use gantry_tests::worker::{Worker, image};
+use gantry_tests::{output_text, run_ok, tool};
+
+/// What the join gets besides gantry's command, each for a reason:
+/// - `--patches`: the kubelet configuration this node needs (see
+///   `Worker::kubeadm_patches`: cgroup v1, cgroupfs, the test's cgroup
+///   root, and kernel settings checked but never written);
+/// - `--ignore-preflight-errors=SystemVerification`: the only preflight
+///   error here is "cgroups v1 support is deprecated": kubeadm 1.35+ fails
+///   on a cgroup v1 machine, and says that besides `failCgroupV1: false`
+///   "you must also explicitly skip this validation".
+///
+/// kubeadm also warns, without failing, that containerd 1.6 lacks the CRI
+/// method RuntimeConfig, and that the kubelet's fallback to the
+/// configured cgroup driver "will be removed in 1.38": a 1.38 worker will
+/// need containerd 2. And that no systemd unit of the kubelet is enabled:
+/// the test starts the kubelet the way that unit would.
+const IGNORED_PREFLIGHT: &str = "SystemVerification";
+
+#[test]
+fn a_real_worker_joins_with_the_exact_join_command_turns_ready_and_runs_a_pod() {
+    let _one = one_at_a_time();
+    let version = gantry_renderer::versions::newest().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let shape = TenantShape {
+        name: "tenant-w",
+        version: &version,
+        subnet: 180,
+        etcd: 1,
+        apiservers: 1,
+    };
+    let bundle = render_tenant(tmp.path(), &shape);
+    let run = tmp.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let mut plane = ControlPlane::start(&bundle, &shape, &run);
+    plane.wait_ready(Duration::from_secs(120));
+    plane.apply_tenant_set();
+
+    let pause = gantry_renderer::versions::release(gantry_renderer::versions::newest().minor)
+        .unwrap()
+        .pause;
+    let kubernetes = kubernetes_bin(&version);
+    let mut worker = Worker::start(
+        &mut plane.network,
+        "worker-0",
+        50,
+        &pod_cidr(&shape),
+        &tmp.path().join("worker-0"),
+        &[image(&format!("pause-{pause}.tar"))],
+    );
+    worker.start_kubelet_service(&kubernetes.join("kubelet"));
+
+    let command = std::fs::read_to_string(bundle.join("join-command")).unwrap();
+    let argv: Vec<&str> = command.split_whitespace().collect();
+    assert_eq!(argv[..2], ["kubeadm", "join"], "{command}");
+    let started = Instant::now();
+    let joined = worker
+        .command(kubernetes.join("kubeadm"))
+        .env("PATH", path_with(&kubernetes))
+        .args(&argv[1..])
+        .arg("--patches")
+        .arg(worker.kubeadm_patches())
+        .arg(format!("--ignore-preflight-errors={IGNORED_PREFLIGHT}"))
+        .output()
+        .expect("run kubeadm");
+    assert!(
+        joined.status.success()
+            && output_text(&joined).contains("This node has joined the cluster"),
+        "kubeadm join: {}\n{}\n{}",
+        output_text(&joined),
+        worker.logs(),
+        plane.logs()
+    );
+    let joined_after = started.elapsed();
+
+    let ready = plane.wait_kubectl(
+        "the worker's Node turns Ready",
+        Duration::from_secs(120),
+        "admin.conf",
+        &[
+            "get",
+            "node",
+            "worker-0",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ],
+        |out| out.trim() == "True",
+    );
+    assert_eq!(ready.trim(), "True");
+    eprintln!(
+        "TIMING {version}: kubeadm join to exit {:.1} s, to Node Ready {:.1} s",
+        joined_after.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+
+    node_credentials_come_from_the_tenant_ca(&plane, &worker, tmp.path());
+    let node_cidr = plane.kubectl_ok(
+        "admin.conf",
+        &["get", "node", "worker-0", "-o", "jsonpath={.spec.podCIDR}"],
+    );
+    assert_eq!(
+        node_cidr,
+        pod_cidr(&shape),
+        "the controller-manager allocates the node's pod range"
+    );
+    a_pod_runs_and_its_logs_are_reachable(&plane, &worker, pause);
+}
+
+/// PATH with the Kubernetes binaries first: kubeadm's preflight runs
+/// `kubelet --version` and checks it against the control plane.
+fn path_with(kubernetes: &Path) -> String {
+    format!(
+        "{}:{}",
+        kubernetes.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// The kubelet's client certificate was signed by the controller-manager
+/// with the tenant CA, for `system:node:worker-0`, after the CSR was
+/// approved by the bootstrap approver (through gantry's RBAC).
+fn node_credentials_come_from_the_tenant_ca(plane: &ControlPlane, worker: &Worker, work: &Path) {
+    let pem = worker
+        .read("/var/lib/kubelet/pki/kubelet-client-current.pem")
+        .expect("the kubelet wrote its client certificate");
+    let certificate = work.join("kubelet-client.pem");
+    std::fs::write(&certificate, pem).unwrap();
+    run_ok(
+        std::process::Command::new(tool("openssl"))
+            .args(["verify", "-CAfile"])
+            .arg(plane.bundle.join("pki/ca.crt"))
+            .arg(&certificate),
+    );
+    let subject = run_ok(
+        std::process::Command::new(tool("openssl"))
+            .args(["x509", "-noout", "-subject", "-nameopt", "RFC2253", "-in"])
+            .arg(&certificate),
+    );
+    assert!(
+        subject.contains("CN=system:node:worker-0") && subject.contains("O=system:nodes"),
+        "{subject}"
+    );
+    let csrs = plane.kubectl_ok(
+        "admin.conf",
+        &[
+            "get",
+            "csr",
+            "-o",
+            "jsonpath={range .items[*]}{.spec.username} {.status.conditions[*].type}{\"\\n\"}{end}",
+        ],
+    );
+    assert!(
+        csrs.lines()
+            .any(|l| l.starts_with("system:bootstrap:") && l.ends_with("Approved")),
+        "no CSR of a bootstrap token was approved: {csrs}"
+    );
+}
+
+/// A pod on the worker runs from the locally built image, gets an address
+/// from the node's range, and `kubectl logs` reaches the kubelet.
+fn a_pod_runs_and_its_logs_are_reachable(plane: &ControlPlane, worker: &Worker, pause: &str) {
+    plane.kubectl_ok(
+        "admin.conf",
+        &[
+            "run",
+            "sleeper",
+            &format!("--image=registry.k8s.io/pause:{pause}"),
+            "--image-pull-policy=Never",
+            "--restart=Never",
+        ],
+    );
+    let running = plane.wait_kubectl(
+        "the pod runs on the worker",
+        Duration::from_secs(120),
+        "admin.conf",
+        &[
+            "get",
+            "pod",
+            "sleeper",
+            "-o",
+            "jsonpath={.status.phase} {.spec.nodeName} {.status.podIP}",
+        ],
+        |out| out.starts_with("Running "),
+    );
+    let fields: Vec<&str> = running.split_whitespace().collect();
+    assert_eq!(fields[1], "worker-0", "{running}\n{}", worker.logs());
+    assert!(fields[2].starts_with("198.19."), "{running}");
+    let logs = plane.kubectl("admin.conf", &["logs", "sleeper"]);
+    assert!(
+        logs.status.success(),
+        "the apiserver could not reach the kubelet for logs: {}",
+        output_text(&logs)
+    );
+}
