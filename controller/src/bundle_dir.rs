@@ -5,13 +5,22 @@
 //! (same file system) and then renames: a new target folder appears whole in
 //! one rename; in an existing folder each changed file is replaced by an
 //! atomic rename, so every file is always either its old or its new version.
+//! The old version of every replaced or removed file is kept (a hard link)
+//! until all renames are done: if one fails, every file done so far is put
+//! back, and the folder is as it was.
+//!
+//! A rendered bundle records whose it is and which files gantry wrote
+//! ([`BundleRecord`]), so that a render never takes over another tenant's
+//! folder and only ever removes files it wrote itself. Writers of a bundle
+//! take [`BundleLock`] first.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use gantry_pki::{FileSet, PkiBundle, PkiFile, catalog};
 
@@ -20,6 +29,10 @@ use gantry_pki::{FileSet, PkiBundle, PkiFile, catalog};
 pub enum BundleDirError {
     #[error("--out {path:?}: {reason}")]
     Unwritable { path: PathBuf, reason: String },
+    /// The folder is not gantry's to write (another tenant's, not a bundle,
+    /// or reached through a link).
+    #[error("--out {path:?}: {reason}")]
+    Refused { path: PathBuf, reason: String },
     #[error("{flag} {path:?}: {reason}")]
     Unreadable {
         flag: &'static str,
@@ -43,6 +56,7 @@ pub fn read_bundle(flag: &'static str, dir: &Path) -> Result<FileSet, BundleDirE
         });
     }
     for relative in catalog::all_paths() {
+        refuse_links(dir, &relative)?;
         let path = dir.join(&relative);
         match fs::read(&path) {
             Ok(contents) => {
@@ -86,6 +100,7 @@ pub fn read_tree(
         }
     }
     for folder in folders {
+        refuse_links(dir, folder)?;
         let mut stack = vec![dir.join(folder)];
         while let Some(current) = stack.pop() {
             let entries = match fs::read_dir(&current) {
@@ -100,14 +115,21 @@ pub fn read_tree(
                 }
             };
             for entry in entries {
-                let path = entry
-                    .map_err(|e| BundleDirError::Unreadable {
-                        flag,
-                        path: current.clone(),
-                        reason: e.to_string(),
-                    })?
-                    .path();
-                if path.is_dir() {
+                let entry = entry.map_err(|e| BundleDirError::Unreadable {
+                    flag,
+                    path: current.clone(),
+                    reason: e.to_string(),
+                })?;
+                let path = entry.path();
+                let kind = entry.file_type().map_err(|e| BundleDirError::Unreadable {
+                    flag,
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+                if kind.is_symlink() {
+                    return Err(link_refused(dir, &path));
+                }
+                if kind.is_dir() {
                     stack.push(path);
                     continue;
                 }
@@ -139,18 +161,19 @@ pub fn write_bundle(
         .files()
         .map(|(path, file)| (path.to_string(), file.clone()))
         .collect();
-    write_files(dir, &files, existing, &[])
+    write_files(dir, &files, existing, &BTreeSet::new())
 }
 
 /// Writes `files` into `dir`: those that differ from `existing` are staged
-/// and renamed into place; files of `existing` under one of `prune` (folders
-/// the caller owns, e.g. `service/`) that `files` no longer holds are removed.
-/// Secret files get mode 0600, the others 0644. Returns the paths written.
+/// and renamed into place; files of `existing` that gantry wrote before
+/// (`written_before`, from the bundle's record) and that `files` no longer
+/// holds are removed. Secret files get mode 0600, the others 0644. Returns
+/// the paths written. The caller holds the [`BundleLock`].
 pub fn write_files(
     dir: &Path,
     files: &BTreeMap<String, PkiFile>,
     existing: &FileSet,
-    prune: &[&str],
+    written_before: &BTreeSet<String>,
 ) -> Result<Vec<String>, BundleDirError> {
     let changed: Vec<(&str, &PkiFile)> = files
         .iter()
@@ -159,15 +182,17 @@ pub fn write_files(
         .collect();
     let stale: Vec<&String> = existing
         .keys()
-        .filter(|path| {
-            !files.contains_key(*path)
-                && prune
-                    .iter()
-                    .any(|folder| path.starts_with(&format!("{folder}/")))
-        })
+        .filter(|path| !files.contains_key(*path) && written_before.contains(*path))
         .collect();
     if changed.is_empty() && stale.is_empty() {
         return Ok(Vec::new());
+    }
+    for path in changed
+        .iter()
+        .map(|(path, _)| *path)
+        .chain(stale.iter().map(|p| p.as_str()))
+    {
+        refuse_links(dir, path)?;
     }
     let unwritable = |reason: String| BundleDirError::Unwritable {
         path: dir.into(),
@@ -220,18 +245,12 @@ pub fn write_files(
     // Every staged file reaches the disk before any rename makes it visible.
     sync_file_system(&staging.path).map_err(|e| unwritable(format!("cannot sync: {e}")))?;
     if dir.exists() {
-        for (path, _) in &changed {
-            let target = dir.join(path);
-            if let Some(folder) = target.parent() {
-                create_dir(folder)
-                    .map_err(|e| unwritable(format!("cannot create {}: {e}", folder.display())))?;
-            }
-            fs::rename(staging.path.join(path), &target)
-                .map_err(|e| unwritable(format!("cannot replace {path}: {e}")))?;
-        }
-        for path in &stale {
-            fs::remove_file(dir.join(path))
-                .map_err(|e| unwritable(format!("cannot remove stale {path}: {e}")))?;
+        let mut journal = Journal::new(staging.path.join(".previous"));
+        if let Err(e) = journal.replace_all(dir, &staging.path, &changed, &stale) {
+            journal.undo();
+            return Err(unwritable(format!(
+                "{e}; every file is back as it was before this run"
+            )));
         }
     } else {
         fs::rename(&staging.path, dir).map_err(|e| unwritable(e.to_string()))?;
@@ -242,6 +261,249 @@ pub fn write_files(
         .into_iter()
         .map(|(path, _)| path.to_string())
         .collect())
+}
+
+/// What a render replaced or removed so far, with the old versions kept
+/// (hard links in `backups`), so that a failure part-way can put everything
+/// back.
+struct Journal {
+    backups: PathBuf,
+    done: Vec<Done>,
+}
+
+enum Done {
+    /// A folder this run created.
+    Created(PathBuf),
+    /// A file this run wrote; `previous` holds its old version, if any.
+    Wrote {
+        target: PathBuf,
+        previous: Option<PathBuf>,
+    },
+    /// A file this run removed; `previous` holds it.
+    Removed { target: PathBuf, previous: PathBuf },
+}
+
+impl Journal {
+    fn new(backups: PathBuf) -> Self {
+        Self {
+            backups,
+            done: Vec::new(),
+        }
+    }
+
+    /// Renames every staged file of `changed` into `dir`, then removes
+    /// `stale`, recording each step.
+    fn replace_all(
+        &mut self,
+        dir: &Path,
+        staged: &Path,
+        changed: &[(&str, &PkiFile)],
+        stale: &[&String],
+    ) -> Result<(), String> {
+        create_dir(&self.backups).map_err(|e| format!("cannot keep the old files: {e}"))?;
+        for (path, _) in changed {
+            let target = dir.join(path);
+            if let Some(folder) = target.parent() {
+                self.create_folders(folder)
+                    .map_err(|e| format!("cannot create {}: {e}", folder.display()))?;
+            }
+            let previous = self
+                .keep(dir, path)
+                .map_err(|e| format!("cannot replace {path}: {e}"))?;
+            fs::rename(staged.join(path), &target)
+                .map_err(|e| format!("cannot replace {path}: {e}"))?;
+            self.done.push(Done::Wrote { target, previous });
+        }
+        for path in stale {
+            let previous = self
+                .keep(dir, path)
+                .map_err(|e| format!("cannot remove stale {path}: {e}"))?
+                .expect("a stale file exists");
+            let target = dir.join(path);
+            fs::remove_file(&target).map_err(|e| format!("cannot remove stale {path}: {e}"))?;
+            self.done.push(Done::Removed { target, previous });
+        }
+        Ok(())
+    }
+
+    /// Creates `folder` and its missing parents, recording each.
+    fn create_folders(&mut self, folder: &Path) -> io::Result<()> {
+        if folder.is_dir() {
+            return Ok(());
+        }
+        if let Some(parent) = folder.parent() {
+            self.create_folders(parent)?;
+        }
+        create_dir(folder)?;
+        self.done.push(Done::Created(folder.to_path_buf()));
+        Ok(())
+    }
+
+    /// A hard link to the current version of `dir/relative`, if it exists.
+    fn keep(&self, dir: &Path, relative: &str) -> io::Result<Option<PathBuf>> {
+        let target = dir.join(relative);
+        if fs::symlink_metadata(&target).is_err() {
+            return Ok(None);
+        }
+        let backup = self.backups.join(format!("{}", self.done.len()));
+        fs::hard_link(&target, &backup)?;
+        Ok(Some(backup))
+    }
+
+    /// Puts back everything done so far, newest first. Best effort: a step
+    /// that fails does not stop the others.
+    fn undo(&mut self) {
+        while let Some(step) = self.done.pop() {
+            let _ = match step {
+                Done::Created(folder) => fs::remove_dir(folder),
+                Done::Wrote {
+                    target,
+                    previous: Some(previous),
+                }
+                | Done::Removed { target, previous } => fs::rename(previous, target),
+                Done::Wrote {
+                    target,
+                    previous: None,
+                } => fs::remove_file(target),
+            };
+        }
+    }
+}
+
+/// Refuses `relative` under `dir` if a component of it is a symbolic link:
+/// gantry never writes, reads or removes through a link out of its folder.
+fn refuse_links(dir: &Path, relative: &str) -> Result<(), BundleDirError> {
+    let mut path = dir.to_path_buf();
+    for component in Path::new(relative).components() {
+        path.push(component);
+        if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(link_refused(dir, &path));
+        }
+    }
+    Ok(())
+}
+
+fn link_refused(dir: &Path, link: &Path) -> BundleDirError {
+    BundleDirError::Refused {
+        path: dir.into(),
+        reason: format!(
+            "{} is a symbolic link; gantry does not read or write through links (replace it with a folder or file)",
+            link.strip_prefix(dir).unwrap_or(link).display()
+        ),
+    }
+}
+
+/// The record of a rendered bundle, `gantry-bundle.json` at its top: the
+/// tenant it belongs to and every file gantry wrote, which are the only files
+/// a later render may remove.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BundleRecord {
+    pub tenant: String,
+    pub namespace: String,
+    pub files: BTreeSet<String>,
+}
+
+/// The record's file name.
+pub const RECORD: &str = "gantry-bundle.json";
+
+/// What `--out` holds before a render.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// Nothing: the folder does not exist or is empty.
+    Nobody,
+    /// A bundle rendered by this gantry, with its record.
+    Recorded(BundleRecord),
+    /// A bundle of an earlier gantry (no record): `pki init`'s output or an
+    /// older render. Taken over, but none of its files is ever removed.
+    Earlier,
+}
+
+impl Owner {
+    /// What `dir` holds; refuses a folder that holds files but is no gantry
+    /// bundle.
+    pub fn of(dir: &Path) -> Result<Owner, BundleDirError> {
+        let refused = |reason: String| BundleDirError::Refused {
+            path: dir.into(),
+            reason,
+        };
+        let mut entries = match fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Owner::Nobody),
+            Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
+                return Err(refused("exists and is not a folder".into()));
+            }
+            Err(e) => return Err(refused(e.to_string())),
+        };
+        if entries.next().is_none() {
+            return Ok(Owner::Nobody);
+        }
+        refuse_links(dir, RECORD)?;
+        match fs::read(dir.join(RECORD)) {
+            Ok(text) => serde_json::from_slice(&text)
+                .map(Owner::Recorded)
+                .map_err(|e| refused(format!("{RECORD} is not a gantry bundle record: {e}"))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let earlier = ["join-command", "pki/ca.crt", "pki/ca.key"]
+                    .iter()
+                    .any(|file| fs::symlink_metadata(dir.join(file)).is_ok());
+                if earlier {
+                    Ok(Owner::Earlier)
+                } else {
+                    Err(refused(format!(
+                        "is not empty and is not a gantry bundle (it has no {RECORD}); \
+                         render into a new or empty folder"
+                    )))
+                }
+            }
+            Err(e) => Err(refused(format!("cannot read {RECORD}: {e}"))),
+        }
+    }
+}
+
+/// An exclusive lock for writing a bundle: a flock on the folder that holds
+/// it, so that two gantry processes never write one bundle at once (nor make
+/// it: the folder may not exist yet). Released on drop. Other programs are
+/// not affected.
+pub struct BundleLock {
+    _folder: fs::File,
+}
+
+impl BundleLock {
+    /// Takes the lock for `dir`, waiting up to `wait` for another gantry
+    /// that holds it.
+    pub fn acquire(dir: &Path, wait: Duration) -> Result<Self, BundleDirError> {
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let unwritable = |reason: String| BundleDirError::Unwritable {
+            path: dir.into(),
+            reason,
+        };
+        fs::create_dir_all(&parent)
+            .map_err(|e| unwritable(format!("cannot create {}: {e}", parent.display())))?;
+        let folder = fs::File::open(&parent)
+            .map_err(|e| unwritable(format!("cannot open {}: {e}", parent.display())))?;
+        let deadline = Instant::now() + wait;
+        loop {
+            match folder.try_lock() {
+                Ok(()) => return Ok(Self { _folder: folder }),
+                Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(fs::TryLockError::WouldBlock) => {
+                    return Err(unwritable(format!(
+                        "another gantry process is writing a bundle in {} (waited {} s); try again when it is done",
+                        parent.display(),
+                        wait.as_secs()
+                    )));
+                }
+                Err(fs::TryLockError::Error(e)) => {
+                    return Err(unwritable(format!("cannot lock {}: {e}", parent.display())));
+                }
+            }
+        }
+    }
 }
 
 /// A temporary folder that removes itself unless it was renamed away.

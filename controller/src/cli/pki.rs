@@ -119,6 +119,7 @@ fn spec_from_args(args: &InitArgs) -> Result<PkiSpec, CliError> {
 
 fn init(args: InitArgs) -> Result<ExitCode, CliError> {
     let spec = spec_from_args(&args)?;
+    let _lock = bundle_dir::BundleLock::acquire(&args.out, super::render::LOCK_WAIT)?;
     let existing = bundle_dir::read_bundle("--out", &args.out)?;
     let issued = gantry_pki::issue(&spec, &existing, OffsetDateTime::now_utc())?;
     let written = bundle_dir::write_bundle(&args.out, &issued.bundle, &existing)?;

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
 use gantry_pki::{Action, BootstrapToken, PkiFile};
@@ -13,21 +14,29 @@ use time::OffsetDateTime;
 
 use super::{CliError, read_flag_file};
 use crate::api::TenantControlPlane;
-use crate::bundle_dir;
+use crate::bundle_dir::{self, BundleLock, BundleRecord, Owner};
 use crate::resolve::{offline_endpoint, resolve};
 
-/// The folders of a bundle that `gantry render` owns: files there that a new
-/// render no longer produces are removed.
+/// The folders of a bundle that `gantry render` writes. Of their files, only
+/// those that the bundle's record lists as gantry's are ever removed.
 const RENDERED_FOLDERS: [&str; 3] = ["service", "tenant", "chart"];
 const JOIN_COMMAND: &str = "join-command";
+/// How long a render waits for another gantry writing the same folder.
+pub const LOCK_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Args)]
 pub struct RenderArgs {
     /// The TenantControlPlane manifest (see examples/tenant-a.yaml).
     manifest: PathBuf,
-    /// Output folder; an existing PKI in it is reused (same keep/reissue rules as `pki init`).
+    /// Output folder: new, empty, or a bundle of this tenant. Its PKI is reused
+    /// (same keep/reissue rules as `pki init`); files an earlier render wrote and
+    /// this one does not are removed, and no other file is touched.
     #[arg(long)]
     out: PathBuf,
+    /// Make new CAs where a rendered bundle has lost its own. Every worker must
+    /// join again and every kubeconfig handed out stops working.
+    #[arg(long)]
+    new_ca: bool,
     /// Join token, ID.SECRET [default: the previous render's token while it is valid, else a new one].
     #[arg(long, value_name = "ID.SECRET")]
     token: Option<String>,
@@ -53,7 +62,17 @@ pub fn run(args: RenderArgs) -> Result<ExitCode, CliError> {
         .transpose()?;
 
     let now = OffsetDateTime::now_utc();
-    let existing = bundle_dir::read_tree("--out", &args.out, &[JOIN_COMMAND], &RENDERED_FOLDERS)?;
+    let _lock = BundleLock::acquire(&args.out, LOCK_WAIT)?;
+    let owner = Owner::of(&args.out)?;
+    let existing = bundle_dir::read_tree(
+        "--out",
+        &args.out,
+        &[JOIN_COMMAND, bundle_dir::RECORD],
+        &RENDERED_FOLDERS,
+    )?;
+    if !args.new_ca {
+        refuse_lost_cas(&args.out, &owner, &existing)?;
+    }
     let previous = previous_token(&existing).filter(|(_, expiration)| *expiration > now);
     let (token, expiration) = match (token_flag, previous) {
         (Some(token), Some((old, expiration))) if token == old => (token, Some(expiration)),
@@ -71,6 +90,7 @@ pub fn run(args: RenderArgs) -> Result<ExitCode, CliError> {
         now,
         &args.service_cluster_domain,
     )?;
+    refuse_other_tenant(&args.out, &owner, &existing, &resolved.input)?;
     let issued = gantry_pki::issue(&resolved.pki, &existing, now)?;
     let rendered = gantry_renderer::render(&resolved.input, &issued.bundle)?;
     let input = &resolved.input;
@@ -110,7 +130,23 @@ pub fn run(args: RenderArgs) -> Result<ExitCode, CliError> {
             secret: true,
         },
     );
-    let written = bundle_dir::write_files(&args.out, &files, &existing, &RENDERED_FOLDERS)?;
+    let record = BundleRecord {
+        tenant: input.name.clone(),
+        namespace: input.namespace.clone(),
+        files: files.keys().cloned().collect(),
+    };
+    files.insert(
+        bundle_dir::RECORD.into(),
+        PkiFile {
+            contents: serde_json::to_vec_pretty(&record).expect("a record serialises"),
+            secret: false,
+        },
+    );
+    let written_before = match &owner {
+        Owner::Recorded(previous) => previous.files.clone(),
+        Owner::Nobody | Owner::Earlier => Default::default(),
+    };
+    let written = bundle_dir::write_files(&args.out, &files, &existing, &written_before)?;
 
     let count = |action: fn(&Action) -> bool| {
         issued
@@ -194,4 +230,104 @@ fn previous_token(existing: &gantry_pki::FileSet) -> Option<(BootstrapToken, Off
     let expiration =
         OffsetDateTime::parse(expiration, &time::format_description::well_known::Rfc3339).ok()?;
     Some((token, expiration))
+}
+
+/// The key files of the CAs and of the service-account signing key: a
+/// bundle that was rendered must still have every one.
+fn ca_key_files() -> Vec<String> {
+    gantry_pki::catalog::CAS
+        .iter()
+        .map(|ca| gantry_pki::catalog::key(ca.base))
+        .chain([gantry_pki::catalog::SA_KEY.to_string()])
+        .collect()
+}
+
+/// Refuses to render into a bundle that was rendered before but has lost a
+/// CA (or the service-account key): rendering would make a new one, and every
+/// certificate, kubeconfig and join would change without a word.
+fn refuse_lost_cas(
+    out: &std::path::Path,
+    owner: &Owner,
+    existing: &gantry_pki::FileSet,
+) -> Result<(), CliError> {
+    let rendered_before = match owner {
+        Owner::Nobody => false,
+        Owner::Recorded(_) => true,
+        Owner::Earlier => existing.keys().any(|path| {
+            path == JOIN_COMMAND
+                || RENDERED_FOLDERS
+                    .iter()
+                    .any(|folder| path.starts_with(&format!("{folder}/")))
+        }),
+    };
+    let missing: Vec<String> = ca_key_files()
+        .into_iter()
+        .filter(|file| !existing.contains_key(file))
+        .collect();
+    if !rendered_before || missing.is_empty() {
+        return Ok(());
+    }
+    Err(bundle_dir::BundleDirError::Refused {
+        path: out.into(),
+        reason: format!(
+            "was rendered before but {} missing; rendering would make new CAs and break every \
+             node and kubeconfig. Restore pki/ from your backup, or pass --new-ca to start over",
+            match missing.as_slice() {
+                [one] => format!("{one} is"),
+                many => format!("{} are", many.join(", ")),
+            }
+        ),
+    }
+    .into())
+}
+
+/// Refuses a bundle that belongs to another tenant (name or namespace).
+/// A bundle of an earlier gantry has no record: its namespace is read from
+/// its service manifests.
+fn refuse_other_tenant(
+    out: &std::path::Path,
+    owner: &Owner,
+    existing: &gantry_pki::FileSet,
+    input: &gantry_renderer::RenderInput,
+) -> Result<(), CliError> {
+    let (tenant, namespace) = match owner {
+        Owner::Recorded(record) => (Some(record.tenant.clone()), record.namespace.clone()),
+        Owner::Earlier => match earlier_namespace(existing) {
+            Some(namespace) => (None, namespace),
+            None => return Ok(()),
+        },
+        Owner::Nobody => return Ok(()),
+    };
+    if tenant.as_deref().is_none_or(|t| t == input.name) && namespace == input.namespace {
+        return Ok(());
+    }
+    let holds = match tenant {
+        Some(tenant) => format!("tenant {tenant} (namespace {namespace})"),
+        None => format!("a tenant of namespace {namespace}"),
+    };
+    Err(bundle_dir::BundleDirError::Refused {
+        path: out.into(),
+        reason: format!(
+            "holds {holds}, not {} (namespace {}); render each tenant into a folder of its own",
+            input.name, input.namespace
+        ),
+    }
+    .into())
+}
+
+/// The namespace of an earlier render's service manifests, if it has any.
+fn earlier_namespace(existing: &gantry_pki::FileSet) -> Option<String> {
+    existing
+        .iter()
+        .filter(|(path, _)| path.starts_with("service/"))
+        .find_map(|(_, text)| {
+            let object: serde_yaml::Value = serde_yaml::from_slice(text).ok()?;
+            Some(
+                object
+                    .get("metadata")?
+                    .get("namespace")?
+                    .as_str()?
+                    .to_string(),
+            )
+        })
 }
