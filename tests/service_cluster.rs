@@ -12,6 +12,9 @@
 //!   service set by server-side apply, owned by field manager `gantry`; the
 //!   next full pass (here: after a spec change) reverts a hand edit of a
 //!   gantry-owned field and prunes an object it no longer renders;
+//! - a CA Secret deleted by hand is not replaced: the tenant reports
+//!   `CertificatesReady=False` (CAMissing) with a Warning Event until the
+//!   annotation `gantry.dev/recreate-ca=<its CA hash>` asks for a new CA;
 //! - deleting the tenant: the finalizer holds until the controller-manager's
 //!   namespace controller has removed `tcp-<name>`.
 
@@ -260,6 +263,8 @@ fn the_operator_applies_owns_prunes_and_finalizes(plane: &ControlPlane, manifest
         |out| out == "1",
     );
 
+    a_lost_ca_stops_the_tenant_until_restored_or_recreated_on_purpose(&plane, ns, &operator_log);
+
     // Deletion waits for the namespace controller.
     plane.kubectl_ok(
         "admin.conf",
@@ -291,5 +296,96 @@ fn the_operator_applies_owns_prunes_and_finalizes(plane: &ControlPlane, manifest
         "the tenant was not deleted: {last}\n{}\n{}",
         operator_log(),
         plane.logs()
+    );
+}
+
+/// Deleting Secret `ca` by hand: the next pass (nudged by an annotation, as
+/// Secrets are not watched) stops with CAMissing and makes no new CA; the
+/// recreate annotation with the tenant's CA hash then makes one.
+fn a_lost_ca_stops_the_tenant_until_restored_or_recreated_on_purpose(
+    plane: &ControlPlane,
+    ns: &str,
+    operator_log: &dyn Fn() -> String,
+) {
+    let hash = plane.kubectl_ok(
+        "admin.conf",
+        &[
+            "get",
+            "tenantcontrolplane",
+            "tenant-x",
+            "-o",
+            "jsonpath={.status.caCertHash}",
+        ],
+    );
+    assert!(hash.starts_with("sha256:"), "{hash}");
+    plane.kubectl_ok("admin.conf", &["-n", ns, "delete", "secret", "ca"]);
+    plane.kubectl_ok(
+        "admin.conf",
+        &[
+            "annotate",
+            "tenantcontrolplane",
+            "tenant-x",
+            "example.com/nudge=1",
+        ],
+    );
+    let condition = plane.wait_kubectl(
+        "the operator stops on the lost CA",
+        Duration::from_secs(60),
+        "admin.conf",
+        &[
+            "get",
+            "tenantcontrolplane",
+            "tenant-x",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"CertificatesReady\")].reason}",
+        ],
+        |out| out == "CAMissing",
+    );
+    assert_eq!(condition, "CAMissing", "{}", operator_log());
+    let missing = plane.kubectl("admin.conf", &["-n", ns, "get", "secret", "ca"]);
+    assert!(!missing.status.success(), "a new CA Secret was made");
+    let events = plane.kubectl_ok(
+        "admin.conf",
+        &[
+            "get",
+            "events",
+            "-A",
+            "--field-selector",
+            "type=Warning",
+            "-o",
+            "jsonpath={range .items[*]}{.reason}: {.note}{.message}{\"\\n\"}{end}",
+        ],
+    );
+    assert!(
+        events.contains("CertificatesNotReady") && events.contains("Restore them from your backup"),
+        "no Warning Event says how to recover: {events}"
+    );
+
+    plane.kubectl_ok(
+        "admin.conf",
+        &[
+            "annotate",
+            "tenantcontrolplane",
+            "tenant-x",
+            &format!("gantry.dev/recreate-ca={hash}"),
+        ],
+    );
+    let new_hash = plane.wait_kubectl(
+        "the annotation makes a new CA",
+        Duration::from_secs(60),
+        "admin.conf",
+        &[
+            "get",
+            "tenantcontrolplane",
+            "tenant-x",
+            "-o",
+            "jsonpath={.status.caCertHash}",
+        ],
+        |out| out.starts_with("sha256:") && out != hash,
+    );
+    assert_ne!(new_hash, hash);
+    plane.kubectl_ok(
+        "admin.conf",
+        &["-n", ns, "get", "secret", "ca", "-o", "name"],
     );
 }

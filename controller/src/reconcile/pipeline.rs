@@ -23,6 +23,7 @@ use kube::{Api, Client};
 use serde_json::json;
 use time::OffsetDateTime;
 
+use super::ca_guard;
 use super::conditions;
 use super::endpoint::{EndpointState, ObservedNode, ObservedService, resolve_endpoint};
 use super::upgrade::{self, Rollout, UpgradeDecision, UpgradeStep};
@@ -397,11 +398,46 @@ pub async fn reconcile(
 
     // 4. The PKI: kept from the tenant's Secrets, reissued only where needed.
     let existing = read_pki(&ctx.client, &namespace).await?;
+    let join = read_join_token(&ctx.client, &namespace).await?;
+    let recorded_hash = tcp.status.as_ref().and_then(|s| s.ca_cert_hash.clone());
+    let recreate = tcp
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ca_guard::RECREATE_CA_ANNOTATION));
+    match ca_guard::check(
+        &existing,
+        recorded_hash.as_deref(),
+        join.is_some(),
+        recreate.map(String::as_str),
+    ) {
+        ca_guard::CaCheck::Go => {}
+        ca_guard::CaCheck::Recreate { missing } => notes.push(Note::warning(
+            "RecreatingCA",
+            format!(
+                "making new {} as annotation {} asks; every worker must join again",
+                missing.join(", "),
+                ca_guard::RECREATE_CA_ANNOTATION
+            ),
+        )),
+        ca_guard::CaCheck::Lost { missing } => {
+            let message = ca_guard::lost_message(&missing, &namespace, recorded_hash.as_deref());
+            set(
+                &mut status,
+                "CertificatesReady",
+                false,
+                "CAMissing",
+                &message,
+            );
+            not_ready(&mut status, "CertificatesNotReady", &message, "Failed");
+            return finish(tcp, ctx, status, report, notes, None).await;
+        }
+    }
     // The join token: the one in Secret `join` while more than a third of its
     // lifetime remains, else a new one (old tokens expire; the tokencleaner removes them).
     let ttl = resolve::parse_duration("spec.join.tokenTTL", &tcp.spec.join.token_ttl)
         .expect("validated above");
-    let (token, expiration) = match read_join_token(&ctx.client, &namespace).await? {
+    let (token, expiration) = match join {
         Some((token, expiration)) if !super::token::needs_new_token(Some(expiration), ttl, now) => {
             (token, expiration)
         }
