@@ -263,7 +263,7 @@ fn the_operator_applies_owns_prunes_and_finalizes(plane: &ControlPlane, manifest
         |out| out == "1",
     );
 
-    a_lost_ca_stops_the_tenant_until_restored_or_recreated_on_purpose(&plane, ns, &operator_log);
+    a_lost_ca_stops_the_tenant_until_restored_or_recreated_on_purpose(plane, ns, &operator_log);
 
     // Deletion waits for the namespace controller.
     plane.kubectl_ok(
