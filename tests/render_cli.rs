@@ -182,3 +182,64 @@ fn a_missing_manifest_is_bad_input() {
     );
     assert!(!Path::new("/tmp/never-written").exists());
 }
+
+/// What of `bundle` must never appear in a log: for each private key, its
+/// PEM marker, every line of its PEM body and its base64 (as a Secret
+/// manifest holds it); the join token; each kubeconfig's client key data.
+pub fn secrets_of(bundle: &Path) -> Vec<String> {
+    use base64::Engine as _;
+    let mut secrets = vec!["PRIVATE KEY".to_string()];
+    for (path, contents) in files_under(bundle) {
+        if path.ends_with(".key") {
+            let text = String::from_utf8(contents.clone()).unwrap();
+            secrets.extend(
+                text.lines()
+                    .filter(|l| !l.starts_with("-----") && l.len() > 20)
+                    .map(String::from),
+            );
+            let encoded = base64::engine::general_purpose::STANDARD.encode(&contents);
+            secrets.push(encoded[40..100].to_string());
+        }
+        if path.ends_with(".conf") && path != "cluster-info.conf" {
+            let text = String::from_utf8(contents).unwrap();
+            if let Some(line) = text.lines().find(|l| l.contains("client-key-data:")) {
+                let data = line.split(':').nth(1).unwrap().trim();
+                secrets.push(data[40..100].to_string());
+            }
+        }
+    }
+    let join = std::fs::read_to_string(bundle.join("join-command")).unwrap();
+    let token = join
+        .split_whitespace()
+        .skip_while(|w| *w != "--token")
+        .nth(1)
+        .unwrap();
+    secrets.push(token.split('.').nth(1).unwrap().to_string());
+    secrets
+}
+
+#[test]
+fn no_secret_is_logged_at_any_level() {
+    // Including a filter that asks handlebars itself for everything.
+    for level in ["debug", "trace", "trace,handlebars=trace"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("tenant-a");
+        let output = std::process::Command::new(gantry_tests::gantry_bin())
+            .args(["render"])
+            .arg(repo_root().join("examples/tenant-a.yaml"))
+            .arg("--out")
+            .arg(&out)
+            .env("GANTRY_LOG", level)
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        let logged = gantry_tests::output_text(&output);
+        for secret in secrets_of(&out) {
+            assert!(
+                !logged.contains(&secret),
+                "GANTRY_LOG={level}: a secret is in the output ({} bytes of it)",
+                secret.len()
+            );
+        }
+    }
+}

@@ -15,6 +15,8 @@
 //! - a CA Secret deleted by hand is not replaced: the tenant reports
 //!   `CertificatesReady=False` (CAMissing) with a Warning Event until the
 //!   annotation `gantry.dev/recreate-ca=<its CA hash>` asks for a new CA;
+//! - the operator, logging at trace, never logs a private key, a kubeconfig
+//!   credential or the join token;
 //! - deleting the tenant: the finalizer holds until the controller-manager's
 //!   namespace controller has removed `tcp-<name>`.
 
@@ -179,6 +181,8 @@ fn the_operator_applies_owns_prunes_and_finalizes(plane: &ControlPlane, manifest
                 "--health-addr=127.0.0.1:18081",
             ])
             .env("KUBECONFIG", plane.bundle.join("admin.conf"))
+            // The most verbose level: no secret may appear in it either.
+            .env("GANTRY_LOG", "trace")
             .stdout(log_file.try_clone().unwrap())
             .stderr(log_file),
     );
@@ -264,6 +268,7 @@ fn the_operator_applies_owns_prunes_and_finalizes(plane: &ControlPlane, manifest
     );
 
     a_lost_ca_stops_the_tenant_until_restored_or_recreated_on_purpose(plane, ns, &operator_log);
+    no_secret_is_in_the_operator_log(plane, ns, &operator_log());
 
     // Deletion waits for the namespace controller.
     plane.kubectl_ok(
@@ -388,4 +393,55 @@ fn a_lost_ca_stops_the_tenant_until_restored_or_recreated_on_purpose(
         "admin.conf",
         &["-n", ns, "get", "secret", "ca", "-o", "name"],
     );
+}
+
+/// Every private key, kubeconfig and token the operator wrote into the
+/// tenant's Secrets: none of it (as stored, base64, or decoded) is in the
+/// operator's trace-level log.
+fn no_secret_is_in_the_operator_log(plane: &ControlPlane, ns: &str, logged: &str) {
+    use base64::Engine as _;
+    let base64 = base64::engine::general_purpose::STANDARD;
+    assert!(
+        !logged.contains("PRIVATE KEY"),
+        "a PEM private key is logged"
+    );
+    let secrets: serde_json::Value = serde_json::from_str(
+        &plane.kubectl_ok("admin.conf", &["-n", ns, "get", "secrets", "-o", "json"]),
+    )
+    .unwrap();
+    let mut checked = 0;
+    for secret in secrets["items"].as_array().unwrap() {
+        let name = secret["metadata"]["name"].as_str().unwrap();
+        let Some(data) = secret["data"].as_object() else {
+            continue;
+        };
+        for (key, value) in data {
+            let sensitive = key.ends_with(".key") || key.ends_with(".conf") || key == "token";
+            if !sensitive {
+                continue;
+            }
+            let stored = value.as_str().unwrap();
+            let decoded = String::from_utf8(base64.decode(stored).unwrap()).unwrap();
+            let mut pieces = vec![stored[..stored.len().min(60)].to_string()];
+            pieces.extend(
+                decoded
+                    .lines()
+                    .map(|l| l.trim().trim_start_matches("client-key-data:").trim())
+                    .filter(|l| l.len() >= 20 && !l.starts_with("-----"))
+                    .map(|l| l[..l.len().min(60)].to_string()),
+            );
+            if key == "token" {
+                pieces.push(decoded.split('.').nth(1).unwrap().to_string());
+            }
+            for piece in pieces {
+                assert!(
+                    !logged.contains(&piece),
+                    "Secret {name} key {key}: its value is in the operator log"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "only {checked} secret values were checked");
+    assert!(logged.len() > 10_000, "the trace log is suspiciously short");
 }

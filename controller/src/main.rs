@@ -43,13 +43,22 @@ enum Command {
     Get,
 }
 
+/// Appended to every log filter, whatever GANTRY_LOG asks for (a later
+/// directive for the same target wins): at debug, handlebars logs the render
+/// context, which holds every private key and the join token.
+const NEVER_VERBOSE: &str = "handlebars=warn";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The operator logs JSON at info (one object per line, with the tenant's
     // span); the one-shot commands only warn, as text. GANTRY_LOG overrides the level.
     let operator = matches!(cli.command, Command::Run(_));
-    let filter = tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG")
-        .unwrap_or_else(|_| if operator { "info" } else { "warn" }.into());
+    let default = if operator { "info" } else { "warn" };
+    let requested = std::env::var("GANTRY_LOG").unwrap_or_else(|_| default.into());
+    let filter = tracing_subscriber::EnvFilter::try_new(format!("{requested},{NEVER_VERBOSE}"))
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(format!("{default},{NEVER_VERBOSE}"))
+        });
     let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter);
