@@ -74,6 +74,29 @@ fn bad_flags_fail_with_one_line_naming_flag_and_value_and_write_nothing() {
             vec!["--name", "t", "--dns-domain", "Cluster.Local"],
             "error: --dns-domain \"Cluster.Local\": must be a DNS-1123 subdomain".into(),
         ),
+        // Day counts: refused with the flag and the value as written, never
+        // a panic on a date past year 9999 or an overflow.
+        (
+            vec!["--name", "t", "--ca-validity-days", "4294967295"],
+            "error: --ca-validity-days \"4294967295\": must be between 1 and 36500 days".into(),
+        ),
+        (
+            vec!["--name", "t", "--ca-validity-days", "9223372036854775807"],
+            "error: --ca-validity-days \"9223372036854775807\": must be between 1 and 36500".into(),
+        ),
+        (
+            vec!["--name", "t", "--cert-validity-days", "99999999"],
+            "error: --cert-validity-days \"99999999\": must be between 1 and 36500 days".into(),
+        ),
+        (
+            vec!["--name", "t", "--ca-validity-days", "0"],
+            "error: --ca-validity-days \"0\": must be between 1 and 36500 days".into(),
+        ),
+        (
+            vec!["--name", "t", "--renew-before-days", "400"],
+            "error: --renew-before-days \"400\": must be less than --cert-validity-days (365)"
+                .into(),
+        ),
     ];
     for (args, expected) in cases {
         let mut full = vec!["pki", "init", "--out", out_str];
@@ -321,4 +344,68 @@ fn tokens_are_fresh_and_sign_cluster_info_verifiably() {
     ]);
     assert_bad_input(&missing, "error: --file \"/nonexistent\": ");
     assert!(!stderr(&missing).contains(token.secret()));
+}
+
+#[test]
+fn a_closed_pipe_ends_quietly_and_a_full_disk_is_one_line() {
+    use std::process::{Command, Stdio};
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = pki_init(tmp.path(), "t", &[]);
+    // `gantry pki check DIR | head -0`: the reader is gone before the first write.
+    let mut check = Command::new(gantry_tests::gantry_bin())
+        .args(["pki", "check"])
+        .arg(&pki)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(check.stdout.take());
+    let output = check.wait_with_output().unwrap();
+    assert!(
+        stderr(&output).is_empty(),
+        "a closed pipe printed: {}",
+        stderr(&output)
+    );
+    use std::os::unix::process::ExitStatusExt;
+    assert!(
+        output.status.success() || output.status.signal() == Some(13),
+        "{:?}",
+        output.status
+    );
+
+    for args in [vec!["crd"], vec!["pki", "check", pki.to_str().unwrap()]] {
+        let output = Command::new(gantry_tests::gantry_bin())
+            .args(&args)
+            .stdout(std::fs::File::create("/dev/full").unwrap())
+            .output()
+            .unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert_eq!(
+            stderr(&output).trim(),
+            "error: cannot write to stdout: No space left on device (os error 28)",
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn pki_check_refuses_an_impossible_day_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = pki_init(tmp.path(), "t", &[]);
+    let output = gantry(&[
+        "pki",
+        "check",
+        "--renew-before-days",
+        "99999999999999",
+        pki.to_str().unwrap(),
+    ]);
+    assert_bad_input(
+        &output,
+        "error: --renew-before-days \"99999999999999\": must be between 0 and 36500 days",
+    );
 }

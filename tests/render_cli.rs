@@ -143,6 +143,10 @@ fn bad_manifests_fail_with_one_line_naming_the_field_and_write_nothing() {
             "spec.apiServer.endpoint \"127.0.0.1:6443\": must not be a loopback address".into(),
         ),
         (example().replace("tokenTTL: 24h", "tokenTTL: 1d"), "spec.join.tokenTTL \"1d\": is not a duration".into()),
+        // Once panics (an i64 overflow, a date past year 9999).
+        (example().replace("tokenTTL: 24h", "tokenTTL: 99999999999999h"), "spec.join.tokenTTL \"99999999999999h\": is longer than 876000h (100 years)".into()),
+        (example().replace("tokenTTL: 24h", "tokenTTL: 99999999999999999999h"), "spec.join.tokenTTL \"99999999999999999999h\": is longer than 876000h".into()),
+        (example().replace("certificateValidity: 8760h", "certificateValidity: 999999999h"), "spec.pki.certificateValidity \"999999999h\": is longer than 876000h (100 years)".into()),
         (example().replace("size: 10Gi", "size: ten"), "spec.etcd.storage.size \"ten\": is not a Kubernetes quantity".into()),
     ];
     for (text, expected) in cases {

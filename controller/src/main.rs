@@ -53,6 +53,16 @@ fn main() -> ExitCode {
     // The operator logs JSON at info (one object per line, with the tenant's
     // span); the one-shot commands only warn, as text. GANTRY_LOG overrides the level.
     let operator = matches!(cli.command, Command::Run(_));
+    if !operator {
+        // Rust ignores SIGPIPE, so a write to a closed pipe (`gantry pki check
+        // DIR | head -1`) fails and println would panic. A one-shot command
+        // ends quietly instead, as Unix tools do. (The operator keeps it
+        // ignored: a closed log pipe must not kill it.)
+        // SAFETY: setting a signal disposition has no memory effects.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let default = if operator { "info" } else { "warn" };
     let requested = std::env::var("GANTRY_LOG").unwrap_or_else(|_| default.into());
     let filter = tracing_subscriber::EnvFilter::try_new(format!("{requested},{NEVER_VERBOSE}"))
@@ -71,11 +81,9 @@ fn main() -> ExitCode {
         Command::Pki(command) => cli::pki::run(command),
         Command::Crd => {
             use kube::CustomResourceExt;
-            print!(
-                "{}",
-                serde_yaml::to_string(&api::TenantControlPlane::crd()).expect("the CRD serialises")
-            );
-            Ok(ExitCode::SUCCESS)
+            let crd =
+                serde_yaml::to_string(&api::TenantControlPlane::crd()).expect("the CRD serialises");
+            cli::write_stdout(crd.as_bytes()).map(|()| ExitCode::SUCCESS)
         }
         Command::Render(args) => cli::render::run(args),
         Command::Token(command) => cli::token::run(command),

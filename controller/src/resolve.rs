@@ -431,28 +431,48 @@ fn parse_cidr(field: &str, value: &str) -> Result<IpNet, SpecError> {
 /// A Go-style duration of hours, minutes and seconds: `24h`, `8760h`, `1h30m`, `90s`.
 pub fn parse_duration(field: &str, value: &str) -> Result<Duration, SpecError> {
     let bad = || invalid(field, value, "is not a duration such as 24h, 1h30m or 720h");
-    let mut total = Duration::ZERO;
+    let too_long = || {
+        invalid(
+            field,
+            value,
+            format!("is longer than {}h (100 years)", MAX_DURATION.whole_hours()),
+        )
+    };
+    let mut seconds: i64 = 0;
     let mut digits = String::new();
     for c in value.chars() {
         match c {
             '0'..='9' => digits.push(c),
             'h' | 'm' | 's' if !digits.is_empty() => {
-                let n: i64 = digits.parse().map_err(|_| bad())?;
-                total += match c {
-                    'h' => Duration::hours(n),
-                    'm' => Duration::minutes(n),
-                    _ => Duration::seconds(n),
+                let n: i64 = digits.parse().map_err(|_| too_long())?;
+                let unit = match c {
+                    'h' => 3600,
+                    'm' => 60,
+                    _ => 1,
                 };
+                seconds = n
+                    .checked_mul(unit)
+                    .and_then(|s| seconds.checked_add(s))
+                    .ok_or_else(too_long)?;
                 digits.clear();
             }
             _ => return Err(bad()),
         }
     }
-    if !digits.is_empty() || total <= Duration::ZERO {
+    if !digits.is_empty() || seconds <= 0 {
         return Err(bad());
+    }
+    let total = Duration::seconds(seconds);
+    if total > MAX_DURATION {
+        return Err(too_long());
     }
     Ok(total)
 }
+
+/// The longest duration a spec may give (a token TTL, a certificate's
+/// validity): far beyond any sane value, and short enough that `now` plus it
+/// is a valid certificate date.
+pub const MAX_DURATION: Duration = Duration::days(gantry_pki::MAX_VALIDITY_DAYS);
 
 /// A Kubernetes quantity such as `10Gi`, `500m`, `1.5`, `2e3`.
 fn validate_quantity(field: &str, value: &str) -> Result<(), SpecError> {

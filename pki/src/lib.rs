@@ -34,8 +34,8 @@ pub use error::{InvalidInput, PkiError};
 pub use hash::{ca_cert_hash, spki_sha256};
 pub use issue::{Action, Decision, FileSet, Issued, PkiBundle, PkiFile, Reason, issue};
 pub use spec::{
-    DEFAULT_API_SERVER_PORT, Endpoint, KeyAlgorithm, MAX_TENANT_NAME_LEN, PkiSpec, San,
-    default_namespace, nth_address, parse_cidr, validate_tenant_name,
+    DEFAULT_API_SERVER_PORT, Endpoint, KeyAlgorithm, MAX_TENANT_NAME_LEN, MAX_VALIDITY_DAYS,
+    PkiSpec, San, default_namespace, nth_address, parse_cidr, validate_tenant_name,
 };
 pub use token::{BootstrapToken, BootstrapTokenSecret, DEFAULT_NODE_TOKEN_GROUP, DEFAULT_TTL};
 

@@ -16,6 +16,9 @@ pub const DEFAULT_API_SERVER_PORT: u16 = 6443;
 /// from it must stay within Kubernetes' 63-character label limit.
 pub const MAX_TENANT_NAME_LEN: usize = 40;
 
+/// The longest validity of a certificate, in days (100 years).
+pub const MAX_VALIDITY_DAYS: i64 = 36_500;
+
 /// Everything needed to issue (or re-check) one tenant's PKI.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PkiSpec {
@@ -63,6 +66,8 @@ impl PkiSpec {
 
     /// Re-checks every field; builders that set fields directly call this
     /// before issuing anything.
+    /// Checks every field; the durations must lie within 100 years, so that a
+    /// certificate's dates are always valid.
     pub fn validate(&self) -> Result<(), InvalidInput> {
         validate_tenant_name(&self.tenant_name)?;
         validate_dns_label("namespace", &self.namespace, 63)?;
@@ -75,6 +80,13 @@ impl PkiSpec {
         ] {
             if duration <= Duration::ZERO {
                 return Err(InvalidInput::new(field, duration, "must be positive"));
+            }
+            if duration > Duration::days(MAX_VALIDITY_DAYS) {
+                return Err(InvalidInput::new(
+                    field,
+                    duration,
+                    format!("must be at most {MAX_VALIDITY_DAYS} days (100 years)"),
+                ));
             }
         }
         if self.renew_before < Duration::ZERO || self.renew_before >= self.leaf_validity {

@@ -3,7 +3,6 @@
 //! `KUBECONFIG`, `~/.kube/config`, or in-cluster) or, with `--bundle DIR`,
 //! from a `gantry render` bundle.
 
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -88,9 +87,7 @@ async fn access(target: &Target) -> Result<TenantAccess, CliError> {
 }
 
 fn print(bytes: &[u8]) -> Result<ExitCode, CliError> {
-    std::io::stdout()
-        .write_all(bytes)
-        .map_err(|e| CliError::Failed(format!("writing to stdout: {e}")))?;
+    super::write_stdout(bytes)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -3,6 +3,26 @@
 
 use std::process::ExitCode;
 
+/// `println!` that returns [`CliError::Stdout`] instead of panicking when
+/// stdout cannot be written (a full disk, `>/dev/full`). A closed pipe
+/// (`| head -1`) ends a one-shot command quietly: main restores SIGPIPE.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err($crate::cli::CliError::Stdout)
+    }};
+}
+
+/// Writes `bytes` to stdout; see [`say!`].
+pub fn write_stdout(bytes: &[u8]) -> Result<(), CliError> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(bytes)
+        .and_then(|()| stdout.flush())
+        .map_err(CliError::Stdout)
+}
+
 pub mod day2;
 pub mod pki;
 pub mod render;
@@ -34,12 +54,14 @@ pub enum CliError {
     },
     #[error("{0}")]
     Failed(String),
+    #[error("cannot write to stdout: {0}")]
+    Stdout(std::io::Error),
 }
 
 impl CliError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            CliError::Failed(_) => ExitCode::from(EXIT_FAILED),
+            CliError::Failed(_) | CliError::Stdout(_) => ExitCode::from(EXIT_FAILED),
             // A template or chart that fails is gantry's bug, not bad input.
             CliError::Render(e)
                 if !matches!(e, gantry_renderer::RenderError::InvalidField { .. }) =>

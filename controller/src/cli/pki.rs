@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use gantry_pki::{Action, Endpoint, KeyAlgorithm, PkiSpec, San, default_namespace};
+use gantry_pki::{Action, Endpoint, InvalidInput, KeyAlgorithm, PkiSpec, San, default_namespace};
 use time::{Duration, OffsetDateTime};
 
 use super::{CliError, read_flag_file};
@@ -74,7 +74,7 @@ pub fn run(command: PkiCommand) -> Result<ExitCode, CliError> {
         PkiCommand::Check {
             dir,
             renew_before_days,
-        } => check(&dir, Duration::days(renew_before_days)),
+        } => check(&dir, days("renew-before-days", renew_before_days, 0)?),
         PkiCommand::CaCertHash { file } => {
             let pem = read_flag_file("FILE", &file)?;
             let hash = gantry_pki::ca_cert_hash(&pem).map_err(|e| CliError::BadFile {
@@ -82,7 +82,7 @@ pub fn run(command: PkiCommand) -> Result<ExitCode, CliError> {
                 value: file.display().to_string(),
                 reason: e.to_string(),
             })?;
-            println!("{hash}");
+            say!("{hash}")?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -110,9 +110,20 @@ fn spec_from_args(args: &InitArgs) -> Result<PkiSpec, CliError> {
     spec.dns_domain = args.dns_domain.clone();
     spec.service_cluster_domain = args.service_cluster_domain.clone();
     spec.algorithm = args.algorithm.parse::<KeyAlgorithm>()?;
-    spec.ca_validity = Duration::days(args.ca_validity_days);
-    spec.leaf_validity = Duration::days(args.cert_validity_days);
-    spec.renew_before = Duration::days(args.renew_before_days);
+    spec.ca_validity = days("ca-validity-days", args.ca_validity_days, 1)?;
+    spec.leaf_validity = days("cert-validity-days", args.cert_validity_days, 1)?;
+    spec.renew_before = days("renew-before-days", args.renew_before_days, 0)?;
+    if args.renew_before_days >= args.cert_validity_days {
+        return Err(InvalidInput::new(
+            "renew-before-days",
+            args.renew_before_days,
+            format!(
+                "must be less than --cert-validity-days ({})",
+                args.cert_validity_days
+            ),
+        )
+        .into());
+    }
     spec.validate()?;
     Ok(spec)
 }
@@ -125,17 +136,17 @@ fn init(args: InitArgs) -> Result<ExitCode, CliError> {
     let written = bundle_dir::write_bundle(&args.out, &issued.bundle, &existing)?;
     for decision in &issued.decisions {
         match &decision.action {
-            Action::Created => println!("created    {}", decision.item),
-            Action::Kept => println!("kept       {}", decision.item),
-            Action::Reissued(reason) => println!("reissued   {}: {reason}", decision.item),
+            Action::Created => say!("created    {}", decision.item)?,
+            Action::Kept => say!("kept       {}", decision.item)?,
+            Action::Reissued(reason) => say!("reissued   {}: {reason}", decision.item)?,
         }
     }
-    println!(
+    say!(
         "{} files written to {}; CA hash {}",
         written.len(),
         args.out.display(),
         issued.bundle.ca_cert_hash()
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -183,12 +194,12 @@ fn check(dir: &Path, renew_before: Duration) -> Result<ExitCode, CliError> {
             "SANS",
         ],
         &rows,
-    );
+    )?;
     let failures: Vec<_> = reports.iter().filter(|r| r.health.is_failure()).collect();
     for report in &failures {
         match &report.health {
-            gantry_pki::Health::Invalid(why) => println!("{}: invalid: {why}", report.file),
-            _ => println!("{}: expired", report.file),
+            gantry_pki::Health::Invalid(why) => say!("{}: invalid: {why}", report.file)?,
+            _ => say!("{}: expired", report.file)?,
         }
     }
     if failures.is_empty() {
@@ -203,8 +214,25 @@ fn check(dir: &Path, renew_before: Duration) -> Result<ExitCode, CliError> {
     }
 }
 
+/// A number of days given by `flag`, between `min` and 100 years; the
+/// error names the flag and the value as written.
+fn days(flag: &'static str, value: i64, min: i64) -> Result<Duration, InvalidInput> {
+    if (min..=gantry_pki::MAX_VALIDITY_DAYS).contains(&value) {
+        Ok(Duration::days(value))
+    } else {
+        Err(InvalidInput::new(
+            flag,
+            value,
+            format!(
+                "must be between {min} and {} days (100 years)",
+                gantry_pki::MAX_VALIDITY_DAYS
+            ),
+        ))
+    }
+}
+
 /// Left-aligned columns separated by three spaces, like `kubectl get`.
-fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
+fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> Result<(), CliError> {
     let mut widths = header.map(str::len);
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -217,10 +245,11 @@ fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
             .zip(widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", padded.join("   ").trim_end());
+        say!("{}", padded.join("   ").trim_end())
     };
-    line(header.to_vec());
+    line(header.to_vec())?;
     for row in rows {
-        line(row.iter().map(String::as_str).collect());
+        line(row.iter().map(String::as_str).collect())?;
     }
+    Ok(())
 }

@@ -156,50 +156,51 @@ pub fn run(args: RenderArgs) -> Result<ExitCode, CliError> {
             .count()
     };
     let out = args.out.display();
-    println!(
+    say!(
         "rendered {} (Kubernetes {}) into {out}: {} files written",
         input.name,
         input.version,
         written.len()
-    );
-    println!(
+    )?;
+    say!(
         "  pki/, *.conf        PKI and kubeconfigs: {} created, {} kept, {} reissued",
         count(|a| *a == Action::Created),
         count(|a| *a == Action::Kept),
         count(|a| matches!(a, Action::Reissued(_)))
-    );
+    )?;
     for decision in issued
         .decisions
         .iter()
         .filter(|d| matches!(d.action, Action::Reissued(_)))
     {
-        println!(
+        say!(
             "                      {}: {}",
-            decision.item, decision.action
-        );
+            decision.item,
+            decision.action
+        )?;
     }
-    println!(
+    say!(
         "  service/            {} objects for the service cluster (namespace {})",
         rendered.service.len(),
         input.namespace
-    );
-    println!(
+    )?;
+    say!(
         "  tenant/             {} objects for the tenant cluster",
         rendered.tenant.len()
-    );
-    println!("  chart/{archive_name}");
-    println!(
+    )?;
+    say!("  chart/{archive_name}")?;
+    say!(
         "  {JOIN_COMMAND}        token {} expires {}",
         input.token.id(),
         gantry_pki::rfc3339(input.token_expiration)
-    );
-    println!("next steps:");
-    println!("  helm install {} {out}/chart/{archive_name}", input.name);
-    println!(
+    )?;
+    say!("next steps:")?;
+    say!("  helm install {} {out}/chart/{archive_name}", input.name)?;
+    say!(
         "  kubectl --kubeconfig {out}/super-admin.conf apply -f {out}/tenant/   # once {} answers",
         input.endpoint.url()
-    );
-    println!("  on each worker VM: the command in {out}/{JOIN_COMMAND}");
+    )?;
+    say!("  on each worker VM: the command in {out}/{JOIN_COMMAND}")?;
     Ok(ExitCode::SUCCESS)
 }
 

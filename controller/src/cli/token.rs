@@ -25,11 +25,11 @@ pub enum TokenCommand {
 
 pub fn run(command: TokenCommand) -> Result<ExitCode, CliError> {
     match command {
-        TokenCommand::Create => println!("{}", BootstrapToken::generate().expose()),
+        TokenCommand::Create => say!("{}", BootstrapToken::generate().expose())?,
         TokenCommand::Sign { token, file } => {
             let token = BootstrapToken::parse(&token)?;
             let kubeconfig = read_flag_file("--file", &file)?;
-            println!("{}", jws::sign_cluster_info(&kubeconfig, &token));
+            say!("{}", jws::sign_cluster_info(&kubeconfig, &token))?;
         }
     }
     Ok(ExitCode::SUCCESS)
