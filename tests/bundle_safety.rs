@@ -300,3 +300,63 @@ fn a_render_that_fails_part_way_leaves_the_previous_bundle() {
     );
     assert_eq!(files_under(&out), before, "the failed render left changes");
 }
+
+#[test]
+fn offline_renders_refuse_what_the_operator_refuses_on_a_live_tenant() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let a = manifest(tmp.path(), "tenant-a", "1.36.3", 2);
+    assert_ok(&render(&a, &out, &[]));
+    let before = files_under(&out);
+    let text = std::fs::read_to_string(&a).unwrap();
+    let count = std::cell::Cell::new(0);
+    let changed = |from: &str, to: &str| {
+        count.set(count.get() + 1);
+        let path = tmp.path().join(format!("changed-{}.yaml", count.get()));
+        assert!(text.contains(from), "{from}");
+        std::fs::write(&path, text.replace(from, to)).unwrap();
+        path
+    };
+    let cases = [
+        (
+            changed("version: 1.36.3", "version: 1.35.5"),
+            "spec.version \"1.35.5\": downgrade from 1.36.3 to 1.35.5 is not supported",
+        ),
+        (
+            changed("serviceCIDR: 10.96.0.0/12", "serviceCIDR: 10.112.0.0/12"),
+            "spec.networking.serviceCIDR \"10.112.0.0/12\": networking is immutable: the bundle in --out has 10.96.0.0/12",
+        ),
+        (
+            changed("dnsDomain: cluster.local", "dnsDomain: tenant.local"),
+            "spec.networking.dnsDomain \"tenant.local\": networking is immutable",
+        ),
+        (
+            changed("    replicas: 3\n", "    replicas: 1\n"),
+            "spec.etcd.replicas \"1\": is immutable: the bundle in --out has 3 members",
+        ),
+    ];
+    for (manifest, expected) in cases {
+        assert_refused(&render(&manifest, &out, &[]), &[expected]);
+        assert_eq!(
+            files_under(&out),
+            before,
+            "{expected}: a refused render wrote"
+        );
+    }
+    // One minor up is an upgrade, and is rendered.
+    assert_ok(&render(
+        &changed("version: 1.36.3", "version: 1.37.2"),
+        &out,
+        &[],
+    ));
+    let skip = tmp.path().join("skip");
+    assert_ok(&render(
+        &manifest(tmp.path(), "tenant-a", "1.35.5", 2),
+        &skip,
+        &[],
+    ));
+    assert_refused(
+        &render(&manifest(tmp.path(), "tenant-a", "1.37.2", 2), &skip, &[]),
+        &["spec.version \"1.37.2\": upgrade from 1.35.5 to 1.37.2 skips 1.36"],
+    );
+}

@@ -184,6 +184,7 @@ impl Default for ComponentSpec {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("self.replicas == oldSelf.replicas").message("etcd replicas are immutable: gantry never adds or removes a member (the cluster starts with --initial-cluster-state=new)"))]
 pub struct EtcdSpec {
     /// 1, 3 or 5.
     #[serde(default = "defaults::three")]
@@ -536,6 +537,26 @@ mod tests {
         let mut other = old.clone();
         other["spec"]["version"] = json!("1.36.0");
         assert_eq!(cel(&other, Some(&old)), Ok(()), "other fields may change");
+    }
+
+    #[test]
+    fn etcd_replicas_are_immutable() {
+        let old = example();
+        let mut changed = old.clone();
+        changed["spec"]["etcd"]["replicas"] = json!(1);
+        assert!(
+            cel(&changed, Some(&old))
+                .unwrap_err()
+                .contains("etcd replicas are immutable")
+        );
+        assert_eq!(cel(&changed, None), Ok(()), "a new tenant may have one");
+        let mut storage = old.clone();
+        storage["spec"]["etcd"]["storage"]["size"] = json!("20Gi");
+        assert_eq!(
+            cel(&storage, Some(&old)),
+            Ok(()),
+            "other etcd fields may change"
+        );
     }
 
     #[test]

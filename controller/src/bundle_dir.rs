@@ -401,6 +401,22 @@ pub struct BundleRecord {
     pub tenant: String,
     pub namespace: String,
     pub files: BTreeSet<String>,
+    /// What the render was made from that a later render may not change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixed: Option<FixedSpec>,
+}
+
+/// The parts of a tenant that cannot change once it runs, as the CRD and the
+/// operator refuse them on a live tenant: the version may only go up one
+/// minor at a time, the networking and the etcd member count never change.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FixedSpec {
+    pub version: String,
+    pub service_cidr: String,
+    pub pod_cidr: String,
+    pub dns_domain: String,
+    pub etcd_replicas: u32,
 }
 
 /// The record's file name.

@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 
 use super::{CliError, read_flag_file};
 use crate::api::TenantControlPlane;
-use crate::bundle_dir::{self, BundleLock, BundleRecord, Owner};
+use crate::bundle_dir::{self, BundleLock, BundleRecord, FixedSpec, Owner};
 use crate::resolve::{offline_endpoint, resolve};
 
 /// The folders of a bundle that `gantry render` writes. Of their files, only
@@ -91,6 +91,13 @@ pub fn run(args: RenderArgs) -> Result<ExitCode, CliError> {
         &args.service_cluster_domain,
     )?;
     refuse_other_tenant(&args.out, &owner, &existing, &resolved.input)?;
+    if let Owner::Recorded(BundleRecord {
+        fixed: Some(previous),
+        ..
+    }) = &owner
+    {
+        refuse_fixed_changes(previous, &resolved.input)?;
+    }
     let issued = gantry_pki::issue(&resolved.pki, &existing, now)?;
     let rendered = gantry_renderer::render(&resolved.input, &issued.bundle)?;
     let input = &resolved.input;
@@ -134,6 +141,7 @@ pub fn run(args: RenderArgs) -> Result<ExitCode, CliError> {
         tenant: input.name.clone(),
         namespace: input.namespace.clone(),
         files: files.keys().cloned().collect(),
+        fixed: Some(fixed_spec(input)),
     };
     files.insert(
         bundle_dir::RECORD.into(),
@@ -331,4 +339,71 @@ fn earlier_namespace(existing: &gantry_pki::FileSet) -> Option<String> {
                     .to_string(),
             )
         })
+}
+
+fn fixed_spec(input: &gantry_renderer::RenderInput) -> FixedSpec {
+    FixedSpec {
+        version: input.version.to_string(),
+        service_cidr: input.networking.service_cidr.to_string(),
+        pod_cidr: input.networking.pod_cidr.to_string(),
+        dns_domain: input.networking.dns_domain.clone(),
+        etcd_replicas: input.etcd.replicas,
+    }
+}
+
+/// Refuses what the CRD and the operator refuse on a live tenant: a
+/// downgrade or a skipped minor, a networking change, an etcd member count
+/// change. The error names the field, the new value and the bundle's.
+fn refuse_fixed_changes(
+    previous: &FixedSpec,
+    input: &gantry_renderer::RenderInput,
+) -> Result<(), crate::resolve::SpecError> {
+    let refused = |field: &str, value: String, reason: String| crate::resolve::SpecError {
+        field: field.into(),
+        value,
+        reason,
+    };
+    let now = fixed_spec(input);
+    if let Ok(before) = previous.version.parse() {
+        let decision = crate::reconcile::upgrade::plan(Some(before), input.version);
+        if let crate::reconcile::upgrade::UpgradeDecision::Refused(reason) = decision {
+            return Err(refused(
+                "spec.version",
+                now.version,
+                format!("{reason} (the bundle in --out is at {})", previous.version),
+            ));
+        }
+    }
+    for (field, before, after) in [
+        (
+            "spec.networking.serviceCIDR",
+            &previous.service_cidr,
+            &now.service_cidr,
+        ),
+        ("spec.networking.podCIDR", &previous.pod_cidr, &now.pod_cidr),
+        (
+            "spec.networking.dnsDomain",
+            &previous.dns_domain,
+            &now.dns_domain,
+        ),
+    ] {
+        if before != after {
+            return Err(refused(
+                field,
+                after.clone(),
+                format!("networking is immutable: the bundle in --out has {before}"),
+            ));
+        }
+    }
+    if previous.etcd_replicas != now.etcd_replicas {
+        return Err(refused(
+            "spec.etcd.replicas",
+            now.etcd_replicas.to_string(),
+            format!(
+                "is immutable: the bundle in --out has {} members, and gantry never adds or removes one",
+                previous.etcd_replicas
+            ),
+        ));
+    }
+    Ok(())
 }
