@@ -121,7 +121,8 @@ fn user_data_parses_its_scripts_pass_shellcheck_and_the_node_ip_is_the_right_nic
         ("192.168.10.0/24", THREE_NICS, "192.168.10.5"),
         ("10.0.1.0/24", SECONDARY_ADDRESSES, "10.0.1.200"),
         ("100.64.0.0/10", SECONDARY_ADDRESSES, "100.64.12.3"),
-        ("0.0.0.0/0", SECONDARY_ADDRESSES, "127.0.0.1"),
+        // Never a loopback address (the CLI refuses such a network too).
+        ("0.0.0.0/0", SECONDARY_ADDRESSES, "10.0.0.14"),
     ] {
         let (ok, stdout, stderr) = pick(&picker, cidr, output);
         assert!(ok, "{cidr}: {stderr}");
@@ -187,6 +188,58 @@ fn without_a_node_network_the_kubelet_picks_its_default_and_flags_are_checked() 
                 "ftp://x",
             ],
             "error: --package-repo \"ftp://x\": must be an http(s) URL",
+        ),
+        // Values that would run a command on the VM if pasted into its
+        // root shell script.
+        (
+            vec![
+                "cloud-init",
+                "--bundle",
+                bundle_arg,
+                "--package-repo",
+                "https://x/'; touch PWNED; '",
+            ],
+            "error: --package-repo \"https://x/'; touch PWNED; '\": may hold only URL characters",
+        ),
+        (
+            vec![
+                "cloud-init",
+                "--bundle",
+                bundle_arg,
+                "--package-repo",
+                "https://x/$(touch PWNED)",
+            ],
+            "error: --package-repo \"https://x/$(touch PWNED)\": may hold only URL characters",
+        ),
+        (
+            vec![
+                "cloud-init",
+                "--bundle",
+                bundle_arg,
+                "--package-repo",
+                "https://x/`touch PWNED`",
+            ],
+            "error: --package-repo \"https://x/`touch PWNED`\": may hold only URL characters",
+        ),
+        (
+            vec![
+                "cloud-init",
+                "--bundle",
+                bundle_arg,
+                "--package-repo",
+                "https://x/\ntouch PWNED",
+            ],
+            "error: --package-repo \"https://x/\\ntouch PWNED\": may hold only URL characters",
+        ),
+        (
+            vec![
+                "cloud-init",
+                "--bundle",
+                bundle_arg,
+                "--node-network",
+                "0.0.0.0/0",
+            ],
+            "error: --node-network \"0.0.0.0/0\": holds 127.0.0.1",
         ),
         (
             vec!["join", "--bundle", bundle_arg, "--ttl", "soon"],

@@ -134,6 +134,16 @@ fn the_real_apiserver_enforces_the_crd(plane: &ControlPlane) {
             "    service:\n      type: NodePort\n      nodePort: 80\n  controllerManager",
             "spec.apiServer.service.nodePort",
         ),
+        (
+            "  controllerManager",
+            "    extraArgs:\n      etcd_servers: https://elsewhere:2379\n  controllerManager",
+            "extraArgs names are lowercase words joined by '-'",
+        ),
+        (
+            "  controllerManager:\n    replicas: 1\n",
+            "  controllerManager:\n    replicas: 1\n    extraArgs:\n      v: \"2\\n--kubeconfig=/x\"\n",
+            "values hold no control characters",
+        ),
     ];
     for (from, to, field) in refused {
         let bad = GOOD.replacen(from, to, 1);

@@ -98,7 +98,7 @@ pub struct TenantControlPlaneStatus {
     pub join_secret: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ApiServerSpec {
     #[serde(default = "defaults::two")]
@@ -113,6 +113,8 @@ pub struct ApiServerSpec {
     #[serde(default, rename = "certSANs")]
     pub cert_sans: Vec<String>,
     #[serde(default)]
+    #[schemars(extend("maxProperties" = 100, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
+    #[x_kube(validation = Rule::new("self.all(k, k.matches('^[a-z0-9]+(-[a-z0-9]+)*$') && !self[k].matches('[[:cntrl:]]'))").message("extraArgs names are lowercase words joined by '-' (not '_', which Kubernetes reads as '-'; no leading dashes or '='), and values hold no control characters"))]
     pub extra_args: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourcesSpec>,
@@ -160,13 +162,15 @@ pub enum ServiceType {
     ClusterIP,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ComponentSpec {
     #[serde(default = "defaults::two")]
     #[schemars(range(min = 1, max = 10))]
     pub replicas: i32,
     #[serde(default)]
+    #[schemars(extend("maxProperties" = 100, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
+    #[x_kube(validation = Rule::new("self.all(k, k.matches('^[a-z0-9]+(-[a-z0-9]+)*$') && !self[k].matches('[[:cntrl:]]'))").message("extraArgs names are lowercase words joined by '-' (not '_', which Kubernetes reads as '-'; no leading dashes or '='), and values hold no control characters"))]
     pub extra_args: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourcesSpec>,
@@ -537,6 +541,30 @@ mod tests {
         let mut other = old.clone();
         other["spec"]["version"] = json!("1.36.0");
         assert_eq!(cel(&other, Some(&old)), Ok(()), "other fields may change");
+    }
+
+    #[test]
+    fn extra_args_names_are_dashed_words_and_values_hold_no_control_characters() {
+        let mut good = example();
+        good["spec"]["apiServer"]["extraArgs"] = json!({"audit-log-maxage": "30", "v": "2"});
+        assert_eq!(cel(&good, None), Ok(()));
+        for (component, name, value) in [
+            ("apiServer", "etcd_servers", "https://elsewhere:2379"),
+            ("apiServer", "--v", "2"),
+            ("apiServer", "v=2", "2"),
+            ("apiServer", "v", "2\n--etcd-servers=https://elsewhere:2379"),
+            ("controllerManager", "cluster_signing_key_file", "/x"),
+            ("scheduler", "Kubeconfig", "/x"),
+        ] {
+            let mut bad = example();
+            bad["spec"][component]["extraArgs"] = json!({ name: value });
+            assert!(
+                cel(&bad, None)
+                    .unwrap_err()
+                    .contains("extraArgs names are lowercase words joined by '-'"),
+                "{component}.{name}"
+            );
+        }
     }
 
     #[test]

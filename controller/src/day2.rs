@@ -258,6 +258,7 @@ want=$(( $(to_int "$network") & mask ))
 while read -r _ _ family address _; do
   [ "$family" = inet ] || continue
   ip=${address%/*}
+  case $ip in 127.*) continue ;; esac
   if [ $(( $(to_int "$ip") & mask )) -eq "$want" ]; then
     echo "$ip"
     exit 0
@@ -281,8 +282,8 @@ fn join_script(options: &CloudInitOptions) -> String {
         r#"#!/bin/sh
 # Installs containerd, kubelet and kubeadm {version} and joins this VM to the tenant cluster.
 set -eu
-repo='{repo}'
-version='{version}'
+repo={repo}
+version={version}
 export DEBIAN_FRONTEND=noninteractive
 
 swapoff -a
@@ -307,8 +308,46 @@ systemctl enable kubelet
 
 {node_ip}kubeadm join --config /etc/gantry/join-configuration.yaml
 "#,
-        repo = options.package_repo,
-        version = options.kubernetes_version,
+        repo = shell_quote(&options.package_repo),
+        version = shell_quote(&options.kubernetes_version),
+    )
+}
+
+/// `value` as one word of a POSIX shell, whatever it holds: in single quotes,
+/// each `'` written as `'\''`. The values are validated too; this makes a
+/// value that slips through inert.
+pub fn shell_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "'\\''"))
+}
+
+/// Why `repo` is not a package repository URL gantry puts into a script, if
+/// it is not: an http(s) URL of plain URL characters (no quotes, `$`,
+/// backticks, parentheses, backslashes, spaces or control characters).
+pub fn package_repo_problem(repo: &str) -> Option<&'static str> {
+    let rest = repo
+        .strip_prefix("https://")
+        .or_else(|| repo.strip_prefix("http://"));
+    let Some(rest) = rest else {
+        return Some("must be an http(s) URL");
+    };
+    if rest.is_empty() || rest.starts_with('/') {
+        return Some("must name a host");
+    }
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-._~:/?#[]@!&*+,;=%".contains(c);
+    if !repo.chars().all(plain) {
+        return Some(
+            "may hold only URL characters (letters, digits and -._~:/?#[]@!&*+,;=%): \
+             no quotes, $, backticks, parentheses, backslashes, spaces or control characters",
+        );
+    }
+    None
+}
+
+/// Why `network` cannot be the nodes' network, if it cannot: one that holds
+/// 127.0.0.1 (such as 0.0.0.0/0) would pick the loopback address.
+pub fn node_network_problem(network: &Ipv4Net) -> Option<&'static str> {
+    network.contains(&std::net::Ipv4Addr::LOCALHOST).then_some(
+        "holds 127.0.0.1, which the node-IP picker would choose: give the nodes' network",
     )
 }
 
@@ -368,4 +407,59 @@ pub fn cloud_init(access: &TenantAccess, token: &str, options: &CloudInitOptions
         access.endpoint,
         serde_yaml::to_string(&document).expect("YAML")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values that would run a command if pasted into a script unquoted.
+    const HOSTILE: [&str; 6] = [
+        "https://x/'; touch PWNED; '",
+        "https://x/$(touch PWNED)",
+        "https://x/`touch PWNED`",
+        "https://x/\ntouch PWNED\n",
+        "it's \"quoted\" \\ and $HOME",
+        "'",
+    ];
+
+    #[test]
+    fn shell_quote_keeps_every_value_one_inert_word_for_a_real_sh() {
+        let dir = tempfile::tempdir().unwrap();
+        for value in HOSTILE {
+            let output = std::process::Command::new("sh")
+                .current_dir(dir.path())
+                .arg("-c")
+                .arg(format!("printf '%s' {}", shell_quote(value)))
+                .output()
+                .expect("a POSIX sh");
+            assert!(output.status.success(), "{value:?}");
+            assert_eq!(String::from_utf8(output.stdout).unwrap(), value);
+            assert!(
+                !dir.path().join("PWNED").exists(),
+                "{value:?} ran a command"
+            );
+        }
+    }
+
+    #[test]
+    fn package_repos_are_plain_http_urls() {
+        assert_eq!(
+            package_repo_problem("https://pkgs.k8s.io/core:/stable:/v1.37/deb/"),
+            None
+        );
+        assert_eq!(package_repo_problem("http://mirror.local:8080/k8s/"), None);
+        for hostile in &HOSTILE[..4] {
+            assert!(package_repo_problem(hostile).is_some(), "{hostile:?}");
+        }
+        assert!(package_repo_problem("ftp://x/").is_some());
+        assert!(package_repo_problem("https://").is_some());
+    }
+
+    #[test]
+    fn a_node_network_must_not_hold_loopback() {
+        assert!(node_network_problem(&"0.0.0.0/0".parse().unwrap()).is_some());
+        assert!(node_network_problem(&"127.0.0.0/8".parse().unwrap()).is_some());
+        assert_eq!(node_network_problem(&"10.0.0.0/8".parse().unwrap()), None);
+    }
 }

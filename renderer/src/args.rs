@@ -27,6 +27,7 @@ const API_SERVER_OWNED: &[&str] = &[
     "etcd-certfile",
     "etcd-keyfile",
     "etcd-servers",
+    "etcd-servers-overrides",
     "kubelet-client-certificate",
     "kubelet-client-key",
     "proxy-client-cert-file",
@@ -241,6 +242,29 @@ pub fn etcd(input: &RenderInput) -> Vec<String> {
     .collect()
 }
 
+/// The pattern of an `extraArgs` name, here and in the CRD: lowercase words
+/// joined by `-`. Kubernetes reads `_` as `-`, so `etcd_servers` would slip
+/// past the check of gantry's own flags; it is refused instead.
+pub const EXTRA_ARG_NAME_PATTERN: &str = "^[a-z0-9]+(-[a-z0-9]+)*$";
+
+/// Why `flag` is not an `extraArgs` name, if it is not.
+fn flag_name_problem(flag: &str) -> Option<&'static str> {
+    if flag.contains('_') {
+        return Some("must be written with '-', not '_' (Kubernetes reads '_' as '-')");
+    }
+    let words_ok = !flag.is_empty()
+        && flag.split('-').all(|word| {
+            !word.is_empty()
+                && word
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        });
+    (!words_ok).then_some(
+        "must be a flag name of lowercase letters, digits and single '-' between them, \
+         without leading dashes or '=' (e.g. \"audit-log-maxage\")",
+    )
+}
+
 /// Defaults overlaid with `extra`, sorted by flag name, as `--flag=value`.
 fn merge(
     field: &'static str,
@@ -250,13 +274,18 @@ fn merge(
 ) -> Result<Vec<String>, RenderError> {
     let mut flags: BTreeMap<&str, &str> = defaults.iter().map(|(k, v)| (*k, v.as_str())).collect();
     for (flag, value) in extra {
-        if flag.starts_with('-') || flag.is_empty() || flag.contains('=') {
+        if let Some(reason) = flag_name_problem(flag) {
             return Err(RenderError::InvalidField {
                 field: field.into(),
                 value: flag.clone(),
-                reason:
-                    "must be a flag name without leading dashes or '=' (e.g. \"audit-log-maxage\")"
-                        .into(),
+                reason: reason.into(),
+            });
+        }
+        if value.chars().any(char::is_control) {
+            return Err(RenderError::InvalidField {
+                field: format!("{field}.{flag}"),
+                value: value.clone(),
+                reason: "must not hold control characters (a newline, a tab, ...)".into(),
             });
         }
         if owned.contains(&flag.as_str()) {

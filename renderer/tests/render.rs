@@ -362,17 +362,67 @@ fn extra_args_merge_over_defaults_but_owned_flags_are_refused() {
             )
         );
     }
-    let mut input = fixture::input();
-    input.api_server.extra_args.insert("--v".into(), "4".into());
-    let err = render(&input, &fixture::pki(&input))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.starts_with(
-            "spec.apiServer.extraArgs \"--v\": must be a flag name without leading dashes"
+    // Names and values that once slipped through: `_` is read as `-` by
+    // Kubernetes (so `etcd_servers` was --etcd-servers), `=` and newlines
+    // reach the command line, and etcd-servers-overrides redirects etcd.
+    let refused = [
+        (
+            "--v",
+            "4",
+            "spec.apiServer.extraArgs \"--v\": must be a flag name of lowercase letters",
         ),
-        "{err}"
-    );
+        (
+            "etcd_servers",
+            "https://elsewhere:2379",
+            "spec.apiServer.extraArgs \"etcd_servers\": must be written with '-', not '_'",
+        ),
+        (
+            "client_ca_file",
+            "/x",
+            "spec.apiServer.extraArgs \"client_ca_file\": must be written with '-'",
+        ),
+        (
+            "v=4",
+            "4",
+            "spec.apiServer.extraArgs \"v=4\": must be a flag name",
+        ),
+        (
+            "audit-log-path\n",
+            "x",
+            "spec.apiServer.extraArgs \"audit-log-path\\n\": must be a flag name",
+        ),
+        (
+            "Audit-Log-Path",
+            "x",
+            "spec.apiServer.extraArgs \"Audit-Log-Path\": must be a flag name",
+        ),
+        (
+            "audit--log",
+            "x",
+            "spec.apiServer.extraArgs \"audit--log\": must be a flag name",
+        ),
+        (
+            "v",
+            "4\n--etcd-servers=https://elsewhere:2379",
+            "spec.apiServer.extraArgs.v \"4\\n--etcd-servers=https://elsewhere:2379\": must not hold control characters",
+        ),
+        (
+            "etcd-servers-overrides",
+            "/events#https://elsewhere:2379",
+            "spec.apiServer.extraArgs.etcd-servers-overrides \"/events#https://elsewhere:2379\": --etcd-servers-overrides is set by gantry",
+        ),
+    ];
+    for (flag, value, expected) in refused {
+        let mut input = fixture::input();
+        input
+            .api_server
+            .extra_args
+            .insert(flag.into(), value.into());
+        let err = render(&input, &fixture::pki(&input))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with(expected), "{flag:?}: {err}");
+    }
 }
 
 #[test]

@@ -146,7 +146,12 @@ pub fn cloud_init(args: CloudInitArgs) -> Result<ExitCode, CliError> {
                 bad_flag("--node-network", cidr, "is not a CIDR such as 10.0.0.0/24")
             })?;
             match network {
-                ipnet::IpNet::V4(network) => Some(network.trunc()),
+                ipnet::IpNet::V4(network) => {
+                    if let Some(problem) = day2::node_network_problem(&network) {
+                        return Err(bad_flag("--node-network", cidr, problem));
+                    }
+                    Some(network.trunc())
+                }
                 ipnet::IpNet::V6(_) => {
                     return Err(bad_flag(
                         "--node-network",
@@ -158,9 +163,9 @@ pub fn cloud_init(args: CloudInitArgs) -> Result<ExitCode, CliError> {
         }
     };
     if let Some(repo) = &args.package_repo
-        && !(repo.starts_with("https://") || repo.starts_with("http://"))
+        && let Some(problem) = day2::package_repo_problem(repo)
     {
-        return Err(bad_flag("--package-repo", repo, "must be an http(s) URL"));
+        return Err(bad_flag("--package-repo", repo, problem));
     }
     let requested: Option<gantry_renderer::KubeVersion> = match &args.kubernetes_version {
         Some(v) => Some(v.parse().map_err(|e: gantry_renderer::VersionError| {
