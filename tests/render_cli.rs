@@ -247,3 +247,38 @@ fn no_secret_is_logged_at_any_level() {
         }
     }
 }
+
+#[test]
+fn help_says_what_render_removes_and_every_flag_has_help() {
+    let render = gantry_tests::gantry_ok(&["render", "--help"]);
+    assert!(render.contains("removes files that an earlier"), "{render}");
+    for (command, described) in [
+        (vec!["pki", "check", "--help"], "<DIR>  A bundle folder"),
+        (
+            vec!["pki", "ca-cert-hash", "--help"],
+            "<FILE>  A PEM CA certificate",
+        ),
+        (vec!["run", "--help"], "Name of the leader Lease"),
+    ] {
+        let help = gantry_tests::gantry_ok(&command);
+        let flat = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        let described = described.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(flat.contains(&described), "{command:?}: {help}");
+    }
+}
+
+#[test]
+fn chart_values_given_to_render_get_a_hint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let output = render(
+        &repo_root().join("examples/tenant-values.yaml"),
+        &tmp.path().join("out"),
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("this looks like values of the tenant Helm chart"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}

@@ -383,8 +383,20 @@ impl TenantControlPlane {
                 .to_string()
         };
         if field("apiVersion") != API_VERSION {
+            // Tenant chart values (examples/tenant-values.yaml) have the
+            // spec's fields at the top and no apiVersion.
+            let chart_values = field("apiVersion").is_empty()
+                && ["version", "apiServer", "etcd"]
+                    .iter()
+                    .any(|key| raw.get(*key).is_some());
+            let hint = if chart_values {
+                " (this looks like values of the tenant Helm chart; gantry render takes a \
+                 TenantControlPlane manifest such as examples/tenant-a.yaml)"
+            } else {
+                ""
+            };
             return Err(format!(
-                "apiVersion {:?}: expected {API_VERSION}",
+                "apiVersion {:?}: expected {API_VERSION}{hint}",
                 field("apiVersion")
             ));
         }

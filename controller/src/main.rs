@@ -25,7 +25,9 @@ enum Command {
     /// Print the TenantControlPlane CustomResourceDefinition (YAML).
     Crd,
     /// Render a complete tenant offline: PKI, kubeconfigs, manifests, a Helm
-    /// chart of the control plane, and the kubeadm join command.
+    /// chart of the control plane, and the kubeadm join command. Rendering
+    /// again updates the bundle in place and removes files that an earlier
+    /// render wrote and this one does not (gantry-bundle.json lists them).
     Render(cli::render::RenderArgs),
     /// Create bootstrap tokens and sign cluster-info with them.
     #[command(subcommand)]

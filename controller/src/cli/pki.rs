@@ -18,13 +18,17 @@ pub enum PkiCommand {
     /// Print every certificate of DIR with its status; exit 1 if any is
     /// invalid or expired.
     Check {
+        /// A bundle folder: `gantry pki init --out` or `gantry render --out`.
         dir: PathBuf,
         /// Report certificates with less than this many days left as "renew".
         #[arg(long, default_value_t = 30)]
         renew_before_days: i64,
     },
     /// Print the `kubeadm join --discovery-token-ca-cert-hash` value of a CA certificate.
-    CaCertHash { file: PathBuf },
+    CaCertHash {
+        /// A PEM CA certificate, such as DIR/pki/ca.crt.
+        file: PathBuf,
+    },
 }
 
 #[derive(Args)]

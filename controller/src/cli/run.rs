@@ -22,6 +22,7 @@ pub struct RunArgs {
     /// Namespace of the leader Lease (default: $POD_NAMESPACE, else "default").
     #[arg(long, value_name = "NAMESPACE")]
     lease_namespace: Option<String>,
+    /// Name of the leader Lease; replicas that share it elect one leader.
     #[arg(long, default_value = "gantry-leader", value_name = "NAME")]
     lease_name: String,
     /// How many tenants reconcile at once.
