@@ -74,6 +74,10 @@ fn bad_flags_fail_with_one_line_naming_flag_and_value_and_write_nothing() {
             vec!["--name", "t", "--dns-domain", "Cluster.Local"],
             "error: --dns-domain \"Cluster.Local\": must be a DNS-1123 subdomain".into(),
         ),
+        (
+            vec!["--name", "t", "--namespace", "Bad_NS"],
+            "error: --namespace \"Bad_NS\": must be a DNS-1123 label".into(),
+        ),
         // Day counts: refused with the flag and the value as written, never
         // a panic on a date past year 9999 or an overflow.
         (

@@ -414,6 +414,7 @@ impl TenantControlPlane {
                 }
             }
         }
+        unknown_nested_fields(&raw)?;
         // From the text, not from `raw`: only then do errors carry the field's path.
         let manifest: TenantControlPlane = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
         if let Some(namespace) = &manifest.metadata.namespace {
@@ -423,6 +424,44 @@ impl TenantControlPlane {
         }
         Ok(manifest)
     }
+}
+
+/// Fields of Kubernetes' own types in a manifest that serde would drop
+/// without a word (k8s-openapi's types accept unknown fields): a typo in
+/// `metadata` or in a toleration is refused instead.
+fn unknown_nested_fields(raw: &serde_yaml::Value) -> Result<(), String> {
+    let unknown = |path: &str, value: Option<&serde_yaml::Value>, known: &[&str]| {
+        let Some(mapping) = value.and_then(serde_yaml::Value::as_mapping) else {
+            return Ok(());
+        };
+        for key in mapping.keys() {
+            let key = key.as_str().unwrap_or_default();
+            if !known.contains(&key) {
+                return Err(format!(
+                    "{path}: unknown field `{key}`, expected one of {}",
+                    known.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    };
+    unknown(
+        "metadata",
+        raw.get("metadata"),
+        &crate::spec_rules::METADATA_FIELDS,
+    )?;
+    let tolerations = raw
+        .get("spec")
+        .and_then(|spec| spec.get("tolerations"))
+        .and_then(serde_yaml::Value::as_sequence);
+    for (i, toleration) in tolerations.into_iter().flatten().enumerate() {
+        unknown(
+            &format!("spec.tolerations[{i}]"),
+            Some(toleration),
+            &crate::spec_rules::TOLERATION_FIELDS,
+        )?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -9,3 +9,4 @@ pub mod day2;
 pub mod operator;
 pub mod reconcile;
 pub mod resolve;
+pub mod spec_rules;

@@ -13,6 +13,7 @@ use ipnet::IpNet;
 use time::{Duration, OffsetDateTime};
 
 use crate::api::{self, ResourcesSpec, TenantControlPlane};
+use crate::spec_rules;
 
 /// A spec value that cannot be used, with the field's path in the manifest.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,13 +73,8 @@ pub fn resolve(
             .map_err(|e: gantry_renderer::VersionError| {
                 invalid("spec.version", &spec.version, e.to_string())
             })?;
-    if spec.image_repository.is_empty() || spec.image_repository.contains(char::is_whitespace) {
-        return Err(invalid(
-            "spec.imageRepository",
-            &spec.image_repository,
-            "must be a registry path such as registry.k8s.io",
-        ));
-    }
+    spec_rules::image_repository("spec.imageRepository", &spec.image_repository)?;
+    check_placement(spec)?;
 
     let endpoint_value = endpoint.to_string();
     let advertise_address = endpoint.ip().ok_or_else(|| {
@@ -147,6 +143,21 @@ pub fn resolve(
         ));
     }
     validate_quantity("spec.etcd.storage.size", &spec.etcd.storage.size)?;
+    if spec
+        .etcd
+        .storage
+        .size
+        .trim_start_matches(['0', '.'])
+        .chars()
+        .next()
+        .is_none_or(|c| !c.is_ascii_digit())
+    {
+        return Err(invalid(
+            "spec.etcd.storage.size",
+            &spec.etcd.storage.size,
+            "must be more than zero",
+        ));
+    }
 
     let service_cidr = parse_cidr("spec.networking.serviceCIDR", &spec.networking.service_cidr)?;
     let pod_cidr = parse_cidr("spec.networking.podCIDR", &spec.networking.pod_cidr)?;
@@ -157,6 +168,13 @@ pub fn resolve(
             format!("overlaps spec.networking.serviceCIDR {service_cidr}"),
         ));
     }
+    spec_rules::endpoint_in_networks(
+        "spec.apiServer.endpoint",
+        &endpoint_value,
+        advertise_address,
+        &service_cidr,
+        &pod_cidr,
+    )?;
     let algorithm: KeyAlgorithm = spec.pki.algorithm.into();
     let leaf_validity = parse_duration(
         "spec.pki.certificateValidity",
@@ -315,8 +333,29 @@ pub fn offline_endpoint(manifest: &TenantControlPlane) -> Result<Endpoint, SpecE
             "is required to render offline: give the address nodes will use (a VIP or the load balancer's IP, HOST[:PORT])",
         )
     })?;
+    spec_rules::endpoint_text("spec.apiServer.endpoint", value)?;
     Endpoint::parse("endpoint", value)
         .map_err(|e| invalid("spec.apiServer.endpoint", value, e.reason))
+}
+
+/// Node selector, tolerations, priority class and the Service's
+/// annotations: values the API server would refuse when the pods or the
+/// Service are created, refused here with the field named.
+fn check_placement(spec: &crate::api::TenantControlPlaneSpec) -> Result<(), SpecError> {
+    for (key, value) in &spec.node_selector {
+        spec_rules::qualified_key("spec.nodeSelector", key)?;
+        spec_rules::label_value(&format!("spec.nodeSelector.{key}"), value)?;
+    }
+    for (i, toleration) in spec.tolerations.iter().enumerate() {
+        spec_rules::toleration(&format!("spec.tolerations[{i}]"), toleration)?;
+    }
+    if let Some(class) = &spec.priority_class_name {
+        spec_rules::dns_subdomain("spec.priorityClassName", class)?;
+    }
+    for key in spec.api_server.service.annotations.keys() {
+        spec_rules::qualified_key("spec.apiServer.service.annotations", key)?;
+    }
+    Ok(())
 }
 
 /// Runs every check of [`resolve`] before the endpoint is known, so that an

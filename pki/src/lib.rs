@@ -35,7 +35,8 @@ pub use hash::{ca_cert_hash, spki_sha256};
 pub use issue::{Action, Decision, FileSet, Issued, PkiBundle, PkiFile, Reason, issue};
 pub use spec::{
     DEFAULT_API_SERVER_PORT, Endpoint, KeyAlgorithm, MAX_TENANT_NAME_LEN, MAX_VALIDITY_DAYS,
-    PkiSpec, San, default_namespace, nth_address, parse_cidr, validate_tenant_name,
+    PkiSpec, San, default_namespace, nth_address, parse_cidr, validate_namespace,
+    validate_tenant_name,
 };
 pub use token::{BootstrapToken, BootstrapTokenSecret, DEFAULT_NODE_TOKEN_GROUP, DEFAULT_TTL};
 

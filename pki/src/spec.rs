@@ -169,6 +169,11 @@ pub fn validate_tenant_name(name: &str) -> Result<(), InvalidInput> {
     validate_dns_label("name", name, MAX_TENANT_NAME_LEN)
 }
 
+/// A namespace: a DNS-1123 label of at most 63 characters.
+pub fn validate_namespace(namespace: &str) -> Result<(), InvalidInput> {
+    validate_dns_label("namespace", namespace, 63)
+}
+
 fn validate_dns_label(
     field: &'static str,
     value: &str,

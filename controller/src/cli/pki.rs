@@ -99,6 +99,9 @@ fn spec_from_args(args: &InitArgs) -> Result<PkiSpec, CliError> {
         .namespace
         .clone()
         .unwrap_or_else(|| default_namespace(&args.name));
+    // Before the default endpoint is made from it, so a bad namespace is
+    // reported as --namespace, not as --endpoint.
+    gantry_pki::validate_namespace(&namespace)?;
     let endpoint = match &args.endpoint {
         Some(value) => Endpoint::parse("endpoint", value)?,
         None => Endpoint::parse("endpoint", &format!("kube-apiserver.{namespace}.svc"))?,
