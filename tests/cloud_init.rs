@@ -288,3 +288,78 @@ fn join_and_kubeconfig_read_the_bundle() {
             .arg(&path),
     );
 }
+
+#[test]
+fn a_tampered_join_command_is_refused_and_an_expired_token_is_warned_about() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = render_example(tmp.path());
+    let bundle_arg = bundle.to_str().unwrap();
+    let original = std::fs::read_to_string(bundle.join("join-command")).unwrap();
+    let words: Vec<&str> = original.split_whitespace().collect();
+    let (token, hash) = (words[4], words[6]);
+    let other_hash = format!("sha256:{}", "0".repeat(64));
+    for (tampered, message) in [
+        (
+            original.replace(token, &token.to_uppercase()),
+            "its token is not ID.SECRET",
+        ),
+        (
+            original.replace(hash, "sha256:zz"),
+            "its CA hash \"sha256:zz\" is not sha256:",
+        ),
+        (
+            original.replace(hash, &other_hash),
+            "but pki/ca.crt hashes to",
+        ),
+    ] {
+        std::fs::write(bundle.join("join-command"), &tampered).unwrap();
+        for command in ["join", "cloud-init"] {
+            let output = gantry(&[command, "--bundle", bundle_arg]);
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(2), "{command}: {stderr}");
+            assert!(stderr.contains(message), "{command}: {stderr}");
+            let secret = token.split('.').nth(1).unwrap();
+            assert!(
+                !stderr.contains(secret),
+                "{command}: the error shows the token"
+            );
+            assert!(!stderr.to_lowercase().contains(secret), "{command}");
+        }
+    }
+    std::fs::write(bundle.join("join-command"), &original).unwrap();
+
+    // The token's Secret says it expired: the command still prints, with a warning.
+    let id = token.split('.').next().unwrap();
+    let secret = bundle
+        .join("tenant")
+        .read_dir()
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.to_string_lossy()
+                .ends_with(&format!("-secret-bootstrap-token-{id}.yaml"))
+        })
+        .unwrap();
+    let text = std::fs::read_to_string(&secret).unwrap();
+    let expiration = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("expiration:"))
+        .unwrap();
+    let indent = &expiration[..expiration.len() - expiration.trim_start().len()];
+    std::fs::write(
+        &secret,
+        text.replace(
+            expiration,
+            &format!("{indent}expiration: 2020-01-01T00:00:00Z"),
+        ),
+    )
+    .unwrap();
+    let output = gantry(&["join", "--bundle", bundle_arg]);
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("expired at 2020-01-01T00:00:00Z")
+            && stderr.contains("gantry render again"),
+        "{stderr}"
+    );
+}

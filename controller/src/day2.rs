@@ -137,12 +137,31 @@ pub fn from_bundle(dir: &Path) -> Result<TenantAccess, Day2Error> {
     };
     let command = String::from_utf8(read("join-command")?)
         .map_err(|_| bundle_error("join-command is not UTF-8".into()))?;
+    // The line holds the token: no error repeats it.
     let Some(join) = gantry_pki::JoinCommand::parse(&command) else {
-        return Err(bundle_error(format!(
-            "join-command is not `kubeadm join ENDPOINT --token … --discovery-token-ca-cert-hash …`: {}",
-            command.trim()
-        )));
+        return Err(bundle_error(
+            "join-command is not `kubeadm join ENDPOINT --token … --discovery-token-ca-cert-hash …`"
+                .into(),
+        ));
     };
+    let token = BootstrapToken::parse(&join.token).map_err(|_| {
+        bundle_error(
+            "join-command: its token is not ID.SECRET (6 and 16 lowercase letters or digits); \
+             render the bundle again"
+                .into(),
+        )
+    })?;
+    check_ca_pin(dir, &join.ca_cert_hash).map_err(bundle_error)?;
+    if let Some(expiration) = token_expiration(dir, &token)
+        && expiration <= OffsetDateTime::now_utc()
+    {
+        tracing::warn!(
+            "the token in {}/join-command expired at {}: kubeadm join will fail with it; \
+             run gantry render again for a new one",
+            dir.display(),
+            gantry_pki::rfc3339(expiration)
+        );
+    }
     // chart/<name>-control-plane-<version>.tgz names the tenant and its version.
     let chart = std::fs::read_dir(dir.join("chart"))
         .map_err(|e| bundle_error(format!("chart/: {e}")))?
@@ -163,6 +182,46 @@ pub fn from_bundle(dir: &Path) -> Result<TenantAccess, Day2Error> {
         admin_conf: read("admin.conf")?,
         super_admin_conf: read("super-admin.conf")?,
     })
+}
+
+/// The pin of join-command is a `sha256:` hash of 64 hex digits, and the one
+/// of the bundle's own `pki/ca.crt` when the bundle has it.
+fn check_ca_pin(dir: &Path, pin: &str) -> Result<(), String> {
+    let well_formed = pin.strip_prefix("sha256:").is_some_and(|hex| {
+        hex.len() == 64 && hex.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f'))
+    });
+    if !well_formed {
+        return Err(format!(
+            "join-command: its CA hash {pin:?} is not sha256: and 64 lowercase hex digits"
+        ));
+    }
+    if let Ok(ca) = std::fs::read(dir.join("pki/ca.crt")) {
+        let actual = gantry_pki::ca_cert_hash(&ca).map_err(|e| format!("pki/ca.crt: {e}"))?;
+        if actual != pin {
+            return Err(format!(
+                "join-command pins {pin} but pki/ca.crt hashes to {actual}; render the bundle again"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// When the bundle's bootstrap-token Secret for `token` expires, if the
+/// bundle has it (`tenant/NN-secret-bootstrap-token-<id>.yaml`).
+fn token_expiration(dir: &Path, token: &BootstrapToken) -> Option<OffsetDateTime> {
+    let suffix = format!("-secret-{}.yaml", token.secret_name());
+    let file = std::fs::read_dir(dir.join("tenant"))
+        .ok()?
+        .filter_map(Result::ok)
+        .find(|entry| entry.file_name().to_string_lossy().ends_with(&suffix))?;
+    bootstrap_token_expiration(&std::fs::read(file.path()).ok()?)
+}
+
+/// The `stringData.expiration` of a bootstrap-token Secret manifest.
+pub fn bootstrap_token_expiration(secret: &[u8]) -> Option<OffsetDateTime> {
+    let secret: serde_yaml::Value = serde_yaml::from_slice(secret).ok()?;
+    let expiration = secret.get("stringData")?.get("expiration")?.as_str()?;
+    OffsetDateTime::parse(expiration, &time::format_description::well_known::Rfc3339).ok()
 }
 
 /// Creates a new bootstrap token in the tenant cluster (`tenant` is a client

@@ -234,11 +234,7 @@ fn previous_token(existing: &gantry_pki::FileSet) -> Option<(BootstrapToken, Off
     let (_, secret) = existing
         .iter()
         .find(|(path, _)| path.starts_with("tenant/") && path.ends_with(&suffix))?;
-    let secret: serde_yaml::Value = serde_yaml::from_slice(secret).ok()?;
-    let expiration = secret.get("stringData")?.get("expiration")?.as_str()?;
-    let expiration =
-        OffsetDateTime::parse(expiration, &time::format_description::well_known::Rfc3339).ok()?;
-    Some((token, expiration))
+    Some((token, crate::day2::bootstrap_token_expiration(secret)?))
 }
 
 /// The key files of the CAs and of the service-account signing key: a
