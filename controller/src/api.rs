@@ -73,7 +73,7 @@ pub struct TenantControlPlaneSpec {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TenantControlPlaneStatus {
-    /// `Pending`, `Provisioning`, `Ready`, `Upgrading`, `Failed` or `Deleting`.
+    /// `Pending`, `Provisioning`, `Ready`, `Degraded`, `Upgrading` or `Failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
     /// `CertificatesReady`, `EndpointReady`, `EtcdReady`, `APIServerReady`,

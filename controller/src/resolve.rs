@@ -381,15 +381,31 @@ pub fn validate(manifest: &TenantControlPlane) -> Result<(), SpecError> {
         }
     };
     let now = OffsetDateTime::UNIX_EPOCH;
-    resolve(
+    let resolved = resolve(
         manifest,
         &endpoint,
         BootstrapToken::generate(),
         None,
         now,
         "cluster.local",
-    )
-    .map(|_| ())
+    )?;
+    // extraArgs are checked where the flags are made: a flag gantry owns is
+    // an invalid spec (InvalidSpec), not a render failure retried forever.
+    for args in [
+        gantry_renderer::args::api_server,
+        gantry_renderer::args::controller_manager,
+        gantry_renderer::args::scheduler,
+    ] {
+        if let Err(gantry_renderer::RenderError::InvalidField {
+            field,
+            value,
+            reason,
+        }) = args(&resolved.input)
+        {
+            return Err(invalid(field, value, reason));
+        }
+    }
+    Ok(())
 }
 
 /// What the bootstrap objects (Namespace, kube-apiserver Service) are made
@@ -551,6 +567,24 @@ fn validate_quantity(field: &str, value: &str) -> Result<(), SpecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn validate_refuses_an_owned_extra_arg_as_an_invalid_spec() {
+        let text = include_str!("../../examples/tenant-a.yaml").replace(
+            "  controllerManager:\n",
+            "    extraArgs:\n      etcd-servers: https://elsewhere:2379\n  controllerManager:\n",
+        );
+        let manifest = TenantControlPlane::from_yaml(&text).unwrap();
+        let error = validate(&manifest).unwrap_err();
+        assert_eq!(error.field, "spec.apiServer.extraArgs.etcd-servers");
+        assert!(
+            error.reason.contains("is set by gantry"),
+            "{}",
+            error.reason
+        );
+        let good = TenantControlPlane::from_yaml(include_str!("../../examples/tenant-a.yaml"));
+        assert!(validate(&good.unwrap()).is_ok());
+    }
 
     #[test]
     fn durations_are_go_style_hours_minutes_seconds() {
