@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 
 use kube::api::{
     ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+    PostParams,
 };
 use kube::{Api, Client};
 use serde_json::Value;
@@ -267,6 +268,28 @@ pub async fn apply_set(
         }
         let dynamic: DynamicObject =
             serde_json::from_value(value).map_err(|e| ApplyError::Malformed(e.to_string()))?;
+        if object.create_only {
+            // A plain create: if another writer (a replica finishing its
+            // passes after losing the Lease) made it since the read, the API
+            // server answers 409 and theirs stays. A forced apply would
+            // replace a CA that the other writer already handed out.
+            let create = PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..PostParams::default()
+            };
+            match api.create(&create, &dynamic).await {
+                Ok(_) => report.applied.push(label),
+                Err(kube::Error::Api(status)) if status.code == 409 => report.kept.push(label),
+                Err(source) => {
+                    return Err(ApplyError::Api {
+                        action: "create",
+                        object: label,
+                        source,
+                    });
+                }
+            }
+            continue;
+        }
         api.patch(&name, &params, &Patch::Apply(&dynamic))
             .await
             .map_err(|source| ApplyError::Api {

@@ -260,12 +260,13 @@ pub async fn tenant_client(access: &TenantAccess) -> Result<Client, Day2Error> {
         .map_err(|_| failed("super-admin.conf is not UTF-8".into()))?;
     let kubeconfig = kube::config::Kubeconfig::from_yaml(&text)
         .map_err(|e| failed(format!("super-admin.conf: {e}")))?;
-    let config = kube::Config::from_custom_kubeconfig(
+    let mut config = kube::Config::from_custom_kubeconfig(
         kubeconfig,
         &kube::config::KubeConfigOptions::default(),
     )
     .await
     .map_err(|e| failed(format!("super-admin.conf: {e}")))?;
+    crate::reconcile::pipeline::with_request_timeouts(&mut config);
     Client::try_from(config).map_err(|e| failed(format!("client for {}: {e}", access.endpoint)))
 }
 

@@ -15,6 +15,9 @@
 
 pub mod http;
 pub mod metrics;
+mod progress;
+
+use progress::InFlight;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -90,7 +93,17 @@ struct State {
     recorder: Recorder,
     /// Consecutive failures per tenant, for the back-off.
     failures: Mutex<HashMap<String, u32>>,
+    in_flight: Arc<InFlight>,
 }
+
+/// The longest one pass may take. A tenant apiserver that stops answering
+/// must not hold a worker for good: with `--concurrency` such tenants, no
+/// tenant would be reconciled at all.
+pub const RECONCILE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// `/healthz` fails when a reconcile has run this long: the timeout did not
+/// end it, so the process is wedged and should be restarted.
+const STUCK_AFTER: Duration = Duration::from_secs(600);
 
 /// Runs the operator until `shutdown` completes (or leadership is lost).
 /// `tenant_client` connects to a tenant's apiserver: in production
@@ -102,6 +115,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::new());
+    let in_flight = Arc::new(InFlight::default());
     let ready = Arc::new(AtomicBool::new(false));
     let (stop_servers, servers_stopped) = tokio::sync::watch::channel(false);
     let stopped = move || {
@@ -131,10 +145,22 @@ pub async fn run(
         stopped(),
     ));
     let served_ready = ready.clone();
+    let served_in_flight = in_flight.clone();
     tokio::spawn(http::serve(
         health_listener,
         Arc::new(move |path| match path {
-            "/healthz" => (StatusCode::OK, "text/plain", "ok\n".into()),
+            "/healthz" => match served_in_flight.stuck(Instant::now(), STUCK_AFTER) {
+                None => (StatusCode::OK, "text/plain", "ok\n".into()),
+                Some((tenant, running)) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!(
+                        "the reconcile of {tenant} has run {} s, past its {} s timeout\n",
+                        running.as_secs(),
+                        RECONCILE_TIMEOUT.as_secs()
+                    ),
+                ),
+            },
             "/readyz" if served_ready.load(Ordering::Relaxed) => {
                 (StatusCode::OK, "text/plain", "ok\n".into())
             }
@@ -165,10 +191,26 @@ pub async fn run(
 
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
     let result = if settings.leader_elect {
-        run_as_leader(client, &settings, tenant_client, metrics, shutdown).await
+        run_as_leader(
+            client,
+            &settings,
+            tenant_client,
+            metrics,
+            in_flight,
+            shutdown,
+        )
+        .await
     } else {
         metrics.set_leader(true);
-        run_controller(client, &settings, tenant_client, metrics, shutdown).await;
+        run_controller(
+            client,
+            &settings,
+            tenant_client,
+            metrics,
+            in_flight,
+            shutdown,
+        )
+        .await;
         Ok(())
     };
     let _ = stop_servers.send(true);
@@ -181,6 +223,7 @@ async fn run_as_leader(
     settings: &Settings,
     tenant_client: TenantClientFactory,
     metrics: Arc<Metrics>,
+    in_flight: Arc<InFlight>,
     shutdown: impl Future<Output = ()> + Clone + Send + Sync + 'static,
 ) -> Result<(), RunError> {
     let election_error = |reason: String| RunError::LeaderElection {
@@ -221,7 +264,15 @@ async fn run_as_leader(
                 }
             }
         };
-        run_controller(client, settings, tenant_client, metrics.clone(), stop).await;
+        run_controller(
+            client,
+            settings,
+            tenant_client,
+            metrics.clone(),
+            in_flight.clone(),
+            stop,
+        )
+        .await;
         metrics.set_leader(false);
         if lost.load(Ordering::Relaxed) {
             result = Err(RunError::LostLeadership);
@@ -244,10 +295,12 @@ async fn run_controller(
     settings: &Settings,
     tenant_client: TenantClientFactory,
     metrics: Arc<Metrics>,
+    in_flight: Arc<InFlight>,
     stop: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let steady = Arc::new(SteadyState::new());
     let state = Arc::new(State {
+        in_flight,
         ctx: Context {
             client: client.clone(),
             service_cluster_domain: settings.service_cluster_domain.clone(),
@@ -340,13 +393,19 @@ async fn reconcile(
         let started = Instant::now();
         let reference = tcp.object_ref(&());
         let deleting = tcp.metadata.deletion_timestamp.is_some();
-        let result = pipeline::reconcile_tenant(
+        let _running = state.in_flight.start(&name);
+        let pass = pipeline::reconcile_tenant(
             tcp,
             &state.ctx,
             &state.steady,
             time::OffsetDateTime::now_utc(),
-        )
-        .await;
+        );
+        let result = match tokio::time::timeout(RECONCILE_TIMEOUT, pass).await {
+            Ok(result) => result,
+            Err(_) => Err(kube::runtime::finalizer::Error::ApplyFailed(
+                ReconcileError::TimedOut(RECONCILE_TIMEOUT),
+            )),
+        };
         let seconds = started.elapsed().as_secs_f64();
         let pass = match result {
             Ok(pass) => pass,

@@ -48,6 +48,9 @@ pub struct Context {
 
 /// A client for the tenant apiserver at `server` (the in-cluster Service URL),
 /// authenticated as `super-admin.conf` says.
+///
+/// Requests to a tenant time out (kube's client sets none): a tenant
+/// apiserver that stops answering fails its own pass, not every tenant's.
 pub fn tenant_client_from_kubeconfig(
     kubeconfig: Vec<u8>,
     server: String,
@@ -64,6 +67,7 @@ pub fn tenant_client_from_kubeconfig(
         .await
         .map_err(|e| format!("super-admin.conf: {e}"))?;
         config.cluster_url = server.parse().map_err(|e| format!("{server}: {e}"))?;
+        with_request_timeouts(&mut config);
         Client::try_from(config).map_err(|e| format!("client for {server}: {e}"))
     })
 }
@@ -154,6 +158,9 @@ pub enum ReconcileError {
     /// namespace is terminating), so the finalizer stays and the reconcile is retried.
     #[error("waiting: {0}")]
     Waiting(String),
+    /// The pass took longer than the operator allows one to take.
+    #[error("the pass took longer than {} s and was stopped", .0.as_secs())]
+    TimedOut(std::time::Duration),
 }
 
 /// Held on every `TenantControlPlane` until its namespace is gone.
@@ -1072,4 +1079,13 @@ fn observe_node(node: &Node) -> ObservedNode {
         ready,
         addresses,
     }
+}
+
+/// Timeouts for every request to a tenant's apiserver (no watches go there).
+pub fn with_request_timeouts(config: &mut kube::Config) {
+    config.connect_timeout = Some(std::time::Duration::from_secs(10));
+    config.read_timeout = Some(std::time::Duration::from_secs(30));
+    config.write_timeout = Some(std::time::Duration::from_secs(30));
+    // Idle time of a pooled connection must not count against the next read.
+    config.reset_reader_on_write = true;
 }
