@@ -177,6 +177,67 @@ fn the_operator_works_against_a_real_service_cluster() {
     assert_eq!(header, ["NAME", "VERSION", "READY", "ENDPOINT", "AGE"]);
 
     the_operator_applies_owns_prunes_and_finalizes(&plane, &file);
+    a_replica_that_loses_its_lease_stops_at_once(&plane);
+}
+
+/// A leader-elected replica whose Lease another replica takes stops every
+/// pass and exits (to restart as a standby) instead of finishing its work
+/// beside the new leader.
+fn a_replica_that_loses_its_lease_stops_at_once(plane: &ControlPlane) {
+    let log = plane.bundle.join("leader.log");
+    let log_file = std::fs::File::create(&log).unwrap();
+    let mut operator = KillOnDrop::spawn(
+        plane
+            .node
+            .command(gantry_bin())
+            .args([
+                "run",
+                "--leader-elect",
+                "--metrics-addr=127.0.0.1:18082",
+                "--health-addr=127.0.0.1:18083",
+            ])
+            .env("KUBECONFIG", plane.bundle.join("admin.conf"))
+            .env("POD_NAME", "replica-a")
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file),
+    );
+    let logged = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        gantry_tests::wait_until(Duration::from_secs(60), || logged()
+            .contains("acquired the leader Lease")),
+        "{}",
+        logged()
+    );
+    let now = time::OffsetDateTime::now_utc();
+    let renew = format!("{}.000000Z", gantry_pki::rfc3339(now).trim_end_matches('Z'));
+    plane.kubectl_ok(
+        "admin.conf",
+        &[
+            "-n",
+            "default",
+            "patch",
+            "lease",
+            "gantry-leader",
+            "--type=merge",
+            "-p",
+            &format!(
+                "{{\"spec\":{{\"holderIdentity\":\"replica-b\",\"renewTime\":\"{renew}\",\"leaseDurationSeconds\":300}}}}"
+            ),
+        ],
+    );
+    assert!(
+        gantry_tests::wait_until(Duration::from_secs(60), || operator.has_exited()),
+        "the replica kept running after losing its Lease: {}",
+        logged()
+    );
+    let status = operator.0.wait().unwrap();
+    assert!(!status.success(), "{status:?}");
+    // The abort path, not the graceful one that lets passes finish.
+    assert!(
+        logged().contains("lost the leader Lease: stopped every running pass"),
+        "{}",
+        logged()
+    );
 }
 
 fn the_operator_applies_owns_prunes_and_finalizes(plane: &ControlPlane, manifest: &Path) {

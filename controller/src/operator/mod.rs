@@ -209,6 +209,7 @@ pub async fn run(
             metrics,
             in_flight,
             shutdown,
+            std::future::pending(),
         )
         .await;
         Ok(())
@@ -253,16 +254,12 @@ async fn run_as_leader(
         let lost = Arc::new(AtomicBool::new(false));
         let lost_flag = lost.clone();
         let mut watching = leading.clone();
-        let stop = {
-            let shutdown = shutdown.clone();
-            async move {
-                tokio::select! {
-                    _ = shutdown => {}
-                    _ = watching.wait_for(|leading| !*leading) => {
-                        lost_flag.store(true, Ordering::Relaxed);
-                    }
-                }
-            }
+        // Losing the Lease stops every pass at once, at its next await: a
+        // replica that finished its passes after losing it would write beside
+        // the new leader. A shutdown lets running passes finish.
+        let lost_lease = async move {
+            let _ = watching.wait_for(|leading| !*leading).await;
+            lost_flag.store(true, Ordering::Relaxed);
         };
         run_controller(
             client,
@@ -270,7 +267,8 @@ async fn run_as_leader(
             tenant_client,
             metrics.clone(),
             in_flight.clone(),
-            stop,
+            shutdown.clone(),
+            lost_lease,
         )
         .await;
         metrics.set_leader(false);
@@ -289,7 +287,8 @@ async fn run_as_leader(
     result
 }
 
-/// The kube-runtime Controller, until `stop` completes.
+/// The kube-runtime Controller, until `stop` completes (running passes
+/// finish) or `abort` completes (running passes are dropped).
 async fn run_controller(
     client: Client,
     settings: &Settings,
@@ -297,6 +296,7 @@ async fn run_controller(
     metrics: Arc<Metrics>,
     in_flight: Arc<InFlight>,
     stop: impl Future<Output = ()> + Send + Sync + 'static,
+    abort: impl Future<Output = ()>,
 ) {
     let steady = Arc::new(SteadyState::new());
     let state = Arc::new(State {
@@ -364,6 +364,7 @@ async fn run_controller(
     tokio::select! {
         () = running => tracing::info!("controller stopped"),
         () = stopped_before_listing => tracing::info!("controller stopped before listing the tenants"),
+        () = abort => tracing::warn!("lost the leader Lease: stopped every running pass"),
     }
 }
 
