@@ -201,6 +201,18 @@ pub fn issue(spec: &PkiSpec, existing: &FileSet, now: OffsetDateTime) -> Result<
             if !info.is_ca {
                 return Err((crt.clone(), "is not a CA certificate".into()));
             }
+            if info.not_after <= now {
+                // Leaves never outlive their CA, so every leaf it signed now
+                // would be born expired. A new CA is an explicit act.
+                return Err((
+                    crt.clone(),
+                    format!(
+                        "expired at {}: every certificate it signs would be expired too; restore a \
+                         valid CA, or start over with a new one on purpose (every node joins again)",
+                        crate::rfc3339(info.not_after)
+                    ),
+                ));
+            }
             let cert_pem =
                 String::from_utf8(cert_pem.to_vec()).map_err(|e| (crt.clone(), e.to_string()))?;
             Ok(SigningCa {

@@ -343,3 +343,21 @@ fn check_reports_expired_and_renewable_certificates() {
     );
     assert!(late.iter().any(|r| r.health.is_failure()));
 }
+
+#[test]
+fn an_expired_ca_is_an_error_not_a_source_of_expired_leaves() {
+    let before = issue(&spec(), &FileSet::new(), now())
+        .unwrap()
+        .bundle
+        .to_file_set();
+    // Eleven years on, the ten-year CAs have expired.
+    let later = now() + Duration::days(11 * 365);
+    let err = issue(&spec(), &before, later).unwrap_err();
+    assert!(
+        matches!(err, PkiError::UnreadableAuthority { ref path, .. } if path == "pki/ca.crt"),
+        "{err}"
+    );
+    let message = err.to_string();
+    assert!(message.contains("expired at"), "{message}");
+    assert!(message.contains("refusing to replace it"), "{message}");
+}
