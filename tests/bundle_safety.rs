@@ -95,6 +95,19 @@ fn another_tenants_bundle_and_a_folder_that_is_no_bundle_are_refused() {
         &render(&b, Path::new("/"), &[]),
         &["is not empty and is not a gantry bundle"],
     );
+    // A kubeadm node's /etc/kubernetes has gantry's PKI layout, but more.
+    let kubeadm = tmp.path().join("etc-kubernetes");
+    std::fs::create_dir_all(kubeadm.join("pki")).unwrap();
+    std::fs::create_dir_all(kubeadm.join("manifests")).unwrap();
+    std::fs::copy(out.join("pki/ca.crt"), kubeadm.join("pki/ca.crt")).unwrap();
+    std::fs::copy(out.join("pki/ca.key"), kubeadm.join("pki/ca.key")).unwrap();
+    std::fs::write(kubeadm.join("kubelet.conf"), "kubelet's").unwrap();
+    let node = files_under(&kubeadm);
+    assert_refused(
+        &render(&b, &kubeadm, &[]),
+        &["is not empty and is not a gantry bundle"],
+    );
+    assert_eq!(files_under(&kubeadm), node, "a kubeadm folder was written");
 }
 
 #[test]
@@ -131,6 +144,25 @@ fn only_files_an_earlier_render_wrote_are_removed() {
             "{file}"
         );
     }
+
+    // A bundle of an earlier gantry (no record) owned its folders whole:
+    // its stale files still go, as they always did.
+    let earlier = tmp.path().join("earlier");
+    assert_ok(&render(
+        &a,
+        &earlier,
+        &["--token", "abcdef.0123456789abcdef"],
+    ));
+    std::fs::remove_file(earlier.join("gantry-bundle.json")).unwrap();
+    assert_ok(&render(
+        &a,
+        &earlier,
+        &["--token", "ghijkl.0123456789abcdef"],
+    ));
+    assert!(
+        !earlier.join(old_token).exists(),
+        "the earlier bundle's stale Secret stayed"
+    );
 }
 
 #[test]

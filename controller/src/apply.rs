@@ -279,7 +279,16 @@ pub async fn apply_set(
             };
             match api.create(&create, &dynamic).await {
                 Ok(_) => report.applied.push(label),
-                Err(kube::Error::Api(status)) if status.code == 409 => report.kept.push(label),
+                // Another writer's CA is live now, and this pass's leaves
+                // were signed by the one it made: stop, and the retry reads
+                // the live one.
+                Err(source @ kube::Error::Api(_)) if is_conflict(&source) => {
+                    return Err(ApplyError::Api {
+                        action: "create (another writer made it first; the pass is retried)",
+                        object: label,
+                        source,
+                    });
+                }
                 Err(source) => {
                     return Err(ApplyError::Api {
                         action: "create",
@@ -355,6 +364,10 @@ pub async fn apply_set(
         }
     }
     Ok(report)
+}
+
+fn is_conflict(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 409)
 }
 
 #[cfg(test)]

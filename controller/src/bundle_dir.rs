@@ -85,6 +85,7 @@ pub fn read_tree(
 ) -> Result<FileSet, BundleDirError> {
     let mut files = read_bundle(flag, dir)?;
     for name in extra_files {
+        refuse_links(dir, name)?;
         match fs::read(dir.join(name)) {
             Ok(contents) => {
                 files.insert(name.to_string(), contents);
@@ -201,10 +202,7 @@ pub fn write_files(
     if dir.exists() && !dir.is_dir() {
         return Err(unwritable("exists and is not a folder".into()));
     }
-    let parent = match dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let parent = parent_of(dir);
     fs::create_dir_all(&parent)
         .map_err(|e| unwritable(format!("cannot create {}: {e}", parent.display())))?;
     let staging = Staging::new(&parent, dir)
@@ -247,9 +245,16 @@ pub fn write_files(
     if dir.exists() {
         let mut journal = Journal::new(staging.path.join(".previous"));
         if let Err(e) = journal.replace_all(dir, &staging.path, &changed, &stale) {
-            journal.undo();
+            if journal.undo() {
+                return Err(unwritable(format!(
+                    "{e}; every file is back as it was before this run"
+                )));
+            }
+            // Keep the old versions: they may be the only copy left.
+            let kept = staging.keep();
             return Err(unwritable(format!(
-                "{e}; every file is back as it was before this run"
+                "{e}; some files could not be put back: their previous versions are in {}",
+                kept.display()
             )));
         }
     } else {
@@ -351,10 +356,11 @@ impl Journal {
     }
 
     /// Puts back everything done so far, newest first. Best effort: a step
-    /// that fails does not stop the others.
-    fn undo(&mut self) {
+    /// that fails does not stop the others. Whether every file is back.
+    fn undo(&mut self) -> bool {
+        let mut all_back = true;
         while let Some(step) = self.done.pop() {
-            let _ = match step {
+            let put_back = match step {
                 Done::Created(folder) => fs::remove_dir(folder),
                 Done::Wrote {
                     target,
@@ -366,7 +372,9 @@ impl Journal {
                     previous: None,
                 } => fs::remove_file(target),
             };
+            all_back &= put_back.is_ok();
         }
+        all_back
     }
 }
 
@@ -459,10 +467,7 @@ impl Owner {
                 .map(Owner::Recorded)
                 .map_err(|e| refused(format!("{RECORD} is not a gantry bundle record: {e}"))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let earlier = ["join-command", "pki/ca.crt", "pki/ca.key"]
-                    .iter()
-                    .any(|file| fs::symlink_metadata(dir.join(file)).is_ok());
-                if earlier {
+                if is_earlier_bundle(dir) {
                     Ok(Owner::Earlier)
                 } else {
                     Err(refused(format!(
@@ -473,6 +478,48 @@ impl Owner {
             }
             Err(e) => Err(refused(format!("cannot read {RECORD}: {e}"))),
         }
+    }
+}
+
+/// Whether `dir` (with no record) is what an earlier gantry wrote: `pki init`'s
+/// output or an older render. Every top-level entry must be one gantry
+/// writes, so that a kubeadm node's /etc/kubernetes (`manifests/`,
+/// `kubelet.conf`) or any other folder is never taken for one.
+fn is_earlier_bundle(dir: &Path) -> bool {
+    const GANTRY_NAMES: [&str; 10] = [
+        "pki",
+        "service",
+        "tenant",
+        "chart",
+        "join-command",
+        "admin.conf",
+        "super-admin.conf",
+        "controller-manager.conf",
+        "scheduler.conf",
+        "cluster-info.conf",
+    ];
+    let Ok(entries) = fs::read_dir(dir) else {
+        return false;
+    };
+    let names: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names
+        .iter()
+        .all(|name| GANTRY_NAMES.contains(&name.as_str()))
+        && ["pki/ca.crt", "pki/ca.key", "join-command"]
+            .iter()
+            .any(|file| fs::symlink_metadata(dir.join(file)).is_ok())
+}
+
+/// The folder that holds `dir`, from its absolute path, so that `--out .`,
+/// `--out $PWD` and `--out ../x` of one folder all name the same parent.
+fn parent_of(dir: &Path) -> PathBuf {
+    let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    match absolute.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("/"),
     }
 }
 
@@ -488,10 +535,7 @@ impl BundleLock {
     /// Takes the lock for `dir`, waiting up to `wait` for another gantry
     /// that holds it.
     pub fn acquire(dir: &Path, wait: Duration) -> Result<Self, BundleDirError> {
-        let parent = match dir.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
+        let parent = parent_of(dir);
         let unwritable = |reason: String| BundleDirError::Unwritable {
             path: dir.into(),
             reason,
@@ -566,6 +610,15 @@ impl Staging {
             file.set_permissions(fs::Permissions::from_mode(mode))?;
         }
         Ok(())
+    }
+}
+
+impl Staging {
+    /// Leaves the folder in place (its path is returned) instead of removing it.
+    fn keep(self) -> PathBuf {
+        let path = self.path.clone();
+        std::mem::forget(self);
+        path
     }
 }
 

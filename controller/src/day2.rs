@@ -173,6 +173,13 @@ pub fn from_bundle(dir: &Path) -> Result<TenantAccess, Day2Error> {
             Some((name.to_string(), version.to_string()))
         })
         .ok_or_else(|| bundle_error("no chart/<name>-control-plane-<version>.tgz".into()))?;
+    // The name goes into user-data and commands: it must be a tenant name.
+    gantry_pki::validate_tenant_name(&chart.0).map_err(|e| {
+        bundle_error(format!(
+            "chart/: the tenant name {:?} {}",
+            chart.0, e.reason
+        ))
+    })?;
     Ok(TenantAccess {
         name: chart.0,
         version: Some(chart.1),

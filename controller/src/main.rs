@@ -50,16 +50,28 @@ enum Command {
 /// context, which holds every private key and the join token.
 const NEVER_VERBOSE: &str = "handlebars=warn";
 
+/// The same rule as a filter no directive can override (a more specific
+/// target such as `handlebars::render=debug`, or a span directive, would
+/// win over [`NEVER_VERBOSE`]): nothing of handlebars below warn is logged.
+fn not_handlebars_below_warn(meta: &tracing::Metadata<'_>) -> bool {
+    !(meta.target().starts_with("handlebars") && *meta.level() > tracing::Level::WARN)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The operator logs JSON at info (one object per line, with the tenant's
     // span); the one-shot commands only warn, as text. GANTRY_LOG overrides the level.
     let operator = matches!(cli.command, Command::Run(_));
-    if !operator {
+    let stdout_only = matches!(
+        cli.command,
+        Command::Pki(_) | Command::Crd | Command::Render(_) | Command::Token(_)
+    );
+    if stdout_only {
         // Rust ignores SIGPIPE, so a write to a closed pipe (`gantry pki check
-        // DIR | head -1`) fails and println would panic. A one-shot command
-        // ends quietly instead, as Unix tools do. (The operator keeps it
-        // ignored: a closed log pipe must not kill it.)
+        // DIR | head -1`) fails. Commands that write only files and stdout
+        // end quietly instead, as Unix tools do. (The operator and the
+        // commands that talk to an apiserver keep it ignored: a reset
+        // connection must be an error, not a silent death.)
         // SAFETY: setting a signal disposition has no memory effects.
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
@@ -71,13 +83,21 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| {
             tracing_subscriber::EnvFilter::new(format!("{default},{NEVER_VERBOSE}"))
         });
-    let logs = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter);
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{Layer as _, filter::FilterExt as _};
+    let filter = filter.and(tracing_subscriber::filter::filter_fn(
+        not_handlebars_below_warn,
+    ));
+    let text = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     if operator {
-        logs.json().init();
+        tracing_subscriber::registry()
+            .with(text.json().with_filter(filter))
+            .init();
     } else {
-        logs.init();
+        tracing_subscriber::registry()
+            .with(text.with_filter(filter))
+            .init();
     }
     let result = match cli.command {
         Command::Pki(command) => cli::pki::run(command),

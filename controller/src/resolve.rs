@@ -358,6 +358,38 @@ fn check_placement(spec: &crate::api::TenantControlPlaneSpec) -> Result<(), Spec
     Ok(())
 }
 
+/// A documentation address (RFC 5737 / RFC 3849) of the Service CIDR's
+/// family, outside the tenant's networks, standing in for an endpoint that
+/// is not known yet.
+fn stand_in_endpoint(manifest: &TenantControlPlane, port: u16) -> Endpoint {
+    let networks: Vec<IpNet> = [
+        &manifest.spec.networking.service_cidr,
+        &manifest.spec.networking.pod_cidr,
+    ]
+    .iter()
+    .filter_map(|cidr| cidr.parse().ok())
+    .collect();
+    let ipv6 = matches!(networks.first(), Some(IpNet::V6(_)));
+    let candidates: &[&str] = if ipv6 {
+        &["2001:db8::1", "2001:db8:1::1"]
+    } else {
+        &["192.0.2.1", "198.51.100.1", "203.0.113.1"]
+    };
+    let address = candidates
+        .iter()
+        .find(|a| {
+            let ip: IpAddr = a.parse().expect("a valid address");
+            !networks.iter().any(|n| n.contains(&ip))
+        })
+        .unwrap_or(&candidates[0]);
+    let text = if ipv6 {
+        format!("[{address}]:{port}")
+    } else {
+        format!("{address}:{port}")
+    };
+    Endpoint::parse("endpoint", &text).expect("a valid stand-in")
+}
+
 /// Runs every check of [`resolve`] before the endpoint is known, so that an
 /// invalid spec is reported before anything is created. Without an explicit
 /// endpoint it checks against a stand-in (192.0.2.1, a documentation
@@ -377,7 +409,7 @@ pub fn validate(manifest: &TenantControlPlane) -> Result<(), SpecError> {
                     .unwrap_or(*NODE_PORT_RANGE.start()),
                 _ => gantry_pki::DEFAULT_API_SERVER_PORT,
             };
-            Endpoint::parse("endpoint", &format!("192.0.2.1:{port}")).expect("a valid stand-in")
+            stand_in_endpoint(manifest, port)
         }
     };
     let now = OffsetDateTime::UNIX_EPOCH;
@@ -567,6 +599,17 @@ fn validate_quantity(field: &str, value: &str) -> Result<(), SpecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ipv6_tenant_without_an_endpoint_validates() {
+        let text = include_str!("../../examples/tenant-a.yaml")
+            .replace("    endpoint: 203.0.113.10:6443\n", "")
+            .replace("      loadBalancerIP: 203.0.113.10\n", "")
+            .replace("serviceCIDR: 10.96.0.0/12", "serviceCIDR: fd00:10:96::/108")
+            .replace("podCIDR: 10.244.0.0/16", "podCIDR: fd00:10:244::/56");
+        let manifest = TenantControlPlane::from_yaml(&text).unwrap();
+        assert_eq!(validate(&manifest).map_err(|e| e.to_string()), Ok(()));
+    }
 
     #[test]
     fn validate_refuses_an_owned_extra_arg_as_an_invalid_spec() {

@@ -152,7 +152,19 @@ pub fn run(args: RenderArgs) -> Result<ExitCode, CliError> {
     );
     let written_before = match &owner {
         Owner::Recorded(previous) => previous.files.clone(),
-        Owner::Nobody | Owner::Earlier => Default::default(),
+        // An earlier gantry kept no record but owned these folders whole
+        // (and `is_earlier_bundle` admits no folder with anything else at
+        // its top): its stale charts and manifests go, as they always did.
+        Owner::Earlier => existing
+            .keys()
+            .filter(|path| {
+                RENDERED_FOLDERS
+                    .iter()
+                    .any(|folder| path.starts_with(&format!("{folder}/")))
+            })
+            .cloned()
+            .collect(),
+        Owner::Nobody => Default::default(),
     };
     let written = bundle_dir::write_files(&args.out, &files, &existing, &written_before)?;
 
