@@ -20,9 +20,7 @@ use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use gantry_tests::control_plane::{
-    ControlPlane, TenantShape, kubernetes_bin, one_at_a_time, render_tenant,
-};
+use gantry_tests::control_plane::{kubernetes_bin, one_at_a_time, start_small_tenant};
 use gantry_tests::netns::Host;
 use gantry_tests::{output_text, run_ok};
 
@@ -69,21 +67,9 @@ fn join(worker: &Host, command: &str, dry_run_dir: &Path) -> Output {
 #[test]
 fn the_exact_join_command_reads_real_objects_and_a_wrong_pin_or_a_deleted_token_is_refused() {
     let _one = one_at_a_time();
-    let version = gantry_renderer::versions::newest().to_string();
     let tmp = tempfile::tempdir().unwrap();
-    let shape = TenantShape {
-        name: "tenant-j",
-        version: &version,
-        subnet: 160,
-        etcd: 1,
-        apiservers: 1,
-    };
-    let bundle = render_tenant(tmp.path(), &shape);
-    let run = tmp.path().join("run");
-    std::fs::create_dir_all(&run).unwrap();
-    let mut plane = ControlPlane::start(&bundle, &shape, &run);
-    plane.wait_ready(Duration::from_secs(120));
-    plane.apply_tenant_set();
+    let mut plane = start_small_tenant(tmp.path(), "tenant-j", 160);
+    let bundle = plane.bundle.clone();
     let worker = plane.network.host("worker", 50);
     run_ok(
         worker

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use gantry_tests::control_plane::{
-    ControlPlane, TenantShape, kubernetes_bin, one_at_a_time, pod_cidr, render_tenant,
+    ControlPlane, TenantShape, kubernetes_bin, one_at_a_time, pod_cidr, start_small_tenant,
 };
 use gantry_tests::worker::{Worker, image};
 use gantry_tests::{output_text, run_ok, tool};
@@ -50,12 +50,8 @@ fn a_real_worker_joins_with_the_exact_join_command_turns_ready_and_runs_a_pod() 
         etcd: 1,
         apiservers: 1,
     };
-    let bundle = render_tenant(tmp.path(), &shape);
-    let run = tmp.path().join("run");
-    std::fs::create_dir_all(&run).unwrap();
-    let mut plane = ControlPlane::start(&bundle, &shape, &run);
-    plane.wait_ready(Duration::from_secs(120));
-    plane.apply_tenant_set();
+    let mut plane = start_small_tenant(tmp.path(), shape.name, shape.subnet);
+    let bundle = plane.bundle.clone();
 
     let pause = gantry_renderer::versions::release(gantry_renderer::versions::newest().minor)
         .unwrap()

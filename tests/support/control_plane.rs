@@ -113,6 +113,27 @@ pub fn render_with_endpoint(dir: &Path, shape: &TenantShape, endpoint: &str) -> 
     out
 }
 
+/// A tenant of the newest minor with one etcd member and one apiserver,
+/// started in `dir` and ready, with its tenant set applied: what a worker
+/// joins. Returns the running plane (its bundle is `plane.bundle`).
+pub fn start_small_tenant(dir: &Path, name: &str, subnet: u8) -> ControlPlane {
+    let version = gantry_renderer::versions::newest().to_string();
+    let shape = TenantShape {
+        name,
+        version: &version,
+        subnet,
+        etcd: 1,
+        apiservers: 1,
+    };
+    let bundle = render_tenant(dir, &shape);
+    let run = dir.join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let mut plane = ControlPlane::start(&bundle, &shape, &run);
+    plane.wait_ready(Duration::from_secs(120));
+    plane.apply_tenant_set();
+    plane
+}
+
 /// A running tenant control plane; every process and namespace goes on drop.
 pub struct ControlPlane {
     pub bundle: PathBuf,
