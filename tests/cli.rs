@@ -413,3 +413,21 @@ fn pki_check_refuses_an_impossible_day_count() {
         "error: --renew-before-days \"99999999999999\": must be between 0 and 36500 days",
     );
 }
+
+/// `gantry run --reconcile-timeout` is checked before anything starts.
+#[test]
+fn run_refuses_a_reconcile_timeout_outside_10s_to_1h() {
+    for (value, expected) in [
+        ("5s", "\"5s\" is outside 10s to 1h"),
+        ("2h", "\"2h\" is outside 10s to 1h"),
+        ("soon", "is not a duration such as 24h"),
+    ] {
+        let output = gantry(&["run", "--reconcile-timeout", value]);
+        assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+        let text = stderr(&output);
+        assert!(
+            text.contains("--reconcile-timeout") && text.contains(expected),
+            "{value}: {text}"
+        );
+    }
+}

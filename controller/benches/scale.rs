@@ -139,6 +139,7 @@ async fn run_operator(port: u16, tenants: usize) {
         identity: "scale".into(),
         concurrency: 8,
         service_cluster_domain: "cluster.local".into(),
+        reconcile_timeout: gantry_controller::operator::RECONCILE_TIMEOUT,
     };
     let metrics_addr = settings.metrics_addr;
     let rss_before = memory_kib("VmRSS");

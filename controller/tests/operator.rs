@@ -6,9 +6,12 @@
 mod support;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use gantry_controller::operator::{self, Settings};
+use gantry_controller::reconcile::pipeline::{self, TenantClientFactory};
 use support::api_double::InMemoryApiServerDouble;
 use support::tenant::{masters_running, tenant, tenant_factory};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -61,6 +64,7 @@ fn settings(identity: &str) -> Settings {
         identity: identity.into(),
         concurrency: 4,
         service_cluster_domain: "cluster.local".into(),
+        reconcile_timeout: operator::RECONCILE_TIMEOUT,
     }
 }
 
@@ -249,4 +253,218 @@ async fn gantry_run_stops_when_shut_down_before_listing_the_tenants() {
     .await
     .expect("stops within 5 s");
     assert!(result.is_ok(), "{result:?}");
+}
+
+/// A tenant apiserver that hangs: it accepts TCP connections and never
+/// answers. Counts the connections accepted and those the client closed.
+struct HungApiServer {
+    url: String,
+    accepted: Arc<AtomicUsize>,
+    closed: Arc<AtomicUsize>,
+}
+
+impl HungApiServer {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let closed = Arc::new(AtomicUsize::new(0));
+        let (counted, ended) = (accepted.clone(), closed.clone());
+        tokio::spawn(async move {
+            while let Ok((mut connection, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let ended = ended.clone();
+                tokio::spawn(async move {
+                    // Read (the TLS ClientHello) and never write, until the
+                    // client gives up and closes.
+                    let mut buffer = [0u8; 4096];
+                    while matches!(connection.read(&mut buffer).await, Ok(n) if n > 0) {}
+                    ended.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        HungApiServer {
+            url,
+            accepted,
+            closed,
+        }
+    }
+}
+
+/// tenant-a's apiserver hangs (the production client, pointed at
+/// `hung`); every other tenant's is `tenant_api`.
+fn hung_tenant_a_factory(
+    hung: &HungApiServer,
+    tenant_api: &InMemoryApiServerDouble,
+) -> TenantClientFactory {
+    let (hung, tenant_api) = (hung.url.clone(), tenant_api.clone());
+    Arc::new(move |kubeconfig: Vec<u8>, server: String| {
+        if server.contains("tcp-tenant-a.") {
+            pipeline::tenant_client_from_kubeconfig(kubeconfig, hung.clone())
+        } else {
+            let client = tenant_api.client();
+            Box::pin(async move { Ok(client) })
+        }
+    })
+}
+
+/// A second tenant, `tenant-b`, like the example one.
+fn tenant_b(double: &InMemoryApiServerDouble) {
+    let mut value = serde_json::to_value(tenant(double, true)).unwrap();
+    value["metadata"]["name"] = "tenant-b".into();
+    value["spec"]["apiServer"]["endpoint"] = "203.0.113.11:6443".into();
+    double.put("gantry.dev", "v1alpha1", "tenantcontrolplanes", "", value);
+}
+
+fn phase_of(double: &InMemoryApiServerDouble, name: &str) -> Option<String> {
+    double.get("tenantcontrolplanes", "", name)?["status"]["phase"]
+        .as_str()
+        .map(str::to_string)
+}
+
+fn roll_out_masters(double: &InMemoryApiServerDouble, tenant: &str) {
+    let namespace = format!("tcp-{tenant}");
+    double.roll_out("statefulsets", &namespace, "etcd");
+    for name in [
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+    ] {
+        double.roll_out("deployments", &namespace, name);
+    }
+}
+
+/// One worker (`--concurrency 1`) and a tenant whose apiserver hangs: the
+/// hung pass is cut at `--reconcile-timeout` (2 s here), so another tenant
+/// still becomes Ready. Without the cut the worker would wait for the tenant
+/// client's own 30 s read timeout, after this test's 20 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_tenant_apiserver_is_cut_at_the_reconcile_timeout_and_others_go_on() {
+    let double = InMemoryApiServerDouble::new();
+    let tenant_api = InMemoryApiServerDouble::new();
+    let hung = HungApiServer::start().await;
+    tenant(&double, true);
+    tenant_b(&double);
+    let settings = Settings {
+        leader_elect: false,
+        concurrency: 1,
+        reconcile_timeout: Duration::from_secs(2),
+        ..settings("replica-1")
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(operator::run(
+        double.client(),
+        settings.clone(),
+        hung_tenant_a_factory(&hung, &tenant_api),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    for name in ["tenant-a", "tenant-b"] {
+        eventually(20, "both tenants provisioning", async || {
+            (phase_of(&double, name).as_deref() == Some("Provisioning")).then_some(())
+        })
+        .await;
+    }
+    // tenant-a's masters run first: its pass goes to the hung apiserver and
+    // holds the only worker. Then tenant-b's masters run.
+    roll_out_masters(&double, "tenant-a");
+    eventually(
+        20,
+        "tenant-a's pass to reach its hung apiserver",
+        async || (hung.accepted.load(Ordering::SeqCst) > 0).then_some(()),
+    )
+    .await;
+    roll_out_masters(&double, "tenant-b");
+    eventually(
+        20,
+        "tenant-b to be Ready beside the hung tenant-a",
+        async || (phase_of(&double, "tenant-b").as_deref() == Some("Ready")).then_some(()),
+    )
+    .await;
+    assert!(
+        hung.closed.load(Ordering::SeqCst) > 0,
+        "the hung pass was not cut"
+    );
+    assert_ne!(phase_of(&double, "tenant-a").as_deref(), Some("Ready"));
+    let (_, metrics) = http_get(settings.metrics_addr, "/metrics").await.unwrap();
+    let errors = metrics
+        .lines()
+        .find(|l| l.starts_with("gantry_reconciles_total{result=\"Error\"}"))
+        .unwrap_or_else(|| panic!("no error count in\n{metrics}"));
+    assert_ne!(errors, "gantry_reconciles_total{result=\"Error\"} 0");
+    assert_eq!(
+        http_get(settings.health_addr, "/healthz").await,
+        Some((200, "ok\n".into()))
+    );
+    stop.send(()).unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(15), running)
+        .await
+        .expect("stops within 15 s")
+        .unwrap();
+    assert!(result.is_ok(), "{result:?}");
+}
+
+/// A leader whose Lease another replica takes while a pass is in flight (it
+/// waits on a hung tenant apiserver, with a 10-minute reconcile timeout):
+/// the pass is dropped at once, its connection closed, and `run` returns
+/// `LostLeadership`, long before the pass could have ended on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_lease_cuts_a_pass_that_is_in_flight() {
+    let double = InMemoryApiServerDouble::new();
+    let tenant_api = InMemoryApiServerDouble::new();
+    let hung = HungApiServer::start().await;
+    tenant(&double, true);
+    let settings = Settings {
+        reconcile_timeout: Duration::from_secs(600),
+        ..settings("replica-1")
+    };
+    let running = tokio::spawn(operator::run(
+        double.client(),
+        settings,
+        hung_tenant_a_factory(&hung, &tenant_api),
+        std::future::pending(),
+    ));
+    eventually(20, "the tenant to be provisioning", async || {
+        (phase(&double).as_deref() == Some("Provisioning")).then_some(())
+    })
+    .await;
+    roll_out_masters(&double, "tenant-a");
+    eventually(20, "a pass in flight at the hung apiserver", async || {
+        (hung.accepted.load(Ordering::SeqCst) > 0).then_some(())
+    })
+    .await;
+    assert_eq!(hung.closed.load(Ordering::SeqCst), 0);
+
+    let mut lease = double
+        .get("leases", "gantry-system", "gantry-leader")
+        .expect("the Lease");
+    let now = time::OffsetDateTime::now_utc();
+    let renew = format!("{}.000000Z", gantry_pki::rfc3339(now).trim_end_matches('Z'));
+    lease["spec"]["holderIdentity"] = "replica-2".into();
+    lease["spec"]["renewTime"] = renew.into();
+    lease["spec"]["leaseDurationSeconds"] = 300.into();
+    double.put(
+        "coordination.k8s.io",
+        "v1",
+        "leases",
+        "gantry-system",
+        lease,
+    );
+    let taken = tokio::time::Instant::now();
+
+    let result = tokio::time::timeout(Duration::from_secs(25), running)
+        .await
+        .expect("the replica stops within 25 s of losing its Lease")
+        .unwrap();
+    assert!(
+        matches!(result, Err(operator::RunError::LostLeadership)),
+        "{result:?}"
+    );
+    eventually(5, "the in-flight pass's connection to close", async || {
+        (hung.closed.load(Ordering::SeqCst) > 0).then_some(())
+    })
+    .await;
+    // The tenant client's own read timeout (30 s) did not end it.
+    assert!(taken.elapsed() < Duration::from_secs(29));
 }

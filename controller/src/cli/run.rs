@@ -31,6 +31,21 @@ pub struct RunArgs {
     /// The service cluster's DNS domain (for the apiserver's etcd and Service names).
     #[arg(long, default_value = "cluster.local", value_name = "DOMAIN")]
     service_cluster_domain: String,
+    /// The longest one tenant's pass may take before it is stopped and
+    /// retried (a tenant apiserver that stops answering must not hold a worker).
+    #[arg(long, default_value = "120s", value_name = "DURATION", value_parser = reconcile_timeout)]
+    reconcile_timeout: std::time::Duration,
+}
+
+/// `--reconcile-timeout`: 10s to 1h, written as 90s, 2m or 1h.
+fn reconcile_timeout(value: &str) -> Result<std::time::Duration, String> {
+    let parsed = crate::resolve::parse_duration("--reconcile-timeout", value)
+        .map_err(|e| e.reason)?
+        .unsigned_abs();
+    if !(10..=3600).contains(&parsed.as_secs()) {
+        return Err(format!("{value:?} is outside 10s to 1h"));
+    }
+    Ok(parsed)
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
@@ -54,6 +69,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         identity,
         concurrency: args.concurrency,
         service_cluster_domain: args.service_cluster_domain,
+        reconcile_timeout: args.reconcile_timeout,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

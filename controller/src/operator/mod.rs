@@ -58,6 +58,8 @@ pub struct Settings {
     /// Tenants reconciled at once.
     pub concurrency: u16,
     pub service_cluster_domain: String,
+    /// The longest one pass may take (default [`RECONCILE_TIMEOUT`]).
+    pub reconcile_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,16 +96,17 @@ struct State {
     /// Consecutive failures per tenant, for the back-off.
     failures: Mutex<HashMap<String, u32>>,
     in_flight: Arc<InFlight>,
+    reconcile_timeout: Duration,
 }
 
-/// The longest one pass may take. A tenant apiserver that stops answering
-/// must not hold a worker for good: with `--concurrency` such tenants, no
-/// tenant would be reconciled at all.
+/// The default longest time one pass may take (`--reconcile-timeout`). A
+/// tenant apiserver that stops answering must not hold a worker for good:
+/// with `--concurrency` such tenants, no tenant would be reconciled at all.
 pub const RECONCILE_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// `/healthz` fails when a reconcile has run this long: the timeout did not
-/// end it, so the process is wedged and should be restarted.
-const STUCK_AFTER: Duration = Duration::from_secs(600);
+/// `/healthz` fails when a reconcile has run this many timeouts long: the
+/// timeout did not end it, so the process is wedged and should be restarted.
+const STUCK_AFTER_TIMEOUTS: u32 = 5;
 
 /// Runs the operator until `shutdown` completes (or leadership is lost).
 /// `tenant_client` connects to a tenant's apiserver: in production
@@ -146,10 +149,12 @@ pub async fn run(
     ));
     let served_ready = ready.clone();
     let served_in_flight = in_flight.clone();
+    let reconcile_timeout = settings.reconcile_timeout;
+    let stuck_after = reconcile_timeout * STUCK_AFTER_TIMEOUTS;
     tokio::spawn(http::serve(
         health_listener,
         Arc::new(move |path| match path {
-            "/healthz" => match served_in_flight.stuck(Instant::now(), STUCK_AFTER) {
+            "/healthz" => match served_in_flight.stuck(Instant::now(), stuck_after) {
                 None => (StatusCode::OK, "text/plain", "ok\n".into()),
                 Some((tenant, running)) => (
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -157,7 +162,7 @@ pub async fn run(
                     format!(
                         "the reconcile of {tenant} has run {} s, past its {} s timeout\n",
                         running.as_secs(),
-                        RECONCILE_TIMEOUT.as_secs()
+                        reconcile_timeout.as_secs()
                     ),
                 ),
             },
@@ -301,6 +306,7 @@ async fn run_controller(
     let steady = Arc::new(SteadyState::new());
     let state = Arc::new(State {
         in_flight,
+        reconcile_timeout: settings.reconcile_timeout,
         ctx: Context {
             client: client.clone(),
             service_cluster_domain: settings.service_cluster_domain.clone(),
@@ -401,10 +407,11 @@ async fn reconcile(
             &state.steady,
             time::OffsetDateTime::now_utc(),
         );
-        let result = match tokio::time::timeout(RECONCILE_TIMEOUT, pass).await {
+        let limit = state.reconcile_timeout;
+        let result = match tokio::time::timeout(limit, pass).await {
             Ok(result) => result,
             Err(_) => Err(kube::runtime::finalizer::Error::ApplyFailed(
-                ReconcileError::TimedOut(RECONCILE_TIMEOUT),
+                ReconcileError::TimedOut(limit),
             )),
         };
         let seconds = started.elapsed().as_secs_f64();
