@@ -18,6 +18,8 @@
 //!   annotation `gantry.dev/recreate-ca=<its CA hash>` asks for a new CA;
 //! - the operator, logging at trace, never logs a private key, a kubeconfig
 //!   credential or the join token;
+//! - two writers that create the same CA Secret at once: one creates it,
+//!   the other gets the conflict (`gantry-create-race`, run in the node);
 //! - deleting the tenant: the finalizer holds until the controller-manager's
 //!   namespace controller has removed `tcp-<name>`.
 
@@ -178,6 +180,43 @@ fn the_operator_works_against_a_real_service_cluster() {
 
     the_operator_applies_owns_prunes_and_finalizes(&plane, &file);
     a_replica_that_loses_its_lease_stops_at_once(&plane);
+    two_writers_of_a_ca_secret_never_both_win(&plane);
+}
+
+/// Two writers (a replica finishing its passes after losing the Lease, and
+/// the new leader) create the same CA Secret at once, both having read it
+/// as missing: through gantry's `apply_set`, exactly one creates it and the
+/// other gets the conflict, so its pass fails and retries with the live CA.
+/// The Secret is the creator's. (With a read then a forced apply, both
+/// "created" it and the later one replaced the CA.)
+fn two_writers_of_a_ca_secret_never_both_win(plane: &ControlPlane) {
+    const ROUNDS: usize = 20;
+    let output = plane
+        .node
+        .command(env!("CARGO_BIN_EXE_gantry-create-race"))
+        .arg(plane.bundle.join("admin.conf"))
+        .args(["gantry-race", &ROUNDS.to_string()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rounds: Vec<Vec<&str>> = stdout.lines().map(|l| l.split(' ').collect()).collect();
+    assert_eq!(rounds.len(), ROUNDS, "{stdout}");
+    for round in rounds {
+        let [_, a, b, owner] = round[..] else {
+            panic!("{round:?}")
+        };
+        let winner = match (a, b) {
+            ("created", "conflict") => "writer-a",
+            ("conflict", "created") => "writer-b",
+            _ => panic!("not exactly one creator: {round:?}\n{stdout}"),
+        };
+        assert_eq!(owner, winner, "{round:?}");
+    }
 }
 
 /// A leader-elected replica whose Lease another replica takes stops every
