@@ -11,7 +11,7 @@ use kube::{Api, Client};
 use time::OffsetDateTime;
 
 use crate::api::TenantControlPlane;
-use crate::reconcile::pipeline::JOIN_SECRET;
+use crate::join_secret::{self, JOIN_SECRET};
 
 /// Everything day-2 commands need to know about one tenant.
 #[derive(Clone, PartialEq, Eq)]
@@ -118,9 +118,9 @@ pub async fn from_cluster(client: &Client, tenant: &str) -> Result<TenantAccess,
     Ok(TenantAccess {
         name: tenant.to_string(),
         version: status.version.clone(),
-        endpoint: text(field(&join, "endpoint")?),
-        ca_cert_hash: text(field(&join, "ca-cert-hash")?),
-        token: text(field(&join, "token")?),
+        endpoint: text(field(&join, join_secret::ENDPOINT)?),
+        ca_cert_hash: text(field(&join, join_secret::CA_CERT_HASH)?),
+        token: text(field(&join, join_secret::TOKEN)?),
         admin_conf: field(&kubeconfigs, "admin.conf")?,
         super_admin_conf: field(&kubeconfigs, "super-admin.conf")?,
     })

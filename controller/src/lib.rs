@@ -6,6 +6,7 @@ pub mod apply;
 pub mod bundle_dir;
 pub mod cli;
 pub mod day2;
+pub mod join_secret;
 pub mod operator;
 pub mod reconcile;
 pub mod resolve;

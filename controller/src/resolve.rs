@@ -390,12 +390,28 @@ fn stand_in_endpoint(manifest: &TenantControlPlane, port: u16) -> Endpoint {
     Endpoint::parse("endpoint", &text).expect("a valid stand-in")
 }
 
+/// A `TenantControlPlane` whose spec passed every check, with the values
+/// that later steps need already parsed: they take this, never the raw spec.
+#[derive(Debug, Clone)]
+pub struct ValidatedTenant {
+    pub name: String,
+    /// `tcp-<name>`, the tenant's namespace in the service cluster.
+    pub namespace: String,
+    /// `spec.version`.
+    pub version: KubeVersion,
+    /// `spec.join.tokenTTL`.
+    pub token_ttl: Duration,
+    /// What the Namespace and kube-apiserver Service are made from.
+    pub bootstrap: gantry_renderer::BootstrapInput,
+}
+
 /// Runs every check of [`resolve`] before the endpoint is known, so that an
-/// invalid spec is reported before anything is created. Without an explicit
-/// endpoint it checks against a stand-in (192.0.2.1, a documentation
-/// address, on the port the service type implies); the real endpoint is
-/// checked again when it is known.
-pub fn validate(manifest: &TenantControlPlane) -> Result<(), SpecError> {
+/// invalid spec is reported before anything is created, and parses what the
+/// later steps need. Without an explicit endpoint it checks against a
+/// stand-in (a documentation address of the Service CIDR's family, on the
+/// port the service type implies); the real endpoint is checked again when
+/// it is known.
+pub fn validate(manifest: &TenantControlPlane) -> Result<ValidatedTenant, SpecError> {
     let endpoint = match manifest.spec.api_server.endpoint {
         Some(_) => offline_endpoint(manifest)?,
         None => {
@@ -437,12 +453,19 @@ pub fn validate(manifest: &TenantControlPlane) -> Result<(), SpecError> {
             return Err(invalid(field, value, reason));
         }
     }
-    Ok(())
+    let bootstrap = bootstrap_input(manifest)?;
+    Ok(ValidatedTenant {
+        name: resolved.input.name,
+        namespace: resolved.input.namespace,
+        version: resolved.input.version,
+        token_ttl: parse_duration("spec.join.tokenTTL", &manifest.spec.join.token_ttl)?,
+        bootstrap,
+    })
 }
 
 /// What the bootstrap objects (Namespace, kube-apiserver Service) are made
-/// from. Call after [`validate`].
-pub fn bootstrap_input(
+/// from (part of [`validate`]).
+fn bootstrap_input(
     manifest: &TenantControlPlane,
 ) -> Result<gantry_renderer::BootstrapInput, SpecError> {
     let name = manifest
@@ -608,7 +631,10 @@ mod tests {
             .replace("serviceCIDR: 10.96.0.0/12", "serviceCIDR: fd00:10:96::/108")
             .replace("podCIDR: 10.244.0.0/16", "podCIDR: fd00:10:244::/56");
         let manifest = TenantControlPlane::from_yaml(&text).unwrap();
-        assert_eq!(validate(&manifest).map_err(|e| e.to_string()), Ok(()));
+        assert_eq!(
+            validate(&manifest).map(|_| ()).map_err(|e| e.to_string()),
+            Ok(())
+        );
     }
 
     #[test]

@@ -6,7 +6,14 @@
 pub mod ca_guard;
 pub mod conditions;
 pub mod endpoint;
+mod error;
+mod observe;
+mod outcome;
+mod pass;
 pub mod pipeline;
+mod status;
 pub mod steady;
+mod steps;
+mod tenant_client;
 pub mod token;
 pub mod upgrade;

@@ -3,8 +3,8 @@
 //! and scheduler, then the tenant add-ons (kube-proxy, CoreDNS, kubeadm-config).
 //! `status.version` moves only when the last step is done.
 
-use gantry_renderer::KubeVersion;
 use gantry_renderer::versions;
+use gantry_renderer::{KubeVersion, Rendered, RenderedObject};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpgradeStep {
@@ -155,6 +155,80 @@ pub fn current_step(
                 })
         })
         .unwrap_or(steps.len())
+}
+
+/// JSON pointer to the image of a workload's first container.
+pub const POD_IMAGE: &str = "/spec/template/spec/containers/0/image";
+
+/// Where an upgrade stands, and the objects to apply for it.
+pub struct UpgradeAt {
+    pub step: UpgradeStep,
+    /// The step is the last one: everything is at the new version.
+    pub last: bool,
+    /// The service set: the new version's objects for the steps reached, the
+    /// running version's for the steps not reached yet.
+    pub service: Vec<RenderedObject>,
+    /// The tenant set: the new version's once the last step is reached.
+    pub tenant: Vec<RenderedObject>,
+}
+
+/// Chooses, object by object, between `target` (the new version rendered)
+/// and `running` (the running version rendered), from the rollouts `live`.
+pub fn objects_at_step(
+    steps: &[UpgradeStep],
+    target: &Rendered,
+    running: Rendered,
+    live: &[(&str, &str, Rollout)],
+) -> UpgradeAt {
+    let target_image = |kind: &str, name: &str| {
+        target
+            .service
+            .iter()
+            .find(|o| o.kind == kind && o.name == name)
+            .and_then(|o| o.value.pointer(POD_IMAGE).and_then(|i| i.as_str()))
+            .map(str::to_string)
+    };
+    let index = current_step(steps, target_image, |kind, name| {
+        live.iter()
+            .find(|(k, n, _)| *k == kind && *n == name)
+            .map(|(_, _, r)| r.clone())
+    });
+    let step = steps[index.min(steps.len() - 1)];
+    let last = index + 1 >= steps.len();
+    let reached = |kind: &str, name: &str| match UpgradeStep::of_workload(kind, name) {
+        Some(workload_step) => steps
+            .iter()
+            .position(|s| *s == workload_step)
+            .is_none_or(|position| position <= index),
+        None => true,
+    };
+    let service = target
+        .service
+        .iter()
+        .map(|object| {
+            if reached(&object.kind, &object.name) {
+                object.clone()
+            } else {
+                running
+                    .service
+                    .iter()
+                    .find(|o| o.kind == object.kind && o.name == object.name)
+                    .cloned()
+                    .unwrap_or_else(|| object.clone())
+            }
+        })
+        .collect();
+    let tenant = if last {
+        target.tenant.clone()
+    } else {
+        running.tenant
+    };
+    UpgradeAt {
+        step,
+        last,
+        service,
+        tenant,
+    }
 }
 
 #[cfg(test)]
