@@ -184,11 +184,13 @@ fn the_operator_works_against_a_real_service_cluster() {
 }
 
 /// Two writers (a replica finishing its passes after losing the Lease, and
-/// the new leader) create the same CA Secret at once, both having read it
-/// as missing: through gantry's `apply_set`, exactly one creates it and the
-/// other gets the conflict, so its pass fails and retries with the live CA.
-/// The Secret is the creator's. (With a read then a forced apply, both
-/// "created" it and the later one replaced the CA.)
+/// the new leader) create the same CA Secret at once, through gantry's
+/// `apply_set`: exactly one creates it. The other either read it as made
+/// and kept it, or read it as missing and got the conflict on create (so
+/// its pass fails and retries with the live CA). The Secret is the
+/// creator's. (With a read then a forced apply, both "created" it and the
+/// later one replaced the CA.) The conflict case must come up, or the test
+/// did not race the writers.
 fn two_writers_of_a_ca_secret_never_both_win(plane: &ControlPlane) {
     const ROUNDS: usize = 20;
     let output = plane
@@ -206,17 +208,24 @@ fn two_writers_of_a_ca_secret_never_both_win(plane: &ControlPlane) {
     );
     let rounds: Vec<Vec<&str>> = stdout.lines().map(|l| l.split(' ').collect()).collect();
     assert_eq!(rounds.len(), ROUNDS, "{stdout}");
+    let mut conflicts = 0;
     for round in rounds {
         let [_, a, b, owner] = round[..] else {
             panic!("{round:?}")
         };
-        let winner = match (a, b) {
-            ("created", "conflict") => "writer-a",
-            ("conflict", "created") => "writer-b",
-            _ => panic!("not exactly one creator: {round:?}\n{stdout}"),
+        let (winner, loser) = match (a, b) {
+            ("created", other) => ("writer-a", other),
+            (other, "created") => ("writer-b", other),
+            _ => panic!("nobody created it: {round:?}\n{stdout}"),
         };
+        assert!(
+            loser == "conflict" || loser == "kept",
+            "not exactly one creator: {round:?}\n{stdout}"
+        );
+        conflicts += usize::from(loser == "conflict");
         assert_eq!(owner, winner, "{round:?}");
     }
+    assert!(conflicts > 0, "no round raced the two writers:\n{stdout}");
 }
 
 /// A leader-elected replica whose Lease another replica takes stops every

@@ -4,7 +4,9 @@
 //!
 //! Usage: `gantry-create-race KUBECONFIG NAMESPACE ROUNDS`. Prints one line
 //! per round: `<round> <writer-a result> <writer-b result> <live owner>`,
-//! where a result is `created`, `conflict` or `error:<text>` and the owner
+//! where a result is `created`, `conflict` (it read the Secret as missing,
+//! and the create found it made), `kept` (it read the Secret as made) or
+//! `error:<text>` and the owner
 //! is the `writer` key of the Secret as the API server holds it afterwards.
 
 use gantry_controller::apply::{self, DesiredObject};
@@ -26,6 +28,8 @@ fn secret(namespace: &str, name: &str, writer: &str) -> DesiredObject {
 fn outcome(result: &Result<apply::ApplyReport, apply::ApplyError>) -> String {
     match result {
         Ok(report) if report.applied.len() == 1 => "created".into(),
+        // It read the other's Secret, made already, and left it alone.
+        Ok(report) if report.kept.len() == 1 => "kept".into(),
         Ok(report) => format!("error:applied={:?},kept={:?}", report.applied, report.kept),
         Err(error) if error.to_string().contains("another writer made it first") => {
             "conflict".into()
