@@ -333,6 +333,19 @@ fn the_operator_applies_owns_prunes_and_finalizes(plane: &ControlPlane, manifest
         managers.starts_with("gantry") && managers.contains("Apply"),
         "{managers}"
     );
+    // The status too, on its subresource: a field no longer set goes away.
+    let status_managers = plane.kubectl_ok(
+        "admin.conf",
+        &[
+            "get",
+            "tenantcontrolplane",
+            "tenant-x",
+            "--show-managed-fields",
+            "-o",
+            "jsonpath={range .metadata.managedFields[?(@.subresource==\"status\")]}{.manager}/{.operation} {end}",
+        ],
+    );
+    assert_eq!(status_managers.trim(), "gantry/Apply");
     for secret in ["ca", "sa", "etcd-ca", "front-proxy-ca", "apiserver-certs"] {
         plane.kubectl_ok(
             "admin.conf",

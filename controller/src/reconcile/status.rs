@@ -1,8 +1,13 @@
 //! The one exit of a pass: the status is written if it changed (a settled
 //! tenant costs no write), and the pass's [`Outcome`] is returned.
+//!
+//! The status is written by server-side apply, as field manager `gantry` on
+//! the status subresource: the whole status each time, so a field that a
+//! pass no longer sets is removed rather than left behind (a merge patch
+//! cannot remove a field that serialisation skips).
 
-use kube::Api;
 use kube::api::{Patch, PatchParams};
+use kube::{Api, Resource};
 use serde_json::json;
 
 use super::error::{ReconcileError, api_error};
@@ -10,6 +15,7 @@ use super::outcome::{Outcome, status_notes};
 use super::pass::PassState;
 use super::pipeline::End;
 use crate::api::TenantControlPlane;
+use crate::apply::FIELD_MANAGER;
 
 pub(super) async fn finish(pass: PassState<'_>, end: End) -> Result<Outcome, ReconcileError> {
     let PassState {
@@ -25,14 +31,20 @@ pub(super) async fn finish(pass: PassState<'_>, end: End) -> Result<Outcome, Rec
         notes.extend(status_notes(tcp.status.as_ref(), &status));
         let name = tcp.metadata.name.clone().unwrap_or_default();
         let api: Api<TenantControlPlane> = Api::all(ctx.client.clone());
+        let applied = json!({
+            "apiVersion": TenantControlPlane::api_version(&()),
+            "kind": TenantControlPlane::kind(&()),
+            "metadata": {"name": name},
+            "status": status,
+        });
         api.patch_status(
             &name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": status })),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(applied),
         )
         .await
         .map_err(api_error(format!(
-            "patch status of TenantControlPlane {name}"
+            "apply status of TenantControlPlane {name}"
         )))?;
     }
     Ok(Outcome {
