@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 use time::OffsetDateTime;
 
-use crate::api::TenantControlPlane;
+use crate::api::{ConditionType, TenantControlPlane};
 use crate::join_secret::{self, JOIN_SECRET};
 
 /// Everything day-2 commands need to know about one tenant.
@@ -73,8 +73,8 @@ pub async fn from_cluster(client: &Client, tenant: &str) -> Result<TenantAccess,
         .ok_or_else(|| Day2Error::NoSuchTenant(tenant.to_string()))?;
     let status = tcp.status.clone().unwrap_or_default();
     let state = {
-        let phase = status.phase.as_deref().unwrap_or("Pending");
-        match status.conditions.iter().find(|c| c.type_ == "Ready") {
+        let phase = status.phase_or_pending();
+        match status.condition(ConditionType::Ready) {
             Some(ready) => format!(
                 "phase {phase}, Ready={} {}: {}",
                 ready.status, ready.reason, ready.message

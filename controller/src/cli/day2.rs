@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::CliError;
-use crate::api::TenantControlPlane;
+use crate::api::{ConditionType, TenantControlPlane};
 use crate::day2::{self, CloudInitOptions, TenantAccess};
 
 /// Which tenant: a name in the service cluster, or a bundle folder.
@@ -236,27 +236,16 @@ pub fn table(tenants: &[TenantControlPlane]) -> String {
     ]];
     for tcp in tenants {
         let status = tcp.status.clone().unwrap_or_default();
-        let not_ready: Vec<&str> = [
-            "CertificatesReady",
-            "EndpointReady",
-            "EtcdReady",
-            "APIServerReady",
-            "TenantBootstrapped",
-            "Ready",
-        ]
-        .into_iter()
-        .filter(|type_| {
-            !status
-                .conditions
-                .iter()
-                .any(|c| c.type_ == *type_ && c.status == "True")
-        })
-        .collect();
+        let not_ready: Vec<&str> = ConditionType::ALL
+            .into_iter()
+            .filter(|type_| !status.is_true(*type_))
+            .map(ConditionType::as_str)
+            .collect();
         rows.push([
             tcp.metadata.name.clone().unwrap_or_default(),
             status.version.clone().unwrap_or_else(|| "-".into()),
             tcp.spec.version.clone(),
-            status.phase.clone().unwrap_or_else(|| "Pending".into()),
+            status.phase_or_pending().to_string(),
             status.endpoint.clone().unwrap_or_else(|| "-".into()),
             if not_ready.is_empty() {
                 "-".into()

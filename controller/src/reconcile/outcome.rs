@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use crate::api::TenantControlPlaneStatus;
+use crate::api::{ConditionType, Phase, TenantControlPlaneStatus};
 use crate::apply::ApplyReport;
 
 /// What one reconcile did and decided.
@@ -30,7 +30,7 @@ impl Outcome {
             && self.tenant_writes == 0
             && !self.status_written
             && self.requeue_after.is_none()
-            && self.status.phase.as_deref() == Some("Ready")
+            && self.status.phase.as_deref() == Some(Phase::Ready.as_str())
     }
 }
 
@@ -84,7 +84,7 @@ pub(super) fn status_notes(
     new: &TenantControlPlaneStatus,
 ) -> Vec<Note> {
     let ready = |status: Option<&TenantControlPlaneStatus>| {
-        status.and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready").cloned())
+        status.and_then(|s| s.condition(ConditionType::Ready).cloned())
     };
     let (before, after) = (ready(old), ready(Some(new)));
     let Some(after) = after else {

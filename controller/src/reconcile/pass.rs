@@ -12,7 +12,7 @@ use super::conditions;
 use super::error::ReconcileError;
 use super::outcome::Note;
 use super::pipeline::{Context, PENDING_REQUEUE};
-use crate::api::{TenantControlPlane, TenantControlPlaneStatus};
+use crate::api::{ConditionType, Phase, TenantControlPlane, TenantControlPlaneStatus};
 use crate::apply::ApplyReport;
 
 /// What a pass has written and decided so far.
@@ -45,10 +45,10 @@ impl<'a> PassState<'a> {
     }
 
     /// Sets condition `type_` (for this generation, at `now`).
-    pub fn condition(&mut self, type_: &str, ok: bool, reason: &str, message: &str) {
+    pub fn condition(&mut self, type_: ConditionType, ok: bool, reason: &str, message: &str) {
         conditions::set(
             &mut self.status.conditions,
-            type_,
+            type_.as_str(),
             ok,
             reason,
             message,
@@ -61,11 +61,11 @@ impl<'a> PassState<'a> {
     pub fn halt(&mut self, halt: Halt) -> Option<Duration> {
         if let Some(detail) = &halt.detail {
             let (type_, reason, message) = detail.as_ref();
-            self.condition(type_, false, reason, message);
+            self.condition(*type_, false, reason, message);
         }
-        self.condition("Ready", false, halt.reason, &halt.message);
+        self.condition(ConditionType::Ready, false, halt.reason, &halt.message);
         if let Some(phase) = halt.phase {
-            self.status.phase = Some(phase.into());
+            self.status.phase = Some(phase.as_str().into());
         }
         halt.requeue
     }
@@ -82,11 +82,11 @@ impl<'a> PassState<'a> {
 /// `message`, and (if given) the condition that says more and the phase.
 pub(super) struct Halt {
     /// A condition set to False before `Ready`: (type, reason, message).
-    detail: Option<Box<(&'static str, &'static str, String)>>,
+    detail: Option<Box<(ConditionType, &'static str, String)>>,
     reason: &'static str,
     message: String,
     /// `None` keeps the phase as it is.
-    phase: Option<&'static str>,
+    phase: Option<Phase>,
     /// `None`: wait for a change of the tenant (a person must act).
     requeue: Option<Duration>,
 }
@@ -98,17 +98,13 @@ impl Halt {
             detail: None,
             reason,
             message: message.into(),
-            phase: Some("Failed"),
+            phase: Some(Phase::Failed),
             requeue: None,
         }
     }
 
     /// Something is still on its way: look again soon.
-    pub(super) fn pending(
-        reason: &'static str,
-        message: impl Into<String>,
-        phase: &'static str,
-    ) -> Self {
+    pub(super) fn pending(reason: &'static str, message: impl Into<String>, phase: Phase) -> Self {
         Halt {
             detail: None,
             reason,
@@ -131,7 +127,7 @@ impl Halt {
 
     pub(super) fn because(
         mut self,
-        type_: &'static str,
+        type_: ConditionType,
         reason: &'static str,
         message: String,
     ) -> Self {

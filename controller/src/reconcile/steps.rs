@@ -17,6 +17,7 @@ use super::outcome::{Note, list_for_note};
 use super::pass::{Halt, PassState, Stop};
 use super::pipeline::PENDING_REQUEUE;
 use super::upgrade::{self, Rollout, UpgradeDecision, UpgradeStep};
+use crate::api::{ConditionType, Phase};
 use crate::apply::{self, DesiredObject};
 use crate::join_secret::{self, JOIN_SECRET};
 use crate::resolve::{self, Resolved, ValidatedTenant};
@@ -61,15 +62,17 @@ pub(super) async fn endpoint(
     match resolve_endpoint(&pass.tcp.spec, service.as_ref(), &nodes) {
         EndpointState::Ready { endpoint, .. } => {
             let message = format!("nodes reach the apiserver at {endpoint}");
-            pass.condition("EndpointReady", true, "Resolved", &message);
+            pass.condition(ConditionType::EndpointReady, true, "Resolved", &message);
             pass.status.endpoint = Some(endpoint.to_string());
             Ok(endpoint)
         }
-        EndpointState::Pending(reason) => Err(Halt::pending("EndpointPending", &reason, "Pending")
-            .because("EndpointReady", "Pending", reason)
-            .into()),
+        EndpointState::Pending(reason) => {
+            Err(Halt::pending("EndpointPending", &reason, Phase::Pending)
+                .because(ConditionType::EndpointReady, "Pending", reason)
+                .into())
+        }
         EndpointState::Invalid(message) => Err(Halt::failed("InvalidEndpoint", &message)
-            .because("EndpointReady", "InvalidEndpoint", message)
+            .because(ConditionType::EndpointReady, "InvalidEndpoint", message)
             .into()),
     }
 }
@@ -127,7 +130,7 @@ pub(super) async fn certificates(
         // Never replace a CA because a read failed: stop and say why.
         let message = error.to_string();
         Halt::failed("CertificatesNotReady", &message).because(
-            "CertificatesReady",
+            ConditionType::CertificatesReady,
             "Unusable",
             message,
         )
@@ -136,7 +139,7 @@ pub(super) async fn certificates(
     // reissued certificates are events), so an unchanged tenant keeps an
     // unchanged status and costs no write.
     pass.condition(
-        "CertificatesReady",
+        ConditionType::CertificatesReady,
         true,
         "Valid",
         "every certificate is valid and signed by the current CA",
@@ -202,7 +205,7 @@ fn guard_the_ca(
             let message =
                 ca_guard::lost_message(&missing, &tenant.namespace, recorded_hash.as_deref());
             Err(Halt::failed("CertificatesNotReady", &message).because(
-                "CertificatesReady",
+                ConditionType::CertificatesReady,
                 "CAMissing",
                 message,
             ))
@@ -314,14 +317,14 @@ pub(super) fn readiness(
     // A majority of members must be ready for etcd to serve.
     let quorum = etcd_ready > etcd_wanted / 2;
     pass.condition(
-        "EtcdReady",
+        ConditionType::EtcdReady,
         quorum,
         if quorum { "Quorum" } else { "NoQuorum" },
         &format!("{etcd_ready}/{etcd_wanted} members ready"),
     );
     let apiservers = ready_of("Deployment", "kube-apiserver");
     pass.condition(
-        "APIServerReady",
+        ConditionType::APIServerReady,
         apiservers > 0,
         if apiservers > 0 {
             "Available"
@@ -334,7 +337,7 @@ pub(super) fn readiness(
         return Err(Halt::pending(
             "APIServerNotReady",
             "waiting for a kube-apiserver replica to be available",
-            "Provisioning",
+            Phase::Provisioning,
         ));
     }
     Ok(quorum)
@@ -373,10 +376,10 @@ pub(super) async fn bootstrap_tenant(
         Halt::pending(
             "TenantNotBootstrapped",
             "the tenant cluster could not be bootstrapped",
-            "Provisioning",
+            Phase::Provisioning,
         )
         .because(
-            "TenantBootstrapped",
+            ConditionType::TenantBootstrapped,
             "ConnectionFailed",
             format!("{server}: {error}"),
         )
@@ -390,7 +393,7 @@ pub(super) async fn bootstrap_tenant(
         pass.notes.push(Note::normal("TenantBootstrapped", message));
     }
     pass.condition(
-        "TenantBootstrapped",
+        ConditionType::TenantBootstrapped,
         true,
         "Applied",
         "everything kubeadm join needs is in the tenant cluster",
@@ -449,7 +452,7 @@ pub(super) fn upgrade_progress(
         pass.notes
             .push(Note::normal("UpgradeStep", message.clone()));
     }
-    Err(Halt::pending("Upgrading", message, "Upgrading"))
+    Err(Halt::pending("Upgrading", message, Phase::Upgrading))
 }
 
 /// Step 11: Ready, or Degraded while etcd has no quorum. Returns when to look again.
@@ -460,7 +463,7 @@ pub(super) fn ready(
     version: gantry_renderer::KubeVersion,
 ) -> Option<Duration> {
     pass.condition(
-        "Ready",
+        ConditionType::Ready,
         quorum,
         if quorum { "Ready" } else { "Degraded" },
         if quorum {
@@ -469,7 +472,12 @@ pub(super) fn ready(
             "etcd has no quorum"
         },
     );
-    pass.status.phase = Some(if quorum { "Ready" } else { "Degraded" }.into());
+    let phase = if quorum {
+        Phase::Ready
+    } else {
+        Phase::Degraded
+    };
+    pass.status.phase = Some(phase.as_str().into());
     // What runs: the new version once every step is done (an install is
     // done once it is ready).
     if quorum || matches!(decision, UpgradeDecision::Upgrade { .. }) {
