@@ -393,6 +393,13 @@ async fn a_hung_tenant_apiserver_is_cut_at_the_reconcile_timeout_and_others_go_o
         .find(|l| l.starts_with("gantry_reconciles_total{result=\"Error\"}"))
         .unwrap_or_else(|| panic!("no error count in\n{metrics}"));
     assert_ne!(errors, "gantry_reconciles_total{result=\"Error\"} 0");
+    // A timed-out pass is a transient failure, retried with back-off.
+    assert!(
+        metrics.lines().any(|l| l
+            .starts_with("gantry_reconcile_errors_total{category=\"Transient\"}")
+            && !l.ends_with(" 0")),
+        "{metrics}"
+    );
     assert_eq!(
         http_get(settings.health_addr, "/healthz").await,
         Some((200, "ok\n".into()))

@@ -17,12 +17,20 @@ pub enum PassResult {
     Full,
     /// The tenant was settled; nothing was read or written.
     Skipped,
+    /// Not a failure: something is still on its way (a namespace terminating).
+    Waiting,
+    /// A failure; `gantry_reconcile_errors_total` has its category.
     Error,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: PassResult,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CategoryLabels {
+    pub category: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -33,6 +41,7 @@ pub struct PhaseLabels {
 pub struct Metrics {
     registry: Registry,
     reconciles: Family<ResultLabels, Counter>,
+    errors: Family<CategoryLabels, Counter>,
     duration: Histogram,
     tenants: Family<PhaseLabels, Gauge>,
     leader: Gauge,
@@ -52,8 +61,14 @@ impl Metrics {
         let reconciles = Family::<ResultLabels, Counter>::default();
         registry.register(
             "reconciles",
-            "Reconciles of TenantControlPlanes, by result (full, skipped, error)",
+            "Reconciles of TenantControlPlanes, by result (full, skipped, waiting, error)",
             reconciles.clone(),
+        );
+        let errors = Family::<CategoryLabels, Counter>::default();
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciles, by category (Transient, Conflict, Bug)",
+            errors.clone(),
         );
         // 0.5 ms to ~16 s: a settled tenant takes microseconds, a first pass with RSA keys seconds.
         let duration = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
@@ -77,6 +92,7 @@ impl Metrics {
         Metrics {
             registry,
             reconciles,
+            errors,
             duration,
             tenants,
             leader,
@@ -89,6 +105,22 @@ impl Metrics {
             .get_or_create(&ResultLabels { result })
             .inc();
         self.duration.observe(seconds);
+    }
+
+    /// A reconcile that ended in an error of `category` (a wait is not counted
+    /// as a failure).
+    pub fn failed(&self, category: crate::reconcile::pipeline::ErrorCategory, seconds: f64) {
+        use crate::reconcile::pipeline::ErrorCategory;
+        if category == ErrorCategory::Waiting {
+            self.reconciled(PassResult::Waiting, seconds);
+            return;
+        }
+        self.reconciled(PassResult::Error, seconds);
+        self.errors
+            .get_or_create(&CategoryLabels {
+                category: category.as_str().into(),
+            })
+            .inc();
     }
 
     pub fn set_leader(&self, leading: bool) {

@@ -40,7 +40,9 @@ use tracing::Instrument;
 
 use crate::api::TenantControlPlane;
 use crate::apply::{MANAGED_BY, TENANT_LABEL};
-use crate::reconcile::pipeline::{self, Context, Pass, ReconcileError, TenantClientFactory};
+use crate::reconcile::pipeline::{
+    self, Context, ErrorCategory, Pass, ReconcileError, TenantClientFactory,
+};
 use crate::reconcile::steady::SteadyState;
 use metrics::{Metrics, PassResult};
 
@@ -418,7 +420,7 @@ async fn reconcile(
         let pass = match result {
             Ok(pass) => pass,
             Err(error) => {
-                state.metrics.reconciled(PassResult::Error, seconds);
+                state.metrics.failed(category_of(&error), seconds);
                 return Err(error);
             }
         };
@@ -478,18 +480,29 @@ pub fn backoff(failures: u32, jitter: f64) -> Duration {
     Duration::from_secs_f64(base.min(300.0) * (0.5 + jitter.clamp(0.0, 1.0)))
 }
 
+/// The category of a failed reconcile, finalizer steps included.
+fn category_of(error: &kube::runtime::finalizer::Error<ReconcileError>) -> ErrorCategory {
+    use kube::runtime::finalizer::Error;
+    match error {
+        Error::ApplyFailed(error) | Error::CleanupFailed(error) => error.category(),
+        Error::AddFinalizer(error) | Error::RemoveFinalizer(error) => ErrorCategory::of_api(error),
+        Error::UnnamedObject | Error::InvalidFinalizer => ErrorCategory::Bug,
+    }
+}
+
+/// Retries by category: a wait or a conflict soon and without counting a
+/// failure (a namespace still terminating would otherwise hold the finalizer
+/// for minutes of back-off after it is gone); a failure with back-off.
 fn error_policy(
     tcp: Arc<TenantControlPlane>,
     error: &kube::runtime::finalizer::Error<ReconcileError>,
     state: Arc<State>,
 ) -> Action {
     let name = tcp.name_any();
-    // A wait (the namespace is still terminating) is no failure: it is
-    // retried at the first step of the backoff, or the finalizer would hold
-    // for minutes of error backoff after the namespace controller finished.
-    if let kube::runtime::finalizer::Error::CleanupFailed(ReconcileError::Waiting(what)) = error {
+    let category = category_of(error);
+    if matches!(category, ErrorCategory::Waiting | ErrorCategory::Conflict) {
         let delay = backoff(1, rand::random::<f64>());
-        tracing::info!(tenant = %name, waiting = %what, retry_in_s = delay.as_secs_f64(), "waiting");
+        tracing::info!(tenant = %name, %error, category = category.as_str(), retry_in_s = delay.as_secs_f64(), "retrying soon");
         return Action::requeue(delay);
     }
     let failures = {
@@ -499,7 +512,12 @@ fn error_policy(
         *count
     };
     let delay = backoff(failures, rand::random::<f64>());
-    tracing::warn!(tenant = %name, %error, failures, retry_in_s = delay.as_secs_f64(), "reconcile failed");
+    let retry_in_s = delay.as_secs_f64();
+    if category == ErrorCategory::Bug {
+        tracing::error!(tenant = %name, %error, category = category.as_str(), failures, retry_in_s, "reconcile failed");
+    } else {
+        tracing::warn!(tenant = %name, %error, category = category.as_str(), failures, retry_in_s, "reconcile failed");
+    }
     Action::requeue(delay)
 }
 

@@ -19,7 +19,7 @@ use super::status;
 use super::steps;
 use crate::api::TenantControlPlane;
 
-pub use super::error::ReconcileError;
+pub use super::error::{ErrorCategory, ReconcileError};
 pub use super::outcome::{Note, Outcome};
 pub use super::tenant_client::{
     TenantClientFactory, tenant_client_from_kubeconfig, with_request_timeouts,
