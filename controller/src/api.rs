@@ -459,9 +459,19 @@ mod defaults {
 /// The top-level fields a `TenantControlPlane` manifest may have.
 const TOP_LEVEL_FIELDS: [&str; 5] = ["apiVersion", "kind", "metadata", "spec", "status"];
 
+/// Why a manifest is not a usable `TenantControlPlane`: one line naming the
+/// field and the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ManifestError(pub String);
+
 impl TenantControlPlane {
     /// Parses a manifest. Errors name the field (`spec.etcd: unknown field ...`).
-    pub fn from_yaml(text: &str) -> Result<Self, String> {
+    pub fn from_yaml(text: &str) -> Result<Self, ManifestError> {
+        Self::parse_yaml(text).map_err(ManifestError)
+    }
+
+    fn parse_yaml(text: &str) -> Result<Self, String> {
         let raw: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
         let field = |name: &str| {
             raw.get(name)
@@ -732,12 +742,14 @@ mod tests {
         assert!(
             TenantControlPlane::from_yaml(&typo)
                 .unwrap_err()
+                .0
                 .contains("unknown field `etdc`")
         );
         let top = format!("{text}extra: 1\n");
         assert!(
             TenantControlPlane::from_yaml(&top)
                 .unwrap_err()
+                .0
                 .contains("unknown field `extra`")
         );
         let namespaced = text.replace(
@@ -747,12 +759,14 @@ mod tests {
         assert!(
             TenantControlPlane::from_yaml(&namespaced)
                 .unwrap_err()
+                .0
                 .contains("cluster-scoped")
         );
         let algorithm = text.replace("algorithm: ECDSA-P256", "algorithm: DSA");
         assert!(
             TenantControlPlane::from_yaml(&algorithm)
                 .unwrap_err()
+                .0
                 .contains("spec.pki.algorithm: unknown variant `DSA`")
         );
     }

@@ -259,22 +259,12 @@ pub async fn mint_token(
 /// A client of the tenant's apiserver from its `super-admin.conf` (whose
 /// server is the tenant's endpoint).
 pub async fn tenant_client(access: &TenantAccess) -> Result<Client, Day2Error> {
-    let failed = |reason: String| Day2Error::Tenant {
-        tenant: access.name.clone(),
-        reason,
-    };
-    let text = String::from_utf8(access.super_admin_conf.clone())
-        .map_err(|_| failed("super-admin.conf is not UTF-8".into()))?;
-    let kubeconfig = kube::config::Kubeconfig::from_yaml(&text)
-        .map_err(|e| failed(format!("super-admin.conf: {e}")))?;
-    let mut config = kube::Config::from_custom_kubeconfig(
-        kubeconfig,
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .map_err(|e| failed(format!("super-admin.conf: {e}")))?;
-    crate::reconcile::pipeline::with_request_timeouts(&mut config);
-    Client::try_from(config).map_err(|e| failed(format!("client for {}: {e}", access.endpoint)))
+    crate::reconcile::pipeline::client_from_kubeconfig(&access.super_admin_conf, None)
+        .await
+        .map_err(|e| Day2Error::Tenant {
+            tenant: access.name.clone(),
+            reason: e.to_string(),
+        })
 }
 
 /// Options of `gantry cloud-init`.

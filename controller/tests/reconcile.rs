@@ -7,8 +7,8 @@ use gantry_controller::api::TenantControlPlane;
 use std::sync::Arc;
 
 use gantry_controller::reconcile::pipeline::{
-    Context, FINALIZER, Outcome, Pass, TenantClientFactory, reconcile, reconcile_tenant,
-    reconcile_with_finalizer,
+    Context, FINALIZER, Outcome, Pass, TenantClientError, TenantClientFactory, reconcile,
+    reconcile_tenant, reconcile_with_finalizer,
 };
 use gantry_controller::reconcile::steady::SteadyState;
 use serde_json::{Value, json};
@@ -345,7 +345,12 @@ async fn an_unreachable_tenant_apiserver_is_reported_and_retried() {
     let double = InMemoryApiServerDouble::new();
     let tcp = tenant(&double, true);
     let refusing: TenantClientFactory = Arc::new(|_, server| {
-        Box::pin(async move { Err(format!("connection refused by {server}")) })
+        Box::pin(async move {
+            Err(TenantClientError::Server {
+                server,
+                reason: "connection refused".into(),
+            })
+        })
     });
     run_with(&double, refusing.clone(), &tcp).await;
     masters_running(&double);

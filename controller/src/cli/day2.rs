@@ -77,11 +77,9 @@ async fn access(target: &Target) -> Result<TenantAccess, CliError> {
         // A bundle that cannot be read is bad input (exit 2).
         (_, Some(dir)) => day2::from_bundle(dir).map_err(|e| match e {
             day2::Day2Error::Bundle { dir, reason } => bad_flag("--bundle", &dir, reason),
-            other => CliError::Failed(other.to_string()),
+            other => CliError::Day2(other),
         }),
-        (Some(tenant), None) => day2::from_cluster(&service_cluster().await?, tenant)
-            .await
-            .map_err(|e| CliError::Failed(e.to_string())),
+        (Some(tenant), None) => Ok(day2::from_cluster(&service_cluster().await?, tenant).await?),
         (None, None) => unreachable!("clap requires one of them"),
     }
 }
@@ -112,12 +110,9 @@ pub fn join(args: JoinArgs) -> Result<ExitCode, CliError> {
         let token = match ttl {
             None => access.token.clone(),
             Some(ttl) => {
-                let tenant = day2::tenant_client(&access)
-                    .await
-                    .map_err(|e| CliError::Failed(e.to_string()))?;
+                let tenant = day2::tenant_client(&access).await?;
                 day2::mint_token(&tenant, ttl, time::OffsetDateTime::now_utc())
-                    .await
-                    .map_err(|e| CliError::Failed(e.to_string()))?
+                    .await?
                     .expose()
             }
         };

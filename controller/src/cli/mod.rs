@@ -52,6 +52,10 @@ pub enum CliError {
         value: String,
         reason: String,
     },
+    #[error(transparent)]
+    Day2(#[from] crate::day2::Day2Error),
+    #[error(transparent)]
+    Run(#[from] crate::operator::RunError),
     #[error("{0}")]
     Failed(String),
     #[error("cannot write to stdout: {0}")]
@@ -61,7 +65,14 @@ pub enum CliError {
 impl CliError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            CliError::Failed(_) | CliError::Stdout(_) => ExitCode::from(EXIT_FAILED),
+            CliError::Failed(_) | CliError::Stdout(_) | CliError::Run(_) => {
+                ExitCode::from(EXIT_FAILED)
+            }
+            // A bundle that cannot be read is bad input; the service cluster
+            // or a tenant that fails is not.
+            CliError::Day2(e) if !matches!(e, crate::day2::Day2Error::Bundle { .. }) => {
+                ExitCode::from(EXIT_FAILED)
+            }
             // A template or chart that fails is gantry's bug, not bad input.
             CliError::Render(e)
                 if !matches!(e, gantry_renderer::RenderError::InvalidField { .. }) =>

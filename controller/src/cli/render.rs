@@ -54,7 +54,7 @@ pub fn run(args: RenderArgs) -> Result<ExitCode, CliError> {
     };
     let text = read_flag_file("MANIFEST", &args.manifest)?;
     let text = String::from_utf8(text).map_err(|_| bad_manifest("is not UTF-8 text".into()))?;
-    let manifest = TenantControlPlane::from_yaml(&text).map_err(bad_manifest)?;
+    let manifest = TenantControlPlane::from_yaml(&text).map_err(|e| bad_manifest(e.0))?;
     let token_flag = args
         .token
         .as_deref()

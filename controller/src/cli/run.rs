@@ -83,9 +83,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         })?;
         let tenant_client =
             std::sync::Arc::new(crate::reconcile::pipeline::tenant_client_from_kubeconfig);
-        operator::run(client, settings, tenant_client, shutdown_signal())
-            .await
-            .map_err(|e| CliError::Failed(e.to_string()))?;
+        operator::run(client, settings, tenant_client, shutdown_signal()).await?;
         Ok(ExitCode::SUCCESS)
     })
 }

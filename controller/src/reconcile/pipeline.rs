@@ -22,7 +22,8 @@ use crate::api::TenantControlPlane;
 pub use super::error::{ErrorCategory, ReconcileError};
 pub use super::outcome::{Note, Outcome};
 pub use super::tenant_client::{
-    TenantClientFactory, tenant_client_from_kubeconfig, with_request_timeouts,
+    TenantClientError, TenantClientFactory, client_from_kubeconfig, tenant_client_from_kubeconfig,
+    with_request_timeouts,
 };
 pub use crate::join_secret::JOIN_SECRET;
 

@@ -369,8 +369,8 @@ pub(super) async fn bootstrap_tenant(
         // Nothing is pruned in the tenant: old bootstrap tokens expire and the tokencleaner removes them.
         Ok(client) => apply::apply_set(&client, &tenant.name, "tenant", &objects, &[])
             .await
-            .map_err(|e| e.to_string()),
-        Err(error) => Err(error),
+            .map_err(TenantUnreachable::Apply),
+        Err(error) => Err(TenantUnreachable::Connect(error)),
     };
     let report = applied.map_err(|error| {
         Halt::pending(
@@ -399,6 +399,15 @@ pub(super) async fn bootstrap_tenant(
         "everything kubeadm join needs is in the tenant cluster",
     );
     Ok(report.writes())
+}
+
+/// Why the tenant cluster could not be bootstrapped.
+#[derive(Debug, thiserror::Error)]
+enum TenantUnreachable {
+    #[error(transparent)]
+    Connect(super::tenant_client::TenantClientError),
+    #[error(transparent)]
+    Apply(apply::ApplyError),
 }
 
 /// Step 9: Secret `join`: token, CA hash, endpoint and the whole command.

@@ -1,39 +1,64 @@
-//! Clients for tenant apiservers. Every request to a tenant has a timeout,
-//! so one tenant that stops answering fails its own pass, not every tenant's.
+//! Clients for tenant apiservers, from a tenant's `super-admin.conf`. Every
+//! request to a tenant has a timeout, so one tenant that stops answering
+//! fails its own pass, not every tenant's. The operator and the day-2
+//! commands both connect through [`client_from_kubeconfig`].
 
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use kube::Client;
 
+/// Why no client for a tenant apiserver could be made. Never holds the
+/// kubeconfig's credentials, only what was wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum TenantClientError {
+    #[error("super-admin.conf: {0}")]
+    Kubeconfig(String),
+    #[error("{server}: {reason}")]
+    Server { server: String, reason: String },
+}
+
 /// Makes a client for a tenant's own apiserver from its `super-admin.conf`.
 /// Production: [`tenant_client_from_kubeconfig`]; tests: a second API double.
-pub type TenantClientFactory =
-    Arc<dyn Fn(Vec<u8>, String) -> BoxFuture<'static, Result<Client, String>> + Send + Sync>;
+pub type TenantClientFactory = Arc<
+    dyn Fn(Vec<u8>, String) -> BoxFuture<'static, Result<Client, TenantClientError>> + Send + Sync,
+>;
 
 /// A client for the tenant apiserver at `server` (the in-cluster Service URL),
 /// authenticated as `super-admin.conf` says.
-///
-/// Requests to a tenant time out (kube's client sets none): a tenant
-/// apiserver that stops answering fails its own pass, not every tenant's.
 pub fn tenant_client_from_kubeconfig(
     kubeconfig: Vec<u8>,
     server: String,
-) -> BoxFuture<'static, Result<Client, String>> {
-    Box::pin(async move {
-        let text = String::from_utf8(kubeconfig)
-            .map_err(|_| "super-admin.conf is not UTF-8".to_string())?;
-        let kubeconfig = kube::config::Kubeconfig::from_yaml(&text)
-            .map_err(|e| format!("super-admin.conf: {e}"))?;
-        let mut config = kube::Config::from_custom_kubeconfig(
-            kubeconfig,
-            &kube::config::KubeConfigOptions::default(),
-        )
-        .await
-        .map_err(|e| format!("super-admin.conf: {e}"))?;
-        config.cluster_url = server.parse().map_err(|e| format!("{server}: {e}"))?;
-        with_request_timeouts(&mut config);
-        Client::try_from(config).map_err(|e| format!("client for {server}: {e}"))
+) -> BoxFuture<'static, Result<Client, TenantClientError>> {
+    Box::pin(async move { client_from_kubeconfig(&kubeconfig, Some(&server)).await })
+}
+
+/// A client authenticated as `kubeconfig` says, for `server` if given (else
+/// the kubeconfig's own server), with request timeouts.
+pub async fn client_from_kubeconfig(
+    kubeconfig: &[u8],
+    server: Option<&str>,
+) -> Result<Client, TenantClientError> {
+    let bad = |reason: String| TenantClientError::Kubeconfig(reason);
+    let text = std::str::from_utf8(kubeconfig).map_err(|_| bad("is not UTF-8".into()))?;
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(text).map_err(|e| bad(e.to_string()))?;
+    let mut config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .map_err(|e| bad(e.to_string()))?;
+    if let Some(server) = server {
+        config.cluster_url = server.parse().map_err(|e| TenantClientError::Server {
+            server: server.to_string(),
+            reason: format!("{e}"),
+        })?;
+    }
+    let server = config.cluster_url.to_string();
+    with_request_timeouts(&mut config);
+    Client::try_from(config).map_err(|e| TenantClientError::Server {
+        server,
+        reason: format!("making a client: {e}"),
     })
 }
 
