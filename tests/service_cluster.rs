@@ -333,8 +333,11 @@ fn the_operator_applies_owns_prunes_and_finalizes(plane: &ControlPlane, manifest
         managers.starts_with("gantry") && managers.contains("Apply"),
         "{managers}"
     );
-    // The status too, on its subresource: a field no longer set goes away.
-    let status_managers = plane.kubectl_ok(
+    // The status too, on its subresource (written at the end of the pass):
+    // a field no longer set goes away.
+    let status_managers = plane.wait_kubectl(
+        "the operator writes the status",
+        Duration::from_secs(60),
         "admin.conf",
         &[
             "get",
@@ -344,6 +347,7 @@ fn the_operator_applies_owns_prunes_and_finalizes(plane: &ControlPlane, manifest
             "-o",
             "jsonpath={range .metadata.managedFields[?(@.subresource==\"status\")]}{.manager}/{.operation} {end}",
         ],
+        |out| !out.trim().is_empty(),
     );
     assert_eq!(status_managers.trim(), "gantry/Apply");
     for secret in ["ca", "sa", "etcd-ca", "front-proxy-ca", "apiserver-certs"] {

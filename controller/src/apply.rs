@@ -25,9 +25,6 @@ pub const TENANT_LABEL: &str = "gantry.dev/tenant";
 /// each call prunes only objects of its own set.
 pub const SET_LABEL: &str = "gantry.dev/set";
 
-/// Kinds without a namespace.
-const CLUSTER_SCOPED: [&str; 3] = ["Namespace", "ClusterRole", "ClusterRoleBinding"];
-
 /// One object to apply.
 #[derive(Debug, Clone)]
 pub struct DesiredObject {
@@ -69,22 +66,6 @@ pub enum ApplyError {
     },
 }
 
-/// Secrets created once and never overwritten: replacing a CA or the
-/// service-account key would invalidate every certificate and token it signed.
-pub const CREATE_ONLY_SECRETS: [&str; 4] = ["ca", "front-proxy-ca", "etcd-ca", "sa"];
-
-/// Every kind of the service set, for pruning.
-pub const SERVICE_SET_KINDS: [(&str, &str); 8] = [
-    ("v1", "Secret"),
-    ("v1", "Service"),
-    ("apps/v1", "StatefulSet"),
-    ("apps/v1", "Deployment"),
-    ("policy/v1", "PodDisruptionBudget"),
-    ("networking.k8s.io/v1", "NetworkPolicy"),
-    ("v1", "ConfigMap"),
-    ("v1", "ServiceAccount"),
-];
-
 /// The rendered service set as objects to apply, CA Secrets marked create-only.
 pub fn service_set(objects: &[gantry_renderer::RenderedObject]) -> Vec<DesiredObject> {
     objects
@@ -92,37 +73,31 @@ pub fn service_set(objects: &[gantry_renderer::RenderedObject]) -> Vec<DesiredOb
         .map(|object| DesiredObject {
             value: object.value.clone(),
             create_only: object.kind == "Secret"
-                && CREATE_ONLY_SECRETS.contains(&object.name.as_str()),
+                && gantry_renderer::signing_key_secrets().any(|s| s.name == object.name),
         })
         .collect()
 }
 
-/// The kind's resource name: `NetworkPolicy` → `networkpolicies`.
-pub fn plural(kind: &str) -> String {
-    let lower = kind.to_ascii_lowercase();
-    match lower.strip_suffix('y') {
-        Some(stem) => format!("{stem}ies"),
-        None => format!("{lower}s"),
-    }
-}
-
-/// The resource of `api_version`/`kind`.
-pub fn api_resource(api_version: &str, kind: &str) -> ApiResource {
-    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), &plural(kind))
-}
-
+/// The API of `api_version`/`kind` (a kind of the registry,
+/// `gantry_renderer::kinds`) in `namespace`, or cluster-wide.
 fn api_for(
     client: &Client,
     api_version: &str,
     kind: &str,
     namespace: Option<&str>,
-) -> Api<DynamicObject> {
-    let resource = api_resource(api_version, kind);
-    match (CLUSTER_SCOPED.contains(&kind), namespace) {
-        (false, Some(ns)) => Api::namespaced_with(client.clone(), ns, &resource),
+) -> Result<Api<DynamicObject>, ApplyError> {
+    let registered = gantry_renderer::kinds::find(api_version, kind).ok_or_else(|| {
+        ApplyError::Malformed(format!("{api_version}/{kind} is not a kind gantry renders"))
+    })?;
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(group, version, kind),
+        registered.plural,
+    );
+    Ok(match (registered.namespaced, namespace) {
+        (true, Some(ns)) => Api::namespaced_with(client.clone(), ns, &resource),
         _ => Api::all_with(client.clone(), &resource),
-    }
+    })
 }
 
 /// The desired object with gantry's labels and its desired-state hash annotation.
@@ -244,7 +219,7 @@ pub async fn apply_set(
             namespace.clone().unwrap_or_default(),
             name.clone(),
         ));
-        let api = api_for(client, &api_version, &kind, namespace.as_deref());
+        let api = api_for(client, &api_version, &kind, namespace.as_deref())?;
         let live = api.get_opt(&name).await.map_err(|source| ApplyError::Api {
             action: "get",
             object: label.clone(),
@@ -323,7 +298,9 @@ pub async fn apply_set(
         })
         .collect();
     for (api_version, kind) in prune_kinds {
-        let scopes: Vec<Option<String>> = if CLUSTER_SCOPED.contains(kind) {
+        let namespaced =
+            gantry_renderer::kinds::find(api_version, kind).is_some_and(|k| k.namespaced);
+        let scopes: Vec<Option<String>> = if !namespaced {
             vec![None]
         } else {
             namespaces
@@ -333,7 +310,7 @@ pub async fn apply_set(
                 .collect()
         };
         for namespace in scopes {
-            let api = api_for(client, api_version, kind, namespace.as_deref());
+            let api = api_for(client, api_version, kind, namespace.as_deref())?;
             let live = api
                 .list(&ListParams::default().labels(&selector))
                 .await
@@ -373,19 +350,6 @@ fn is_conflict(error: &kube::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn plurals_of_the_kinds_gantry_renders() {
-        for (kind, expected) in [
-            ("NetworkPolicy", "networkpolicies"),
-            ("PodDisruptionBudget", "poddisruptionbudgets"),
-            ("StatefulSet", "statefulsets"),
-            ("Namespace", "namespaces"),
-            ("ClusterRoleBinding", "clusterrolebindings"),
-        ] {
-            assert_eq!(plural(kind), expected);
-        }
-    }
 
     #[test]
     fn an_edit_by_another_manager_of_a_field_gantry_sets_is_drift() {

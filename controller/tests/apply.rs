@@ -7,7 +7,7 @@
 mod support;
 
 use gantry_controller::api::TenantControlPlane;
-use gantry_controller::apply::{self, ApplyReport, SERVICE_SET_KINDS};
+use gantry_controller::apply::{self, ApplyReport};
 use gantry_controller::resolve::{offline_endpoint, resolve};
 use gantry_pki::{BootstrapToken, FileSet, PkiBundle};
 use support::api_double::InMemoryApiServerDouble;
@@ -36,9 +36,15 @@ fn render(
 }
 
 async fn apply(client: &kube::Client, objects: &[apply::DesiredObject]) -> ApplyReport {
-    apply::apply_set(client, TENANT, "service", objects, &SERVICE_SET_KINDS)
-        .await
-        .unwrap()
+    apply::apply_set(
+        client,
+        TENANT,
+        "service",
+        objects,
+        &gantry_renderer::kinds::service_set_kinds(),
+    )
+    .await
+    .unwrap()
 }
 
 #[tokio::test]

@@ -2,11 +2,6 @@
 //! back; whatever does not survive the round trip unchanged is a typo, an
 //! unknown field or a value of the wrong type, reported with its path.
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use serde::Deserialize;
 use serde::Serialize;
 use serde_json::Value;
@@ -22,24 +17,9 @@ pub fn check_object(object: &Value) -> Result<(), (String, String)> {
         .get("kind")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    match (api_version, kind) {
-        ("v1", "Namespace") => check_as::<Namespace>(object),
-        ("v1", "Secret") => check_as::<Secret>(object),
-        ("v1", "ConfigMap") => check_as::<ConfigMap>(object),
-        ("v1", "Service") => check_as::<Service>(object),
-        ("v1", "ServiceAccount") => check_as::<ServiceAccount>(object),
-        ("apps/v1", "StatefulSet") => check_as::<StatefulSet>(object),
-        ("apps/v1", "Deployment") => check_as::<Deployment>(object),
-        ("apps/v1", "DaemonSet") => check_as::<DaemonSet>(object),
-        ("policy/v1", "PodDisruptionBudget") => check_as::<PodDisruptionBudget>(object),
-        ("networking.k8s.io/v1", "NetworkPolicy") => check_as::<NetworkPolicy>(object),
-        ("rbac.authorization.k8s.io/v1", "ClusterRole") => check_as::<ClusterRole>(object),
-        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
-            check_as::<ClusterRoleBinding>(object)
-        }
-        ("rbac.authorization.k8s.io/v1", "Role") => check_as::<Role>(object),
-        ("rbac.authorization.k8s.io/v1", "RoleBinding") => check_as::<RoleBinding>(object),
-        _ => Err((
+    match crate::kinds::find(api_version, kind) {
+        Some(registered) => (registered.check)(object),
+        None => Err((
             "kind".into(),
             format!("{api_version}/{kind} is not a kind gantry renders"),
         )),

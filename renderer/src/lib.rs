@@ -12,6 +12,7 @@ pub mod chart;
 mod check;
 mod error;
 mod input;
+pub mod kinds;
 mod render;
 pub mod versions;
 
@@ -22,7 +23,7 @@ pub use input::{
     RenderInput, Resources, ServiceType,
 };
 pub use render::{
-    Rendered, RenderedObject, SECRET_FILES, TEMPLATES, Target, compile_templates_in_background,
-    render, render_bootstrap,
+    Rendered, RenderedObject, SECRET_FILES, SecretFiles, TEMPLATES, Target,
+    compile_templates_in_background, render, render_bootstrap, signing_key_secrets,
 };
 pub use versions::{Images, KubeVersion, VersionError};

@@ -450,25 +450,55 @@ struct SecretData {
     data: BTreeMap<String, String>,
 }
 
-/// The PKI files each Secret of the service set holds, as (Secret, [(key, file)]):
-/// how the PKI is stored in the service cluster (architecture.md's list).
-pub const SECRET_FILES: &[(&str, &[(&str, &str)])] = &[
-    ("ca", &[("ca.crt", "pki/ca.crt"), ("ca.key", "pki/ca.key")]),
-    (
-        "front-proxy-ca",
-        &[
+/// One Secret of the service set and the PKI files it holds.
+pub struct SecretFiles {
+    pub name: &'static str,
+    /// (key in the Secret, path in the bundle).
+    pub files: &'static [(&'static str, &'static str)],
+    /// Holds a CA or the service-account signing key: created once and never
+    /// overwritten, since replacing one would invalidate everything it signed.
+    pub signing_key: bool,
+}
+
+impl SecretFiles {
+    /// The bundle path of its private key (`*.key`), if it holds one.
+    pub fn key_path(&self) -> Option<&'static str> {
+        self.files
+            .iter()
+            .map(|(_, path)| *path)
+            .find(|path| path.ends_with(".key"))
+    }
+}
+
+/// How the PKI is stored in the service cluster: each Secret of the service
+/// set and its files (architecture.md's list).
+pub const SECRET_FILES: &[SecretFiles] = &[
+    SecretFiles {
+        name: "ca",
+        files: &[("ca.crt", "pki/ca.crt"), ("ca.key", "pki/ca.key")],
+        signing_key: true,
+    },
+    SecretFiles {
+        name: "front-proxy-ca",
+        files: &[
             ("front-proxy-ca.crt", "pki/front-proxy-ca.crt"),
             ("front-proxy-ca.key", "pki/front-proxy-ca.key"),
         ],
-    ),
-    (
-        "etcd-ca",
-        &[("ca.crt", "pki/etcd/ca.crt"), ("ca.key", "pki/etcd/ca.key")],
-    ),
-    ("sa", &[("sa.key", "pki/sa.key"), ("sa.pub", "pki/sa.pub")]),
-    (
-        "apiserver-certs",
-        &[
+        signing_key: true,
+    },
+    SecretFiles {
+        name: "etcd-ca",
+        files: &[("ca.crt", "pki/etcd/ca.crt"), ("ca.key", "pki/etcd/ca.key")],
+        signing_key: true,
+    },
+    SecretFiles {
+        name: "sa",
+        files: &[("sa.key", "pki/sa.key"), ("sa.pub", "pki/sa.pub")],
+        signing_key: true,
+    },
+    SecretFiles {
+        name: "apiserver-certs",
+        files: &[
             ("apiserver.crt", "pki/apiserver.crt"),
             ("apiserver.key", "pki/apiserver.key"),
             (
@@ -484,10 +514,11 @@ pub const SECRET_FILES: &[(&str, &[(&str, &str)])] = &[
             ("apiserver-etcd-client.crt", "pki/apiserver-etcd-client.crt"),
             ("apiserver-etcd-client.key", "pki/apiserver-etcd-client.key"),
         ],
-    ),
-    (
-        "etcd-certs",
-        &[
+        signing_key: false,
+    },
+    SecretFiles {
+        name: "etcd-certs",
+        files: &[
             ("ca.crt", "pki/etcd/ca.crt"),
             ("server.crt", "pki/etcd/server.crt"),
             ("server.key", "pki/etcd/server.key"),
@@ -496,31 +527,41 @@ pub const SECRET_FILES: &[(&str, &[(&str, &str)])] = &[
             ("healthcheck-client.crt", "pki/etcd/healthcheck-client.crt"),
             ("healthcheck-client.key", "pki/etcd/healthcheck-client.key"),
         ],
-    ),
-    (
-        "admin-kubeconfig",
-        &[
+        signing_key: false,
+    },
+    SecretFiles {
+        name: "admin-kubeconfig",
+        files: &[
             ("admin.conf", "admin.conf"),
             ("super-admin.conf", "super-admin.conf"),
         ],
-    ),
-    (
-        "controller-manager-kubeconfig",
-        &[("controller-manager.conf", "controller-manager.conf")],
-    ),
-    (
-        "scheduler-kubeconfig",
-        &[("scheduler.conf", "scheduler.conf")],
-    ),
+        signing_key: false,
+    },
+    SecretFiles {
+        name: "controller-manager-kubeconfig",
+        files: &[("controller-manager.conf", "controller-manager.conf")],
+        signing_key: false,
+    },
+    SecretFiles {
+        name: "scheduler-kubeconfig",
+        files: &[("scheduler.conf", "scheduler.conf")],
+        signing_key: false,
+    },
 ];
+
+/// The Secrets that hold a CA or the service-account signing key.
+pub fn signing_key_secrets() -> impl Iterator<Item = &'static SecretFiles> {
+    SECRET_FILES.iter().filter(|secret| secret.signing_key)
+}
 
 /// The Secrets of the service set, from the PKI files.
 fn secrets(pki: &PkiBundle) -> Vec<SecretData> {
     SECRET_FILES
         .iter()
-        .map(|(name, entries)| SecretData {
-            name,
-            data: entries
+        .map(|secret| SecretData {
+            name: secret.name,
+            data: secret
+                .files
                 .iter()
                 .map(|(key, path)| {
                     let contents = pki.get(path).expect("an issued bundle holds every file");

@@ -252,10 +252,9 @@ fn previous_token(existing: &gantry_pki::FileSet) -> Option<(BootstrapToken, Off
 /// The key files of the CAs and of the service-account signing key: a
 /// bundle that was rendered must still have every one.
 fn ca_key_files() -> Vec<String> {
-    gantry_pki::catalog::CAS
-        .iter()
-        .map(|ca| gantry_pki::catalog::key(ca.base))
-        .chain([gantry_pki::catalog::SA_KEY.to_string()])
+    gantry_renderer::signing_key_secrets()
+        .filter_map(|secret| secret.key_path())
+        .map(str::to_string)
         .collect()
 }
 

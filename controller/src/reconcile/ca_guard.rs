@@ -16,27 +16,6 @@ use gantry_pki::FileSet;
 /// hash so that it acts once: after the new CA, the hash no longer matches.
 pub const RECREATE_CA_ANNOTATION: &str = "gantry.dev/recreate-ca";
 
-/// Each Secret that holds a CA or the service-account key, with the bundle
-/// file of its key.
-const KEY_SECRETS: [(&str, &str); 4] = [
-    ("ca", "pki/ca.key"),
-    ("front-proxy-ca", "pki/front-proxy-ca.key"),
-    ("etcd-ca", "pki/etcd/ca.key"),
-    ("sa", "pki/sa.key"),
-];
-
-/// The files of those Secrets (keys, certificates, the public SA key).
-const KEY_SECRET_FILES: [&str; 8] = [
-    "pki/ca.key",
-    "pki/ca.crt",
-    "pki/front-proxy-ca.key",
-    "pki/front-proxy-ca.crt",
-    "pki/etcd/ca.key",
-    "pki/etcd/ca.crt",
-    "pki/sa.key",
-    "pki/sa.pub",
-];
-
 /// What the PKI step may do about the CAs.
 #[derive(Debug, PartialEq, Eq)]
 pub enum CaCheck {
@@ -57,19 +36,21 @@ pub fn check(
     join_secret_exists: bool,
     recreate: Option<&str>,
 ) -> CaCheck {
-    let missing: Vec<&'static str> = KEY_SECRETS
-        .iter()
-        .filter(|(_, key)| !existing.contains_key(*key))
-        .map(|(secret, _)| *secret)
+    // The Secrets that hold a CA or the service-account key.
+    let missing: Vec<&'static str> = gantry_renderer::signing_key_secrets()
+        .filter(|secret| {
+            secret
+                .key_path()
+                .is_some_and(|key| !existing.contains_key(key))
+        })
+        .map(|secret| secret.name)
         .collect();
     if missing.is_empty() {
         return CaCheck::Go;
     }
     let had_ca = recorded_hash.is_some()
         || join_secret_exists
-        || existing
-            .keys()
-            .any(|file| !KEY_SECRET_FILES.contains(&file.as_str()));
+        || existing.keys().any(|file| !is_signing_key_file(file));
     if !had_ca {
         return CaCheck::Go;
     }
@@ -83,6 +64,13 @@ pub fn check(
     } else {
         CaCheck::Lost { missing }
     }
+}
+
+/// Whether `file` is one of the files of the Secrets that hold a CA or the
+/// service-account key (keys, certificates, the public SA key).
+fn is_signing_key_file(file: &str) -> bool {
+    gantry_renderer::signing_key_secrets()
+        .any(|secret| secret.files.iter().any(|(_, path)| *path == file))
 }
 
 /// What the user reads in the condition and the Warning Event.
@@ -111,7 +99,16 @@ mod tests {
             .collect()
     }
 
-    const ALL_KEYS: [&str; 8] = KEY_SECRET_FILES;
+    const ALL_KEYS: [&str; 8] = [
+        "pki/ca.key",
+        "pki/ca.crt",
+        "pki/front-proxy-ca.key",
+        "pki/front-proxy-ca.crt",
+        "pki/etcd/ca.key",
+        "pki/etcd/ca.crt",
+        "pki/sa.key",
+        "pki/sa.pub",
+    ];
 
     #[test]
     fn a_new_tenant_gets_its_cas() {

@@ -134,7 +134,12 @@ fn rollout_of(
 pub(super) async fn pki(client: &Client, namespace: &str) -> Result<FileSet, ReconcileError> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let mut files = FileSet::new();
-    for (name, entries) in gantry_renderer::SECRET_FILES {
+    for gantry_renderer::SecretFiles {
+        name,
+        files: entries,
+        ..
+    } in gantry_renderer::SECRET_FILES
+    {
         let Some(secret) = secrets
             .get_opt(name)
             .await

@@ -263,7 +263,7 @@ pub(super) async fn apply_service_set(
         &tenant.name,
         "service",
         &objects,
-        &apply::SERVICE_SET_KINDS,
+        &gantry_renderer::kinds::service_set_kinds(),
     )
     .await?;
     pass.merge(report);
