@@ -7,7 +7,7 @@
 # reproducible: the lock file is used as is (--locked), paths are remapped,
 # and SOURCE_DATE_EPOCH pins timestamps. Without a container engine, the same
 # binary comes from `cargo build --profile dist --locked --target <arch>-unknown-linux-musl
-# -p gantry-controller --bin gantry` with the same RUSTFLAGS (profile `dist`: the
+# -p gantry --bin gantry` with the same RUSTFLAGS (profile `dist`: the
 # release profile with fat LTO, see Cargo.toml).
 
 ARG RUST_VERSION=1.95
@@ -29,7 +29,7 @@ COPY . .
 ENV SOURCE_DATE_EPOCH=0 \
     CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-gnu-gcc \
     RUSTFLAGS="-C target-feature=+crt-static --remap-path-prefix=/src=. --remap-path-prefix=/usr/local/cargo=cargo"
-RUN cargo build --profile dist --locked --target "$(cat /target)" -p gantry-controller --bin gantry \
+RUN cargo build --profile dist --locked --target "$(cat /target)" -p gantry --bin gantry \
  && cp "target/$(cat /target)/dist/gantry" /gantry
 
 FROM gcr.io/distroless/static-debian12:nonroot

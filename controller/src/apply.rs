@@ -17,13 +17,7 @@ use kube::{Api, Client};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-pub const FIELD_MANAGER: &str = "gantry";
-pub const HASH_ANNOTATION: &str = "gantry.dev/desired-hash";
-pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "gantry");
-pub const TENANT_LABEL: &str = "gantry.dev/tenant";
-/// Which apply call owns an object (`bootstrap`, `service`, `join`, `tenant`):
-/// each call prunes only objects of its own set.
-pub const SET_LABEL: &str = "gantry.dev/set";
+pub use gantry_api::labels::{FIELD_MANAGER, HASH_ANNOTATION, MANAGED_BY, SET_LABEL, TENANT_LABEL};
 
 /// One object to apply.
 #[derive(Debug, Clone)]

@@ -1,12 +1,15 @@
-//! `gantry-controller`: the `TenantControlPlane` API, the reconcile pipeline's
-//! pure steps, and the `gantry` command line. `main.rs` is only the entry point.
+//! `gantry-controller`: the operator. It validates a `TenantControlPlane`
+//! into typed values (`resolve`), runs the reconcile steps (`reconcile`:
+//! observe, decide in pure functions, apply, write status), applies through
+//! a thin server-side-apply layer (`apply`), and runs as a process with
+//! leader election, metrics and health (`operator`).
+//!
+//! It must never read or write local files, nor print: the command line
+//! (`gantry` crate) owns those.
 
-pub mod api;
+pub use gantry_api as api;
+
 pub mod apply;
-pub mod bundle_dir;
-pub mod cli;
-pub mod day2;
-pub mod join_secret;
 pub mod operator;
 pub mod reconcile;
 pub mod resolve;

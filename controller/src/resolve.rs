@@ -95,7 +95,7 @@ pub fn resolve(
         ));
     }
 
-    let service_type: ServiceType = spec.api_server.service.type_.into();
+    let service_type = renderer_service_type(spec.api_server.service.type_);
     let node_port = resolve_node_port(
         spec.api_server.service.node_port,
         service_type,
@@ -474,7 +474,7 @@ fn bootstrap_input(
         .clone()
         .ok_or_else(|| invalid("metadata.name", "", "is required"))?;
     let service = &manifest.spec.api_server.service;
-    let service_type = service.type_.into();
+    let service_type = renderer_service_type(service.type_);
     let load_balancer_ip = service
         .load_balancer_ip
         .as_deref()
@@ -536,6 +536,15 @@ fn resolve_node_port(
 
 fn parse_cidr(field: &str, value: &str) -> Result<IpNet, SpecError> {
     gantry_pki::parse_cidr("cidr", value).map_err(|e| invalid(field, value, e.reason))
+}
+
+/// The renderer's name for a spec's Service type.
+fn renderer_service_type(service_type: api::ServiceType) -> ServiceType {
+    match service_type {
+        api::ServiceType::LoadBalancer => ServiceType::LoadBalancer,
+        api::ServiceType::NodePort => ServiceType::NodePort,
+        api::ServiceType::ClusterIP => ServiceType::ClusterIP,
+    }
 }
 
 /// A Go-style duration of hours, minutes and seconds: `24h`, `8760h`, `1h30m`, `90s`.

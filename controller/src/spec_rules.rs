@@ -187,30 +187,6 @@ pub fn toleration(
     Ok(())
 }
 
-/// The fields a Toleration has: anything else in a manifest is a typo that
-/// would be dropped without a word (`keyy: a` rendered `{}`).
-pub const TOLERATION_FIELDS: [&str; 5] =
-    ["key", "operator", "value", "effect", "tolerationSeconds"];
-
-/// The fields of ObjectMeta a manifest may set.
-pub const METADATA_FIELDS: [&str; 15] = [
-    "name",
-    "namespace",
-    "labels",
-    "annotations",
-    "uid",
-    "resourceVersion",
-    "generation",
-    "creationTimestamp",
-    "deletionTimestamp",
-    "deletionGracePeriodSeconds",
-    "finalizers",
-    "ownerReferences",
-    "managedFields",
-    "generateName",
-    "selfLink",
-];
-
 #[cfg(test)]
 mod tests {
     use super::*;

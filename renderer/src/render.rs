@@ -18,6 +18,7 @@ use crate::args;
 use crate::check::check_object;
 use crate::error::RenderError;
 use crate::input::{BootstrapInput, RenderInput};
+use gantry_api::labels::{MANAGED_BY, TENANT_LABEL};
 
 /// Which cluster an object is applied to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -422,13 +423,13 @@ fn component_labels(tenant: &str, component: &str) -> Value {
     json!({
         "app.kubernetes.io/name": component,
         "app.kubernetes.io/instance": tenant,
-        "app.kubernetes.io/managed-by": "gantry",
-        "gantry.dev/tenant": tenant,
+        (MANAGED_BY.0): MANAGED_BY.1,
+        TENANT_LABEL: tenant,
     })
 }
 
 fn component_selector(tenant: &str, component: &str) -> Value {
-    json!({"app.kubernetes.io/name": component, "gantry.dev/tenant": tenant})
+    json!({"app.kubernetes.io/name": component, TENANT_LABEL: tenant})
 }
 
 fn bootstrap_context(input: &BootstrapInput) -> Value {
@@ -590,8 +591,8 @@ fn checksum(secrets: &[SecretData], names: &[&str]) -> String {
 
 fn common_labels(input: &RenderInput) -> Value {
     json!({
-        "app.kubernetes.io/managed-by": "gantry",
-        "gantry.dev/tenant": input.name,
+        (MANAGED_BY.0): MANAGED_BY.1,
+        TENANT_LABEL: input.name,
     })
 }
 

@@ -58,14 +58,7 @@ pub fn gantry_bin() -> &'static Path {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut build = Command::new(cargo);
         build
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "gantry-controller",
-                "--bin",
-                "gantry",
-            ])
+            .args(["build", "--quiet", "-p", "gantry", "--bin", "gantry"])
             .current_dir(repo_root());
         // `cargo test` gives this process the test package's CARGO_PKG_* and
         // CARGO_MANIFEST_* variables. Build scripts (ring's) rerun when those

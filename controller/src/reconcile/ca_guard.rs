@@ -11,10 +11,7 @@
 
 use gantry_pki::FileSet;
 
-/// Set to the tenant's current `status.caCertHash` (or to any value if the
-/// status records none) to make new CAs for Secrets that are gone. Tied to the
-/// hash so that it acts once: after the new CA, the hash no longer matches.
-pub const RECREATE_CA_ANNOTATION: &str = "gantry.dev/recreate-ca";
+pub use gantry_api::labels::RECREATE_CA_ANNOTATION;
 
 /// What the PKI step may do about the CAs.
 #[derive(Debug, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use super::endpoint::{ObservedNode, ObservedService};
 use super::error::{ReconcileError, api_error};
 use super::upgrade::{Rollout, UpgradeDecision, UpgradeStep};
 use crate::api::{ServiceType, TenantControlPlane};
-use crate::join_secret::{self, JOIN_SECRET};
+use gantry_api::join_secret::{self, JOIN_SECRET};
 
 /// What the endpoint is found from: the kube-apiserver Service, and the
 /// Nodes when a NodePort tenant has no endpoint in its spec.

@@ -25,7 +25,8 @@ pub use super::tenant_client::{
     TenantClientError, TenantClientFactory, client_from_kubeconfig, tenant_client_from_kubeconfig,
     with_request_timeouts,
 };
-pub use crate::join_secret::JOIN_SECRET;
+pub use gantry_api::join_secret::JOIN_SECRET;
+pub use gantry_api::labels::FINALIZER;
 
 /// How long to wait before looking again at something still pending.
 pub const PENDING_REQUEUE: Duration = Duration::from_secs(10);
@@ -85,9 +86,6 @@ async fn full_pass(pass: &mut PassState<'_>) -> Result<End, Stop> {
         token_renewal_due: Some(certificates.expiration - tenant.token_ttl / 3),
     })
 }
-
-/// Held on every `TenantControlPlane` until its namespace is gone.
-pub const FINALIZER: &str = "gantry.dev/cleanup";
 
 /// The reconcile the controller runs: adds the finalizer first; on deletion,
 /// deletes the tenant namespace and removes the finalizer once it is gone.

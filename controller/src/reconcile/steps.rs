@@ -19,8 +19,8 @@ use super::pipeline::PENDING_REQUEUE;
 use super::upgrade::{self, Rollout, UpgradeDecision, UpgradeStep};
 use crate::api::{ConditionType, Phase};
 use crate::apply::{self, DesiredObject};
-use crate::join_secret::{self, JOIN_SECRET};
 use crate::resolve::{self, Resolved, ValidatedTenant};
+use gantry_api::join_secret::{self, JOIN_SECRET};
 
 /// Step 1, validate: an invalid spec changes nothing but its status.
 pub(super) fn validate(pass: &PassState) -> Result<ValidatedTenant, Halt> {

@@ -9,8 +9,8 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::CliError;
-use crate::api::{ConditionType, TenantControlPlane};
-use crate::day2::{self, CloudInitOptions, TenantAccess};
+use crate::access::{self as tenant_access, CloudInitOptions, TenantAccess};
+use gantry_api::{ConditionType, TenantControlPlane};
 
 /// Which tenant: a name in the service cluster, or a bundle folder.
 #[derive(Args)]
@@ -75,11 +75,13 @@ async fn service_cluster() -> Result<kube::Client, CliError> {
 async fn access(target: &Target) -> Result<TenantAccess, CliError> {
     match (&target.tenant, &target.bundle) {
         // A bundle that cannot be read is bad input (exit 2).
-        (_, Some(dir)) => day2::from_bundle(dir).map_err(|e| match e {
-            day2::Day2Error::Bundle { dir, reason } => bad_flag("--bundle", &dir, reason),
+        (_, Some(dir)) => tenant_access::from_bundle(dir).map_err(|e| match e {
+            tenant_access::Day2Error::Bundle { dir, reason } => bad_flag("--bundle", &dir, reason),
             other => CliError::Day2(other),
         }),
-        (Some(tenant), None) => Ok(day2::from_cluster(&service_cluster().await?, tenant).await?),
+        (Some(tenant), None) => {
+            Ok(tenant_access::from_cluster(&service_cluster().await?, tenant).await?)
+        }
         (None, None) => unreachable!("clap requires one of them"),
     }
 }
@@ -100,7 +102,7 @@ fn bad_flag(flag: &'static str, value: &str, reason: impl Into<String>) -> CliEr
 pub fn join(args: JoinArgs) -> Result<ExitCode, CliError> {
     let ttl = match &args.ttl {
         Some(ttl) => Some(
-            crate::resolve::parse_duration("--ttl", ttl)
+            gantry_controller::resolve::parse_duration("--ttl", ttl)
                 .map_err(|e| bad_flag("--ttl", ttl, e.reason))?,
         ),
         None => None,
@@ -110,8 +112,8 @@ pub fn join(args: JoinArgs) -> Result<ExitCode, CliError> {
         let token = match ttl {
             None => access.token.clone(),
             Some(ttl) => {
-                let tenant = day2::tenant_client(&access).await?;
-                day2::mint_token(&tenant, ttl, time::OffsetDateTime::now_utc())
+                let tenant = tenant_access::tenant_client(&access).await?;
+                tenant_access::mint_token(&tenant, ttl, time::OffsetDateTime::now_utc())
                     .await?
                     .expose()
             }
@@ -142,7 +144,7 @@ pub fn cloud_init(args: CloudInitArgs) -> Result<ExitCode, CliError> {
             })?;
             match network {
                 ipnet::IpNet::V4(network) => {
-                    if let Some(problem) = day2::node_network_problem(&network) {
+                    if let Some(problem) = tenant_access::node_network_problem(&network) {
                         return Err(bad_flag("--node-network", cidr, problem));
                     }
                     Some(network.trunc())
@@ -158,7 +160,7 @@ pub fn cloud_init(args: CloudInitArgs) -> Result<ExitCode, CliError> {
         }
     };
     if let Some(repo) = &args.package_repo
-        && let Some(problem) = day2::package_repo_problem(repo)
+        && let Some(problem) = tenant_access::package_repo_problem(repo)
     {
         return Err(bad_flag("--package-repo", repo, problem));
     }
@@ -192,7 +194,7 @@ pub fn cloud_init(args: CloudInitArgs) -> Result<ExitCode, CliError> {
         let mut package_repo = args
             .package_repo
             .clone()
-            .unwrap_or_else(|| day2::default_package_repo(&version));
+            .unwrap_or_else(|| tenant_access::default_package_repo(&version));
         if !package_repo.ends_with('/') {
             package_repo.push('/');
         }
@@ -201,7 +203,7 @@ pub fn cloud_init(args: CloudInitArgs) -> Result<ExitCode, CliError> {
             package_repo,
             kubernetes_version: version.to_string(),
         };
-        print(day2::cloud_init(&access, &access.token, &options).as_bytes())
+        print(tenant_access::cloud_init(&access, &access.token, &options).as_bytes())
     })
 }
 

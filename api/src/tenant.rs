@@ -69,76 +69,6 @@ pub struct TenantControlPlaneSpec {
     pub priority_class_name: Option<String>,
 }
 
-/// Where a tenant stands: `status.phase`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// Waiting for its endpoint (a LoadBalancer address, a node).
-    Pending,
-    /// Masters being created, or the tenant cluster being bootstrapped.
-    Provisioning,
-    /// A version change rolling, one step at a time.
-    Upgrading,
-    Ready,
-    /// Serving, but etcd has no quorum.
-    Degraded,
-    /// A person must act: the spec, the endpoint or the PKI is unusable.
-    Failed,
-}
-
-impl Phase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Pending => "Pending",
-            Phase::Provisioning => "Provisioning",
-            Phase::Upgrading => "Upgrading",
-            Phase::Ready => "Ready",
-            Phase::Degraded => "Degraded",
-            Phase::Failed => "Failed",
-        }
-    }
-}
-
-impl std::fmt::Display for Phase {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The conditions gantry sets in `status.conditions`, in the order a tenant
-/// passes them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConditionType {
-    CertificatesReady,
-    EndpointReady,
-    EtcdReady,
-    APIServerReady,
-    TenantBootstrapped,
-    /// The summary: the control plane serves and nodes can join.
-    Ready,
-}
-
-impl ConditionType {
-    pub const ALL: [ConditionType; 6] = [
-        ConditionType::CertificatesReady,
-        ConditionType::EndpointReady,
-        ConditionType::EtcdReady,
-        ConditionType::APIServerReady,
-        ConditionType::TenantBootstrapped,
-        ConditionType::Ready,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConditionType::CertificatesReady => "CertificatesReady",
-            ConditionType::EndpointReady => "EndpointReady",
-            ConditionType::EtcdReady => "EtcdReady",
-            ConditionType::APIServerReady => "APIServerReady",
-            ConditionType::TenantBootstrapped => "TenantBootstrapped",
-            ConditionType::Ready => "Ready",
-        }
-    }
-}
-
 /// What the controller observed. Never holds keys or tokens.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -166,23 +96,6 @@ pub struct TenantControlPlaneStatus {
     /// Name of the Secret (in `tcp-<name>`) holding the join command.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub join_secret: Option<String>,
-}
-
-impl TenantControlPlaneStatus {
-    /// The condition of type `type_`, if set.
-    pub fn condition(&self, type_: ConditionType) -> Option<&Condition> {
-        self.conditions.iter().find(|c| c.type_ == type_.as_str())
-    }
-
-    /// Whether condition `type_` is set and True.
-    pub fn is_true(&self, type_: ConditionType) -> bool {
-        self.condition(type_).is_some_and(|c| c.status == "True")
-    }
-
-    /// `status.phase`, or `Pending` before the first pass wrote one.
-    pub fn phase_or_pending(&self) -> &str {
-        self.phase.as_deref().unwrap_or(Phase::Pending.as_str())
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
@@ -378,16 +291,6 @@ impl Default for JoinSpec {
     }
 }
 
-impl From<ServiceType> for gantry_renderer::ServiceType {
-    fn from(service_type: ServiceType) -> Self {
-        match service_type {
-            ServiceType::LoadBalancer => gantry_renderer::ServiceType::LoadBalancer,
-            ServiceType::NodePort => gantry_renderer::ServiceType::NodePort,
-            ServiceType::ClusterIP => gantry_renderer::ServiceType::ClusterIP,
-        }
-    }
-}
-
 /// The key algorithm of every key in the tenant's PKI.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum KeyAlgorithm {
@@ -454,111 +357,6 @@ mod defaults {
     pub fn token_ttl() -> String {
         "24h".into()
     }
-}
-
-/// The top-level fields a `TenantControlPlane` manifest may have.
-const TOP_LEVEL_FIELDS: [&str; 5] = ["apiVersion", "kind", "metadata", "spec", "status"];
-
-/// Why a manifest is not a usable `TenantControlPlane`: one line naming the
-/// field and the value.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ManifestError(pub String);
-
-impl TenantControlPlane {
-    /// Parses a manifest. Errors name the field (`spec.etcd: unknown field ...`).
-    pub fn from_yaml(text: &str) -> Result<Self, ManifestError> {
-        Self::parse_yaml(text).map_err(ManifestError)
-    }
-
-    fn parse_yaml(text: &str) -> Result<Self, String> {
-        let raw: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
-        let field = |name: &str| {
-            raw.get(name)
-                .and_then(serde_yaml::Value::as_str)
-                .unwrap_or_default()
-                .to_string()
-        };
-        if field("apiVersion") != API_VERSION {
-            // Tenant chart values (examples/tenant-values.yaml) have the
-            // spec's fields at the top and no apiVersion.
-            let chart_values = field("apiVersion").is_empty()
-                && ["version", "apiServer", "etcd"]
-                    .iter()
-                    .any(|key| raw.get(*key).is_some());
-            let hint = if chart_values {
-                " (this looks like values of the tenant Helm chart; gantry render takes a \
-                 TenantControlPlane manifest such as examples/tenant-a.yaml)"
-            } else {
-                ""
-            };
-            return Err(format!(
-                "apiVersion {:?}: expected {API_VERSION}{hint}",
-                field("apiVersion")
-            ));
-        }
-        if field("kind") != KIND {
-            return Err(format!("kind {:?}: expected {KIND}", field("kind")));
-        }
-        if let Some(mapping) = raw.as_mapping() {
-            for key in mapping.keys() {
-                let key = key.as_str().unwrap_or_default();
-                if !TOP_LEVEL_FIELDS.contains(&key) {
-                    return Err(format!(
-                        "unknown field `{key}`, expected one of {}",
-                        TOP_LEVEL_FIELDS.join(", ")
-                    ));
-                }
-            }
-        }
-        unknown_nested_fields(&raw)?;
-        // From the text, not from `raw`: only then do errors carry the field's path.
-        let manifest: TenantControlPlane = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
-        if let Some(namespace) = &manifest.metadata.namespace {
-            return Err(format!(
-                "metadata.namespace {namespace:?}: TenantControlPlane is cluster-scoped; remove the namespace"
-            ));
-        }
-        Ok(manifest)
-    }
-}
-
-/// Fields of Kubernetes' own types in a manifest that serde would drop
-/// without a word (k8s-openapi's types accept unknown fields): a typo in
-/// `metadata` or in a toleration is refused instead.
-fn unknown_nested_fields(raw: &serde_yaml::Value) -> Result<(), String> {
-    let unknown = |path: &str, value: Option<&serde_yaml::Value>, known: &[&str]| {
-        let Some(mapping) = value.and_then(serde_yaml::Value::as_mapping) else {
-            return Ok(());
-        };
-        for key in mapping.keys() {
-            let key = key.as_str().unwrap_or_default();
-            if !known.contains(&key) {
-                return Err(format!(
-                    "{path}: unknown field `{key}`, expected one of {}",
-                    known.join(", ")
-                ));
-            }
-        }
-        Ok(())
-    };
-    unknown(
-        "metadata",
-        raw.get("metadata"),
-        &crate::spec_rules::METADATA_FIELDS,
-    )?;
-    let tolerations = raw
-        .get("spec")
-        .and_then(|spec| spec.get("tolerations"))
-        .and_then(serde_yaml::Value::as_sequence);
-    for (i, toleration) in tolerations.into_iter().flatten().enumerate() {
-        unknown(
-            &format!("spec.tolerations[{i}]"),
-            Some(toleration),
-            &crate::spec_rules::TOLERATION_FIELDS,
-        )?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

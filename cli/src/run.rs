@@ -1,4 +1,4 @@
-//! `gantry run`: the operator process (see `crate::operator`).
+//! `gantry run`: the operator process (see `gantry_controller::operator`).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::CliError;
-use crate::operator::{self, Settings};
+use gantry_controller::operator::{self, Settings};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -39,7 +39,7 @@ pub struct RunArgs {
 
 /// `--reconcile-timeout`: 10s to 1h, written as 90s, 2m or 1h.
 fn reconcile_timeout(value: &str) -> Result<std::time::Duration, String> {
-    let parsed = crate::resolve::parse_duration("--reconcile-timeout", value)
+    let parsed = gantry_controller::resolve::parse_duration("--reconcile-timeout", value)
         .map_err(|e| e.reason)?
         .unsigned_abs();
     if !(10..=3600).contains(&parsed.as_secs()) {
@@ -81,8 +81,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
                 "no service cluster to talk to (in-cluster config or KUBECONFIG): {e}"
             ))
         })?;
-        let tenant_client =
-            std::sync::Arc::new(crate::reconcile::pipeline::tenant_client_from_kubeconfig);
+        let tenant_client = std::sync::Arc::new(
+            gantry_controller::reconcile::pipeline::tenant_client_from_kubeconfig,
+        );
         operator::run(client, settings, tenant_client, shutdown_signal()).await?;
         Ok(ExitCode::SUCCESS)
     })

@@ -10,8 +10,8 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 use time::OffsetDateTime;
 
-use crate::api::{ConditionType, TenantControlPlane};
-use crate::join_secret::{self, JOIN_SECRET};
+use gantry_api::join_secret::{self, JOIN_SECRET};
+use gantry_api::{ConditionType, TenantControlPlane};
 
 /// Everything day-2 commands need to know about one tenant.
 #[derive(Clone, PartialEq, Eq)]
@@ -259,7 +259,7 @@ pub async fn mint_token(
 /// A client of the tenant's apiserver from its `super-admin.conf` (whose
 /// server is the tenant's endpoint).
 pub async fn tenant_client(access: &TenantAccess) -> Result<Client, Day2Error> {
-    crate::reconcile::pipeline::client_from_kubeconfig(&access.super_admin_conf, None)
+    gantry_controller::reconcile::pipeline::client_from_kubeconfig(&access.super_admin_conf, None)
         .await
         .map_err(|e| Day2Error::Tenant {
             tenant: access.name.clone(),

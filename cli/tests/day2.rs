@@ -2,9 +2,11 @@
 //! server DOUBLE: what they print for a Ready tenant, and the errors that name
 //! what is missing.
 
+// The API server double and the example tenant, shared with the controller's tests.
+#[path = "../../controller/tests/support/mod.rs"]
 mod support;
 
-use gantry_controller::day2::{self, Day2Error};
+use gantry_cli::access::{self as day2, Day2Error};
 use gantry_controller::reconcile::pipeline::{Context, reconcile};
 use support::api_double::InMemoryApiServerDouble;
 use support::tenant::{masters_running, tenant, tenant_factory};
@@ -91,7 +93,7 @@ async fn a_ready_tenant_gives_its_join_command_and_kubeconfigs() {
         .into_iter()
         .map(|v| serde_json::from_value(v).unwrap())
         .collect();
-    let table = gantry_controller::cli::day2::table(&tenants);
+    let table = gantry_cli::day2::table(&tenants);
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(
         lines[0].split_whitespace().collect::<Vec<_>>(),

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 macro_rules! say {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        writeln!(std::io::stdout().lock(), $($arg)*).map_err($crate::cli::CliError::Stdout)
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err($crate::CliError::Stdout)
     }};
 }
 
@@ -23,6 +23,8 @@ pub fn write_stdout(bytes: &[u8]) -> Result<(), CliError> {
         .map_err(CliError::Stdout)
 }
 
+pub mod access;
+pub mod bundle_dir;
 pub mod day2;
 pub mod pki;
 pub mod render;
@@ -43,7 +45,7 @@ pub enum CliError {
     #[error(transparent)]
     BundleDir(#[from] crate::bundle_dir::BundleDirError),
     #[error(transparent)]
-    Spec(#[from] crate::resolve::SpecError),
+    Spec(#[from] gantry_controller::resolve::SpecError),
     #[error(transparent)]
     Render(#[from] gantry_renderer::RenderError),
     #[error("{flag} {value:?}: {reason}")]
@@ -53,9 +55,9 @@ pub enum CliError {
         reason: String,
     },
     #[error(transparent)]
-    Day2(#[from] crate::day2::Day2Error),
+    Day2(#[from] crate::access::Day2Error),
     #[error(transparent)]
-    Run(#[from] crate::operator::RunError),
+    Run(#[from] gantry_controller::operator::RunError),
     #[error("{0}")]
     Failed(String),
     #[error("cannot write to stdout: {0}")]
@@ -70,7 +72,7 @@ impl CliError {
             }
             // A bundle that cannot be read is bad input; the service cluster
             // or a tenant that fails is not.
-            CliError::Day2(e) if !matches!(e, crate::day2::Day2Error::Bundle { .. }) => {
+            CliError::Day2(e) if !matches!(e, crate::access::Day2Error::Bundle { .. }) => {
                 ExitCode::from(EXIT_FAILED)
             }
             // A template or chart that fails is gantry's bug, not bad input.

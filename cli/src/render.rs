@@ -13,9 +13,9 @@ use gantry_renderer::{RenderedObject, chart};
 use time::OffsetDateTime;
 
 use super::{CliError, read_flag_file};
-use crate::api::TenantControlPlane;
 use crate::bundle_dir::{self, BundleLock, BundleRecord, FixedSpec, Owner};
-use crate::resolve::{offline_endpoint, resolve};
+use gantry_api::TenantControlPlane;
+use gantry_controller::resolve::{offline_endpoint, resolve};
 
 /// The folders of a bundle that `gantry render` writes. Of their files, only
 /// those that the bundle's record lists as gantry's are ever removed.
@@ -246,7 +246,7 @@ fn previous_token(existing: &gantry_pki::FileSet) -> Option<(BootstrapToken, Off
     let (_, secret) = existing
         .iter()
         .find(|(path, _)| path.starts_with("tenant/") && path.ends_with(&suffix))?;
-    Some((token, crate::day2::bootstrap_token_expiration(secret)?))
+    Some((token, crate::access::bootstrap_token_expiration(secret)?))
 }
 
 /// The key files of the CAs and of the service-account signing key: a
@@ -364,16 +364,17 @@ fn fixed_spec(input: &gantry_renderer::RenderInput) -> FixedSpec {
 fn refuse_fixed_changes(
     previous: &FixedSpec,
     input: &gantry_renderer::RenderInput,
-) -> Result<(), crate::resolve::SpecError> {
-    let refused = |field: &str, value: String, reason: String| crate::resolve::SpecError {
-        field: field.into(),
-        value,
-        reason,
-    };
+) -> Result<(), gantry_controller::resolve::SpecError> {
+    let refused =
+        |field: &str, value: String, reason: String| gantry_controller::resolve::SpecError {
+            field: field.into(),
+            value,
+            reason,
+        };
     let now = fixed_spec(input);
     if let Ok(before) = previous.version.parse() {
-        let decision = crate::reconcile::upgrade::plan(Some(before), input.version);
-        if let crate::reconcile::upgrade::UpgradeDecision::Refused(reason) = decision {
+        let decision = gantry_controller::reconcile::upgrade::plan(Some(before), input.version);
+        if let gantry_controller::reconcile::upgrade::UpgradeDecision::Refused(reason) = decision {
             return Err(refused(
                 "spec.version",
                 now.version,

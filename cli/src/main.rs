@@ -4,7 +4,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use gantry_controller::{api, cli};
+use gantry_api as api;
+use gantry_cli as cli;
 
 #[derive(Parser)]
 #[command(

@@ -1,0 +1,21 @@
+//! The labels, annotations, field manager and finalizer gantry puts on what
+//! it owns: one vocabulary for the renderer, the apply layer and the operator.
+
+/// The server-side apply field manager of everything gantry writes.
+pub const FIELD_MANAGER: &str = "gantry";
+/// Every object gantry renders carries this label.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "gantry");
+/// The tenant an object belongs to.
+pub const TENANT_LABEL: &str = "gantry.dev/tenant";
+/// Which apply call owns an object (`bootstrap`, `service`, `join`, `tenant`):
+/// each call prunes only objects of its own set.
+pub const SET_LABEL: &str = "gantry.dev/set";
+/// The hash of the object as gantry last applied it: an unchanged hash and no
+/// foreign edit mean no write.
+pub const HASH_ANNOTATION: &str = "gantry.dev/desired-hash";
+/// Held on every `TenantControlPlane` until its namespace is gone.
+pub const FINALIZER: &str = "gantry.dev/cleanup";
+/// Set to the tenant's current `status.caCertHash` (or to any value if the
+/// status records none) to make new CAs for Secrets that are gone. Tied to the
+/// hash so that it acts once: after the new CA, the hash no longer matches.
+pub const RECREATE_CA_ANNOTATION: &str = "gantry.dev/recreate-ca";
