@@ -1,5 +1,13 @@
-//! The `gantry` subcommands. Each returns the exit code for success, or a
-//! [`CliError`] whose one-line message names the flag and value at fault.
+//! `gantry`, the command line: `render` and its bundle folders
+//! (`bundle_dir`), `pki`, `token`, `crd`, day-2 access and cloud-init
+//! (`access`, `day2`), and `run`, which starts the operator. It is the only
+//! crate that reads or writes local files and prints.
+//!
+//! It must never decide what a tenant's objects are (the renderer does) or
+//! how a tenant is reconciled (the controller does): it parses flags, calls
+//! them, and writes what they return. Each subcommand returns the exit code
+//! for success, or a [`CliError`] whose one-line message names the flag and
+//! value at fault.
 
 use std::process::ExitCode;
 

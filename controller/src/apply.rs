@@ -190,9 +190,60 @@ pub async fn apply_set(
 ) -> Result<ApplyReport, ApplyError> {
     let mut report = ApplyReport::default();
     let mut desired_keys = BTreeSet::new();
-    let params = PatchParams::apply(FIELD_MANAGER).force();
     for object in objects {
         let value = with_gantry_metadata(object.value.clone(), tenant, set);
+        let target = Target::of(&value)?;
+        desired_keys.insert(target.key());
+        let api = api_for(
+            client,
+            &target.api_version,
+            &target.kind,
+            target.namespace.as_deref(),
+        )?;
+        let label = format!("{}/{}", target.kind, target.name);
+        match apply_one(&api, &target.name, value, object.create_only).await? {
+            Applied::Written => report.applied.push(label),
+            Applied::Kept => report.kept.push(label),
+            Applied::Unchanged => report.unchanged += 1,
+        }
+    }
+    let namespaces: BTreeSet<String> = objects
+        .iter()
+        .filter_map(|o| {
+            o.value
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+        })
+        .map(str::to_string)
+        .collect();
+    let selector = format!(
+        "{}={},{TENANT_LABEL}={tenant},{SET_LABEL}={set}",
+        MANAGED_BY.0, MANAGED_BY.1
+    );
+    for (api_version, kind) in prune_kinds {
+        let pruned = prune(
+            client,
+            (api_version, kind),
+            &namespaces,
+            &selector,
+            &desired_keys,
+        )
+        .await?;
+        report.pruned.extend(pruned);
+    }
+    Ok(report)
+}
+
+/// Where one desired object goes.
+struct Target {
+    api_version: String,
+    kind: String,
+    name: String,
+    namespace: Option<String>,
+}
+
+impl Target {
+    fn of(value: &Value) -> Result<Self, ApplyError> {
         let field = |pointer: &str| {
             value
                 .pointer(pointer)
@@ -206,135 +257,140 @@ pub async fn apply_set(
         ) else {
             return Err(ApplyError::Malformed(value.to_string()));
         };
-        let namespace = field("/metadata/namespace");
-        let label = format!("{kind}/{name}");
-        desired_keys.insert((
-            kind.clone(),
-            namespace.clone().unwrap_or_default(),
-            name.clone(),
-        ));
-        let api = api_for(client, &api_version, &kind, namespace.as_deref())?;
-        let live = api.get_opt(&name).await.map_err(|source| ApplyError::Api {
-            action: "get",
-            object: label.clone(),
-            source,
-        })?;
-        if let Some(live) = live {
-            if object.create_only {
-                report.kept.push(label);
-                continue;
-            }
-            let live_hash = live
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(HASH_ANNOTATION));
-            let desired_hash = value["metadata"]["annotations"][HASH_ANNOTATION].as_str();
-            if live_hash.map(String::as_str) == desired_hash && !edited_by_others(&live, &value) {
-                report.unchanged += 1;
-                continue;
-            }
-        }
-        let dynamic: DynamicObject =
-            serde_json::from_value(value).map_err(|e| ApplyError::Malformed(e.to_string()))?;
-        if object.create_only {
-            // A plain create: if another writer (a replica finishing its
-            // passes after losing the Lease) made it since the read, the API
-            // server answers 409 and theirs stays. A forced apply would
-            // replace a CA that the other writer already handed out.
-            let create = PostParams {
-                field_manager: Some(FIELD_MANAGER.into()),
-                ..PostParams::default()
-            };
-            match api.create(&create, &dynamic).await {
-                Ok(_) => report.applied.push(label),
-                // Another writer's CA is live now, and this pass's leaves
-                // were signed by the one it made: stop, and the retry reads
-                // the live one.
-                Err(source @ kube::Error::Api(_)) if is_conflict(&source) => {
-                    return Err(ApplyError::Api {
-                        action: "create (another writer made it first; the pass is retried)",
-                        object: label,
-                        source,
-                    });
-                }
-                Err(source) => {
-                    return Err(ApplyError::Api {
-                        action: "create",
-                        object: label,
-                        source,
-                    });
-                }
-            }
-            continue;
-        }
-        api.patch(&name, &params, &Patch::Apply(&dynamic))
-            .await
-            .map_err(|source| ApplyError::Api {
-                action: "apply",
-                object: label.clone(),
-                source,
-            })?;
-        report.applied.push(label);
+        Ok(Target {
+            api_version,
+            kind,
+            name,
+            namespace: field("/metadata/namespace"),
+        })
     }
 
-    let selector = format!(
-        "{}={},{TENANT_LABEL}={tenant},{SET_LABEL}={set}",
-        MANAGED_BY.0, MANAGED_BY.1
-    );
-    let namespaces: BTreeSet<Option<String>> = objects
-        .iter()
-        .map(|o| {
-            o.value
-                .pointer("/metadata/namespace")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        })
-        .collect();
-    for (api_version, kind) in prune_kinds {
-        let namespaced =
-            gantry_renderer::kinds::find(api_version, kind).is_some_and(|k| k.namespaced);
-        let scopes: Vec<Option<String>> = if !namespaced {
-            vec![None]
-        } else {
-            namespaces
-                .iter()
-                .flatten()
-                .map(|ns| Some(ns.clone()))
-                .collect()
-        };
-        for namespace in scopes {
-            let api = api_for(client, api_version, kind, namespace.as_deref())?;
-            let live = api
-                .list(&ListParams::default().labels(&selector))
-                .await
-                .map_err(|source| ApplyError::Api {
-                    action: "list",
-                    object: format!("{kind} with {selector}"),
-                    source,
-                })?;
-            for item in live.items {
-                let name = item.metadata.name.clone().unwrap_or_default();
-                let key = (
-                    kind.to_string(),
-                    item.metadata.namespace.clone().unwrap_or_default(),
-                    name.clone(),
-                );
-                if desired_keys.contains(&key) {
-                    continue;
-                }
-                api.delete(&name, &DeleteParams::default())
-                    .await
-                    .map_err(|source| ApplyError::Api {
-                        action: "delete",
-                        object: format!("{kind}/{name}"),
-                        source,
-                    })?;
-                report.pruned.push(format!("{kind}/{name}"));
-            }
+    /// (kind, namespace, name): what pruning compares.
+    fn key(&self) -> (String, String, String) {
+        (
+            self.kind.clone(),
+            self.namespace.clone().unwrap_or_default(),
+            self.name.clone(),
+        )
+    }
+}
+
+/// What [`apply_one`] did.
+enum Applied {
+    Written,
+    /// A create-only object that exists: left as it is.
+    Kept,
+    /// Same desired hash and no foreign edit: no request made.
+    Unchanged,
+}
+
+/// Reads the live object, then writes `value` only if it differs (or,
+/// create-only, only if it is missing).
+async fn apply_one(
+    api: &Api<DynamicObject>,
+    name: &str,
+    value: Value,
+    create_only: bool,
+) -> Result<Applied, ApplyError> {
+    let label = format!("{}/{name}", value["kind"].as_str().unwrap_or_default());
+    let api_error = |action: &'static str| {
+        let object = label.clone();
+        move |source| ApplyError::Api {
+            action,
+            object,
+            source,
+        }
+    };
+    let live = api.get_opt(name).await.map_err(api_error("get"))?;
+    if let Some(live) = live {
+        if create_only {
+            return Ok(Applied::Kept);
+        }
+        let live_hash = live
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(HASH_ANNOTATION));
+        let desired_hash = value["metadata"]["annotations"][HASH_ANNOTATION].as_str();
+        if live_hash.map(String::as_str) == desired_hash && !edited_by_others(&live, &value) {
+            return Ok(Applied::Unchanged);
         }
     }
-    Ok(report)
+    let dynamic: DynamicObject =
+        serde_json::from_value(value).map_err(|e| ApplyError::Malformed(e.to_string()))?;
+    if !create_only {
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        api.patch(name, &params, &Patch::Apply(&dynamic))
+            .await
+            .map_err(api_error("apply"))?;
+        return Ok(Applied::Written);
+    }
+    // A plain create: if another writer (a replica finishing its passes after
+    // losing the Lease) made it since the read, the API server answers 409
+    // and theirs stays. A forced apply would replace a CA that the other
+    // writer already handed out.
+    let create = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PostParams::default()
+    };
+    match api.create(&create, &dynamic).await {
+        Ok(_) => Ok(Applied::Written),
+        // Another writer's CA is live now, and this pass's leaves were signed
+        // by the one it made: stop, and the retry reads the live one.
+        Err(source) if is_conflict(&source) => Err(api_error(
+            "create (another writer made it first; the pass is retried)",
+        )(source)),
+        Err(source) => Err(api_error("create")(source)),
+    }
+}
+
+/// Deletes the objects of `kind` that carry `selector` (this tenant's set)
+/// but are not in `desired_keys`; returns them as `Kind/name`.
+async fn prune(
+    client: &Client,
+    (api_version, kind): (&str, &str),
+    namespaces: &BTreeSet<String>,
+    selector: &str,
+    desired_keys: &BTreeSet<(String, String, String)>,
+) -> Result<Vec<String>, ApplyError> {
+    let namespaced = gantry_renderer::kinds::find(api_version, kind).is_some_and(|k| k.namespaced);
+    let scopes: Vec<Option<&str>> = if namespaced {
+        namespaces.iter().map(|ns| Some(ns.as_str())).collect()
+    } else {
+        vec![None]
+    };
+    let mut pruned = Vec::new();
+    for namespace in scopes {
+        let api = api_for(client, api_version, kind, namespace)?;
+        let live = api
+            .list(&ListParams::default().labels(selector))
+            .await
+            .map_err(|source| ApplyError::Api {
+                action: "list",
+                object: format!("{kind} with {selector}"),
+                source,
+            })?;
+        for item in live.items {
+            let name = item.metadata.name.clone().unwrap_or_default();
+            let key = (
+                kind.to_string(),
+                item.metadata.namespace.clone().unwrap_or_default(),
+                name.clone(),
+            );
+            if desired_keys.contains(&key) {
+                continue;
+            }
+            api.delete(&name, &DeleteParams::default())
+                .await
+                .map_err(|source| ApplyError::Api {
+                    action: "delete",
+                    object: format!("{kind}/{name}"),
+                    source,
+                })?;
+            pruned.push(format!("{kind}/{name}"));
+        }
+    }
+    Ok(pruned)
 }
 
 fn is_conflict(error: &kube::Error) -> bool {

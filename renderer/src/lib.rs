@@ -5,7 +5,10 @@
 //! cluster's `tcp-<name>` namespace) and **tenant** (what `kubeadm join` and a
 //! working cluster need, applied through the tenant's own apiserver). Every
 //! object is checked against its k8s-openapi type before it is returned.
-//! [`chart`] packs the service set as a Helm chart archive. Pure: no I/O.
+//! [`chart`] packs the service set as a Helm chart archive; [`kinds`] is the
+//! registry of the kinds it renders.
+//!
+//! Pure: it must never do I/O or talk to an API server.
 
 pub mod args;
 pub mod chart;
