@@ -15,11 +15,14 @@
 
 pub mod http;
 pub mod metrics;
+mod pass;
 mod progress;
 
+use pass::{State, error_policy, reconcile};
 use progress::InFlight;
 
-use std::collections::HashMap;
+pub use pass::backoff;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,21 +33,18 @@ use futures::StreamExt;
 use hyper::StatusCode;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Service;
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::controller::Controller;
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Client, Resource};
 use tokio::net::TcpListener;
-use tracing::Instrument;
 
 use crate::api::TenantControlPlane;
 use crate::apply::{MANAGED_BY, TENANT_LABEL};
-use crate::reconcile::pipeline::{
-    self, Context, ErrorCategory, Pass, ReconcileError, TenantClientFactory,
-};
+use crate::reconcile::pipeline::{Context, TenantClientFactory};
 use crate::reconcile::steady::SteadyState;
-use metrics::{Metrics, PassResult};
+use metrics::Metrics;
 
 /// How the operator runs (the flags of `gantry run`).
 #[derive(Debug, Clone)]
@@ -89,18 +89,6 @@ pub enum RunError {
     LostLeadership,
 }
 
-/// Shared by every reconcile.
-struct State {
-    ctx: Context,
-    steady: Arc<SteadyState>,
-    metrics: Arc<Metrics>,
-    recorder: Recorder,
-    /// Consecutive failures per tenant, for the back-off.
-    failures: Mutex<HashMap<String, u32>>,
-    in_flight: Arc<InFlight>,
-    reconcile_timeout: Duration,
-}
-
 /// The default longest time one pass may take (`--reconcile-timeout`). A
 /// tenant apiserver that stops answering must not hold a worker for good:
 /// with `--concurrency` such tenants, no tenant would be reconciled at all.
@@ -112,7 +100,7 @@ const STUCK_AFTER_TIMEOUTS: u32 = 5;
 
 /// Runs the operator until `shutdown` completes (or leadership is lost).
 /// `tenant_client` connects to a tenant's apiserver: in production
-/// [`pipeline::tenant_client_from_kubeconfig`].
+/// [`crate::reconcile::pipeline::tenant_client_from_kubeconfig`].
 pub async fn run(
     client: Client,
     settings: Settings,
@@ -123,64 +111,14 @@ pub async fn run(
     let in_flight = Arc::new(InFlight::default());
     let ready = Arc::new(AtomicBool::new(false));
     let (stop_servers, servers_stopped) = tokio::sync::watch::channel(false);
-    let stopped = move || {
-        let mut receiver = servers_stopped.clone();
-        async move {
-            let _ = receiver.wait_for(|stop| *stop).await;
-        }
-    };
-    let bind = |flag, addr| async move {
-        TcpListener::bind(addr)
-            .await
-            .map_err(|source| RunError::Bind { flag, addr, source })
-    };
-    let metrics_listener = bind("--metrics-addr", settings.metrics_addr).await?;
-    let health_listener = bind("--health-addr", settings.health_addr).await?;
-    let served_metrics = metrics.clone();
-    tokio::spawn(http::serve(
-        metrics_listener,
-        Arc::new(move |path| match path {
-            "/metrics" => (
-                StatusCode::OK,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                served_metrics.encode(),
-            ),
-            other => http::not_found(other),
-        }),
-        stopped(),
-    ));
-    let served_ready = ready.clone();
-    let served_in_flight = in_flight.clone();
-    let reconcile_timeout = settings.reconcile_timeout;
-    let stuck_after = reconcile_timeout * STUCK_AFTER_TIMEOUTS;
-    tokio::spawn(http::serve(
-        health_listener,
-        Arc::new(move |path| match path {
-            "/healthz" => match served_in_flight.stuck(Instant::now(), stuck_after) {
-                None => (StatusCode::OK, "text/plain", "ok\n".into()),
-                Some((tenant, running)) => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    format!(
-                        "the reconcile of {tenant} has run {} s, past its {} s timeout\n",
-                        running.as_secs(),
-                        reconcile_timeout.as_secs()
-                    ),
-                ),
-            },
-            "/readyz" if served_ready.load(Ordering::Relaxed) => {
-                (StatusCode::OK, "text/plain", "ok\n".into())
-            }
-            "/readyz" => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "text/plain",
-                "starting\n".into(),
-            ),
-            other => http::not_found(other),
-        }),
-        stopped(),
-    ));
-    tracing::info!(metrics = %settings.metrics_addr, health = %settings.health_addr, "serving");
+    serve_metrics_and_health(
+        &settings,
+        metrics.clone(),
+        in_flight.clone(),
+        ready.clone(),
+        servers_stopped,
+    )
+    .await?;
 
     // The CRD must be served before anything else makes sense.
     let tenants: Api<TenantControlPlane> = Api::all(client.clone());
@@ -223,6 +161,73 @@ pub async fn run(
     };
     let _ = stop_servers.send(true);
     result
+}
+
+/// Serves `/metrics` on `--metrics-addr` and `/healthz`, `/readyz` on
+/// `--health-addr` until `stopped` turns true.
+async fn serve_metrics_and_health(
+    settings: &Settings,
+    metrics: Arc<Metrics>,
+    in_flight: Arc<InFlight>,
+    ready: Arc<AtomicBool>,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), RunError> {
+    let until_stopped = move || {
+        let mut receiver = stopped.clone();
+        async move {
+            let _ = receiver.wait_for(|stop| *stop).await;
+        }
+    };
+    let bind = |flag, addr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| RunError::Bind { flag, addr, source })
+    };
+    let metrics_listener = bind("--metrics-addr", settings.metrics_addr).await?;
+    let health_listener = bind("--health-addr", settings.health_addr).await?;
+    tokio::spawn(http::serve(
+        metrics_listener,
+        Arc::new(move |path| match path {
+            "/metrics" => (
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                metrics.encode(),
+            ),
+            other => http::not_found(other),
+        }),
+        until_stopped(),
+    ));
+    let reconcile_timeout = settings.reconcile_timeout;
+    let stuck_after = reconcile_timeout * STUCK_AFTER_TIMEOUTS;
+    tokio::spawn(http::serve(
+        health_listener,
+        Arc::new(move |path| match path {
+            "/healthz" => match in_flight.stuck(Instant::now(), stuck_after) {
+                None => (StatusCode::OK, "text/plain", "ok\n".into()),
+                Some((tenant, running)) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!(
+                        "the reconcile of {tenant} has run {} s, past its {} s timeout\n",
+                        running.as_secs(),
+                        reconcile_timeout.as_secs()
+                    ),
+                ),
+            },
+            "/readyz" if ready.load(Ordering::Relaxed) => {
+                (StatusCode::OK, "text/plain", "ok\n".into())
+            }
+            "/readyz" => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "starting\n".into(),
+            ),
+            other => http::not_found(other),
+        }),
+        until_stopped(),
+    ));
+    tracing::info!(metrics = %settings.metrics_addr, health = %settings.health_addr, "serving");
+    Ok(())
 }
 
 /// Waits for the Lease, reconciles while holding it, releases it on shutdown.
@@ -389,151 +394,5 @@ fn to_tenant<K: Resource>(
             steady.observe(&tenant, (kind, namespace, name), version);
         }
         Some(ObjectRef::new(&tenant))
-    }
-}
-
-async fn reconcile(
-    tcp: Arc<TenantControlPlane>,
-    state: Arc<State>,
-) -> Result<Action, kube::runtime::finalizer::Error<ReconcileError>> {
-    let name = tcp.name_any();
-    let span = tracing::info_span!("reconcile", tenant = %name);
-    async move {
-        let started = Instant::now();
-        let reference = tcp.object_ref(&());
-        let deleting = tcp.metadata.deletion_timestamp.is_some();
-        let _running = state.in_flight.start(&name);
-        let pass = pipeline::reconcile_tenant(
-            tcp,
-            &state.ctx,
-            &state.steady,
-            time::OffsetDateTime::now_utc(),
-        );
-        let limit = state.reconcile_timeout;
-        let result = match tokio::time::timeout(limit, pass).await {
-            Ok(result) => result,
-            Err(_) => Err(kube::runtime::finalizer::Error::ApplyFailed(
-                ReconcileError::TimedOut(limit),
-            )),
-        };
-        let seconds = started.elapsed().as_secs_f64();
-        let pass = match result {
-            Ok(pass) => pass,
-            Err(error) => {
-                state.metrics.failed(category_of(&error), seconds);
-                return Err(error);
-            }
-        };
-        state.failures.lock().expect("not poisoned").remove(&name);
-        match pass {
-            Pass::Skipped { requeue_after } => {
-                state.metrics.reconciled(PassResult::Skipped, seconds);
-                tracing::trace!("settled; skipped");
-                Ok(Action::requeue(requeue_after))
-            }
-            Pass::Full { action, outcome } => {
-                state.metrics.reconciled(PassResult::Full, seconds);
-                if deleting {
-                    state.metrics.set_phase(&name, None);
-                    tracing::info!("cleaned up");
-                }
-                if let Some(outcome) = outcome {
-                    state
-                        .metrics
-                        .set_phase(&name, outcome.status.phase.as_deref());
-                    tracing::info!(
-                        phase = outcome.status.phase.as_deref().unwrap_or(""),
-                        writes = outcome.applied.writes() + outcome.tenant_writes,
-                        status_written = outcome.status_written,
-                        ms = seconds * 1000.0,
-                        "reconciled"
-                    );
-                    for note in &outcome.notes {
-                        let event = Event {
-                            type_: if note.warning {
-                                EventType::Warning
-                            } else {
-                                EventType::Normal
-                            },
-                            reason: note.reason.clone(),
-                            note: Some(note.message.clone()),
-                            action: "Reconcile".into(),
-                            secondary: None,
-                        };
-                        if let Err(error) = state.recorder.publish(&event, &reference).await {
-                            tracing::warn!(%error, reason = %note.reason, "publishing an event");
-                        }
-                    }
-                }
-                Ok(action)
-            }
-        }
-    }
-    .instrument(span)
-    .await
-}
-
-/// Exponential back-off per tenant: 5 s doubling up to 5 min, with ±50 % jitter
-/// so that tenants failing together (an API outage) do not retry together.
-pub fn backoff(failures: u32, jitter: f64) -> Duration {
-    let base = 5.0 * 2f64.powi(failures.saturating_sub(1).min(6) as i32);
-    Duration::from_secs_f64(base.min(300.0) * (0.5 + jitter.clamp(0.0, 1.0)))
-}
-
-/// The category of a failed reconcile, finalizer steps included.
-fn category_of(error: &kube::runtime::finalizer::Error<ReconcileError>) -> ErrorCategory {
-    use kube::runtime::finalizer::Error;
-    match error {
-        Error::ApplyFailed(error) | Error::CleanupFailed(error) => error.category(),
-        Error::AddFinalizer(error) | Error::RemoveFinalizer(error) => ErrorCategory::of_api(error),
-        Error::UnnamedObject | Error::InvalidFinalizer => ErrorCategory::Bug,
-    }
-}
-
-/// Retries by category: a wait or a conflict soon and without counting a
-/// failure (a namespace still terminating would otherwise hold the finalizer
-/// for minutes of back-off after it is gone); a failure with back-off.
-fn error_policy(
-    tcp: Arc<TenantControlPlane>,
-    error: &kube::runtime::finalizer::Error<ReconcileError>,
-    state: Arc<State>,
-) -> Action {
-    let name = tcp.name_any();
-    let category = category_of(error);
-    if matches!(category, ErrorCategory::Waiting | ErrorCategory::Conflict) {
-        let delay = backoff(1, rand::random::<f64>());
-        tracing::info!(tenant = %name, %error, category = category.as_str(), retry_in_s = delay.as_secs_f64(), "retrying soon");
-        return Action::requeue(delay);
-    }
-    let failures = {
-        let mut failures = state.failures.lock().expect("not poisoned");
-        let count = failures.entry(name.clone()).or_default();
-        *count += 1;
-        *count
-    };
-    let delay = backoff(failures, rand::random::<f64>());
-    let retry_in_s = delay.as_secs_f64();
-    if category == ErrorCategory::Bug {
-        tracing::error!(tenant = %name, %error, category = category.as_str(), failures, retry_in_s, "reconcile failed");
-    } else {
-        tracing::warn!(tenant = %name, %error, category = category.as_str(), failures, retry_in_s, "reconcile failed");
-    }
-    Action::requeue(delay)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_from_5s_to_5min_with_jitter() {
-        let middle = |failures| backoff(failures, 0.5).as_secs();
-        assert_eq!(
-            [1, 2, 3, 4, 5, 6, 7, 8, 50].map(middle),
-            [5, 10, 20, 40, 80, 160, 300, 300, 300]
-        );
-        assert_eq!(backoff(1, 0.0), Duration::from_millis(2500));
-        assert_eq!(backoff(1, 1.0), Duration::from_millis(7500));
-        assert_eq!(backoff(20, 1.0), Duration::from_secs(450));
     }
 }
