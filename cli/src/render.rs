@@ -47,14 +47,7 @@ pub struct RenderArgs {
 
 pub fn run(args: RenderArgs) -> Result<ExitCode, CliError> {
     gantry_renderer::compile_templates_in_background();
-    let bad_manifest = |reason: String| CliError::BadFile {
-        flag: "MANIFEST",
-        value: args.manifest.display().to_string(),
-        reason,
-    };
-    let text = read_flag_file("MANIFEST", &args.manifest)?;
-    let text = String::from_utf8(text).map_err(|_| bad_manifest("is not UTF-8 text".into()))?;
-    let manifest = TenantControlPlane::from_yaml(&text).map_err(|e| bad_manifest(e.0))?;
+    let manifest = read_manifest(&args.manifest)?;
     let token_flag = args
         .token
         .as_deref()
@@ -73,14 +66,7 @@ pub fn run(args: RenderArgs) -> Result<ExitCode, CliError> {
     if !args.new_ca {
         refuse_lost_cas(&args.out, &owner, &existing)?;
     }
-    let previous = previous_token(&existing).filter(|(_, expiration)| *expiration > now);
-    let (token, expiration) = match (token_flag, previous) {
-        (Some(token), Some((old, expiration))) if token == old => (token, Some(expiration)),
-        (Some(token), _) => (token, None),
-        (None, Some((old, expiration))) => (old, Some(expiration)),
-        (None, None) => (BootstrapToken::generate(), None),
-    };
-
+    let (token, expiration) = choose_token(token_flag, &existing, now);
     let endpoint = offline_endpoint(&manifest)?;
     let resolved = resolve(
         &manifest,
@@ -100,7 +86,54 @@ pub fn run(args: RenderArgs) -> Result<ExitCode, CliError> {
     }
     let issued = gantry_pki::issue(&resolved.pki, &existing, now)?;
     let rendered = gantry_renderer::render(&resolved.input, &issued.bundle)?;
-    let input = &resolved.input;
+    let files = bundle_files(&resolved.input, &issued, &rendered)?;
+    let written_before = written_before(&owner, &existing);
+    let written = bundle_dir::write_files(&args.out, &files, &existing, &written_before)?;
+    print_summary(
+        &args.out,
+        &resolved.input,
+        &issued,
+        &rendered,
+        written.len(),
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The manifest, parsed; every error names the file.
+fn read_manifest(path: &std::path::Path) -> Result<TenantControlPlane, CliError> {
+    let bad_manifest = |reason: String| CliError::BadFile {
+        flag: "MANIFEST",
+        value: path.display().to_string(),
+        reason,
+    };
+    let text = read_flag_file("MANIFEST", path)?;
+    let text = String::from_utf8(text).map_err(|_| bad_manifest("is not UTF-8 text".into()))?;
+    TenantControlPlane::from_yaml(&text).map_err(|e| bad_manifest(e.0))
+}
+
+/// `--token`, else the previous render's token while it is valid, else a new
+/// one; with the expiration to keep when the token is the previous one.
+fn choose_token(
+    flag: Option<BootstrapToken>,
+    existing: &gantry_pki::FileSet,
+    now: OffsetDateTime,
+) -> (BootstrapToken, Option<OffsetDateTime>) {
+    let previous = previous_token(existing).filter(|(_, expiration)| *expiration > now);
+    match (flag, previous) {
+        (Some(token), Some((old, expiration))) if token == old => (token, Some(expiration)),
+        (Some(token), _) => (token, None),
+        (None, Some((old, expiration))) => (old, Some(expiration)),
+        (None, None) => (BootstrapToken::generate(), None),
+    }
+}
+
+/// Every file of the bundle: the PKI, the manifests, the chart, the join
+/// command and the bundle's record.
+fn bundle_files(
+    input: &gantry_renderer::RenderInput,
+    issued: &gantry_pki::Issued,
+    rendered: &gantry_renderer::Rendered,
+) -> Result<BTreeMap<String, PkiFile>, CliError> {
     let archive_name = chart::archive_name(&input.name, input.version);
     // The chart is packed while the other threads serialise the rest of the
     // YAML; each object's YAML is made once, by whichever thread comes first.
@@ -114,7 +147,6 @@ pub fn run(args: RenderArgs) -> Result<ExitCode, CliError> {
         &input.token.expose(),
         &issued.bundle.ca_cert_hash(),
     ) + "\n";
-
     let mut files: BTreeMap<String, PkiFile> = issued
         .bundle
         .files()
@@ -123,20 +155,12 @@ pub fn run(args: RenderArgs) -> Result<ExitCode, CliError> {
     add_manifests(&mut files, "service", &rendered.service);
     add_manifests(&mut files, "tenant", &rendered.tenant);
     // The chart carries the PKI Secrets, the join command the token: both 0600.
-    files.insert(
-        format!("chart/{archive_name}"),
-        PkiFile {
-            contents: archive,
-            secret: true,
-        },
-    );
-    files.insert(
-        JOIN_COMMAND.into(),
-        PkiFile {
-            contents: join_command.into_bytes(),
-            secret: true,
-        },
-    );
+    let secret = |contents: Vec<u8>| PkiFile {
+        contents,
+        secret: true,
+    };
+    files.insert(format!("chart/{archive_name}"), secret(archive));
+    files.insert(JOIN_COMMAND.into(), secret(join_command.into_bytes()));
     let record = BundleRecord {
         tenant: input.name.clone(),
         namespace: input.namespace.clone(),
@@ -150,7 +174,15 @@ pub fn run(args: RenderArgs) -> Result<ExitCode, CliError> {
             secret: false,
         },
     );
-    let written_before = match &owner {
+    Ok(files)
+}
+
+/// The files an earlier render wrote: those that may be removed now.
+fn written_before(
+    owner: &Owner,
+    existing: &gantry_pki::FileSet,
+) -> std::collections::BTreeSet<String> {
+    match owner {
         Owner::Recorded(previous) => previous.files.clone(),
         // An earlier gantry kept no record but owned these folders whole
         // (and `is_earlier_bundle` admits no folder with anything else at
@@ -165,9 +197,17 @@ pub fn run(args: RenderArgs) -> Result<ExitCode, CliError> {
             .cloned()
             .collect(),
         Owner::Nobody => Default::default(),
-    };
-    let written = bundle_dir::write_files(&args.out, &files, &existing, &written_before)?;
+    }
+}
 
+/// What was rendered, and the next steps.
+fn print_summary(
+    out: &std::path::Path,
+    input: &gantry_renderer::RenderInput,
+    issued: &gantry_pki::Issued,
+    rendered: &gantry_renderer::Rendered,
+    written: usize,
+) -> Result<(), CliError> {
     let count = |action: fn(&Action) -> bool| {
         issued
             .decisions
@@ -175,12 +215,12 @@ pub fn run(args: RenderArgs) -> Result<ExitCode, CliError> {
             .filter(|d| action(&d.action))
             .count()
     };
-    let out = args.out.display();
+    let out = out.display();
+    let archive_name = chart::archive_name(&input.name, input.version);
     say!(
-        "rendered {} (Kubernetes {}) into {out}: {} files written",
+        "rendered {} (Kubernetes {}) into {out}: {written} files written",
         input.name,
         input.version,
-        written.len()
     )?;
     say!(
         "  pki/, *.conf        PKI and kubeconfigs: {} created, {} kept, {} reissued",
@@ -221,7 +261,7 @@ pub fn run(args: RenderArgs) -> Result<ExitCode, CliError> {
         input.endpoint.url()
     )?;
     say!("  on each worker VM: the command in {out}/{JOIN_COMMAND}")?;
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 fn add_manifests(files: &mut BTreeMap<String, PkiFile>, folder: &str, objects: &[RenderedObject]) {
