@@ -9,7 +9,8 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::CliError;
-use crate::access::{self as tenant_access, CloudInitOptions, TenantAccess};
+use crate::access::{self as tenant_access, TenantAccess};
+use crate::cloud_init::{self, CloudInitOptions};
 use gantry_api::{ConditionType, TenantControlPlane};
 
 /// Which tenant: a name in the service cluster, or a bundle folder.
@@ -144,7 +145,7 @@ pub fn cloud_init(args: CloudInitArgs) -> Result<ExitCode, CliError> {
             })?;
             match network {
                 ipnet::IpNet::V4(network) => {
-                    if let Some(problem) = tenant_access::node_network_problem(&network) {
+                    if let Some(problem) = cloud_init::node_network_problem(&network) {
                         return Err(bad_flag("--node-network", cidr, problem));
                     }
                     Some(network.trunc())
@@ -160,7 +161,7 @@ pub fn cloud_init(args: CloudInitArgs) -> Result<ExitCode, CliError> {
         }
     };
     if let Some(repo) = &args.package_repo
-        && let Some(problem) = tenant_access::package_repo_problem(repo)
+        && let Some(problem) = cloud_init::package_repo_problem(repo)
     {
         return Err(bad_flag("--package-repo", repo, problem));
     }
@@ -194,7 +195,7 @@ pub fn cloud_init(args: CloudInitArgs) -> Result<ExitCode, CliError> {
         let mut package_repo = args
             .package_repo
             .clone()
-            .unwrap_or_else(|| tenant_access::default_package_repo(&version));
+            .unwrap_or_else(|| cloud_init::default_package_repo(&version));
         if !package_repo.ends_with('/') {
             package_repo.push('/');
         }
@@ -203,7 +204,7 @@ pub fn cloud_init(args: CloudInitArgs) -> Result<ExitCode, CliError> {
             package_repo,
             kubernetes_version: version.to_string(),
         };
-        print(tenant_access::cloud_init(&access, &access.token, &options).as_bytes())
+        print(cloud_init::cloud_init(&access, &access.token, &options).as_bytes())
     })
 }
 

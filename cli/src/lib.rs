@@ -33,6 +33,7 @@ pub fn write_stdout(bytes: &[u8]) -> Result<(), CliError> {
 
 pub mod access;
 pub mod bundle_dir;
+pub mod cloud_init;
 pub mod day2;
 pub mod pki;
 pub mod render;
