@@ -13,10 +13,12 @@
 pub mod args;
 pub mod chart;
 mod check;
+mod context;
 mod error;
 mod input;
 pub mod kinds;
 mod render;
+mod secrets;
 pub mod versions;
 
 pub use check::{check_as, check_object};
@@ -26,7 +28,8 @@ pub use input::{
     RenderInput, Resources, ServiceType,
 };
 pub use render::{
-    Rendered, RenderedObject, SECRET_FILES, SecretFiles, TEMPLATES, Target,
-    compile_templates_in_background, render, render_bootstrap, signing_key_secrets,
+    Rendered, RenderedObject, TEMPLATES, Target, compile_templates_in_background, render,
+    render_bootstrap,
 };
+pub use secrets::{SECRET_FILES, SecretFiles, signing_key_secrets};
 pub use versions::{Images, KubeVersion, VersionError};

@@ -1,0 +1,207 @@
+//! The CRD's schema, its CEL rules and the defaults.
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+use serde_json::{Value, json};
+
+use super::*;
+
+fn crd() -> Value {
+    serde_json::to_value(TenantControlPlane::crd()).unwrap()
+}
+
+fn schema() -> Value {
+    crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
+fn example() -> Value {
+    let text = include_str!("../../examples/tenant-a.yaml");
+    serde_json::to_value(TenantControlPlane::from_yaml(text).unwrap()).unwrap()
+}
+
+/// The CEL rules of the CRD, evaluated as the API server would.
+fn cel(object: &Value, old: Option<&Value>) -> Result<(), String> {
+    kube::core::cel::Validator::new()
+        .validate(&schema(), object, old)
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn the_crd_is_cluster_scoped_with_short_name_category_status_and_columns() {
+    let crd = crd();
+    assert_eq!(crd["metadata"]["name"], "tenantcontrolplanes.gantry.dev");
+    assert_eq!(crd["spec"]["scope"], "Cluster");
+    assert_eq!(crd["spec"]["names"]["shortNames"], json!(["tcp"]));
+    assert_eq!(crd["spec"]["names"]["categories"], json!(["gantry"]));
+    let version = &crd["spec"]["versions"][0];
+    assert_eq!(version["name"], "v1alpha1");
+    assert_eq!(version["subresources"]["status"], json!({}));
+    let columns: Vec<&str> = version["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(columns, ["VERSION", "READY", "ENDPOINT", "AGE"]);
+    // The whole CRD is a valid apiextensions/v1 object with nothing lost.
+    let typed: CustomResourceDefinition = serde_json::from_value(crd.clone()).unwrap();
+    assert_eq!(serde_json::to_value(typed).unwrap(), crd);
+}
+
+#[test]
+fn the_schema_checks_what_the_api_server_can() {
+    let spec = &schema()["properties"]["spec"]["properties"];
+    assert_eq!(spec["version"]["pattern"], VERSION_PATTERN);
+    assert_eq!(
+        spec["pki"]["properties"]["algorithm"]["enum"],
+        json!(["ECDSA-P256", "RSA-2048", "RSA-3072", "RSA-4096"])
+    );
+    assert_eq!(
+        spec["apiServer"]["properties"]["service"]["properties"]["type"]["enum"],
+        json!(["LoadBalancer", "NodePort", "ClusterIP"])
+    );
+    assert_eq!(
+        spec["apiServer"]["properties"]["replicas"]["minimum"].as_f64(),
+        Some(1.0)
+    );
+    assert_eq!(
+        spec["apiServer"]["properties"]["service"]["properties"]["nodePort"]["maximum"].as_f64(),
+        Some(32767.0)
+    );
+    assert_eq!(
+        spec["join"]["properties"]["tokenTTL"]["pattern"],
+        DURATION_PATTERN
+    );
+    assert!(
+        !schema()
+            .to_string()
+            .contains("additionalProperties\":false"),
+        "structural schemas cannot say additionalProperties: false"
+    );
+}
+
+#[test]
+fn cel_rules_accept_the_example_and_refuse_bad_specs() {
+    let good = example();
+    assert_eq!(cel(&good, None), Ok(()));
+
+    let mut even = good.clone();
+    even["spec"]["etcd"]["replicas"] = json!(2);
+    assert!(
+        cel(&even, None)
+            .unwrap_err()
+            .contains("etcd replicas must be 1, 3 or 5")
+    );
+
+    let mut long = good.clone();
+    long["metadata"]["name"] = json!("a".repeat(41));
+    assert!(
+        cel(&long, None)
+            .unwrap_err()
+            .contains("at most 40 characters")
+    );
+
+    let mut node_port = good.clone();
+    node_port["spec"]["apiServer"]["service"]["nodePort"] = json!(31443);
+    assert!(
+        cel(&node_port, None)
+            .unwrap_err()
+            .contains("nodePort only applies to service type NodePort")
+    );
+    node_port["spec"]["apiServer"]["service"]["type"] = json!("NodePort");
+    assert_eq!(cel(&node_port, None), Ok(()));
+}
+
+#[test]
+fn networking_is_immutable() {
+    let old = example();
+    let mut changed = old.clone();
+    changed["spec"]["networking"]["podCIDR"] = json!("10.200.0.0/16");
+    assert!(
+        cel(&changed, Some(&old))
+            .unwrap_err()
+            .contains("networking is immutable")
+    );
+    let mut other = old.clone();
+    other["spec"]["version"] = json!("1.36.0");
+    assert_eq!(cel(&other, Some(&old)), Ok(()), "other fields may change");
+}
+
+#[test]
+fn extra_args_names_are_dashed_words_and_values_hold_no_control_characters() {
+    let mut good = example();
+    good["spec"]["apiServer"]["extraArgs"] = json!({"audit-log-maxage": "30", "v": "2"});
+    assert_eq!(cel(&good, None), Ok(()));
+    for (component, name, value) in [
+        ("apiServer", "etcd_servers", "https://elsewhere:2379"),
+        ("apiServer", "--v", "2"),
+        ("apiServer", "v=2", "2"),
+        ("apiServer", "v", "2\n--etcd-servers=https://elsewhere:2379"),
+        ("controllerManager", "cluster_signing_key_file", "/x"),
+        ("scheduler", "Kubeconfig", "/x"),
+    ] {
+        let mut bad = example();
+        bad["spec"][component]["extraArgs"] = json!({ name: value });
+        assert!(
+            cel(&bad, None)
+                .unwrap_err()
+                .contains("extraArgs names are lowercase words joined by '-'"),
+            "{component}.{name}"
+        );
+    }
+}
+
+#[test]
+fn etcd_replicas_are_immutable() {
+    let old = example();
+    let mut changed = old.clone();
+    changed["spec"]["etcd"]["replicas"] = json!(1);
+    assert!(
+        cel(&changed, Some(&old))
+            .unwrap_err()
+            .contains("etcd replicas are immutable")
+    );
+    assert_eq!(cel(&changed, None), Ok(()), "a new tenant may have one");
+    let mut storage = old.clone();
+    storage["spec"]["etcd"]["storage"]["size"] = json!("20Gi");
+    assert_eq!(
+        cel(&storage, Some(&old)),
+        Ok(()),
+        "other etcd fields may change"
+    );
+}
+
+#[test]
+fn manifests_refuse_unknown_fields_and_namespaces() {
+    let text = include_str!("../../examples/tenant-a.yaml");
+    let typo = text.replace("  etcd:\n", "  etdc:\n");
+    assert!(
+        TenantControlPlane::from_yaml(&typo)
+            .unwrap_err()
+            .0
+            .contains("unknown field `etdc`")
+    );
+    let top = format!("{text}extra: 1\n");
+    assert!(
+        TenantControlPlane::from_yaml(&top)
+            .unwrap_err()
+            .0
+            .contains("unknown field `extra`")
+    );
+    let namespaced = text.replace(
+        "  name: tenant-a\n",
+        "  name: tenant-a\n  namespace: default\n",
+    );
+    assert!(
+        TenantControlPlane::from_yaml(&namespaced)
+            .unwrap_err()
+            .0
+            .contains("cluster-scoped")
+    );
+    let algorithm = text.replace("algorithm: ECDSA-P256", "algorithm: DSA");
+    assert!(
+        TenantControlPlane::from_yaml(&algorithm)
+            .unwrap_err()
+            .0
+            .contains("spec.pki.algorithm: unknown variant `DSA`")
+    );
+}

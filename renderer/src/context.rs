@@ -1,0 +1,143 @@
+//! The template context, built here in Rust so that the templates stay plain:
+//! every value a template prints, already computed and checked.
+
+use gantry_api::labels::{MANAGED_BY, TENANT_LABEL};
+use gantry_pki::{BootstrapTokenSecret, PkiBundle, jws};
+use serde_json::{Value, json};
+
+use crate::args;
+use crate::error::RenderError;
+use crate::input::{BootstrapInput, RenderInput};
+use crate::secrets::{SecretData, checksum};
+
+fn component_labels(tenant: &str, component: &str) -> Value {
+    json!({
+        "app.kubernetes.io/name": component,
+        "app.kubernetes.io/instance": tenant,
+        (MANAGED_BY.0): MANAGED_BY.1,
+        TENANT_LABEL: tenant,
+    })
+}
+
+fn component_selector(tenant: &str, component: &str) -> Value {
+    json!({"app.kubernetes.io/name": component, TENANT_LABEL: tenant})
+}
+
+pub(crate) fn bootstrap_context(input: &BootstrapInput) -> Value {
+    json!({
+        "name": input.name,
+        "namespace": input.namespace,
+        "labels": component_labels(&input.name, "kube-apiserver"),
+        "selector": component_selector(&input.name, "kube-apiserver"),
+        "service_type": input.service_type,
+        "service_annotations": input.service_annotations,
+        "load_balancer_ip": input.load_balancer_ip.map(|ip| ip.to_string()),
+        "node_port": input.node_port,
+    })
+}
+
+pub(crate) fn common_labels(input: &RenderInput) -> Value {
+    json!({
+        (MANAGED_BY.0): MANAGED_BY.1,
+        TENANT_LABEL: input.name,
+    })
+}
+
+pub(crate) fn context(
+    input: &RenderInput,
+    pki: &PkiBundle,
+    secrets: &[SecretData],
+) -> Result<Value, RenderError> {
+    let labels = |component: &str| component_labels(&input.name, component);
+    let selector = |component: &str| component_selector(&input.name, component);
+    let component = |name: &str,
+                     replicas: u32,
+                     resources: &crate::input::Resources,
+                     args: Vec<String>,
+                     mounts: &[&str]| {
+        json!({
+            "labels": labels(name),
+            "selector": selector(name),
+            "replicas": replicas,
+            "resources": resources,
+            "args": args,
+            "checksum": checksum(secrets, mounts),
+        })
+    };
+    let cluster_info = pki.cluster_info_kubeconfig();
+    let token_secret = BootstrapTokenSecret::new(
+        &input.token,
+        input.token_expiration,
+        "gantry: the initial join token of this tenant",
+    );
+    let dns_ip =
+        gantry_pki::nth_address(&input.networking.service_cidr, 10).expect("validated CIDR");
+    Ok(json!({
+        "name": input.name,
+        "namespace": input.namespace,
+        "version": input.version.to_string(),
+        "image_repository": input.image_repository,
+        "images": input.images,
+        "endpoint": {
+            "url": input.endpoint.url(),
+            "host_port": input.endpoint.to_string(),
+            "port": input.endpoint.port,
+        },
+        "common_labels": common_labels(input),
+        "etcd": {
+            "component": component("etcd", input.etcd.replicas, &input.etcd.resources, args::etcd(input), &["etcd-certs"]),
+            "storage_size": input.etcd.storage_size,
+            "storage_class_name": input.etcd.storage_class_name,
+            "max_unavailable": (input.etcd.replicas - 1) / 2,
+            "client_port": args::ETCD_CLIENT_PORT,
+            "peer_port": args::ETCD_PEER_PORT,
+            "metrics_port": args::ETCD_METRICS_PORT,
+        },
+        "apiserver": {
+            "component": component(
+                "kube-apiserver",
+                input.api_server.replicas,
+                &input.api_server.resources,
+                args::api_server(input)?,
+                &["ca", "front-proxy-ca", "etcd-ca", "sa", "apiserver-certs"],
+            ),
+        },
+        "controller_manager": component(
+            "kube-controller-manager",
+            input.controller_manager.replicas,
+            &input.controller_manager.resources,
+            args::controller_manager(input)?,
+            &["ca", "front-proxy-ca", "sa", "controller-manager-kubeconfig"],
+        ),
+        "scheduler": component(
+            "kube-scheduler",
+            input.scheduler.replicas,
+            &input.scheduler.resources,
+            args::scheduler(input)?,
+            &["scheduler-kubeconfig"],
+        ),
+        "placement": {
+            "node_selector": input.placement.node_selector,
+            "tolerations": input.placement.tolerations,
+            "priority_class_name": input.placement.priority_class_name,
+        },
+        "networking": {
+            "service_cidr": input.networking.service_cidr.to_string(),
+            "pod_cidr": input.networking.pod_cidr.to_string(),
+            "dns_domain": input.networking.dns_domain,
+            "dns_service_ip": dns_ip.to_string(),
+        },
+        "cluster_info": {
+            "kubeconfig": String::from_utf8_lossy(cluster_info),
+            "signature_key": jws::cluster_info_signature_key(&input.token),
+            "signature": jws::sign_cluster_info(cluster_info, &input.token),
+        },
+        "kubeadm": {
+            "kubernetes_version": format!("v{}", input.version),
+        },
+        "bootstrap_token": {
+            "name": token_secret.metadata.name,
+            "string_data": token_secret.string_data,
+        },
+    }))
+}
