@@ -47,10 +47,11 @@ const EXIT_FAILED: u8 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    #[error(transparent)]
+    /// Bad input to the PKI crate, whose field names are the flags' names.
+    #[error("--{} {:?}: {}", .0.field, .0.value, .0.reason)]
     InvalidInput(#[from] gantry_pki::InvalidInput),
     #[error(transparent)]
-    Pki(#[from] gantry_pki::PkiError),
+    Pki(gantry_pki::PkiError),
     #[error(transparent)]
     BundleDir(#[from] crate::bundle_dir::BundleDirError),
     #[error(transparent)]
@@ -71,6 +72,15 @@ pub enum CliError {
     Failed(String),
     #[error("cannot write to stdout: {0}")]
     Stdout(std::io::Error),
+}
+
+impl From<gantry_pki::PkiError> for CliError {
+    fn from(error: gantry_pki::PkiError) -> Self {
+        match error {
+            gantry_pki::PkiError::InvalidInput(input) => CliError::InvalidInput(input),
+            other => CliError::Pki(other),
+        }
+    }
 }
 
 impl CliError {

@@ -2,9 +2,11 @@
 
 use std::fmt;
 
-/// Bad input: names the field (as its command-line flag) and the value.
+/// Bad input: names the field (this crate's name for it, e.g. `dns-domain`)
+/// and the value. Callers say it in their own words: the CLI as the flag
+/// `--dns-domain`, the operator as the spec path `spec.networking.dnsDomain`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("--{field} {value:?}: {reason}")]
+#[error("{field} {value:?}: {reason}")]
 pub struct InvalidInput {
     pub field: &'static str,
     pub value: String,

@@ -192,7 +192,7 @@ mod tests {
             "abcdef.0123456789abcdef\n",
         ] {
             let err = BootstrapToken::parse(bad).unwrap_err().to_string();
-            assert!(err.starts_with("--token "), "{err}");
+            assert!(err.starts_with("token "), "{err}");
             assert!(!err.contains("0123456789"), "{err}");
         }
     }
