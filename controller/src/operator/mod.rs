@@ -135,28 +135,18 @@ pub async fn run(
     ready.store(true, Ordering::Relaxed);
 
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
+    let parts = ControllerParts {
+        client,
+        settings: settings.clone(),
+        tenant_client,
+        metrics,
+        in_flight,
+    };
     let result = if settings.leader_elect {
-        run_as_leader(
-            client,
-            &settings,
-            tenant_client,
-            metrics,
-            in_flight,
-            shutdown,
-        )
-        .await
+        run_as_leader(parts, shutdown).await
     } else {
-        metrics.set_leader(true);
-        run_controller(
-            client,
-            &settings,
-            tenant_client,
-            metrics,
-            in_flight,
-            shutdown,
-            std::future::pending(),
-        )
-        .await;
+        parts.metrics.set_leader(true);
+        run_controller(parts, shutdown, std::future::pending()).await;
         Ok(())
     };
     let _ = stop_servers.send(true);
@@ -230,15 +220,25 @@ async fn serve_metrics_and_health(
     Ok(())
 }
 
-/// Waits for the Lease, reconciles while holding it, releases it on shutdown.
-async fn run_as_leader(
+/// What the Controller is made from, once it may start.
+struct ControllerParts {
     client: Client,
-    settings: &Settings,
+    settings: Settings,
     tenant_client: TenantClientFactory,
     metrics: Arc<Metrics>,
     in_flight: Arc<InFlight>,
+}
+
+/// Waits for the Lease, reconciles while holding it, releases it on shutdown.
+async fn run_as_leader(
+    parts: ControllerParts,
     shutdown: impl Future<Output = ()> + Clone + Send + Sync + 'static,
 ) -> Result<(), RunError> {
+    let (client, settings, metrics) = (
+        parts.client.clone(),
+        parts.settings.clone(),
+        parts.metrics.clone(),
+    );
     let election_error = |reason: String| RunError::LeaderElection {
         namespace: settings.lease_namespace.clone(),
         name: settings.lease_name.clone(),
@@ -273,16 +273,7 @@ async fn run_as_leader(
             let _ = watching.wait_for(|leading| !*leading).await;
             lost_flag.store(true, Ordering::Relaxed);
         };
-        run_controller(
-            client,
-            settings,
-            tenant_client,
-            metrics.clone(),
-            in_flight.clone(),
-            shutdown.clone(),
-            lost_lease,
-        )
-        .await;
+        run_controller(parts, shutdown.clone(), lost_lease).await;
         metrics.set_leader(false);
         if lost.load(Ordering::Relaxed) {
             result = Err(RunError::LostLeadership);
@@ -302,14 +293,17 @@ async fn run_as_leader(
 /// The kube-runtime Controller, until `stop` completes (running passes
 /// finish) or `abort` completes (running passes are dropped).
 async fn run_controller(
-    client: Client,
-    settings: &Settings,
-    tenant_client: TenantClientFactory,
-    metrics: Arc<Metrics>,
-    in_flight: Arc<InFlight>,
+    parts: ControllerParts,
     stop: impl Future<Output = ()> + Send + Sync + 'static,
     abort: impl Future<Output = ()>,
 ) {
+    let ControllerParts {
+        client,
+        settings,
+        tenant_client,
+        metrics,
+        in_flight,
+    } = parts;
     let steady = Arc::new(SteadyState::new());
     let state = Arc::new(State {
         in_flight,
