@@ -9,7 +9,7 @@ mod support;
 use gantry_cli::access::{self as day2, Day2Error};
 use gantry_controller::reconcile::pipeline::{Context, reconcile};
 use support::api_double::InMemoryApiServerDouble;
-use support::tenant::{masters_running, tenant, tenant_factory};
+use support::tenant::{TenantBuilder, masters_running, tenant_factory};
 use time::OffsetDateTime;
 
 async fn reconcile_once(double: &InMemoryApiServerDouble, tenant_api: &InMemoryApiServerDouble) {
@@ -39,7 +39,7 @@ async fn errors_name_the_tenant_and_what_is_missing() {
     );
 
     // Provisioning: the masters are not up, so there is no join Secret yet.
-    tenant(&double, true);
+    TenantBuilder::new("tenant-a").store(&double);
     let tenant_api = InMemoryApiServerDouble::new();
     reconcile_once(&double, &tenant_api).await;
     let error = day2::from_cluster(&double.client(), "tenant-a")
@@ -56,7 +56,7 @@ async fn errors_name_the_tenant_and_what_is_missing() {
 async fn a_ready_tenant_gives_its_join_command_and_kubeconfigs() {
     let double = InMemoryApiServerDouble::new();
     let tenant_api = InMemoryApiServerDouble::new();
-    tenant(&double, true);
+    TenantBuilder::new("tenant-a").store(&double);
     reconcile_once(&double, &tenant_api).await;
     masters_running(&double);
     reconcile_once(&double, &tenant_api).await;

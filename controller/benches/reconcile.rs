@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 mod support;
 
 use support::api_double::InMemoryApiServerDouble;
-use support::tenant::{masters_running, tenant, tenant_factory};
+use support::tenant::{TenantBuilder, masters_running, tenant_factory};
 
 fn steady_state(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -24,7 +24,7 @@ fn steady_state(c: &mut Criterion) {
     let _runtime = runtime.enter();
     let double = InMemoryApiServerDouble::new();
     let tenant_api = InMemoryApiServerDouble::new();
-    let tcp = tenant(&double, true);
+    let tcp = TenantBuilder::new("tenant-a").store(&double);
     let ctx = Context {
         client: double.client(),
         service_cluster_domain: "cluster.local".into(),

@@ -13,7 +13,7 @@ use std::time::Duration;
 use gantry_controller::operator::{self, Settings};
 use gantry_controller::reconcile::pipeline::{self, TenantClientFactory};
 use support::api_double::InMemoryApiServerDouble;
-use support::tenant::{masters_running, tenant, tenant_factory};
+use support::tenant::{TenantBuilder, masters_running, tenant_factory};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[path = "../../tests/support/ports.rs"]
@@ -106,7 +106,7 @@ fn lease_holder(double: &InMemoryApiServerDouble) -> Option<String> {
 async fn gantry_run_takes_a_tenant_to_ready_and_a_standby_takes_over_on_shutdown() {
     let double = InMemoryApiServerDouble::new();
     let tenant_api = InMemoryApiServerDouble::new();
-    tenant(&double, true);
+    TenantBuilder::new("tenant-a").store(&double);
 
     let (first, stop_first, first_run) = start(&double, &tenant_api, "replica-1");
     eventually(10, "/readyz", async || {
@@ -236,7 +236,7 @@ async fn gantry_run_takes_a_tenant_to_ready_and_a_standby_takes_over_on_shutdown
 async fn gantry_run_stops_when_shut_down_before_listing_the_tenants() {
     let double = InMemoryApiServerDouble::new();
     let tenant_api = InMemoryApiServerDouble::new();
-    tenant(&double, true);
+    TenantBuilder::new("tenant-a").store(&double);
     let settings = Settings {
         leader_elect: false,
         ..settings("replica-1")
@@ -308,14 +308,6 @@ fn hung_tenant_a_factory(
     })
 }
 
-/// A second tenant, `tenant-b`, like the example one.
-fn tenant_b(double: &InMemoryApiServerDouble) {
-    let mut value = serde_json::to_value(tenant(double, true)).unwrap();
-    value["metadata"]["name"] = "tenant-b".into();
-    value["spec"]["apiServer"]["endpoint"] = "203.0.113.11:6443".into();
-    double.put("gantry.dev", "v1alpha1", "tenantcontrolplanes", "", value);
-}
-
 fn phase_of(double: &InMemoryApiServerDouble, name: &str) -> Option<String> {
     double.get("tenantcontrolplanes", "", name)?["status"]["phase"]
         .as_str()
@@ -343,8 +335,10 @@ async fn a_hung_tenant_apiserver_is_cut_at_the_reconcile_timeout_and_others_go_o
     let double = InMemoryApiServerDouble::new();
     let tenant_api = InMemoryApiServerDouble::new();
     let hung = HungApiServer::start().await;
-    tenant(&double, true);
-    tenant_b(&double);
+    TenantBuilder::new("tenant-a").store(&double);
+    TenantBuilder::new("tenant-b")
+        .endpoint("203.0.113.11")
+        .store(&double);
     let settings = Settings {
         leader_elect: false,
         concurrency: 1,
@@ -421,7 +415,7 @@ async fn losing_the_lease_cuts_a_pass_that_is_in_flight() {
     let double = InMemoryApiServerDouble::new();
     let tenant_api = InMemoryApiServerDouble::new();
     let hung = HungApiServer::start().await;
-    tenant(&double, true);
+    TenantBuilder::new("tenant-a").store(&double);
     let settings = Settings {
         reconcile_timeout: Duration::from_secs(600),
         ..settings("replica-1")

@@ -13,7 +13,7 @@ use gantry_controller::reconcile::pipeline::{
 use gantry_controller::reconcile::steady::SteadyState;
 use serde_json::{Value, json};
 use support::api_double::InMemoryApiServerDouble;
-use support::tenant::{masters_running, rolled_out, tenant, tenant_factory};
+use support::tenant::{TenantBuilder, masters_running, rolled_out, tenant_factory};
 use time::OffsetDateTime;
 
 /// Reconciles `tcp` as the controller would: with the status last written.
@@ -48,7 +48,7 @@ async fn ready_tenant() -> (
 ) {
     let double = InMemoryApiServerDouble::new();
     let tenant_api = InMemoryApiServerDouble::new();
-    let tcp = tenant(&double, true);
+    let tcp = TenantBuilder::new("tenant-a").store(&double);
     run_with(&double, tenant_factory(&tenant_api), &tcp).await;
     masters_running(&double);
     run_with(&double, tenant_factory(&tenant_api), &tcp).await;
@@ -76,7 +76,9 @@ fn object_writes(double: &InMemoryApiServerDouble) -> Vec<String> {
 #[tokio::test]
 async fn a_pending_load_balancer_gets_only_the_bootstrap_objects_then_everything() {
     let double = InMemoryApiServerDouble::new();
-    let tcp = tenant(&double, false);
+    let tcp = TenantBuilder::new("tenant-a")
+        .without_endpoint()
+        .store(&double);
 
     let first = run(&double, &tcp).await;
     assert_eq!(
@@ -146,7 +148,7 @@ fn base64_decode(value: &Value) -> Vec<u8> {
 #[tokio::test]
 async fn an_unchanged_tenant_costs_zero_writes_even_after_a_restart() {
     let double = InMemoryApiServerDouble::new();
-    let tcp = tenant(&double, true);
+    let tcp = TenantBuilder::new("tenant-a").store(&double);
     run(&double, &tcp).await;
     let ca_before = double.get("secrets", "tcp-tenant-a", "ca").unwrap();
     double.clear_writes();
@@ -170,7 +172,7 @@ async fn an_unchanged_tenant_costs_zero_writes_even_after_a_restart() {
 #[tokio::test]
 async fn an_invalid_spec_changes_nothing_but_its_status() {
     let double = InMemoryApiServerDouble::new();
-    let mut tcp = tenant(&double, true);
+    let mut tcp = TenantBuilder::new("tenant-a").store(&double);
     tcp.spec.etcd.replicas = 2;
     let outcome = run(&double, &tcp).await;
     assert_eq!(object_writes(&double), Vec::<String>::new());
@@ -191,7 +193,7 @@ async fn an_invalid_spec_changes_nothing_but_its_status() {
 #[tokio::test]
 async fn a_new_cert_san_reissues_only_the_apiserver_certificate() {
     let double = InMemoryApiServerDouble::new();
-    let tcp = tenant(&double, true);
+    let tcp = TenantBuilder::new("tenant-a").store(&double);
     run(&double, &tcp).await;
     let ca_before = double.get("secrets", "tcp-tenant-a", "ca").unwrap();
     double.clear_writes();
@@ -222,7 +224,7 @@ async fn a_new_cert_san_reissues_only_the_apiserver_certificate() {
 async fn once_the_apiserver_runs_the_tenant_is_bootstrapped_and_joinable() {
     let double = InMemoryApiServerDouble::new();
     let tenant_api = InMemoryApiServerDouble::new();
-    let tcp = tenant(&double, true);
+    let tcp = TenantBuilder::new("tenant-a").store(&double);
     run_with(&double, tenant_factory(&tenant_api), &tcp).await;
     masters_running(&double);
 
@@ -343,7 +345,7 @@ async fn a_token_near_expiry_is_replaced_and_the_old_one_left_to_expire() {
 #[tokio::test]
 async fn an_unreachable_tenant_apiserver_is_reported_and_retried() {
     let double = InMemoryApiServerDouble::new();
-    let tcp = tenant(&double, true);
+    let tcp = TenantBuilder::new("tenant-a").store(&double);
     let refusing: TenantClientFactory = Arc::new(|_, server| {
         Box::pin(async move {
             Err(TenantClientError::Server {
@@ -372,7 +374,7 @@ async fn a_downgrade_is_refused_and_nothing_changes_while_one_minor_up_proceeds(
     // tests).
     let double = InMemoryApiServerDouble::new();
     let tenant_api = InMemoryApiServerDouble::new();
-    let tcp = tenant(&double, true);
+    let tcp = TenantBuilder::new("tenant-a").store(&double);
     run_with(&double, tenant_factory(&tenant_api), &tcp).await;
     masters_running(&double);
     let ready = run_with(&double, tenant_factory(&tenant_api), &tcp).await;
@@ -519,7 +521,7 @@ async fn a_one_minor_upgrade_rolls_etcd_then_the_apiserver_then_the_rest_and_onl
 #[tokio::test]
 async fn the_finalizer_is_added_first_and_removed_only_once_the_namespace_is_gone() {
     let double = InMemoryApiServerDouble::new();
-    let tcp = tenant(&double, true);
+    let tcp = TenantBuilder::new("tenant-a").store(&double);
     let ctx = || Context {
         client: double.client(),
         service_cluster_domain: "cluster.local".into(),
@@ -584,7 +586,7 @@ async fn the_finalizer_is_added_first_and_removed_only_once_the_namespace_is_gon
 async fn a_settled_tenant_costs_no_request_until_it_or_a_watched_object_changes() {
     let double = InMemoryApiServerDouble::new();
     let tenant_api = InMemoryApiServerDouble::new();
-    tenant(&double, true);
+    TenantBuilder::new("tenant-a").store(&double);
     let steady = SteadyState::new();
     let ctx = Context {
         client: double.client(),

@@ -8,22 +8,50 @@ use gantry_controller::reconcile::pipeline::TenantClientFactory;
 
 use super::api_double::InMemoryApiServerDouble;
 
-/// The example tenant, with or without its explicit endpoint, stored in the double.
-pub fn tenant(double: &InMemoryApiServerDouble, explicit_endpoint: bool) -> TenantControlPlane {
-    let mut tcp =
-        TenantControlPlane::from_yaml(include_str!("../../../examples/tenant-a.yaml")).unwrap();
-    if !explicit_endpoint {
-        tcp.spec.api_server.endpoint = None;
+/// A `TenantControlPlane` for the tests, made from `examples/tenant-a.yaml`:
+/// `TenantBuilder::new("tenant-a").without_endpoint().store(&double)`.
+pub struct TenantBuilder {
+    tcp: TenantControlPlane,
+}
+
+impl TenantBuilder {
+    /// The example, named `name`, at generation 1.
+    pub fn new(name: &str) -> Self {
+        let mut tcp =
+            TenantControlPlane::from_yaml(include_str!("../../../examples/tenant-a.yaml")).unwrap();
+        tcp.metadata.name = Some(name.into());
+        tcp.metadata.generation = Some(1);
+        TenantBuilder { tcp }
     }
-    tcp.metadata.generation = Some(1);
-    double.put(
-        "gantry.dev",
-        "v1alpha1",
-        "tenantcontrolplanes",
-        "",
-        serde_json::to_value(&tcp).unwrap(),
-    );
-    tcp
+
+    /// No `spec.apiServer.endpoint`: the operator takes the LoadBalancer's.
+    pub fn without_endpoint(mut self) -> Self {
+        self.tcp.spec.api_server.endpoint = None;
+        self
+    }
+
+    /// `spec.apiServer.endpoint` (and the LoadBalancer IP) set to `address`:6443.
+    pub fn endpoint(mut self, address: &str) -> Self {
+        self.tcp.spec.api_server.endpoint = Some(format!("{address}:6443"));
+        self.tcp.spec.api_server.service.load_balancer_ip = Some(address.into());
+        self
+    }
+
+    pub fn build(self) -> TenantControlPlane {
+        self.tcp
+    }
+
+    /// Stores the tenant in `double`, as `kubectl apply` would; returns it.
+    pub fn store(self, double: &InMemoryApiServerDouble) -> TenantControlPlane {
+        double.put(
+            "gantry.dev",
+            "v1alpha1",
+            "tenantcontrolplanes",
+            "",
+            serde_json::to_value(&self.tcp).unwrap(),
+        );
+        self.tcp
+    }
 }
 
 /// Tenant clients for the tenant apiserver double; checks what the pipeline asks for.
