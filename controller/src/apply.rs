@@ -255,7 +255,15 @@ impl Target {
             field("/kind"),
             field("/metadata/name"),
         ) else {
-            return Err(ApplyError::Malformed(value.to_string()));
+            // Only what names the object: a Secret's data must not reach an
+            // error (and from there a log line or a condition).
+            let named = |pointer: &str| value.pointer(pointer).and_then(Value::as_str);
+            return Err(ApplyError::Malformed(format!(
+                "{}/{} {}",
+                named("/apiVersion").unwrap_or("(no apiVersion)"),
+                named("/kind").unwrap_or("(no kind)"),
+                named("/metadata/name").unwrap_or("(no name)"),
+            )));
         };
         Ok(Target {
             api_version,

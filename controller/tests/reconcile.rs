@@ -7,8 +7,8 @@ use gantry_controller::api::TenantControlPlane;
 use std::sync::Arc;
 
 use gantry_controller::reconcile::pipeline::{
-    Context, FINALIZER, Outcome, Pass, TenantClientError, TenantClientFactory, reconcile,
-    reconcile_tenant, reconcile_with_finalizer,
+    Context, ErrorCategory, FINALIZER, Outcome, Pass, TenantClientError, TenantClientFactory,
+    reconcile, reconcile_tenant, reconcile_with_finalizer,
 };
 use gantry_controller::reconcile::steady::SteadyState;
 use serde_json::{Value, json};
@@ -573,6 +573,15 @@ async fn the_finalizer_is_added_first_and_removed_only_once_the_namespace_is_gon
         stored().metadata.finalizers,
         Some(vec![FINALIZER.to_string()])
     );
+    // The next pass deletes again; a real API server answers 409 for a
+    // namespace already terminating, and that is still a wait, not a failure.
+    let again = reconcile_with_finalizer(Arc::new(stored()), &ctx(), now).await;
+    match again {
+        Err(kube::runtime::finalizer::Error::CleanupFailed(error)) => {
+            assert_eq!(error.category(), ErrorCategory::Waiting, "{error}");
+        }
+        other => panic!("expected a wait, got {other:?}"),
+    }
 
     // 4. Once the namespace is gone, the finalizer goes and so does the tenant.
     double.forget("namespaces", "", "tcp-tenant-a");

@@ -40,17 +40,18 @@ macro_rules! kind {
     };
 }
 
+/// The service set's kinds come first, in the order they are pruned.
 pub const KINDS: [Kind; 14] = [
-    kind!("v1", Namespace, "namespaces", namespaced: false, service_set: false),
     kind!("v1", Secret, "secrets", namespaced: true, service_set: true),
-    kind!("v1", ConfigMap, "configmaps", namespaced: true, service_set: true),
     kind!("v1", Service, "services", namespaced: true, service_set: true),
-    kind!("v1", ServiceAccount, "serviceaccounts", namespaced: true, service_set: true),
     kind!("apps/v1", StatefulSet, "statefulsets", namespaced: true, service_set: true),
     kind!("apps/v1", Deployment, "deployments", namespaced: true, service_set: true),
-    kind!("apps/v1", DaemonSet, "daemonsets", namespaced: true, service_set: false),
     kind!("policy/v1", PodDisruptionBudget, "poddisruptionbudgets", namespaced: true, service_set: true),
     kind!("networking.k8s.io/v1", NetworkPolicy, "networkpolicies", namespaced: true, service_set: true),
+    kind!("v1", ConfigMap, "configmaps", namespaced: true, service_set: true),
+    kind!("v1", ServiceAccount, "serviceaccounts", namespaced: true, service_set: true),
+    kind!("v1", Namespace, "namespaces", namespaced: false, service_set: false),
+    kind!("apps/v1", DaemonSet, "daemonsets", namespaced: true, service_set: false),
     kind!("rbac.authorization.k8s.io/v1", ClusterRole, "clusterroles", namespaced: false, service_set: false),
     kind!("rbac.authorization.k8s.io/v1", ClusterRoleBinding, "clusterrolebindings", namespaced: false, service_set: false),
     kind!("rbac.authorization.k8s.io/v1", Role, "roles", namespaced: true, service_set: false),
@@ -76,6 +77,24 @@ pub fn service_set_kinds() -> Vec<(&'static str, &'static str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_service_set_is_pruned_in_its_order() {
+        let kinds: Vec<&str> = service_set_kinds().iter().map(|(_, k)| *k).collect();
+        assert_eq!(
+            kinds,
+            [
+                "Secret",
+                "Service",
+                "StatefulSet",
+                "Deployment",
+                "PodDisruptionBudget",
+                "NetworkPolicy",
+                "ConfigMap",
+                "ServiceAccount"
+            ]
+        );
+    }
 
     #[test]
     fn each_kind_is_listed_once_with_its_lowercase_plural() {

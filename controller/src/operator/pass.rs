@@ -121,6 +121,14 @@ fn category_of(error: &kube::runtime::finalizer::Error<ReconcileError>) -> Error
     use kube::runtime::finalizer::Error;
     match error {
         Error::ApplyFailed(error) | Error::CleanupFailed(error) => error.category(),
+        // The finalizer patch tests the object's current finalizers: a 422
+        // there means the object changed under a stale copy, a race.
+        Error::AddFinalizer(kube::Error::Api(status))
+        | Error::RemoveFinalizer(kube::Error::Api(status))
+            if status.code == 422 =>
+        {
+            ErrorCategory::Conflict
+        }
         Error::AddFinalizer(error) | Error::RemoveFinalizer(error) => ErrorCategory::of_api(error),
         Error::UnnamedObject | Error::InvalidFinalizer => ErrorCategory::Bug,
     }

@@ -181,7 +181,10 @@ pub async fn cleanup(
     let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
     match namespaces.delete(&namespace, &Default::default()).await {
         Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 404 => {}
+        // Gone, or (409) already terminating: a repeated DELETE of a
+        // terminating namespace is answered with a conflict. Either way,
+        // look whether it is still there.
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
         Err(source) => {
             return Err(ReconcileError::Api {
                 action: format!("delete Namespace {namespace}"),

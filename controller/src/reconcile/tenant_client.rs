@@ -12,7 +12,7 @@ use kube::Client;
 /// kubeconfig's credentials, only what was wrong with it.
 #[derive(Debug, thiserror::Error)]
 pub enum TenantClientError {
-    #[error("super-admin.conf: {0}")]
+    #[error("{0}")]
     Kubeconfig(String),
     #[error("{server}: {reason}")]
     Server { server: String, reason: String },
@@ -39,8 +39,9 @@ pub async fn client_from_kubeconfig(
     kubeconfig: &[u8],
     server: Option<&str>,
 ) -> Result<Client, TenantClientError> {
-    let bad = |reason: String| TenantClientError::Kubeconfig(reason);
-    let text = std::str::from_utf8(kubeconfig).map_err(|_| bad("is not UTF-8".into()))?;
+    let bad = |reason: String| TenantClientError::Kubeconfig(format!("super-admin.conf: {reason}"));
+    let text = std::str::from_utf8(kubeconfig)
+        .map_err(|_| TenantClientError::Kubeconfig("super-admin.conf is not UTF-8".into()))?;
     let kubeconfig = kube::config::Kubeconfig::from_yaml(text).map_err(|e| bad(e.to_string()))?;
     let mut config = kube::Config::from_custom_kubeconfig(
         kubeconfig,
@@ -56,10 +57,8 @@ pub async fn client_from_kubeconfig(
     }
     let server = config.cluster_url.to_string();
     with_request_timeouts(&mut config);
-    Client::try_from(config).map_err(|e| TenantClientError::Server {
-        server,
-        reason: format!("making a client: {e}"),
-    })
+    Client::try_from(config)
+        .map_err(|e| TenantClientError::Kubeconfig(format!("client for {server}: {e}")))
 }
 
 /// Timeouts for every request to a tenant's apiserver (no watches go there).

@@ -636,6 +636,17 @@ impl InMemoryApiServerDouble {
                     return not_found(&name);
                 };
                 state.writes.push(format!("DELETE {path}"));
+                // As a real API server answers a DELETE of a namespace that
+                // is already terminating.
+                if state.held.contains(&target.plural)
+                    && object["metadata"].get("deletionTimestamp").is_some()
+                {
+                    return status(
+                        StatusCode::CONFLICT,
+                        "Conflict",
+                        "The system is ensuring all content is removed from this namespace.",
+                    );
+                }
                 if state.held.contains(&target.plural) {
                     object["metadata"]["deletionTimestamp"] = "2026-11-22T00:00:00Z".into();
                     let object = state.commit(key, "MODIFIED", object);
