@@ -1,195 +1,34 @@
-//! Issuing a tenant's PKI, or bringing an existing one up to date.
-//!
-//! [`issue`] is one code path for both: with no existing files it creates
-//! everything; with a previous bundle it keeps what is still good (byte for
-//! byte) and reissues only the leaves that must change. CAs and the
-//! service-account key are never replaced: losing one would invalidate every
-//! certificate or token it signed, so an unreadable one is an error.
+//! The steps of [`super::issue`], in order: load or plan the authorities,
+//! the service-account key, the leaves and kubeconfigs; then make the keys,
+//! the new authorities, the leaves, and cluster-info.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use rcgen::KeyPair;
 use time::OffsetDateTime;
 
-use crate::catalog::{
-    self, Authority, CAS, CLUSTER_INFO, KUBECONFIGS, LEAVES, SA_KEY, SA_PUB, ServerUrl,
-};
+use super::plan::{Output, PendingLeaf, Plan};
+use super::{Action, FileSet, Reason};
+use crate::catalog::{self, Authority, CAS, CLUSTER_INFO, KUBECONFIGS, LEAVES, SA_KEY, SA_PUB};
 use crate::cert::{self, CertInfo, LeafSubject, SigningCa};
 use crate::error::PkiError;
 use crate::kubeconfig::Kubeconfig;
 use crate::spec::{KeyAlgorithm, PkiSpec, San};
 
-/// Files as they are on disk, keyed by path relative to the bundle root
-/// (`pki/ca.crt`, `admin.conf`, …).
-pub type FileSet = BTreeMap<String, Vec<u8>>;
+/// The authorities by kind: loaded, or `None` where a new one is planned.
+pub(super) type Authorities = BTreeMap<Authority, Option<SigningCa>>;
 
-/// One file of an issued bundle.
-#[derive(Clone, PartialEq, Eq)]
-pub struct PkiFile {
-    pub contents: Vec<u8>,
-    /// Holds a private key: written 0600, never logged.
-    pub secret: bool,
-}
+/// The decision item of the service-account key pair.
+const SA_ITEM: &str = "pki/sa.{key,pub}";
 
-impl fmt::Debug for PkiFile {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.secret {
-            true => write!(f, "PkiFile(<secret, {} bytes>)", self.contents.len()),
-            false => write!(f, "PkiFile({} bytes)", self.contents.len()),
-        }
-    }
-}
-
-/// A complete tenant PKI in kubeadm's layout.
-#[derive(Debug, Clone)]
-pub struct PkiBundle {
-    files: BTreeMap<String, PkiFile>,
-}
-
-impl PkiBundle {
-    pub fn files(&self) -> impl Iterator<Item = (&str, &PkiFile)> {
-        self.files.iter().map(|(path, file)| (path.as_str(), file))
-    }
-
-    pub fn get(&self, path: &str) -> Option<&[u8]> {
-        self.files.get(path).map(|f| f.contents.as_slice())
-    }
-
-    fn required(&self, path: &str) -> &[u8] {
-        self.get(path)
-            .expect("an issued bundle holds every catalog file")
-    }
-
-    /// `pki/ca.crt`, the cluster CA every node pins.
-    pub fn ca_cert_pem(&self) -> &[u8] {
-        self.required("pki/ca.crt")
-    }
-
-    /// The `--discovery-token-ca-cert-hash` value for this tenant.
-    pub fn ca_cert_hash(&self) -> String {
-        let info = CertInfo::from_pem(self.ca_cert_pem()).expect("issued CA parses");
-        crate::hash::spki_sha256(&info.spki_der)
-    }
-
-    /// The exact bytes to publish as `kube-public/cluster-info` `data.kubeconfig`.
-    pub fn cluster_info_kubeconfig(&self) -> &[u8] {
-        self.required(CLUSTER_INFO)
-    }
-
-    /// The bundle as a plain [`FileSet`], e.g. to feed back into [`issue`].
-    pub fn to_file_set(&self) -> FileSet {
-        self.files
-            .iter()
-            .map(|(path, file)| (path.clone(), file.contents.clone()))
-            .collect()
-    }
-}
-
-/// What happened to one item (a certificate with its key, a kubeconfig, …).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
-    /// The files of the item, e.g. `pki/apiserver.{crt,key}` or `admin.conf`.
-    pub item: String,
-    pub action: Action,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    Created,
-    Kept,
-    Reissued(Reason),
-}
-
-/// Why a leaf (or a kubeconfig) was reissued.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reason {
-    Unreadable(String),
-    KeyMismatch,
-    NotSignedByCurrentCa,
-    SubjectChanged,
-    SansChanged {
-        added: Vec<San>,
-        removed: Vec<San>,
-    },
-    AlgorithmChanged {
-        from: String,
-        to: KeyAlgorithm,
-    },
-    Expiring {
-        not_after: OffsetDateTime,
-    },
-    ServerChanged {
-        from: String,
-        to: String,
-    },
-    CaDataChanged,
-    /// Derived files (sa.pub, cluster-info.conf) rewritten from their source.
-    Derived,
-}
-
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let list = |sans: &[San]| {
-            sans.iter()
-                .map(San::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        match self {
-            Reason::Unreadable(why) => write!(f, "unreadable: {why}"),
-            Reason::KeyMismatch => f.write_str("key does not match certificate"),
-            Reason::NotSignedByCurrentCa => f.write_str("not signed by the current CA"),
-            Reason::SubjectChanged => f.write_str("subject or key usage differs from the profile"),
-            Reason::SansChanged { added, removed } => {
-                match (added.is_empty(), removed.is_empty()) {
-                    (false, true) => write!(f, "SANs added: {}", list(added)),
-                    (true, false) => write!(f, "SANs removed: {}", list(removed)),
-                    _ => write!(f, "SANs added: {}; removed: {}", list(added), list(removed)),
-                }
-            }
-            Reason::AlgorithmChanged { from, to } => write!(f, "key algorithm {from} -> {to}"),
-            Reason::Expiring { not_after } => write!(f, "expires {}", crate::rfc3339(*not_after)),
-            Reason::ServerChanged { from, to } => write!(f, "server {from} -> {to}"),
-            Reason::CaDataChanged => f.write_str("embedded CA differs from pki/ca.crt"),
-            Reason::Derived => f.write_str("rewritten from its source"),
-        }
-    }
-}
-
-impl fmt::Display for Action {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Action::Created => f.write_str("created"),
-            Action::Kept => f.write_str("kept"),
-            Action::Reissued(reason) => write!(f, "reissued ({reason})"),
-        }
-    }
-}
-
-/// The result of [`issue`]: the complete bundle and a decision per item.
-#[derive(Debug)]
-pub struct Issued {
-    pub bundle: PkiBundle,
-    pub decisions: Vec<Decision>,
-}
-
-impl Issued {
-    /// Whether anything differs from the files passed in.
-    pub fn changed(&self) -> bool {
-        self.decisions.iter().any(|d| d.action != Action::Kept)
-    }
-}
-
-/// Issues the PKI `spec` describes, keeping whatever of `existing` is still good.
-///
-/// `now` is the moment validity is computed from; pass the current time.
-pub fn issue(spec: &PkiSpec, existing: &FileSet, now: OffsetDateTime) -> Result<Issued, PkiError> {
-    spec.validate()?;
-    let mut plan = Plan::default();
-
-    // 1. Authorities: load, or plan a new one when neither half exists.
-    let mut cas: BTreeMap<Authority, Option<SigningCa>> = BTreeMap::new();
+/// Step 1: each authority, loaded from `existing` (checked: a CA, its key,
+/// not expired), or planned anew when neither half exists.
+pub(super) fn load_authorities(
+    existing: &FileSet,
+    now: OffsetDateTime,
+    plan: &mut Plan,
+) -> Result<Authorities, PkiError> {
+    let mut cas: Authorities = BTreeMap::new();
     for profile in &CAS {
         let (crt, key) = (catalog::crt(profile.base), catalog::key(profile.base));
         let loaded = load_pair(existing, &crt, &key, |cert_pem, key_pem| {
@@ -234,7 +73,15 @@ pub fn issue(spec: &PkiSpec, existing: &FileSet, now: OffsetDateTime) -> Result<
         }
     }
 
-    // 2. The service-account key pair: the public half is derived from the key.
+    Ok(cas)
+}
+
+/// Step 2: the service-account key, loaded (its public half is derived and
+/// rewritten when stale), or `None` when a new one is planned.
+pub(super) fn load_service_account_key(
+    existing: &FileSet,
+    plan: &mut Plan,
+) -> Result<Option<KeyPair>, PkiError> {
     let sa = load_pair(existing, SA_KEY, SA_PUB, |key_pem, _| {
         cert::load_key(key_pem).map_err(|e| (SA_KEY.to_string(), e))
     })
@@ -248,14 +95,13 @@ pub fn issue(spec: &PkiSpec, existing: &FileSet, now: OffsetDateTime) -> Result<
         )),
         other => Err(other),
     })?;
-    let sa_item = "pki/sa.{key,pub}".to_string();
-    let sa = match sa {
+    Ok(match sa {
         Some(key) => {
             let public = key.public_key_pem();
             if existing.get(SA_PUB).map(Vec::as_slice) == Some(public.as_bytes()) {
-                plan.keep(&sa_item, existing, &[SA_KEY, SA_PUB]);
+                plan.keep(SA_ITEM, existing, &[SA_KEY, SA_PUB]);
             } else {
-                plan.decide(&sa_item, Action::Reissued(Reason::Derived));
+                plan.decide(SA_ITEM, Action::Reissued(Reason::Derived));
                 plan.keep_file(SA_KEY, existing, true);
                 plan.put(SA_PUB, public.into_bytes(), false);
             }
@@ -265,9 +111,17 @@ pub fn issue(spec: &PkiSpec, existing: &FileSet, now: OffsetDateTime) -> Result<
             plan.keys_needed += 1;
             None
         }
-    };
+    })
+}
 
-    // 3. Leaves and kubeconfigs: evaluate each against the spec.
+/// Step 3: each leaf certificate, kept or planned for signing.
+pub(super) fn plan_leaves(
+    spec: &PkiSpec,
+    existing: &FileSet,
+    cas: &Authorities,
+    now: OffsetDateTime,
+    plan: &mut Plan,
+) -> Vec<PendingLeaf> {
     let mut to_sign: Vec<PendingLeaf> = Vec::new();
     for profile in &LEAVES {
         let subject = LeafSubject {
@@ -304,6 +158,18 @@ pub fn issue(spec: &PkiSpec, existing: &FileSet, now: OffsetDateTime) -> Result<
             )),
         }
     }
+    to_sign
+}
+
+/// Step 3, continued: each kubeconfig, kept or planned for signing.
+pub(super) fn plan_kubeconfigs(
+    spec: &PkiSpec,
+    existing: &FileSet,
+    cas: &Authorities,
+    now: OffsetDateTime,
+    plan: &mut Plan,
+) -> Vec<PendingLeaf> {
+    let mut to_sign: Vec<PendingLeaf> = Vec::new();
     let ca_pem = cas[&Authority::Cluster]
         .as_ref()
         .map(|ca| ca.cert_pem.clone());
@@ -346,16 +212,17 @@ pub fn issue(spec: &PkiSpec, existing: &FileSet, now: OffsetDateTime) -> Result<
         }
     }
 
-    // 4. Make every key the plan needs at once (in parallel for slow RSA keys).
-    let mut keys = generate_keys(spec.algorithm, plan.keys_needed)?.into_iter();
-    let mut next_key = |path: &str| {
-        keys.next().ok_or_else(|| PkiError::KeyGeneration {
-            path: path.into(),
-            reason: "key count mismatch".into(),
-        })
-    };
+    to_sign
+}
 
-    // 5. New CAs, the SA key, then every leaf.
+/// Step 5: the planned authorities, self-signed with the next keys.
+pub(super) fn make_authorities(
+    spec: &PkiSpec,
+    now: OffsetDateTime,
+    cas: &mut Authorities,
+    plan: &mut Plan,
+    next_key: &mut impl FnMut(&str) -> Result<KeyPair, PkiError>,
+) -> Result<(), PkiError> {
     for profile in &CAS {
         if cas[&profile.authority].is_some() {
             continue;
@@ -384,12 +251,30 @@ pub fn issue(spec: &PkiSpec, existing: &FileSet, now: OffsetDateTime) -> Result<
             }),
         );
     }
-    if sa.is_none() {
-        let key = next_key(SA_KEY)?;
-        plan.decide(&sa_item, Action::Created);
-        plan.put(SA_KEY, key.serialize_pem().into_bytes(), true);
-        plan.put(SA_PUB, key.public_key_pem().into_bytes(), false);
-    }
+    Ok(())
+}
+
+/// Step 5, continued: a new service-account key.
+pub(super) fn make_service_account_key(
+    plan: &mut Plan,
+    next_key: &mut impl FnMut(&str) -> Result<KeyPair, PkiError>,
+) -> Result<(), PkiError> {
+    let key = next_key(SA_KEY)?;
+    plan.decide(SA_ITEM, Action::Created);
+    plan.put(SA_KEY, key.serialize_pem().into_bytes(), true);
+    plan.put(SA_PUB, key.public_key_pem().into_bytes(), false);
+    Ok(())
+}
+
+/// Step 5, continued: every planned leaf, signed by its authority.
+pub(super) fn sign_leaves(
+    spec: &PkiSpec,
+    now: OffsetDateTime,
+    cas: &Authorities,
+    to_sign: Vec<PendingLeaf>,
+    plan: &mut Plan,
+    next_key: &mut impl FnMut(&str) -> Result<KeyPair, PkiError>,
+) -> Result<(), PkiError> {
     let cluster_ca = cas[&Authority::Cluster].as_ref().expect("created above");
     for pending in to_sign {
         let ca = cas[&pending.issuer].as_ref().expect("created above");
@@ -420,7 +305,12 @@ pub fn issue(spec: &PkiSpec, existing: &FileSet, now: OffsetDateTime) -> Result<
         }
     }
 
-    // 6. cluster-info is derived from the CA and the endpoint.
+    Ok(())
+}
+
+/// Step 6: cluster-info, derived from the cluster CA and the endpoint.
+pub(super) fn cluster_info(spec: &PkiSpec, existing: &FileSet, cas: &Authorities, plan: &mut Plan) {
+    let cluster_ca = cas[&Authority::Cluster].as_ref().expect("made in step 5");
     let cluster_info =
         Kubeconfig::cluster_info(&spec.endpoint.url(), &cluster_ca.cert_pem).to_yaml();
     match existing.get(CLUSTER_INFO) {
@@ -431,101 +321,12 @@ pub fn issue(spec: &PkiSpec, existing: &FileSet, now: OffsetDateTime) -> Result<
         None => plan.decide(CLUSTER_INFO, Action::Created),
     }
     plan.put(CLUSTER_INFO, cluster_info.into_bytes(), false);
-
-    Ok(Issued {
-        bundle: PkiBundle { files: plan.files },
-        decisions: plan.decisions,
-    })
-}
-
-/// Where a signed leaf goes.
-enum Output {
-    Pair {
-        crt: String,
-        key: String,
-    },
-    Kubeconfig {
-        file: &'static str,
-        server: ServerUrl,
-    },
-}
-
-impl Output {
-    fn label(&self) -> &str {
-        match self {
-            Output::Pair { crt, .. } => crt,
-            Output::Kubeconfig { file, .. } => file,
-        }
-    }
-}
-
-struct PendingLeaf {
-    subject: LeafSubject,
-    issuer: Authority,
-    output: Output,
-}
-
-/// The bundle under construction and the decisions taken so far.
-#[derive(Default)]
-struct Plan {
-    files: BTreeMap<String, PkiFile>,
-    decisions: Vec<Decision>,
-    keys_needed: usize,
-}
-
-impl Plan {
-    fn decide(&mut self, item: &str, action: Action) {
-        self.decisions.push(Decision {
-            item: item.into(),
-            action,
-        });
-    }
-
-    fn put(&mut self, path: &str, contents: Vec<u8>, secret: bool) {
-        self.files.insert(path.into(), PkiFile { contents, secret });
-    }
-
-    fn keep_file(&mut self, path: &str, existing: &FileSet, secret: bool) {
-        self.put(path, existing[path].clone(), secret);
-    }
-
-    /// Keeps files byte for byte. Files ending in `.key` or `.conf` are secret.
-    fn keep(&mut self, item: &str, existing: &FileSet, paths: &[&str]) {
-        self.decide(item, Action::Kept);
-        for path in paths {
-            let secret =
-                path.ends_with(".key") || (path.ends_with(".conf") && *path != CLUSTER_INFO);
-            self.keep_file(path, existing, secret);
-        }
-    }
-
-    fn create_ca(&mut self, item: &str) {
-        self.decide(item, Action::Created);
-        self.keys_needed += 1;
-    }
-
-    fn leaf(
-        &mut self,
-        item: String,
-        action: Action,
-        subject: LeafSubject,
-        issuer: Authority,
-        output: Output,
-    ) -> PendingLeaf {
-        self.decide(&item, action);
-        self.keys_needed += 1;
-        PendingLeaf {
-            subject,
-            issuer,
-            output,
-        }
-    }
 }
 
 /// Loads a pair of files that belong together. `Ok(None)` when neither exists;
 /// an error when only one does or when `load` fails (naming the file at
 /// fault), since both halves of an authority must survive together.
-fn load_pair<T>(
+pub(super) fn load_pair<T>(
     existing: &FileSet,
     first: &str,
     second: &str,
@@ -648,7 +449,10 @@ fn evaluate_kubeconfig(
 /// Generates `count` keys. RSA key generation takes tens of milliseconds per
 /// key, so RSA keys are spread over the machine's cores; ECDSA keys cost
 /// microseconds and are made in line.
-fn generate_keys(algorithm: KeyAlgorithm, count: usize) -> Result<Vec<KeyPair>, PkiError> {
+pub(super) fn generate_keys(
+    algorithm: KeyAlgorithm,
+    count: usize,
+) -> Result<Vec<KeyPair>, PkiError> {
     let failed = |reason| PkiError::KeyGeneration {
         path: format!("{count} {algorithm} keys"),
         reason,
