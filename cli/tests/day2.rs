@@ -18,6 +18,7 @@ async fn reconcile_once(double: &InMemoryApiServerDouble, tenant_api: &InMemoryA
     tcp.metadata.generation = Some(1);
     let ctx = Context {
         client: double.client(),
+        live: None,
         service_cluster_domain: "cluster.local".into(),
         tenant_client: tenant_factory(tenant_api),
     };

@@ -27,6 +27,7 @@ fn steady_state(c: &mut Criterion) {
     let tcp = TenantBuilder::new("tenant-a").store(&double);
     let ctx = Context {
         client: double.client(),
+        live: None,
         service_cluster_domain: "cluster.local".into(),
         tenant_client: tenant_factory(&tenant_api),
     };

@@ -238,6 +238,7 @@ async fn run(port: u16, tenants: usize) {
     let api: Api<TenantControlPlane> = Api::all(service.clone());
     let ctx = Context {
         client: service.clone(),
+        live: None,
         service_cluster_domain: "cluster.local".into(),
         tenant_client,
     };

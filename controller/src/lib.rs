@@ -1,7 +1,8 @@
 //! `gantry-controller`: the operator. It validates a `TenantControlPlane`
 //! into typed values (`resolve`), runs the reconcile steps (`reconcile`:
 //! observe, decide in pure functions, apply, write status), applies through
-//! a thin server-side-apply layer (`apply`), and runs as a process with
+//! a thin server-side-apply layer (`apply`) that reads what is live
+//! through `live` (watch-fed in the operator), and runs as a process with
 //! leader election, metrics and health (`operator`).
 //!
 //! It must never read or write local files, nor print: the command line
@@ -10,6 +11,7 @@
 pub use gantry_api as api;
 
 pub mod apply;
+pub mod live;
 pub mod operator;
 pub mod reconcile;
 pub mod resolve;

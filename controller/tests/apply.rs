@@ -8,6 +8,7 @@ mod support;
 
 use gantry_controller::api::TenantControlPlane;
 use gantry_controller::apply::{self, ApplyReport};
+use gantry_controller::live::Cluster;
 use gantry_controller::resolve::{offline_endpoint, resolve};
 use gantry_pki::{BootstrapToken, FileSet, PkiBundle};
 use support::api_double::InMemoryApiServerDouble;
@@ -37,7 +38,7 @@ fn render(
 
 async fn apply(client: &kube::Client, objects: &[apply::DesiredObject]) -> ApplyReport {
     apply::apply_set(
-        client,
+        Cluster::api(client),
         TENANT,
         "service",
         objects,

@@ -10,6 +10,7 @@
 //! is the `writer` key of the Secret as the API server holds it afterwards.
 
 use gantry_controller::apply::{self, DesiredObject};
+use gantry_controller::live::Cluster;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 
@@ -73,8 +74,8 @@ async fn main() {
         // Both writers' reads go out before either create: join! polls one,
         // then the other, in this task.
         let (first, second) = tokio::join!(
-            apply::apply_set(&client, "race", "race", &a, &[]),
-            apply::apply_set(&client, "race", "race", &b, &[]),
+            apply::apply_set(Cluster::api(&client), "race", "race", &a, &[]),
+            apply::apply_set(Cluster::api(&client), "race", "race", &b, &[]),
         );
         let live = secrets.get(&name).await.expect("reading the Secret back");
         let owner = live

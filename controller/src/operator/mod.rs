@@ -1,9 +1,11 @@
 //! `gantry run`: the operator process. It wires the reconcile pipeline
 //! (`reconcile::pipeline::reconcile_tenant`) into a kube-runtime `Controller`:
 //!
-//! - watches `TenantControlPlane`s, and the Deployments, StatefulSets and
-//!   Services gantry manages (label `app.kubernetes.io/managed-by=gantry`),
-//!   each mapped back to its tenant by the `gantry.dev/tenant` label;
+//! - watches `TenantControlPlane`s, and every kind gantry manages in the
+//!   service cluster (label `app.kubernetes.io/managed-by=gantry`; Secrets
+//!   for their metadata only) into `live::LiveObjects`, which the passes read
+//!   instead of the API; news of an object triggers its tenant (label
+//!   `gantry.dev/tenant`);
 //! - at most `--concurrency` tenants reconcile at once; a failing tenant backs
 //!   off exponentially (5 s doubling to 5 min) with ±50 % jitter;
 //! - with `--leader-elect`, only the replica holding the Lease reconciles; a
@@ -31,17 +33,15 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use hyper::StatusCode;
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::Service;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Api, Client, Resource};
+use kube::{Api, Client};
 use tokio::net::TcpListener;
 
 use crate::api::TenantControlPlane;
-use crate::apply::{MANAGED_BY, TENANT_LABEL};
+use crate::live::{self, LiveObjects};
 use crate::reconcile::pipeline::{Context, TenantClientFactory};
 use crate::reconcile::steady::SteadyState;
 use metrics::Metrics;
@@ -305,11 +305,13 @@ async fn run_controller(
         in_flight,
     } = parts;
     let steady = Arc::new(SteadyState::new());
+    let objects = Arc::new(LiveObjects::new());
     let state = Arc::new(State {
         in_flight,
         reconcile_timeout: settings.reconcile_timeout,
         ctx: Context {
             client: client.clone(),
+            live: Some(objects.clone()),
             service_cluster_domain: settings.service_cluster_domain.clone(),
             tenant_client,
         },
@@ -324,8 +326,10 @@ async fn run_controller(
         ),
         failures: Mutex::default(),
     });
-    let managed = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
-    let owned = || watcher::Config::default().labels(&managed).any_semantic();
+    let news = live::watch::follow(client.clone(), objects).map(move |tenant| {
+        steady.changed(&tenant);
+        ObjectRef::<TenantControlPlane>::new(&tenant)
+    });
     let stop = futures::FutureExt::shared(Box::pin(stop));
     let controller = Controller::new(
         Api::<TenantControlPlane>::all(client.clone()),
@@ -333,21 +337,7 @@ async fn run_controller(
     );
     let store = controller.store();
     let running = controller
-        .watches(
-            Api::<Deployment>::all(client.clone()),
-            owned(),
-            to_tenant("Deployment", steady.clone()),
-        )
-        .watches(
-            Api::<StatefulSet>::all(client.clone()),
-            owned(),
-            to_tenant("StatefulSet", steady.clone()),
-        )
-        .watches(
-            Api::<Service>::all(client.clone()),
-            owned(),
-            to_tenant("Service", steady.clone()),
-        )
+        .reconcile_on(news)
         .with_config(kube::runtime::controller::Config::default().concurrency(settings.concurrency))
         .graceful_shutdown_on(stop.clone())
         .run(reconcile, error_policy, state)
@@ -372,21 +362,5 @@ async fn run_controller(
         () = running => tracing::info!("controller stopped"),
         () = stopped_before_listing => tracing::info!("controller stopped before listing the tenants"),
         () = abort => tracing::warn!("lost the leader Lease: stopped every running pass"),
-    }
-}
-
-/// Maps a watched object to its tenant, telling the steady-state cache its version.
-fn to_tenant<K: Resource>(
-    kind: &'static str,
-    steady: Arc<SteadyState>,
-) -> impl Fn(K) -> Option<ObjectRef<TenantControlPlane>> + Send + Sync + 'static {
-    move |object: K| {
-        let tenant = object.meta().labels.as_ref()?.get(TENANT_LABEL)?.clone();
-        let namespace = object.meta().namespace.clone().unwrap_or_default();
-        let name = object.meta().name.clone().unwrap_or_default();
-        if let Some(version) = object.meta().resource_version.as_deref() {
-            steady.observe(&tenant, (kind, namespace, name), version);
-        }
-        Some(ObjectRef::new(&tenant))
     }
 }

@@ -7,14 +7,7 @@ use gantry_pki::{DEFAULT_API_SERVER_PORT, Endpoint};
 
 use crate::api::{ServiceType, TenantControlPlaneSpec};
 
-/// What the controller observed of the `kube-apiserver` Service.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ObservedService {
-    /// `status.loadBalancer.ingress`: (ip, hostname) pairs.
-    pub load_balancer_ingress: Vec<(Option<String>, Option<String>)>,
-    /// `spec.ports[https].nodePort`, once allocated.
-    pub node_port: Option<u16>,
-}
+pub use crate::live::ObservedService;
 
 /// What the controller observed of one service-cluster node.
 #[derive(Debug, Clone, PartialEq, Eq)]

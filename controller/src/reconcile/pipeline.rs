@@ -18,6 +18,7 @@ use super::pass::{PassState, Stop};
 use super::status;
 use super::steps;
 use crate::api::TenantControlPlane;
+use crate::live::{Cluster, LiveObjects};
 
 pub use super::error::{ErrorCategory, ReconcileError};
 pub use super::outcome::{Note, Outcome};
@@ -34,9 +35,26 @@ pub const PENDING_REQUEUE: Duration = Duration::from_secs(10);
 pub struct Context {
     /// The service cluster.
     pub client: Client,
+    /// The service cluster's gantry objects, kept by watches (the operator);
+    /// `None` reads them from the API (one-shot passes, tests).
+    pub live: Option<Arc<LiveObjects>>,
     pub service_cluster_domain: String,
     pub tenant_client: TenantClientFactory,
 }
+
+impl Context {
+    /// The service cluster as a pass reads and writes it.
+    pub fn cluster(&self) -> Cluster<'_> {
+        Cluster {
+            client: &self.client,
+            live: self.live.as_deref(),
+        }
+    }
+}
+
+/// How long a pass waits for the operator's first list of gantry's objects
+/// before it reports that it is waiting.
+const LIVE_SYNC_LIMIT: Duration = Duration::from_secs(30);
 
 /// Reconciles `tcp` once, at `now`: the steps in order, then the status.
 pub async fn reconcile(
@@ -44,6 +62,15 @@ pub async fn reconcile(
     ctx: &Context,
     now: OffsetDateTime,
 ) -> Result<Outcome, ReconcileError> {
+    if let Some(live) = &ctx.live {
+        let listing = live.wait_synced(LIVE_SYNC_LIMIT).await;
+        if !listing.is_empty() {
+            return Err(ReconcileError::Waiting(format!(
+                "the operator is still listing the service cluster's {}",
+                listing.join(", ")
+            )));
+        }
+    }
     let mut pass = PassState::new(tcp, ctx, now);
     let end = match full_pass(&mut pass).await {
         Ok(end) => end,

@@ -8,8 +8,9 @@
 //! tenant Ready, the tenant is *settled*: until
 //! - its `TenantControlPlane` changes (spec, status, finalizers, deletion; see
 //!   [`fingerprint`]),
-//! - a watched object of the tenant changes (a new `resourceVersion` reported
-//!   through [`SteadyState::observe`]), or
+//! - a watched object of the tenant changes (`crate::live` reports a new
+//!   object, a new `resourceVersion` or a deletion through
+//!   [`SteadyState::changed`]; a watch's replay of what it held is no news), or
 //! - the settle time ends (at most [`MAX_SETTLED`], and before the join token
 //!   is due for renewal),
 //!
@@ -27,8 +28,8 @@ use time::OffsetDateTime;
 use crate::api::TenantControlPlane;
 
 /// The longest a tenant stays settled: a full pass at least this often
-/// corrects drift in objects gantry does not watch (ConfigMaps,
-/// NetworkPolicies, PDBs, Secrets, the tenant cluster's objects).
+/// corrects drift in what gantry does not watch (the tenant cluster's
+/// objects) and renews certificates that come due.
 pub const MAX_SETTLED: Duration = Duration::from_secs(15 * 60);
 
 /// A hash of everything in a `TenantControlPlane` that a pass depends on.
@@ -48,9 +49,6 @@ pub fn fingerprint(tcp: &TenantControlPlane) -> u64 {
     hasher.finish()
 }
 
-/// A watched object, by kind, namespace and name.
-pub type ObjectKey = (&'static str, String, String);
-
 #[derive(Debug, Clone, Copy)]
 struct Settled {
     fingerprint: u64,
@@ -63,8 +61,6 @@ struct Settled {
 struct Inner {
     /// Bumped whenever a watched object of the tenant changes.
     epochs: HashMap<String, u64>,
-    /// The last `resourceVersion` seen per watched object.
-    seen: HashMap<ObjectKey, String>,
     settled: HashMap<String, Settled>,
 }
 
@@ -79,14 +75,9 @@ impl SteadyState {
         Self::default()
     }
 
-    /// A watched object of `tenant` was seen at `resource_version`: a new
-    /// version unsettles the tenant; a replay of a known one does not.
-    pub fn observe(&self, tenant: &str, key: ObjectKey, resource_version: &str) {
+    /// A watched object of `tenant` changed: the tenant is not settled.
+    pub fn changed(&self, tenant: &str) {
         let mut inner = self.inner.lock().expect("not poisoned");
-        if inner.seen.get(&key).map(String::as_str) == Some(resource_version) {
-            return;
-        }
-        inner.seen.insert(key, resource_version.to_string());
         *inner.epochs.entry(tenant.to_string()).or_default() += 1;
         inner.settled.remove(tenant);
     }
@@ -136,9 +127,6 @@ impl SteadyState {
         let mut inner = self.inner.lock().expect("not poisoned");
         inner.settled.remove(tenant);
         inner.epochs.remove(tenant);
-        inner
-            .seen
-            .retain(|(_, namespace, _), _| namespace != &gantry_pki::default_namespace(tenant));
     }
 
     /// Number of settled tenants (for metrics and tests).
@@ -153,10 +141,6 @@ mod tests {
 
     fn tcp() -> TenantControlPlane {
         TenantControlPlane::from_yaml(include_str!("../../../examples/tenant-a.yaml")).unwrap()
-    }
-
-    fn key(name: &str) -> ObjectKey {
-        ("Deployment", "tcp-tenant-a".into(), name.into())
     }
 
     const NOW: OffsetDateTime = time::macros::datetime!(2026-11-22 12:00 UTC);
@@ -217,20 +201,13 @@ mod tests {
     }
 
     #[test]
-    fn a_new_resource_version_unsettles_but_a_replay_does_not() {
+    fn a_change_unsettles_only_its_tenant() {
         let steady = SteadyState::new();
         let fp = fingerprint(&tcp());
-        steady.observe("tenant-a", key("kube-apiserver"), "41");
         steady.settle("tenant-a", fp, steady.epoch("tenant-a"), LATER);
-        // A watch re-list replays the same version.
-        steady.observe("tenant-a", key("kube-apiserver"), "41");
-        assert!(steady.settled_for("tenant-a", fp, NOW).is_some());
-        // Someone edits the Deployment.
-        steady.observe("tenant-a", key("kube-apiserver"), "42");
-        assert_eq!(steady.settled_for("tenant-a", fp, NOW), None);
-        // Other tenants are not affected.
         steady.settle("tenant-b", fp, steady.epoch("tenant-b"), LATER);
-        steady.observe("tenant-a", key("kube-apiserver"), "43");
+        steady.changed("tenant-a");
+        assert_eq!(steady.settled_for("tenant-a", fp, NOW), None);
         assert!(steady.settled_for("tenant-b", fp, NOW).is_some());
     }
 
@@ -240,7 +217,7 @@ mod tests {
         let fp = fingerprint(&tcp());
         let epoch = steady.epoch("tenant-a");
         // The pass reads the API; meanwhile the watch reports a change.
-        steady.observe("tenant-a", key("kube-scheduler"), "7");
+        steady.changed("tenant-a");
         steady.settle("tenant-a", fp, epoch, LATER);
         assert_eq!(steady.settled_for("tenant-a", fp, NOW), None);
     }
@@ -248,13 +225,10 @@ mod tests {
     #[test]
     fn forgetting_a_tenant_drops_its_entries() {
         let steady = SteadyState::new();
-        steady.observe("tenant-a", key("kube-apiserver"), "1");
+        steady.changed("tenant-a");
         steady.settle("tenant-a", 1, steady.epoch("tenant-a"), LATER);
         steady.forget("tenant-a");
         assert_eq!(steady.settled_count(), 0);
         assert_eq!(steady.epoch("tenant-a"), 0);
-        // The forgotten version counts as new again.
-        steady.observe("tenant-a", key("kube-apiserver"), "1");
-        assert_eq!(steady.epoch("tenant-a"), 1);
     }
 }

@@ -19,6 +19,7 @@ use super::pipeline::PENDING_REQUEUE;
 use super::upgrade::{self, Rollout, UpgradeDecision, UpgradeStep};
 use crate::api::{ConditionType, Phase};
 use crate::apply::{self, DesiredObject};
+use crate::live::Cluster;
 use crate::resolve::{self, Resolved, ValidatedTenant};
 use gantry_api::join_secret::{self, JOIN_SECRET};
 
@@ -47,7 +48,7 @@ pub(super) async fn apply_bootstrap_set(
         })
         .collect();
     let report =
-        apply::apply_set(&pass.ctx.client, &tenant.name, "bootstrap", &desired, &[]).await?;
+        apply::apply_set(pass.ctx.cluster(), &tenant.name, "bootstrap", &desired, &[]).await?;
     pass.merge(report);
     Ok(keys)
 }
@@ -58,7 +59,7 @@ pub(super) async fn endpoint(
     tenant: &ValidatedTenant,
 ) -> Result<Endpoint, Stop> {
     let (service, nodes) =
-        observe::endpoint_inputs(&pass.ctx.client, pass.tcp, &tenant.namespace).await?;
+        observe::endpoint_inputs(pass.ctx.cluster(), pass.tcp, &tenant.namespace).await?;
     match resolve_endpoint(&pass.tcp.spec, service.as_ref(), &nodes) {
         EndpointState::Ready { endpoint, .. } => {
             let message = format!("nodes reach the apiserver at {endpoint}");
@@ -103,9 +104,10 @@ pub(super) async fn certificates(
     tenant: &ValidatedTenant,
     endpoint: &Endpoint,
 ) -> Result<Certificates, Stop> {
-    let client = &pass.ctx.client;
-    let existing = observe::pki(client, &tenant.namespace).await?;
-    let join = observe::join_token(client, &tenant.namespace).await?;
+    let observe::SecretsRead {
+        pki: existing,
+        join,
+    } = observe::secrets(&pass.ctx.client, &tenant.namespace).await?;
     guard_the_ca(pass, tenant, &existing, join.is_some())?;
     // The token in Secret `join` while more than a third of its lifetime
     // remains, else a new one (old tokens expire; the tokencleaner removes them).
@@ -235,7 +237,7 @@ pub(super) async fn apply_service_set(
     let input = &certificates.resolved.input;
     let bundle = &certificates.issued.bundle;
     let rendered = gantry_renderer::render(input, bundle)?;
-    let live = observe::rollouts(&pass.ctx.client, &tenant.namespace, decision).await?;
+    let live = observe::rollouts(pass.ctx.cluster(), &tenant.namespace, decision).await?;
     let (service_objects, tenant_objects, upgrade_at) = match decision {
         UpgradeDecision::Upgrade { from, to, steps } => {
             let running = gantry_renderer::render(&at_version(input, *from), bundle)?;
@@ -259,7 +261,7 @@ pub(super) async fn apply_service_set(
         })
         .collect();
     let report = apply::apply_set(
-        &pass.ctx.client,
+        pass.ctx.cluster(),
         &tenant.name,
         "service",
         &objects,
@@ -367,9 +369,11 @@ pub(super) async fn bootstrap_tenant(
         .collect();
     let applied = match (pass.ctx.tenant_client)(super_admin, server.clone()).await {
         // Nothing is pruned in the tenant: old bootstrap tokens expire and the tokencleaner removes them.
-        Ok(client) => apply::apply_set(&client, &tenant.name, "tenant", &objects, &[])
-            .await
-            .map_err(TenantUnreachable::Apply),
+        Ok(client) => {
+            apply::apply_set(Cluster::api(&client), &tenant.name, "tenant", &objects, &[])
+                .await
+                .map_err(TenantUnreachable::Apply)
+        }
         Err(error) => Err(TenantUnreachable::Connect(error)),
     };
     let report = applied.map_err(|error| {
@@ -428,7 +432,7 @@ pub(super) async fn apply_join_secret(
         value: join,
         create_only: false,
     }];
-    let report = apply::apply_set(&pass.ctx.client, &tenant.name, "join", &desired, &[]).await?;
+    let report = apply::apply_set(pass.ctx.cluster(), &tenant.name, "join", &desired, &[]).await?;
     if report.writes() > 0 {
         let message = format!(
             "Secret {JOIN_SECRET} holds a bootstrap token valid until {}",

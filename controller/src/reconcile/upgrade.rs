@@ -107,18 +107,7 @@ impl std::fmt::Display for UpgradeStep {
     }
 }
 
-/// A workload's rollout as the service cluster reports it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Rollout {
-    /// The image of its first container, as applied.
-    pub image: String,
-    pub generation: i64,
-    pub observed_generation: i64,
-    pub replicas: i32,
-    pub updated_replicas: i32,
-    /// Ready (StatefulSet) or available (Deployment) replicas.
-    pub ready_replicas: i32,
-}
+pub use crate::live::Rollout;
 
 impl Rollout {
     /// Every replica runs `image` and is ready, and the workload controller

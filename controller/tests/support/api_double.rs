@@ -37,6 +37,8 @@ struct State {
     writes: Vec<String>,
     /// Every request, reads included.
     requests: usize,
+    /// Every GET and LIST (not WATCH), as `GET <path>`.
+    reads: Vec<String>,
     resource_version: u64,
     /// Plurals whose deletion only marks the object terminating (see `hold_deletes`).
     held: Vec<String>,
@@ -52,6 +54,7 @@ impl Default for State {
             changed: tokio::sync::broadcast::channel(1024).0,
             writes: Vec::new(),
             requests: 0,
+            reads: Vec::new(),
             resource_version: 0,
             held: Vec::new(),
             roll_out: false,
@@ -218,6 +221,11 @@ impl InMemoryApiServerDouble {
     /// How many requests (reads and writes) the double has answered.
     pub fn requests(&self) -> usize {
         self.state.lock().unwrap().requests
+    }
+
+    /// Every GET and LIST so far (`GET /api/v1/namespaces/x/secrets`), not WATCHes.
+    pub fn reads(&self) -> Vec<String> {
+        self.state.lock().unwrap().reads.clone()
     }
 
     pub fn clear_writes(&self) {
@@ -425,6 +433,10 @@ impl InMemoryApiServerDouble {
         };
         let mut state = self.state.lock().unwrap();
         state.requests += 1;
+        let watch = matches!(query_param(&query, "watch").as_deref(), Some("true" | "1"));
+        if method == Method::GET && !watch {
+            state.reads.push(format!("GET {path}"));
+        }
         let key_of = |target: &Target, name: &str| -> Key {
             (
                 target.group.clone(),
