@@ -6,8 +6,11 @@
 //! - peak resident memory (VmHWM) after provisioning every tenant to Ready;
 //! - CPU (user + system, getrusage) per settled reconcile — a trigger that
 //!   carries nothing new, the common case in steady state;
-//! - CPU per full steady pass — a restarted operator re-reading every tenant
-//!   and finding nothing to write (the double's own CPU is not counted).
+//! - CPU and requests per full steady pass — a restarted operator re-reading
+//!   every tenant and finding nothing to write (the double's own CPU is not
+//!   counted), reading the service cluster from the API, then from live
+//!   objects kept by watches (`gantry_controller::live`) as the operator does;
+//! - the memory the live objects take.
 //!
 //! The double stands in for the StatefulSet and Deployment controllers too:
 //! every applied workload reports itself rolled out at once.
@@ -28,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use gantry_controller::api::TenantControlPlane;
+use gantry_controller::live::LiveObjects;
 use gantry_controller::reconcile::pipeline::{
     Context, Pass, TenantClientFactory, reconcile_tenant,
 };
@@ -206,8 +210,9 @@ async fn run_operator(port: u16, tenants: usize) {
             break;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(900),
-            "{ready} of {tenants} tenants Ready after 15 minutes"
+            started.elapsed() < Duration::from_secs(900 * (tenants as u64).div_ceil(1000)),
+            "{ready} of {tenants} tenants Ready after {} s",
+            started.elapsed().as_secs()
         );
     }
     let (_, full) = scrape().await.unwrap();
@@ -235,6 +240,10 @@ async fn run_operator(port: u16, tenants: usize) {
 
 async fn run(port: u16, tenants: usize) {
     let (service, tenant_client) = create_tenants(port, tenants).await;
+    let uncounted = kube::Client::try_from(kube::Config::new(
+        format!("http://127.0.0.1:{port}").parse().unwrap(),
+    ))
+    .unwrap();
     let api: Api<TenantControlPlane> = Api::all(service.clone());
     let ctx = Context {
         client: service.clone(),
@@ -281,28 +290,28 @@ async fn run(port: u16, tenants: usize) {
     let settled_cpu = (cpu_seconds() - cpu_before) / (rounds * tenants) as f64;
     let settled_wall = wall.elapsed().as_secs_f64() / (rounds * tenants) as f64;
 
-    // 3. Full steady passes: a restarted operator (nothing settled) re-reads every tenant.
-    let restarted = SteadyState::new();
-    let requests_before = (
-        SERVICE_REQUESTS.load(Ordering::Relaxed),
-        TENANT_REQUESTS.load(Ordering::Relaxed),
+    // 3. Full steady passes: a restarted operator (nothing settled) re-reads
+    // every tenant, from the API ...
+    let from_api = full_steady_passes(&stored, &ctx).await;
+    // 4. ... and from live objects kept by watches, as the operator does. The
+    // watches use a client that is not counted: their requests are per
+    // operator, not per pass.
+    let rss_before_live = memory_kib("VmRSS");
+    let live = Arc::new(LiveObjects::new());
+    let watching = tokio::spawn(
+        gantry_controller::live::watch::follow(uncounted.clone(), live.clone())
+            .for_each(|_| async {}),
     );
-    let cpu_before = cpu_seconds();
-    let wall = Instant::now();
-    for tcp in &stored {
-        let pass = reconcile_tenant(tcp.clone(), &ctx, &restarted, OffsetDateTime::now_utc())
-            .await
-            .unwrap();
-        let Pass::Full { outcome, .. } = pass else {
-            panic!("a restarted operator runs a full pass")
-        };
-        assert!(outcome.unwrap().is_steady(), "nothing to write");
-    }
-    let full_cpu = (cpu_seconds() - cpu_before) / tenants as f64;
-    let per_pass = |now: usize, before: usize| (now - before) as f64 / tenants as f64;
-    let service_requests = per_pass(SERVICE_REQUESTS.load(Ordering::Relaxed), requests_before.0);
-    let tenant_requests = per_pass(TENANT_REQUESTS.load(Ordering::Relaxed), requests_before.1);
-    let full_wall = wall.elapsed().as_secs_f64() / tenants as f64;
+    let listing = live.wait_synced(Duration::from_secs(600)).await;
+    assert!(listing.is_empty(), "still listing {listing:?}");
+    let live_kib = memory_kib("VmRSS").saturating_sub(rss_before_live);
+    let held = live.len();
+    let ctx = Context {
+        live: Some(live),
+        ..ctx
+    };
+    let from_live = full_steady_passes(&stored, &ctx).await;
+    watching.abort();
 
     println!(
         "scale: {tenants} tenants against the API double (separate process, HTTP on loopback)"
@@ -324,16 +333,64 @@ async fn run(port: u16, tenants: usize) {
         rounds * tenants
     );
     println!(
-        "  full steady pass (restarted operator, zero writes): {:.2} ms CPU, {:.2} ms wall (mean of {tenants})",
-        full_cpu * 1e3,
-        full_wall * 1e3
+        "  live objects: {held} held; RSS grew by {:.1} MiB while the watches listed them",
+        live_kib as f64 / 1024.0
     );
     // A settled tenant gets one full pass per 15 minutes (MAX_SETTLED); its
     // settled reconciles in between send nothing.
-    println!(
-        "  requests per full steady pass, so per settled tenant per 15 minutes: \
-         {service_requests:.1} to the service cluster, {tenant_requests:.1} to the tenant"
+    for (source, figures) in [("the API", from_api), ("live objects", from_live)] {
+        println!(
+            "  full steady pass (restarted operator, zero writes) reading {source}: \
+             {:.2} ms CPU, {:.2} ms wall (mean of {tenants}); requests per pass, so per \
+             settled tenant per 15 minutes: {:.1} to the service cluster, {:.1} to the tenant",
+            figures.cpu * 1e3,
+            figures.wall * 1e3,
+            figures.service_requests,
+            figures.tenant_requests
+        );
+    }
+}
+
+/// Means over one full steady pass per tenant.
+struct FullPassFigures {
+    cpu: f64,
+    wall: f64,
+    service_requests: f64,
+    tenant_requests: f64,
+}
+
+/// One full pass of every tenant by a restarted operator (nothing settled);
+/// each must find nothing to write.
+async fn full_steady_passes(stored: &[Arc<TenantControlPlane>], ctx: &Context) -> FullPassFigures {
+    let restarted = SteadyState::new();
+    let requests_before = (
+        SERVICE_REQUESTS.load(Ordering::Relaxed),
+        TENANT_REQUESTS.load(Ordering::Relaxed),
     );
+    let cpu_before = cpu_seconds();
+    let wall = Instant::now();
+    for tcp in stored {
+        let pass = reconcile_tenant(tcp.clone(), ctx, &restarted, OffsetDateTime::now_utc())
+            .await
+            .unwrap();
+        let Pass::Full { outcome, .. } = pass else {
+            panic!("a restarted operator runs a full pass")
+        };
+        let outcome = outcome.unwrap();
+        assert!(
+            outcome.is_steady(),
+            "nothing to write: {:?}",
+            outcome.applied
+        );
+    }
+    let tenants = stored.len() as f64;
+    let per_pass = |now: usize, before: usize| (now - before) as f64 / tenants;
+    FullPassFigures {
+        cpu: (cpu_seconds() - cpu_before) / tenants,
+        wall: wall.elapsed().as_secs_f64() / tenants,
+        service_requests: per_pass(SERVICE_REQUESTS.load(Ordering::Relaxed), requests_before.0),
+        tenant_requests: per_pass(TENANT_REQUESTS.load(Ordering::Relaxed), requests_before.1),
+    }
 }
 
 /// Reconciles one tenant as the controller would until it is Ready and

@@ -12,187 +12,20 @@
 //! tenants): Secrets are watched for their metadata only, and no object's
 //! spec or data is kept.
 
+mod object;
 pub mod watch;
+
+pub use object::{Details, LiveObject, ObservedService, Rollout};
 
 use std::collections::BTreeMap;
 use std::sync::RwLock;
 use std::time::Duration;
 
 use gantry_renderer::kinds::{self, Kind};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::{Api, Client};
-use serde_json::Value;
 
-use gantry_api::labels::{FIELD_MANAGER, HASH_ANNOTATION, SET_LABEL, TENANT_LABEL};
-
-/// A workload's rollout as the service cluster reports it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Rollout {
-    /// The image of its first container, as applied.
-    pub image: String,
-    pub generation: i64,
-    pub observed_generation: i64,
-    pub replicas: i32,
-    pub updated_replicas: i32,
-    /// Ready (StatefulSet) or available (Deployment) replicas.
-    pub ready_replicas: i32,
-}
-
-/// What the controller observed of the `kube-apiserver` Service.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ObservedService {
-    /// `status.loadBalancer.ingress`: (ip, hostname) pairs.
-    pub load_balancer_ingress: Vec<(Option<String>, Option<String>)>,
-    /// `spec.ports[https].nodePort`, once allocated.
-    pub node_port: Option<u16>,
-}
-
-/// The status fields a pass decides on, by kind.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Details {
-    None,
-    /// A Deployment or StatefulSet.
-    Workload(Rollout),
-    Service(ObservedService),
-}
-
-/// One live object, reduced to what apply, prune and the steps read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LiveObject {
-    /// Its `gantry.dev/tenant` and `gantry.dev/set` labels.
-    pub tenant: Option<Box<str>>,
-    pub set: Option<Box<str>>,
-    pub resource_version: Box<str>,
-    /// Its `gantry.dev/desired-hash` annotation.
-    pub hash: Option<Box<str>>,
-    /// The fields (FieldsV1) that managers other than gantry set outside the
-    /// status subresource: see [`LiveObject::edited_by_others`].
-    pub foreign_fields: Vec<Value>,
-    pub details: Details,
-}
-
-impl LiveObject {
-    /// From an object's metadata and the rest of it (`Value::Null` when only
-    /// the metadata was read).
-    pub fn of(kind: &str, metadata: &ObjectMeta, rest: &Value) -> Self {
-        let label = |key: &str| {
-            metadata
-                .labels
-                .as_ref()
-                .and_then(|labels| labels.get(key))
-                .map(|value| value.as_str().into())
-        };
-        LiveObject {
-            tenant: label(TENANT_LABEL),
-            set: label(SET_LABEL),
-            resource_version: metadata.resource_version.as_deref().unwrap_or("").into(),
-            hash: metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(HASH_ANNOTATION))
-                .map(|hash| hash.as_str().into()),
-            foreign_fields: metadata
-                .managed_fields
-                .iter()
-                .flatten()
-                .filter(|entry| entry.manager.as_deref() != Some(FIELD_MANAGER))
-                // Status writers (kubelet, controllers) own only status.
-                .filter(|entry| entry.subresource.as_deref().unwrap_or("").is_empty())
-                .filter_map(|entry| entry.fields_v1.as_ref().map(|f| f.0.clone()))
-                .collect(),
-            details: details_of(kind, metadata, rest),
-        }
-    }
-
-    /// Whether another field manager (a `kubectl edit`, a `kubectl patch`, a
-    /// controller) has taken a field that gantry sets in `desired`. The hash
-    /// annotation cannot tell, since such an edit leaves it alone; the live
-    /// object's managed fields can, at no extra request. A forced apply takes
-    /// the fields back, after which the edit no longer shows here.
-    pub fn edited_by_others(&self, desired: &Value) -> bool {
-        self.foreign_fields
-            .iter()
-            .any(|fields| owns_any_of(fields, desired))
-    }
-}
-
-/// Whether the managed-fields tree `fields` (FieldsV1: `f:<name>` for a map
-/// key, `k:`/`v:`/`i:` for list items, `.` for the node itself) claims a
-/// value that `desired` sets. A list item claimed only as existing (`.`)
-/// does not count: that is how a manager that set a field inside it is
-/// recorded after gantry took that field back.
-fn owns_any_of(fields: &Value, desired: &Value) -> bool {
-    let Some(children) = fields.as_object() else {
-        return false;
-    };
-    children.iter().any(|(key, child)| {
-        let leaf = child.as_object().is_none_or(|c| c.is_empty());
-        if let Some(name) = key.strip_prefix("f:") {
-            match desired.get(name) {
-                None => false,
-                Some(value) if leaf || !(value.is_object() || value.is_array()) => true,
-                Some(value) if value.is_array() => list_items_owned(child),
-                Some(value) => owns_any_of(child, value),
-            }
-        } else {
-            false
-        }
-    })
-}
-
-/// A list that gantry sets, whose items another manager claims: a conflict
-/// if it claims a field inside an item (conservatively: in any item).
-fn list_items_owned(fields: &Value) -> bool {
-    fields.as_object().is_some_and(|items| {
-        items.iter().any(|(key, item)| {
-            key != "."
-                && item
-                    .as_object()
-                    .is_some_and(|inside| inside.keys().any(|k| k != "."))
-        })
-    })
-}
-
-fn details_of(kind: &str, metadata: &ObjectMeta, rest: &Value) -> Details {
-    let int = |pointer: &str| rest.pointer(pointer).and_then(Value::as_i64);
-    let rollout = |ready: &str| Rollout {
-        image: rest
-            .pointer("/spec/template/spec/containers/0/image")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string(),
-        generation: metadata.generation.unwrap_or(0),
-        observed_generation: int("/status/observedGeneration").unwrap_or(0),
-        replicas: int("/spec/replicas").map_or(1, |n| n as i32),
-        updated_replicas: int("/status/updatedReplicas").unwrap_or(0) as i32,
-        ready_replicas: int(ready).unwrap_or(0) as i32,
-    };
-    match kind {
-        "StatefulSet" => Details::Workload(rollout("/status/readyReplicas")),
-        "Deployment" => Details::Workload(rollout("/status/availableReplicas")),
-        "Service" => Details::Service(ObservedService {
-            load_balancer_ingress: rest
-                .pointer("/status/loadBalancer/ingress")
-                .and_then(Value::as_array)
-                .map(|ingress| {
-                    let text = |i: &Value, key| i.get(key).and_then(Value::as_str).map(Into::into);
-                    ingress
-                        .iter()
-                        .map(|i| (text(i, "ip"), text(i, "hostname")))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            node_port: rest
-                .pointer("/spec/ports")
-                .and_then(Value::as_array)
-                .and_then(|ports| ports.iter().find(|p| p["name"] == "https"))
-                .and_then(|p| p["nodePort"].as_u64())
-                .and_then(|p| u16::try_from(p).ok()),
-        }),
-        _ => Details::None,
-    }
-}
+use gantry_api::labels::{SET_LABEL, TENANT_LABEL};
 
 /// Where an object sits: its kind's name, its namespace ("" for a
 /// cluster-scoped kind) and its name.
@@ -411,63 +244,6 @@ pub fn set_selector(tenant: &str, set: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_edit_by_another_manager_of_a_field_gantry_sets_is_drift() {
-        let desired = serde_json::json!({
-            "spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}}
-        });
-        let live = |entries: Value| -> LiveObject {
-            let object: DynamicObject = serde_json::from_value(serde_json::json!({
-                "apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": {"name": "d", "managedFields": entries}
-            }))
-            .unwrap();
-            LiveObject::of("Deployment", &object.metadata, &object.data)
-        };
-        let entry = |manager: &str, subresource: &str, fields: Value| {
-            serde_json::json!({"manager": manager, "operation": "Update",
-                "subresource": subresource, "fieldsType": "FieldsV1", "fieldsV1": fields})
-        };
-        let replicas = serde_json::json!({"f:spec": {"f:replicas": {}}});
-        let gantry_only = live(serde_json::json!([entry("gantry", "", replicas.clone())]));
-        assert!(!gantry_only.edited_by_others(&desired));
-        let patched = live(serde_json::json!([entry(
-            "kubectl-patch",
-            "",
-            replicas.clone()
-        )]));
-        assert!(patched.edited_by_others(&desired));
-        let status = live(serde_json::json!([entry(
-            "kube-controller-manager",
-            "status",
-            serde_json::json!({"f:status": {"f:replicas": {}}})
-        )]));
-        assert!(
-            !status.edited_by_others(&desired),
-            "status writers are not drift"
-        );
-        let own_field = live(serde_json::json!([entry(
-            "kubectl-annotate",
-            "",
-            serde_json::json!({"f:metadata": {"f:annotations": {"f:note": {}}}})
-        )]));
-        assert!(
-            !own_field.edited_by_others(&desired),
-            "a field gantry does not set"
-        );
-        let image = serde_json::json!({"f:spec": {"f:template": {"f:spec": {"f:containers": {
-            "k:{\"name\":\"c\"}": {".": {}, "f:image": {}}}}}}});
-        assert!(
-            live(serde_json::json!([entry("kubectl-edit", "", image)])).edited_by_others(&desired)
-        );
-        let taken_back = serde_json::json!({"f:spec": {"f:template": {"f:spec": {"f:containers": {
-            "k:{\"name\":\"c\"}": {".": {}}}}}}});
-        assert!(
-            !live(serde_json::json!([entry("kubectl-edit", "", taken_back)]))
-                .edited_by_others(&desired)
-        );
-    }
 
     fn object(tenant: &str, set: &str, resource_version: &str) -> LiveObject {
         LiveObject {
