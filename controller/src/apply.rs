@@ -229,8 +229,10 @@ async fn apply_one(
         if create_only {
             return Ok(Applied::Kept);
         }
-        let desired_hash = value["metadata"]["annotations"][HASH_ANNOTATION].as_str();
-        if live.hash.as_deref() == desired_hash && !live.edited_by_others(&value) {
+        let desired_hash = value["metadata"]["annotations"][HASH_ANNOTATION]
+            .as_str()
+            .unwrap_or_default();
+        if live.has_hash(desired_hash) && !live.edited_by_others(&value) {
             return Ok(Applied::Unchanged);
         }
     }

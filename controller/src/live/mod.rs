@@ -249,7 +249,7 @@ mod tests {
         LiveObject {
             tenant: Some(tenant.into()),
             set: Some(set.into()),
-            resource_version: resource_version.into(),
+            resource_version: object::version_of(resource_version),
             hash: None,
             foreign_fields: Vec::new(),
             details: Details::None,

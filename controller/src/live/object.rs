@@ -42,9 +42,10 @@ pub struct LiveObject {
     /// Its `gantry.dev/tenant` and `gantry.dev/set` labels.
     pub tenant: Option<Box<str>>,
     pub set: Option<Box<str>>,
-    pub resource_version: Box<str>,
-    /// Its `gantry.dev/desired-hash` annotation.
-    pub hash: Option<Box<str>>,
+    /// Its `resourceVersion`, hashed: it is only ever compared.
+    pub resource_version: u64,
+    /// Its `gantry.dev/desired-hash` annotation (SHA-256 in hex), as bytes.
+    pub hash: Option<[u8; 32]>,
     /// The fields (FieldsV1) that managers other than gantry set outside the
     /// status subresource: see [`LiveObject::edited_by_others`].
     pub foreign_fields: Vec<Value>,
@@ -65,12 +66,12 @@ impl LiveObject {
         LiveObject {
             tenant: label(TENANT_LABEL),
             set: label(SET_LABEL),
-            resource_version: metadata.resource_version.as_deref().unwrap_or("").into(),
+            resource_version: version_of(metadata.resource_version.as_deref().unwrap_or("")),
             hash: metadata
                 .annotations
                 .as_ref()
                 .and_then(|a| a.get(HASH_ANNOTATION))
-                .map(|hash| hash.as_str().into()),
+                .and_then(|hash| hash_bytes(hash)),
             foreign_fields: metadata
                 .managed_fields
                 .iter()
@@ -82,6 +83,11 @@ impl LiveObject {
                 .collect(),
             details: details_of(kind, metadata, rest),
         }
+    }
+
+    /// Whether it carries the desired-state hash `desired` (hex).
+    pub fn has_hash(&self, desired: &str) -> bool {
+        self.hash.is_some() && self.hash == hash_bytes(desired)
     }
 
     /// Whether another field manager (a `kubectl edit`, a `kubectl patch`, a
@@ -131,6 +137,26 @@ fn list_items_owned(fields: &Value) -> bool {
                     .is_some_and(|inside| inside.keys().any(|k| k != "."))
         })
     })
+}
+
+/// A `resourceVersion` as a number that compares the same way.
+pub fn version_of(resource_version: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    resource_version.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// 64 hex digits as 32 bytes; `None` for anything else.
+fn hash_bytes(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut bytes = [0; 32];
+    for (byte, pair) in bytes.iter_mut().zip(hex.as_bytes().chunks(2)) {
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(bytes)
 }
 
 fn details_of(kind: &str, metadata: &ObjectMeta, rest: &Value) -> Details {
@@ -233,5 +259,24 @@ mod tests {
             !live(serde_json::json!([entry("kubectl-edit", "", taken_back)]))
                 .edited_by_others(&desired)
         );
+    }
+
+    #[test]
+    fn the_desired_hash_is_kept_as_bytes_and_compared_as_hex() {
+        let hex = "0123456789abcdef".repeat(4);
+        let object = |annotation: &str| {
+            let metadata = ObjectMeta {
+                annotations: Some([(HASH_ANNOTATION.to_string(), annotation.to_string())].into()),
+                ..ObjectMeta::default()
+            };
+            LiveObject::of("ConfigMap", &metadata, &Value::Null)
+        };
+        assert!(object(&hex).has_hash(&hex));
+        assert!(!object(&hex).has_hash(&"0".repeat(64)));
+        assert!(
+            !object("not-a-hash").has_hash("not-a-hash"),
+            "only gantry's hashes match"
+        );
+        assert!(!LiveObject::of("ConfigMap", &ObjectMeta::default(), &Value::Null).has_hash(""));
     }
 }
