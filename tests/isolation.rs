@@ -91,8 +91,6 @@ fn tenants_refuse_each_others_credentials_and_the_service_set_passes_dry_run() {
     let bundle_b = render_tenant(tmp.path(), &shape_b);
     let root_a = tmp.path().join("run-a");
     let root_b = tmp.path().join("run-b");
-    std::fs::create_dir_all(&root_a).unwrap();
-    std::fs::create_dir_all(&root_b).unwrap();
     let mut a = ControlPlane::start(&bundle_a, &shape_a, &root_a);
     let mut b = ControlPlane::start(&bundle_b, &shape_b, &root_b);
     a.wait_ready(Duration::from_secs(120));

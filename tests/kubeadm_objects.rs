@@ -452,13 +452,6 @@ fn row(difference: &Difference, kubeadm: &Objects, gantry: &Objects) -> String {
     )
 }
 
-/// Starts a control plane from `bundle` with its volumes under `dir/<label>`.
-fn start(bundle: &Path, shape: &TenantShape, dir: &Path, label: &str) -> ControlPlane {
-    let run = dir.join(label);
-    std::fs::create_dir_all(&run).unwrap();
-    ControlPlane::start(bundle, shape, &run)
-}
-
 #[test]
 fn kubeadms_tenant_objects_are_gantrys_but_for_the_documented_deviations() {
     let _one = one_at_a_time();
@@ -472,8 +465,8 @@ fn kubeadms_tenant_objects_are_gantrys_but_for_the_documented_deviations() {
         apiservers: 1,
     };
     let bundle = render_tenant(tmp.path(), &shape);
-    let mut by_kubeadm = start(&bundle, &shape, tmp.path(), "run-kubeadm");
-    let mut by_gantry = start(&bundle, &shape, tmp.path(), "run-gantry");
+    let mut by_kubeadm = ControlPlane::start(&bundle, &shape, &tmp.path().join("run-kubeadm"));
+    let mut by_gantry = ControlPlane::start(&bundle, &shape, &tmp.path().join("run-gantry"));
     by_kubeadm.wait_ready(Duration::from_secs(120));
     by_gantry.wait_ready(Duration::from_secs(120));
 

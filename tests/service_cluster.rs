@@ -13,7 +13,8 @@
 //!   next full pass (here: after a spec change) reverts a hand edit of a
 //!   gantry-owned field and prunes an object labelled as its own that it
 //!   does not render; etcd replicas are immutable;
-//! - a CA Secret deleted by hand is not replaced: the tenant reports
+//! - a CA Secret deleted by hand (noticed through the watch of Secrets) is
+//!   not replaced: the tenant reports
 //!   `CertificatesReady=False` (CAMissing) with a Warning Event until the
 //!   annotation `gantry.dev/recreate-ca=<its CA hash>` asks for a new CA;
 //! - the operator, logging at trace, never logs a private key, a kubeconfig
@@ -26,26 +27,15 @@
 use std::path::Path;
 use std::time::Duration;
 
-use gantry_tests::control_plane::{ControlPlane, TenantShape, one_at_a_time, render_tenant};
+use gantry_tests::control_plane::{ControlPlane, one_at_a_time, start_small_tenant};
 use gantry_tests::{KillOnDrop, gantry_bin, repo_root, tool};
 
-fn service_cluster(tmp: &Path) -> ControlPlane {
-    let version = gantry_renderer::versions::newest().to_string();
-    let shape = TenantShape {
-        name: "service",
-        version: &version,
-        subnet: 170,
-        etcd: 1,
-        apiservers: 1,
-    };
-    let bundle = render_tenant(tmp, &shape);
-    let run = tmp.join("run");
-    std::fs::create_dir_all(&run).unwrap();
-    let mut plane = ControlPlane::start(&bundle, &shape, &run);
-    plane.wait_ready(Duration::from_secs(120));
-    plane.apply_tenant_set();
-    plane
-}
+#[path = "service_cluster/secrets.rs"]
+mod secrets;
+use secrets::{
+    a_lost_ca_stops_the_tenant_until_restored_or_recreated_on_purpose,
+    no_secret_is_in_the_operator_log,
+};
 
 fn helm_install_operator_chart(plane: &ControlPlane) {
     let output = plane
@@ -159,7 +149,7 @@ fn the_real_apiserver_enforces_the_crd(plane: &ControlPlane) {
 fn the_operator_works_against_a_real_service_cluster() {
     let _one = one_at_a_time();
     let tmp = tempfile::tempdir().unwrap();
-    let plane = service_cluster(tmp.path());
+    let plane = start_small_tenant(tmp.path(), "service", 170);
     helm_install_operator_chart(&plane);
     the_real_apiserver_enforces_the_crd(&plane);
 
@@ -459,185 +449,4 @@ fn the_operator_applies_owns_prunes_and_finalizes(plane: &ControlPlane, manifest
         operator_log(),
         plane.logs()
     );
-}
-
-/// Deleting Secret `ca` by hand: the next pass (nudged by an annotation, as
-/// Secrets are not watched) stops with CAMissing and makes no new CA; the
-/// recreate annotation with the tenant's CA hash then makes one.
-fn a_lost_ca_stops_the_tenant_until_restored_or_recreated_on_purpose(
-    plane: &ControlPlane,
-    ns: &str,
-    operator_log: &dyn Fn() -> String,
-) {
-    let hash = plane.kubectl_ok(
-        "admin.conf",
-        &[
-            "get",
-            "tenantcontrolplane",
-            "tenant-x",
-            "-o",
-            "jsonpath={.status.caCertHash}",
-        ],
-    );
-    assert!(hash.starts_with("sha256:"), "{hash}");
-    let ca_data = |plane: &ControlPlane| {
-        plane
-            .kubectl(
-                "admin.conf",
-                &["-n", ns, "get", "secret", "ca", "-o", "jsonpath={.data}"],
-            )
-            .status
-            .success()
-            .then(|| {
-                plane.kubectl_ok(
-                    "admin.conf",
-                    &["-n", ns, "get", "secret", "ca", "-o", "jsonpath={.data}"],
-                )
-            })
-    };
-    let original = ca_data(plane).expect("Secret ca exists");
-    // A pass already running when the Secret goes (the operator requeues a
-    // tenant that is not Ready every 10 s) may put back the CA it read; that
-    // is the same CA, never a new one. Then try again.
-    let mut condition = String::new();
-    for attempt in 1..=5 {
-        plane.kubectl_ok("admin.conf", &["-n", ns, "delete", "secret", "ca"]);
-        plane.kubectl_ok(
-            "admin.conf",
-            &[
-                "annotate",
-                "--overwrite",
-                "tenantcontrolplane",
-                "tenant-x",
-                &format!("example.com/nudge={attempt}"),
-            ],
-        );
-        gantry_tests::wait_until(Duration::from_secs(20), || {
-            condition = plane.kubectl_ok(
-                "admin.conf",
-                &[
-                    "get",
-                    "tenantcontrolplane",
-                    "tenant-x",
-                    "-o",
-                    "jsonpath={.status.conditions[?(@.type==\"CertificatesReady\")].reason}",
-                ],
-            );
-            condition == "CAMissing" || ca_data(plane).is_some()
-        });
-        if let Some(back) = ca_data(plane) {
-            assert_eq!(back, original, "a new CA Secret was made");
-            continue;
-        }
-        if condition == "CAMissing" {
-            break;
-        }
-    }
-    let recent: Vec<String> = operator_log()
-        .lines()
-        .filter(|l| !l.contains("\"TRACE\"") && !l.contains("\"DEBUG\""))
-        .map(String::from)
-        .collect();
-    assert_eq!(
-        condition,
-        "CAMissing",
-        "{}",
-        recent[recent.len().saturating_sub(30)..].join("\n")
-    );
-    assert_eq!(ca_data(plane), None, "a new CA Secret was made");
-    let events = plane.kubectl_ok(
-        "admin.conf",
-        &[
-            "get",
-            "events",
-            "-A",
-            "--field-selector",
-            "type=Warning",
-            "-o",
-            "jsonpath={range .items[*]}{.reason}: {.note}{.message}{\"\\n\"}{end}",
-        ],
-    );
-    assert!(
-        events.contains("CertificatesNotReady") && events.contains("Restore them from your backup"),
-        "no Warning Event says how to recover: {events}"
-    );
-
-    plane.kubectl_ok(
-        "admin.conf",
-        &[
-            "annotate",
-            "tenantcontrolplane",
-            "tenant-x",
-            &format!("gantry.dev/recreate-ca={hash}"),
-        ],
-    );
-    let new_hash = plane.wait_kubectl(
-        "the annotation makes a new CA",
-        Duration::from_secs(60),
-        "admin.conf",
-        &[
-            "get",
-            "tenantcontrolplane",
-            "tenant-x",
-            "-o",
-            "jsonpath={.status.caCertHash}",
-        ],
-        |out| out.starts_with("sha256:") && out != hash,
-    );
-    assert_ne!(new_hash, hash);
-    plane.kubectl_ok(
-        "admin.conf",
-        &["-n", ns, "get", "secret", "ca", "-o", "name"],
-    );
-}
-
-/// Every private key, kubeconfig and token the operator wrote into the
-/// tenant's Secrets: none of it (as stored, base64, or decoded) is in the
-/// operator's trace-level log.
-fn no_secret_is_in_the_operator_log(plane: &ControlPlane, ns: &str, logged: &str) {
-    use base64::Engine as _;
-    let base64 = base64::engine::general_purpose::STANDARD;
-    assert!(
-        !logged.contains("PRIVATE KEY"),
-        "a PEM private key is logged"
-    );
-    let secrets: serde_json::Value = serde_json::from_str(
-        &plane.kubectl_ok("admin.conf", &["-n", ns, "get", "secrets", "-o", "json"]),
-    )
-    .unwrap();
-    let mut checked = 0;
-    for secret in secrets["items"].as_array().unwrap() {
-        let name = secret["metadata"]["name"].as_str().unwrap();
-        let Some(data) = secret["data"].as_object() else {
-            continue;
-        };
-        for (key, value) in data {
-            let sensitive = key.ends_with(".key") || key.ends_with(".conf") || key == "token";
-            if !sensitive {
-                continue;
-            }
-            let stored = value.as_str().unwrap();
-            let decoded = String::from_utf8(base64.decode(stored).unwrap()).unwrap();
-            let mut pieces = vec![stored[..stored.len().min(60)].to_string()];
-            pieces.extend(
-                decoded
-                    .lines()
-                    .map(|l| l.trim().trim_start_matches("client-key-data:").trim())
-                    .filter(|l| l.len() >= 20 && !l.starts_with("-----"))
-                    .map(|l| l[..l.len().min(60)].to_string()),
-            );
-            if key == "token" {
-                pieces.push(decoded.split('.').nth(1).unwrap().to_string());
-            }
-            for piece in pieces {
-                assert!(
-                    !logged.contains(&piece),
-                    "Secret {name} key {key}: its value is in the operator log"
-                );
-            }
-            checked += 1;
-        }
-    }
-    assert!(checked >= 10, "only {checked} secret values were checked");
-    assert!(logged.len() > 10_000, "the trace log is suspiciously short");
 }

@@ -11,11 +11,10 @@ use std::time::Duration;
 use futures::StreamExt;
 use gantry_controller::api::TenantControlPlane;
 use gantry_controller::live::{LiveObjects, watch};
-use gantry_controller::reconcile::pipeline::{Context, Outcome, reconcile};
+use gantry_controller::reconcile::pipeline::Outcome;
 use serde_json::json;
 use support::api_double::InMemoryApiServerDouble;
 use support::tenant::{TenantBuilder, masters_running, tenant_factory};
-use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
 /// A Ready tenant in `double`, and the live objects that follow it; the
@@ -56,22 +55,11 @@ impl Fixture {
         fixture
     }
 
-    /// One pass, with the status last written, reading from the live
-    /// objects (`live`) or from the API.
+    /// One pass, reading from the live objects (`live`) or from the API.
     async fn pass(&self, live: bool) -> Outcome {
-        let mut current = self.tcp.clone();
-        if let Some(stored) = self.double.get("tenantcontrolplanes", "", "tenant-a") {
-            current.status = serde_json::from_value(stored["status"].clone()).ok();
-        }
-        let ctx = Context {
-            client: self.double.client(),
-            live: live.then(|| self.live.clone()),
-            service_cluster_domain: "cluster.local".into(),
-            tenant_client: tenant_factory(&self.tenant_api),
-        };
-        reconcile(&current, &ctx, OffsetDateTime::now_utc())
-            .await
-            .unwrap()
+        let tenant_client = tenant_factory(&self.tenant_api);
+        let live = live.then(|| self.live.clone());
+        support::passes::pass(&self.double, tenant_client, &self.tcp, live).await
     }
 
     /// Waits until the watches report news of `tenant`.

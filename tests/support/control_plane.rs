@@ -126,9 +126,7 @@ pub fn start_small_tenant(dir: &Path, name: &str, subnet: u8) -> ControlPlane {
         apiservers: 1,
     };
     let bundle = render_tenant(dir, &shape);
-    let run = dir.join("run");
-    std::fs::create_dir_all(&run).unwrap();
-    let mut plane = ControlPlane::start(&bundle, &shape, &run);
+    let mut plane = ControlPlane::start(&bundle, &shape, &dir.join("run"));
     plane.wait_ready(Duration::from_secs(120));
     plane.apply_tenant_set();
     plane
@@ -152,10 +150,11 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
-    /// Starts every pod of the bundle's service set. `root` holds volumes
-    /// and logs; it must be traversable by the pods' user.
+    /// Starts every pod of the bundle's service set. `root` (made if
+    /// missing) holds volumes and logs; it is made traversable by the pods' user.
     pub fn start(bundle: &Path, shape: &TenantShape, root: &Path) -> Self {
         use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(root).unwrap();
         std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
         let service = read_objects(&bundle.join("service"));
         let secrets = Secrets::from_objects(&service);

@@ -2,4 +2,6 @@
 #[allow(dead_code)]
 pub mod api_double;
 #[allow(dead_code)]
+pub mod passes;
+#[allow(dead_code)]
 pub mod tenant;
