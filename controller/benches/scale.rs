@@ -24,7 +24,6 @@
 //! to change the count). Not a criterion bench: memory and whole-fleet CPU are
 //! process figures.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -47,7 +46,10 @@ mod ports;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use support::api_double::InMemoryApiServerDouble;
+#[path = "scale/process.rs"]
+mod process;
+
+use process::{cpu_seconds, heap_mib, memory_kib, serve_double};
 
 const CHILD_ENV: &str = "GANTRY_SCALE_DOUBLE_PORT_FILE";
 /// Tenants provisioned at once.
@@ -218,6 +220,7 @@ async fn run_operator(port: u16, tenants: usize) {
     let (_, full) = scrape().await.unwrap();
     let peak = memory_kib("VmHWM");
     let rss = memory_kib("VmRSS");
+    let heap = heap_mib();
     let cpu = cpu_seconds();
     stop.send(()).unwrap();
     running.await.unwrap().unwrap();
@@ -230,10 +233,11 @@ async fn run_operator(port: u16, tenants: usize) {
         full as f64 / tenants as f64
     );
     println!(
-        "  operator RSS: {:.1} MiB before, {:.1} MiB at steady state; peak (VmHWM) {:.1} MiB",
+        "  operator RSS: {:.1} MiB before, {:.1} MiB at steady state; peak (VmHWM) {:.1} MiB; heap in use at steady state {:.1} MiB",
         rss_before as f64 / 1024.0,
         rss as f64 / 1024.0,
-        peak as f64 / 1024.0
+        peak as f64 / 1024.0,
+        heap
     );
     println!("  CPU (user + system) of the whole run: {cpu:.1} s");
 }
@@ -297,6 +301,7 @@ async fn run(port: u16, tenants: usize) {
     // watches use a client that is not counted: their requests are per
     // operator, not per pass.
     let rss_before_live = memory_kib("VmRSS");
+    let heap_before_live = heap_mib();
     let live = Arc::new(LiveObjects::new());
     let watching = tokio::spawn(
         gantry_controller::live::watch::follow(uncounted.clone(), live.clone())
@@ -305,6 +310,7 @@ async fn run(port: u16, tenants: usize) {
     let listing = live.wait_synced(Duration::from_secs(600)).await;
     assert!(listing.is_empty(), "still listing {listing:?}");
     let live_kib = memory_kib("VmRSS").saturating_sub(rss_before_live);
+    let live_heap = heap_mib() - heap_before_live;
     let held = live.len();
     let ctx = Context {
         live: Some(live),
@@ -333,7 +339,7 @@ async fn run(port: u16, tenants: usize) {
         rounds * tenants
     );
     println!(
-        "  live objects: {held} held; RSS grew by {:.1} MiB while the watches listed them",
+        "  live objects: {held} held in {live_heap:.1} MiB of heap; RSS grew by {:.1} MiB while the watches listed them",
         live_kib as f64 / 1024.0
     );
     // A settled tenant gets one full pass per 15 minutes (MAX_SETTLED); its
@@ -406,91 +412,4 @@ async fn provision(api: &Api<TenantControlPlane>, ctx: &Context, steady: &Steady
         }
     }
     panic!("{name} did not settle");
-}
-
-/// A field of /proc/self/status, in KiB.
-fn memory_kib(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(&format!("{field}:")))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kib| kib.parse().ok())
-        .unwrap()
-}
-
-/// User + system CPU of this process so far.
-fn cpu_seconds() -> f64 {
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: getrusage writes into the struct we own.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    assert_eq!(rc, 0);
-    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    seconds(usage.ru_utime) + seconds(usage.ru_stime)
-}
-
-/// The child: serves the service-cluster double at `/`, and one tenant double
-/// per namespace at `/tenant/<namespace>/`.
-fn serve_double(port_file: &str) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        std::fs::write(port_file, port.to_string()).unwrap();
-        let service_double = InMemoryApiServerDouble::new();
-        // Stands in for the StatefulSet and Deployment controllers and the kubelets.
-        service_double.roll_out_workloads();
-        let tenant_doubles: Arc<
-            std::sync::Mutex<std::collections::HashMap<String, InMemoryApiServerDouble>>,
-        > = Arc::default();
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            let service_double = service_double.clone();
-            let tenant_doubles = tenant_doubles.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(
-                    move |request: http::Request<hyper::body::Incoming>| {
-                        let service_double = service_double.clone();
-                        let tenant_doubles = tenant_doubles.clone();
-                        async move {
-                            use http_body_util::BodyExt;
-                            let (mut parts, body) = request.into_parts();
-                            let body = body
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
-                            let path_and_query =
-                                parts.uri.path_and_query().unwrap().as_str().to_string();
-                            let double = match path_and_query.strip_prefix("/tenant/") {
-                                Some(rest) => {
-                                    let (namespace, rest) = rest.split_once('/').unwrap();
-                                    parts.uri = format!("/{rest}").parse().unwrap();
-                                    tenant_doubles
-                                        .lock()
-                                        .unwrap()
-                                        .entry(namespace.to_string())
-                                        .or_default()
-                                        .clone()
-                                }
-                                None => service_double,
-                            };
-                            let request = http::Request::from_parts(
-                                parts,
-                                kube::client::Body::from(body.to_vec()),
-                            );
-                            Ok::<_, Infallible>(double.handle(request).await)
-                        }
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
 }

@@ -4,13 +4,15 @@
 //!
 //! It serves the REST paths kube builds (core `/api/v1/...` and group
 //! `/apis/<group>/<version>/...`, namespaced and cluster-scoped): GET, LIST with
-//! an equality `labelSelector`, WATCH (from a resourceVersion, replaying what
+//! an equality `labelSelector` (in pages, with `limit` and `continue`; metadata
+//! only when asked for `PartialObjectMetadata`), WATCH (from a resourceVersion, replaying what
 //! happened since), POST, server-side apply, JSON merge (and strategic merge,
 //! treated as JSON merge) and JSON patches, and DELETE; it records every write.
 //! Simplifications, on purpose: an apply replaces the stored object's content
 //! except `.status` (gantry always applies whole objects; an apply without
 //! metadata is merged instead), there is no field ownership (so no apply
-//! conflicts), no admission, no bookmarks and no garbage collection.
+//! conflicts), no admission, no bookmarks, no garbage collection, and the pages of a list
+//! are not one snapshot (its `continue` is the offset of the next item).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -25,7 +27,9 @@ use serde_json::{Value, json};
 
 mod requests;
 
-use requests::{Target, key_of, labels_match, not_found, ok, parse_path, query_param, status};
+use requests::{
+    Page, Target, key_of, labels_match, not_found, ok, parse_path, query_param, status,
+};
 
 pub type ResponseBody = UnsyncBoxBody<Bytes, Infallible>;
 
@@ -323,6 +327,11 @@ impl InMemoryApiServerDouble {
             .get("content-type")
             .map(|v| String::from_utf8_lossy(v.as_bytes()).to_string())
             .unwrap_or_default();
+        let accept = request
+            .headers()
+            .get("accept")
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).to_string())
+            .unwrap_or_default();
         let path = request.uri().path().to_string();
         let query = request.uri().query().unwrap_or_default().to_string();
         let body = request
@@ -361,20 +370,32 @@ impl InMemoryApiServerDouble {
             },
             (Method::GET, None) => {
                 let selector = query_param(&query, "labelSelector").unwrap_or_default();
-                let items: Vec<Value> = state
-                    .objects
-                    .iter()
-                    .filter(|((g, v, p, ns, _), object)| {
-                        *g == target.group
-                            && *v == target.version
-                            && *p == target.plural
-                            && (target.namespace.is_empty() || *ns == target.namespace)
-                            && labels_match(object, &selector)
+                let matching = state.objects.iter().filter(|((g, v, p, ns, _), object)| {
+                    *g == target.group
+                        && *v == target.version
+                        && *p == target.plural
+                        && (target.namespace.is_empty() || *ns == target.namespace)
+                        && labels_match(object, &selector)
+                });
+                let metadata_only = accept.contains("as=PartialObjectMetadata");
+                let page = Page::of(&query);
+                let mut items: Vec<Value> = matching
+                    .skip(page.offset)
+                    .take(page.limit.saturating_add(1))
+                    .map(|(_, object)| match metadata_only {
+                        true => json!({"apiVersion": "meta.k8s.io/v1",
+                            "kind": "PartialObjectMetadata", "metadata": object["metadata"]}),
+                        false => object.clone(),
                     })
-                    .map(|(_, object)| object.clone())
                     .collect();
+                let more = items.len() > page.limit;
+                items.truncate(page.limit);
+                let mut metadata = json!({"resourceVersion": state.resource_version.to_string()});
+                if more {
+                    metadata["continue"] = (page.offset + page.limit).to_string().into();
+                }
                 let list = json!({"apiVersion": "v1", "kind": "List",
-                    "metadata": {"resourceVersion": state.resource_version.to_string()}, "items": items});
+                    "metadata": metadata, "items": items});
                 ok(StatusCode::OK, &list)
             }
             (Method::POST, None) => {

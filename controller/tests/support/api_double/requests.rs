@@ -105,6 +105,23 @@ pub(super) fn labels_match(object: &Value, selector: &str) -> bool {
         })
 }
 
+/// The page of a LIST that a query asks for: `limit` items from the offset
+/// in `continue`.
+pub(super) struct Page {
+    pub offset: usize,
+    pub limit: usize,
+}
+
+impl Page {
+    pub(super) fn of(query: &str) -> Self {
+        let number = |key| query_param(query, key).and_then(|v| v.parse().ok());
+        Page {
+            offset: number("continue").unwrap_or(0),
+            limit: number("limit").filter(|&n| n > 0).unwrap_or(usize::MAX),
+        }
+    }
+}
+
 /// Where `name` of `target`'s resource is stored.
 pub(super) fn key_of(target: &Target, name: &str) -> Key {
     (
