@@ -70,6 +70,17 @@ fn settings(identity: &str) -> Settings {
 
 type Running = tokio::task::JoinHandle<Result<(), operator::RunError>>;
 
+/// Shuts a replica down (what SIGTERM does) and asserts that `run`
+/// returns `Ok` within 15 s.
+async fn shut_down(stop: tokio::sync::oneshot::Sender<()>, running: Running, who: &str) {
+    stop.send(()).unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(15), running)
+        .await
+        .unwrap_or_else(|_| panic!("{who} stops within 15 s"))
+        .unwrap();
+    assert!(result.is_ok(), "{who}: {result:?}");
+}
+
 /// Starts one operator replica; send on the returned channel to shut it down
 /// (what SIGTERM does in the binary).
 fn start(
@@ -205,12 +216,7 @@ async fn gantry_run_takes_a_tenant_to_ready_and_a_standby_takes_over_on_shutdown
 
     // Shutdown (what SIGTERM triggers): replica-1 stops cleanly and releases
     // the Lease; replica-2 takes over.
-    stop_first.send(()).unwrap();
-    let result = tokio::time::timeout(Duration::from_secs(15), first_run)
-        .await
-        .expect("replica-1 stops within 15 s")
-        .unwrap();
-    assert!(result.is_ok(), "{result:?}");
+    shut_down(stop_first, first_run, "replica-1").await;
     eventually(30, "replica-2 to hold the Lease", async || {
         (lease_holder(&double).as_deref() == Some("replica-2")).then_some(())
     })
@@ -221,12 +227,7 @@ async fn gantry_run_takes_a_tenant_to_ready_and_a_standby_takes_over_on_shutdown
             .filter(|(_, body)| body.lines().any(|l| l == "gantry_leader 1"))
     })
     .await;
-    stop_second.send(()).unwrap();
-    let result = tokio::time::timeout(Duration::from_secs(15), second_run)
-        .await
-        .expect("replica-2 stops within 15 s")
-        .unwrap();
-    assert!(result.is_ok(), "{result:?}");
+    shut_down(stop_second, second_run, "replica-2").await;
 }
 
 /// SIGTERM before the Controller's first list of tenants: nothing has been
@@ -398,12 +399,7 @@ async fn a_hung_tenant_apiserver_is_cut_at_the_reconcile_timeout_and_others_go_o
         http_get(settings.health_addr, "/healthz").await,
         Some((200, "ok\n".into()))
     );
-    stop.send(()).unwrap();
-    let result = tokio::time::timeout(Duration::from_secs(15), running)
-        .await
-        .expect("stops within 15 s")
-        .unwrap();
-    assert!(result.is_ok(), "{result:?}");
+    shut_down(stop, running, "the operator").await;
 }
 
 /// A leader whose Lease another replica takes while a pass is in flight (it

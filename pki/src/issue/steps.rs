@@ -140,23 +140,16 @@ pub(super) fn plan_leaves(
                 "certificate or key missing".into(),
             ))),
         };
-        match verdict {
-            Some(None) => plan.keep(&item, existing, &[&crt, &key]),
-            Some(Some(reason)) => to_sign.push(plan.leaf(
-                item,
-                Action::Reissued(reason),
-                subject,
-                profile.issuer,
-                Output::Pair { crt, key },
-            )),
-            None => to_sign.push(plan.leaf(
-                item,
-                Action::Created,
-                subject,
-                profile.issuer,
-                Output::Pair { crt, key },
-            )),
-        }
+        let files = [crt.clone(), key.clone()];
+        let output = Output::Pair { crt, key };
+        to_sign.extend(keep_or_plan(
+            plan,
+            existing,
+            verdict,
+            item,
+            &files,
+            (subject, profile.issuer, output),
+        ));
     }
     to_sign
 }
@@ -197,22 +190,44 @@ pub(super) fn plan_kubeconfigs(
             file: profile.file,
             server: profile.server,
         };
-        match verdict {
-            Some(None) => plan.keep(&item, existing, &[profile.file]),
-            Some(Some(reason)) => to_sign.push(plan.leaf(
-                item,
-                Action::Reissued(reason),
-                subject,
-                Authority::Cluster,
-                output,
-            )),
-            None => {
-                to_sign.push(plan.leaf(item, Action::Created, subject, Authority::Cluster, output))
-            }
-        }
+        let files = [profile.file.to_string()];
+        to_sign.extend(keep_or_plan(
+            plan,
+            existing,
+            verdict,
+            item,
+            &files,
+            (subject, Authority::Cluster, output),
+        ));
     }
 
     to_sign
+}
+
+/// What checking an existing item found: `None` if there is none,
+/// `Some(None)` if it can stay, `Some(Some(reason))` if it must be reissued.
+type Verdict = Option<Option<Reason>>;
+
+/// Keeps the item's `files` if its verdict allows; else plans `leaf`
+/// (subject, issuer, output) for signing, as created or reissued.
+fn keep_or_plan(
+    plan: &mut Plan,
+    existing: &FileSet,
+    verdict: Verdict,
+    item: String,
+    files: &[String],
+    (subject, issuer, output): (LeafSubject, Authority, Output),
+) -> Option<PendingLeaf> {
+    let action = match verdict {
+        Some(None) => {
+            let files: Vec<&str> = files.iter().map(String::as_str).collect();
+            plan.keep(&item, existing, &files);
+            return None;
+        }
+        Some(Some(reason)) => Action::Reissued(reason),
+        None => Action::Created,
+    };
+    Some(plan.leaf(item, action, subject, issuer, output))
 }
 
 /// Step 5: the planned authorities, self-signed with the next keys.
