@@ -17,7 +17,8 @@ pub mod watch;
 
 pub use object::{Details, LiveObject, ObservedService, Rollout};
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::RwLock;
 use std::time::Duration;
 
@@ -27,13 +28,15 @@ use kube::{Api, Client};
 
 use gantry_api::labels::{SET_LABEL, TENANT_LABEL};
 
-/// Where an object sits: its kind's name, its namespace ("" for a
-/// cluster-scoped kind) and its name.
+/// Where an object sits: its kind's name, its group (see [`Group`]) and its name.
 type Key = (&'static str, Box<str>, Box<str>);
 
 fn key(kind: &Kind, namespace: Option<&str>, name: &str) -> Key {
-    let namespace = if kind.namespaced { namespace } else { None };
-    (kind.kind, namespace.unwrap_or("").into(), name.into())
+    let group = match kind.namespaced {
+        true => namespace.unwrap_or(""),
+        false => name,
+    };
+    (kind.kind, group.into(), name.into())
 }
 
 /// The kinds gantry keeps live: those of the service set, and Namespace.
@@ -43,11 +46,24 @@ pub fn watched_kinds() -> impl Iterator<Item = &'static Kind> {
         .filter(|k| k.service_set || k.kind == "Namespace")
 }
 
+/// The objects in one tenant namespace, and the Namespace itself (a
+/// cluster-scoped object is grouped by its own name): a pass looks at one
+/// group, and each group is small, so it is a plain list.
+type Group = Vec<Entry>;
+
+#[derive(Debug)]
+struct Entry {
+    kind: &'static str,
+    name: Box<str>,
+    object: LiveObject,
+}
+
 /// The gantry-managed objects of the service cluster, as the watches last
-/// reported them. Filled by [`watch::follow`].
+/// reported them. Filled by [`watch::follow`]. Kept small: one operator holds
+/// thousands of tenants (see docs/benchmarks.md for the bytes per object).
 #[derive(Default)]
 pub struct LiveObjects {
-    objects: RwLock<BTreeMap<Key, LiveObject>>,
+    groups: RwLock<HashMap<Box<str>, Group>>,
     /// The kinds whose first list is in.
     synced: tokio::sync::watch::Sender<Vec<&'static str>>,
 }
@@ -58,8 +74,13 @@ impl LiveObjects {
     }
 
     pub fn get(&self, kind: &Kind, namespace: Option<&str>, name: &str) -> Option<LiveObject> {
-        let objects = self.objects.read().expect("not poisoned");
-        objects.get(&key(kind, namespace, name)).cloned()
+        let (kind, group, name) = key(kind, namespace, name);
+        let groups = self.groups.read().expect("not poisoned");
+        groups
+            .get(&group)?
+            .iter()
+            .find(|e| e.kind == kind && e.name == name)
+            .map(|e| e.object.clone())
     }
 
     /// The names of the objects of `kind` in `namespace` labelled with this
@@ -71,20 +92,23 @@ impl LiveObjects {
         tenant: &str,
         set: &str,
     ) -> Vec<String> {
-        let (kind_name, namespace, _) = key(kind, namespace, "");
-        let objects = self.objects.read().expect("not poisoned");
-        let start: Key = (kind_name, namespace.clone(), "".into());
-        objects
-            .range(start..)
-            .take_while(|((k, ns, _), _)| *k == kind_name && *ns == namespace)
-            .filter(|(_, o)| o.tenant.as_deref() == Some(tenant) && o.set.as_deref() == Some(set))
-            .map(|((_, _, name), _)| name.to_string())
+        let groups = self.groups.read().expect("not poisoned");
+        let entries: Box<dyn Iterator<Item = &Entry>> = match kind.namespaced {
+            true => Box::new(groups.get(namespace.unwrap_or("")).into_iter().flatten()),
+            false => Box::new(groups.values().flatten()),
+        };
+        entries
+            .filter(|e| e.kind == kind.kind)
+            .filter(|e| e.object.tenant.as_deref() == Some(tenant))
+            .filter(|e| e.object.set.as_deref() == Some(set))
+            .map(|e| e.name.to_string())
             .collect()
     }
 
     /// Number of objects held (for the scale bench and tests).
     pub fn len(&self) -> usize {
-        self.objects.read().expect("not poisoned").len()
+        let groups = self.groups.read().expect("not poisoned");
+        groups.values().map(Vec::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -109,48 +133,53 @@ impl LiveObjects {
 
     /// Stores `object`; returns its tenant if this is news (a new object, or
     /// a new resourceVersion), not a replay of what is held.
-    fn put(&self, key: Key, object: LiveObject) -> Option<Box<str>> {
-        let mut objects = self.objects.write().expect("not poisoned");
-        let news = objects
-            .get(&key)
-            .is_none_or(|old| old.resource_version != object.resource_version);
-        let tenant = object.tenant.clone();
-        objects.insert(key, object);
-        if news { tenant } else { None }
+    fn put(&self, key: Key, object: LiveObject) -> Option<Arc<str>> {
+        let mut groups = self.groups.write().expect("not poisoned");
+        put_in(&mut groups, key, object)
     }
 
     /// Removes an object; returns its tenant if it was held.
-    fn remove(&self, key: &Key) -> Option<Box<str>> {
-        let mut objects = self.objects.write().expect("not poisoned");
-        objects.remove(key).and_then(|old| old.tenant)
+    fn remove(&self, (kind, group, name): &Key) -> Option<Arc<str>> {
+        let mut groups = self.groups.write().expect("not poisoned");
+        let entries = groups.get_mut(group)?;
+        let at = entries
+            .iter()
+            .position(|e| e.kind == *kind && e.name == *name)?;
+        let gone = entries.swap_remove(at);
+        if entries.is_empty() {
+            groups.remove(group);
+        }
+        gone.object.tenant
     }
 
     /// Replaces every object of `kind` with `listed` (a watch's list, after
     /// a start or a lost watch) and marks the kind synced. Returns the tenants
     /// with news: objects added, changed or gone.
-    fn replace_kind(&self, kind: &'static str, listed: Vec<(Key, LiveObject)>) -> Vec<Box<str>> {
-        let mut objects = self.objects.write().expect("not poisoned");
-        let held: Vec<Key> = objects
-            .range((kind, Box::from(""), Box::from(""))..)
-            .take_while(|((k, _, _), _)| *k == kind)
-            .map(|(key, _)| key.clone())
-            .collect();
-        let mut old: BTreeMap<Key, LiveObject> = held
-            .into_iter()
-            .filter_map(|key| objects.remove_entry(&key))
-            .collect();
+    fn replace_kind(&self, kind: &'static str, listed: Vec<(Key, LiveObject)>) -> Vec<Arc<str>> {
+        let mut groups = self.groups.write().expect("not poisoned");
+        let mut held: HashMap<(Box<str>, Box<str>), Held> = HashMap::new();
+        for (group, entries) in groups.iter_mut() {
+            entries.retain(|e| {
+                if e.kind != kind {
+                    return true;
+                }
+                let value = (e.object.resource_version, e.object.tenant.clone());
+                held.insert((group.clone(), e.name.clone()), value);
+                false
+            });
+        }
         let mut news = Vec::new();
         for (key, object) in listed {
-            let changed = old
-                .remove(&key)
-                .is_none_or(|old| old.resource_version != object.resource_version);
+            let before = held.remove(&(key.1.clone(), key.2.clone()));
+            let changed = before.is_none_or(|(version, _)| version != object.resource_version);
+            let tenant = put_in(&mut groups, key, object);
             if changed {
-                news.extend(object.tenant.clone());
+                news.extend(tenant);
             }
-            objects.insert(key, object);
         }
-        news.extend(old.into_values().filter_map(|gone| gone.tenant));
-        drop(objects);
+        news.extend(held.into_values().filter_map(|(_, tenant)| tenant));
+        groups.retain(|_, entries| !entries.is_empty());
+        drop(groups);
         self.synced.send_modify(|synced| {
             if !synced.contains(&kind) {
                 synced.push(kind);
@@ -159,6 +188,44 @@ impl LiveObjects {
         news.sort();
         news.dedup();
         news
+    }
+}
+
+/// What `replace_kind` knew of an object before the list: its version and tenant.
+type Held = (u64, Option<Arc<str>>);
+
+/// Stores `object` in its group, sharing the tenant name with the group's
+/// other objects; returns its tenant if this is news (see [`LiveObjects::put`]).
+fn put_in(
+    groups: &mut HashMap<Box<str>, Group>,
+    (kind, group, name): Key,
+    mut object: LiveObject,
+) -> Option<Arc<str>> {
+    let entries = groups.entry(group).or_default();
+    if let Some(shared) = entries
+        .iter()
+        .filter_map(|e| e.object.tenant.as_ref())
+        .find(|tenant| Some(*tenant) == object.tenant.as_ref())
+    {
+        object.tenant = Some(shared.clone());
+    }
+    let tenant = object.tenant.clone();
+    match entries
+        .iter_mut()
+        .find(|e| e.kind == kind && e.name == name)
+    {
+        Some(held) if held.object.resource_version == object.resource_version => {
+            held.object = object;
+            None
+        }
+        Some(held) => {
+            held.object = object;
+            tenant
+        }
+        None => {
+            entries.push(Entry { kind, name, object });
+            tenant
+        }
     }
 }
 
@@ -248,10 +315,10 @@ mod tests {
     fn object(tenant: &str, set: &str, resource_version: &str) -> LiveObject {
         LiveObject {
             tenant: Some(tenant.into()),
-            set: Some(set.into()),
+            set: Some(set.to_string().into()),
             resource_version: object::version_of(resource_version),
             hash: None,
-            foreign_fields: Vec::new(),
+            foreign_fields: Box::default(),
             details: Details::None,
         }
     }

@@ -1,9 +1,15 @@
 //! One live object, reduced to what apply, prune and the steps read.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
 
 use gantry_api::labels::{FIELD_MANAGER, HASH_ANNOTATION, SET_LABEL, TENANT_LABEL};
+
+/// The sets gantry applies (`apply::apply_set`), kept without a copy each.
+const SETS: [&str; 4] = ["bootstrap", "service", "join", "tenant"];
 
 /// A workload's rollout as the service cluster reports it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -27,28 +33,29 @@ pub struct ObservedService {
     pub node_port: Option<u16>,
 }
 
-/// The status fields a pass decides on, by kind.
+/// The status fields a pass decides on, by kind (boxed: few objects have any).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Details {
     None,
     /// A Deployment or StatefulSet.
-    Workload(Rollout),
-    Service(ObservedService),
+    Workload(Box<Rollout>),
+    Service(Box<ObservedService>),
 }
 
 /// One live object, reduced to what apply, prune and the steps read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveObject {
-    /// Its `gantry.dev/tenant` and `gantry.dev/set` labels.
-    pub tenant: Option<Box<str>>,
-    pub set: Option<Box<str>>,
+    /// Its `gantry.dev/tenant` label (shared by the objects of one tenant
+    /// that `LiveObjects` holds) and its `gantry.dev/set` label.
+    pub tenant: Option<Arc<str>>,
+    pub set: Option<Cow<'static, str>>,
     /// Its `resourceVersion`, hashed: it is only ever compared.
     pub resource_version: u64,
     /// Its `gantry.dev/desired-hash` annotation (SHA-256 in hex), as bytes.
     pub hash: Option<[u8; 32]>,
     /// The fields (FieldsV1) that managers other than gantry set outside the
     /// status subresource: see [`LiveObject::edited_by_others`].
-    pub foreign_fields: Vec<Value>,
+    pub foreign_fields: Box<[Value]>,
     pub details: Details,
 }
 
@@ -61,11 +68,14 @@ impl LiveObject {
                 .labels
                 .as_ref()
                 .and_then(|labels| labels.get(key))
-                .map(|value| value.as_str().into())
+                .map(String::as_str)
         };
         LiveObject {
-            tenant: label(TENANT_LABEL),
-            set: label(SET_LABEL),
+            tenant: label(TENANT_LABEL).map(Arc::from),
+            set: label(SET_LABEL).map(|set| match SETS.iter().find(|known| **known == set) {
+                Some(known) => Cow::Borrowed(*known),
+                None => Cow::Owned(set.to_string()),
+            }),
             resource_version: version_of(metadata.resource_version.as_deref().unwrap_or("")),
             hash: metadata
                 .annotations
@@ -174,9 +184,9 @@ fn details_of(kind: &str, metadata: &ObjectMeta, rest: &Value) -> Details {
         ready_replicas: int(ready).unwrap_or(0) as i32,
     };
     match kind {
-        "StatefulSet" => Details::Workload(rollout("/status/readyReplicas")),
-        "Deployment" => Details::Workload(rollout("/status/availableReplicas")),
-        "Service" => Details::Service(ObservedService {
+        "StatefulSet" => Details::Workload(Box::new(rollout("/status/readyReplicas"))),
+        "Deployment" => Details::Workload(Box::new(rollout("/status/availableReplicas"))),
+        "Service" => Details::Service(Box::new(ObservedService {
             load_balancer_ingress: rest
                 .pointer("/status/loadBalancer/ingress")
                 .and_then(Value::as_array)
@@ -194,7 +204,7 @@ fn details_of(kind: &str, metadata: &ObjectMeta, rest: &Value) -> Details {
                 .and_then(|ports| ports.iter().find(|p| p["name"] == "https"))
                 .and_then(|p| p["nodePort"].as_u64())
                 .and_then(|p| u16::try_from(p).ok()),
-        }),
+        })),
         _ => Details::None,
     }
 }

@@ -124,5 +124,5 @@ fn store(
         Change::Applied(key, object) => live.put(key, object).into_iter().collect(),
         Change::Deleted(key) => live.remove(&key).into_iter().collect(),
     };
-    news.into_iter().map(String::from).collect()
+    news.iter().map(|tenant| tenant.to_string()).collect()
 }

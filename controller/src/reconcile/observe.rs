@@ -28,7 +28,7 @@ pub(super) async fn endpoint_inputs(
         .await
         .map_err(api_error("get Service kube-apiserver"))?
         .and_then(|live| match live.details {
-            Details::Service(service) => Some(service),
+            Details::Service(service) => Some(*service),
             _ => None,
         });
     let nodes = match tcp.spec.api_server.service.type_ {
@@ -75,7 +75,7 @@ pub(super) async fn rollouts(
             ..
         }) = live
         {
-            rollouts.push((kind_name, name, rollout));
+            rollouts.push((kind_name, name, *rollout));
         }
     }
     Ok(rollouts)
