@@ -178,7 +178,10 @@ impl LiveObjects {
             }
         }
         news.extend(held.into_values().filter_map(|(_, tenant)| tenant));
+        // A list fills the groups one object at a time; spare room would
+        // be a third of what they hold.
         groups.retain(|_, entries| !entries.is_empty());
+        groups.values_mut().for_each(Vec::shrink_to_fit);
         drop(groups);
         self.synced.send_modify(|synced| {
             if !synced.contains(&kind) {
