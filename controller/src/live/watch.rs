@@ -1,6 +1,7 @@
 //! The watches that keep [`LiveObjects`] current: one per watched kind,
-//! selected by gantry's `managed-by` label. Secrets are watched for their
-//! metadata only. The stream they make yields the name of each tenant with
+//! selected by gantry's `managed-by` label. Only Deployments, StatefulSets
+//! and Services are watched whole; every other kind (Secrets among them) for
+//! its metadata only. The stream they make yields the name of each tenant with
 //! news (an object added, changed or deleted), after the news is stored: a
 //! pass it triggers always sees it.
 
@@ -24,6 +25,11 @@ pub fn follow(client: Client, live: Arc<LiveObjects>) -> impl Stream<Item = Stri
     stream::select_all(watched_kinds().map(|kind| follow_kind(client.clone(), kind, live.clone())))
 }
 
+/// Whether a pass reads more of `kind` than its metadata (see `Details`).
+fn has_details(kind: &Kind) -> bool {
+    matches!(kind.kind, "Deployment" | "StatefulSet" | "Service")
+}
+
 /// One watch event, reduced to what [`LiveObjects`] keeps.
 enum Change {
     /// A (re-)list starts.
@@ -44,8 +50,9 @@ fn follow_kind(
     let config = watcher::Config::default()
         .labels(&format!("{managed_by}={gantry}"))
         .any_semantic();
-    let changes: BoxStream<'static, Result<Change, watcher::Error>> = if kind.kind == "Secret" {
-        // Their data (keys and certificates) is read by each pass, never kept.
+    let changes: BoxStream<'static, Result<Change, watcher::Error>> = if !has_details(kind) {
+        // Metadata is all a pass reads of these; a Secret's data (keys and
+        // certificates) is read by each pass, never kept.
         let api: Api<PartialObjectMeta<DynamicObject>> =
             Api::all_with(client, &super::resource(kind));
         watcher(api, config)
@@ -57,7 +64,8 @@ fn follow_kind(
             })
             .boxed()
     } else {
-        watcher(super::api(&client, kind, None), config)
+        // Whole objects: smaller pages, so a list holds less at once.
+        watcher(super::api(&client, kind, None), config.page_size(100))
             .default_backoff()
             .map_ok(move |event| change(kind, event, |o: DynamicObject| (o.metadata, o.data)))
             .boxed()
