@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 
 use gantry_renderer::kinds::{self, Kind};
 use kube::Api;
-use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams, Preconditions};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -24,6 +24,22 @@ pub struct DesiredObject {
     pub value: Value,
     /// Created if missing, never updated (CA and service-account Secrets).
     pub create_only: bool,
+    /// For a create-only object: whether a read made by this pass found it.
+    /// Its existence is decided on that or on a read made now, never on the
+    /// watches, which may lag: a CA made anew must be written, and one
+    /// restored without gantry's labels must be kept.
+    pub exists: Option<bool>,
+}
+
+impl DesiredObject {
+    /// An object applied whenever it differs from what is live.
+    pub fn applied(value: Value) -> Self {
+        DesiredObject {
+            value,
+            create_only: false,
+            exists: None,
+        }
+    }
 }
 
 /// What one apply pass did.
@@ -59,14 +75,25 @@ pub enum ApplyError {
     },
 }
 
-/// The rendered service set as objects to apply, CA Secrets marked create-only.
-pub fn service_set(objects: &[gantry_renderer::RenderedObject]) -> Vec<DesiredObject> {
+/// The rendered service set as objects to apply, CA Secrets marked
+/// create-only; `secrets` names the Secrets a read of this pass found, if
+/// it made one.
+pub fn service_set(
+    objects: &[gantry_renderer::RenderedObject],
+    secrets: Option<&BTreeSet<String>>,
+) -> Vec<DesiredObject> {
     objects
         .iter()
-        .map(|object| DesiredObject {
-            value: object.value.clone(),
-            create_only: object.kind == "Secret"
-                && gantry_renderer::signing_key_secrets().any(|s| s.name == object.name),
+        .map(|object| {
+            let create_only = object.kind == "Secret"
+                && gantry_renderer::signing_key_secrets().any(|s| s.name == object.name);
+            DesiredObject {
+                value: object.value.clone(),
+                create_only,
+                exists: secrets
+                    .filter(|_| create_only)
+                    .map(|names| names.contains(&object.name)),
+            }
         })
         .collect()
 }
@@ -118,7 +145,7 @@ pub async fn apply_set(
         let target = Target::of(&value)?;
         desired_keys.insert(target.key());
         let label = format!("{}/{}", target.kind.kind, target.name);
-        match apply_one(cluster, &target, value, object.create_only).await? {
+        match apply_one(cluster, &target, value, object).await? {
             Applied::Written => report.applied.push(label),
             Applied::Kept => report.kept.push(label),
             Applied::Unchanged => report.unchanged += 1,
@@ -204,14 +231,15 @@ enum Applied {
     Unchanged,
 }
 
-/// Reads the live object, then writes `value` only if it differs (or,
-/// create-only, only if it is missing).
+/// Reads the live object, then writes `value` (`object`'s, with gantry's
+/// metadata) only if it differs (or, create-only, only if it is missing).
 async fn apply_one(
     cluster: Cluster<'_>,
     target: &Target,
     value: Value,
-    create_only: bool,
+    object: &DesiredObject,
 ) -> Result<Applied, ApplyError> {
+    let create_only = object.create_only;
     let (kind, name, namespace) = (target.kind, &target.name, target.namespace.as_deref());
     let api_error = |action: &'static str| {
         let object = format!("{}/{name}", kind.kind);
@@ -221,14 +249,24 @@ async fn apply_one(
             source,
         }
     };
-    let live = cluster
-        .get(kind, namespace, name)
-        .await
-        .map_err(api_error("get"))?;
-    if let Some(live) = live {
-        if create_only {
+    if create_only {
+        let exists = match object.exists {
+            Some(exists) => exists,
+            None => (Cluster::api(cluster.client)
+                .get(kind, namespace, name)
+                .await)
+                .map_err(api_error("get"))?
+                .is_some(),
+        };
+        if exists {
             return Ok(Applied::Kept);
         }
+    }
+    let live = match create_only {
+        true => None,
+        false => (cluster.get(kind, namespace, name).await).map_err(api_error("get"))?,
+    };
+    if let Some(live) = live {
         let desired_hash = value["metadata"]["annotations"][HASH_ANNOTATION]
             .as_str()
             .unwrap_or_default();
@@ -299,7 +337,7 @@ async fn prune(
                 object: format!("{} with {}", kind.kind, live::set_selector(tenant, set)),
                 source,
             })?;
-        for name in names {
+        for (name, resource_version) in names {
             let key = (
                 kind.kind.to_string(),
                 namespace.unwrap_or_default().to_string(),
@@ -309,10 +347,20 @@ async fn prune(
                 continue;
             }
             let api = live::api(cluster.client, kind, namespace);
-            match api.delete(&name, &DeleteParams::default()).await {
+            // Only the version whose labels were read: one relabelled since
+            // (taken out of gantry's hands) is left alone.
+            let params = DeleteParams {
+                preconditions: Some(Preconditions {
+                    resource_version,
+                    uid: None,
+                }),
+                ..DeleteParams::default()
+            };
+            match api.delete(&name, &params).await {
                 Ok(_) => pruned.push(format!("{}/{name}", kind.kind)),
-                // Gone already: the watch had not said so yet.
-                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                // Gone already (404), or changed since it was read (409):
+                // the watch brings the news, and the next pass decides.
+                Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
                 Err(source) => {
                     return Err(ApplyError::Api {
                         action: "delete",

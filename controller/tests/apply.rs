@@ -33,7 +33,7 @@ fn render(
         .unwrap()
         .bundle;
     let rendered = gantry_renderer::render(&resolved.input, &pki).unwrap();
-    (apply::service_set(&rendered.service), pki)
+    (apply::service_set(&rendered.service, None), pki)
 }
 
 async fn apply(client: &kube::Client, objects: &[apply::DesiredObject]) -> ApplyReport {

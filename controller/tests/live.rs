@@ -25,34 +25,51 @@ struct Fixture {
     tcp: TenantControlPlane,
     live: Arc<LiveObjects>,
     news: mpsc::UnboundedReceiver<String>,
+    /// The task that runs the watches.
+    watching: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Fixture {
+    /// A Ready, settled tenant, and live objects that follow it.
     async fn ready() -> Self {
+        let mut fixture = Self::settled().await;
+        fixture.follow().await;
+        fixture
+    }
+
+    /// A Ready, settled tenant; nothing follows it yet.
+    async fn settled() -> Self {
         let double = InMemoryApiServerDouble::new();
         let tenant_api = InMemoryApiServerDouble::new();
         let tcp = TenantBuilder::new("tenant-a").store(&double);
-        let mut fixture = Fixture {
+        let fixture = Fixture {
             double,
             tenant_api,
             tcp,
             live: Arc::new(LiveObjects::new()),
             news: mpsc::unbounded_channel().1,
+            watching: None,
         };
         fixture.pass(false).await;
         masters_running(&fixture.double);
         fixture.pass(false).await;
         assert!(fixture.pass(false).await.is_steady(), "settled");
-        let (sender, news) = mpsc::unbounded_channel();
-        let follow = watch::follow(fixture.double.client(), fixture.live.clone());
-        tokio::spawn(follow.for_each(move |tenant| {
+        fixture
+    }
+
+    /// Starts the watches and waits for their first lists; the news of
+    /// those lists is dropped, so what arrives later is news of a change.
+    async fn follow(&mut self) {
+        let (sender, mut news) = mpsc::unbounded_channel();
+        let follow = watch::follow(self.double.client(), self.live.clone());
+        self.watching = Some(tokio::spawn(follow.for_each(move |tenant| {
             let _ = sender.send(tenant);
             async {}
-        }));
-        let listing = fixture.live.wait_synced(Duration::from_secs(10)).await;
+        })));
+        let listing = self.live.wait_synced(Duration::from_secs(10)).await;
         assert!(listing.is_empty(), "still listing {listing:?}");
-        fixture.news = news;
-        fixture
+        while news.try_recv().is_ok() {}
+        self.news = news;
     }
 
     /// One pass, reading from the live objects (`live`) or from the API.
@@ -145,4 +162,72 @@ async fn a_leftover_in_the_live_objects_is_pruned() {
             .get("configmaps", "tcp-tenant-a", "leftover")
             .is_none()
     );
+}
+
+/// A CA Secret that the watches do not hold (restored by hand without
+/// gantry's labels) is found by the pass's own read of the Secrets and kept:
+/// no second create, no conflict.
+#[tokio::test]
+async fn a_ca_secret_without_gantrys_labels_is_kept() {
+    let mut fixture = Fixture::settled().await;
+    let mut ca = fixture.double.get("secrets", "tcp-tenant-a", "ca").unwrap();
+    ca["metadata"].as_object_mut().unwrap().remove("labels");
+    fixture
+        .double
+        .put("", "v1", "secrets", "tcp-tenant-a", ca.clone());
+    fixture.follow().await;
+    let secret = gantry_renderer::kinds::find("v1", "Secret").unwrap();
+    assert!(
+        fixture
+            .live
+            .get(secret, Some("tcp-tenant-a"), "ca")
+            .is_none()
+    );
+
+    let outcome = fixture.pass(true).await;
+    assert!(
+        outcome.applied.kept.contains(&"Secret/ca".to_string()),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        fixture.double.get("secrets", "tcp-tenant-a", "ca").unwrap()["data"],
+        ca["data"]
+    );
+}
+
+/// A CA recreated on purpose (`gantry.dev/recreate-ca`) is written even
+/// while the watches still hold the deleted Secret.
+#[tokio::test]
+async fn a_recreated_ca_is_written_though_the_watches_lag() {
+    let mut fixture = Fixture::ready().await;
+    fixture.watching.take().unwrap().abort();
+    let secret = gantry_renderer::kinds::find("v1", "Secret").unwrap();
+    fixture.double.forget("secrets", "tcp-tenant-a", "ca");
+    assert!(
+        fixture
+            .live
+            .get(secret, Some("tcp-tenant-a"), "ca")
+            .is_some(),
+        "stale"
+    );
+    let stored = fixture
+        .double
+        .get("tenantcontrolplanes", "", "tenant-a")
+        .unwrap();
+    let hash = stored["status"]["caCertHash"].as_str().unwrap().to_string();
+    fixture.tcp.metadata.annotations =
+        Some([("gantry.dev/recreate-ca".to_string(), hash.clone())].into());
+
+    let outcome = fixture.pass(true).await;
+    assert!(
+        outcome.applied.applied.contains(&"Secret/ca".to_string()),
+        "{outcome:?}"
+    );
+    assert!(
+        fixture
+            .double
+            .get("secrets", "tcp-tenant-a", "ca")
+            .is_some()
+    );
+    assert_ne!(outcome.status.ca_cert_hash.as_deref(), Some(hash.as_str()));
 }

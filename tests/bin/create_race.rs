@@ -23,6 +23,7 @@ fn secret(namespace: &str, name: &str, writer: &str) -> DesiredObject {
             "stringData": {"writer": writer},
         }),
         create_only: true,
+        exists: None,
     }
 }
 

@@ -15,7 +15,7 @@
 mod object;
 pub mod watch;
 
-pub use object::{Details, LiveObject, ObservedService, Rollout};
+pub use object::{Details, LiveObject, ObservedService, Rollout, version_of};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -83,15 +83,15 @@ impl LiveObjects {
             .map(|e| e.object.clone())
     }
 
-    /// The names of the objects of `kind` in `namespace` labelled with this
-    /// tenant and set.
+    /// The objects of `kind` in `namespace` labelled with this tenant and
+    /// set: name and `resourceVersion` (if known, see [`version_of`]).
     pub fn names(
         &self,
         kind: &Kind,
         namespace: Option<&str>,
         tenant: &str,
         set: &str,
-    ) -> Vec<String> {
+    ) -> Vec<(String, Option<String>)> {
         let groups = self.groups.read().expect("not poisoned");
         let entries: Box<dyn Iterator<Item = &Entry>> = match kind.namespaced {
             true => Box::new(groups.get(namespace.unwrap_or("")).into_iter().flatten()),
@@ -101,7 +101,7 @@ impl LiveObjects {
             .filter(|e| e.kind == kind.kind)
             .filter(|e| e.object.tenant.as_deref() == Some(tenant))
             .filter(|e| e.object.set.as_deref() == Some(set))
-            .map(|e| e.name.to_string())
+            .map(|e| (e.name.to_string(), e.object.resource_version_text()))
             .collect()
     }
 
@@ -281,15 +281,15 @@ impl<'a> Cluster<'a> {
         Ok(object.map(|o| LiveObject::of(kind.kind, &o.metadata, &o.data)))
     }
 
-    /// The names of the objects of `kind` in `namespace` that carry gantry's
-    /// labels for `tenant` and `set`.
+    /// The objects of `kind` in `namespace` that carry gantry's labels for
+    /// `tenant` and `set`: name and `resourceVersion`.
     pub async fn names(
         &self,
         kind: &Kind,
         namespace: Option<&str>,
         tenant: &str,
         set: &str,
-    ) -> Result<Vec<String>, kube::Error> {
+    ) -> Result<Vec<(String, Option<String>)>, kube::Error> {
         if let Some(live) = self.live {
             return Ok(live.names(kind, namespace, tenant, set));
         }
@@ -300,7 +300,7 @@ impl<'a> Cluster<'a> {
         Ok(list
             .items
             .into_iter()
-            .filter_map(|item| item.metadata.name)
+            .filter_map(|item| Some((item.metadata.name?, item.metadata.resource_version)))
             .collect())
     }
 }
@@ -389,10 +389,9 @@ mod tests {
             key(kind("Secret"), Some("tcp-a"), "ca"),
             object("a", "service", "1"),
         );
-        assert_eq!(
-            live.names(kind("ConfigMap"), Some("tcp-a"), "a", "service"),
-            ["one", "two"]
-        );
+        let names = live.names(kind("ConfigMap"), Some("tcp-a"), "a", "service");
+        let one = ("one".to_string(), Some("1".to_string()));
+        assert_eq!(names, [one, ("two".to_string(), Some("1".to_string()))]);
     }
 
     #[tokio::test]

@@ -49,7 +49,7 @@ pub struct LiveObject {
     /// that `LiveObjects` holds) and its `gantry.dev/set` label.
     pub tenant: Option<Arc<str>>,
     pub set: Option<Cow<'static, str>>,
-    /// Its `resourceVersion`, hashed: it is only ever compared.
+    /// Its `resourceVersion`: see [`version_of`].
     pub resource_version: u64,
     /// Its `gantry.dev/desired-hash` annotation (SHA-256 in hex), as bytes.
     pub hash: Option<[u8; 32]>,
@@ -149,12 +149,30 @@ fn list_items_owned(fields: &Value) -> bool {
     })
 }
 
-/// A `resourceVersion` as a number that compares the same way.
+/// The top bit of a [`version_of`] that is a hash, not the version itself.
+const HASHED: u64 = 1 << 63;
+
+/// A `resourceVersion` as a number that compares the same way: the version
+/// itself when it is a decimal number below 2^63 (an etcd revision, as every
+/// kube-apiserver gives), else a hash of it with the top bit set.
 pub fn version_of(resource_version: &str) -> u64 {
     use std::hash::{Hash, Hasher};
-    let mut hasher = std::hash::DefaultHasher::new();
-    resource_version.hash(&mut hasher);
-    hasher.finish()
+    match resource_version.parse::<u64>() {
+        Ok(number) if number < HASHED => number,
+        _ => {
+            let mut hasher = std::hash::DefaultHasher::new();
+            resource_version.hash(&mut hasher);
+            hasher.finish() | HASHED
+        }
+    }
+}
+
+impl LiveObject {
+    /// Its `resourceVersion` as the API server wrote it, if [`version_of`]
+    /// kept it (for a delete's precondition).
+    pub fn resource_version_text(&self) -> Option<String> {
+        (self.resource_version < HASHED).then(|| self.resource_version.to_string())
+    }
 }
 
 /// 64 hex digits as 32 bytes; `None` for anything else.
@@ -288,5 +306,17 @@ mod tests {
             "only gantry's hashes match"
         );
         assert!(!LiveObject::of("ConfigMap", &ObjectMeta::default(), &Value::Null).has_hash(""));
+    }
+
+    #[test]
+    fn a_numeric_resource_version_is_kept_and_any_other_hashed() {
+        let object = |version: &str| LiveObject {
+            resource_version: version_of(version),
+            ..LiveObject::of("ConfigMap", &ObjectMeta::default(), &Value::Null)
+        };
+        assert_eq!(object("41").resource_version_text().as_deref(), Some("41"));
+        assert_eq!(object("opaque").resource_version_text(), None);
+        assert_ne!(version_of("opaque"), version_of("opaque2"));
+        assert_eq!(version_of("opaque"), version_of("opaque"));
     }
 }

@@ -116,13 +116,20 @@ pub(super) async fn secrets(
         }
     }
     let join = named(JOIN_SECRET).and_then(join_secret::token_of);
-    Ok(SecretsRead { pki, join })
+    let names = list
+        .items
+        .iter()
+        .filter_map(|s| s.metadata.name.clone())
+        .collect();
+    Ok(SecretsRead { pki, join, names })
 }
 
 /// What [`secrets`] read.
 pub(super) struct SecretsRead {
     pub pki: FileSet,
     pub join: Option<(gantry_pki::BootstrapToken, time::OffsetDateTime)>,
+    /// Every Secret's name, labelled by gantry or not.
+    pub names: std::collections::BTreeSet<String>,
 }
 
 fn observe_node(node: &Node) -> ObservedNode {

@@ -4,6 +4,7 @@
 //! [`PassState`]. A step that cannot go on returns a [`Halt`]: the tenant's
 //! status says why, and the pass ends there.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use gantry_pki::{BootstrapToken, Endpoint, Issued};
@@ -42,10 +43,7 @@ pub(super) async fn apply_bootstrap_set(
         .collect();
     let desired: Vec<DesiredObject> = objects
         .into_iter()
-        .map(|object| DesiredObject {
-            value: object.value,
-            create_only: false,
-        })
+        .map(|object| DesiredObject::applied(object.value))
         .collect();
     let report =
         apply::apply_set(pass.ctx.cluster(), &tenant.name, "bootstrap", &desired, &[]).await?;
@@ -95,6 +93,8 @@ pub(super) struct Certificates {
     pub resolved: Resolved,
     pub token: BootstrapToken,
     pub expiration: OffsetDateTime,
+    /// The names of the Secrets in the tenant namespace, as this pass read them.
+    pub secrets: BTreeSet<String>,
 }
 
 /// Step 5: The PKI: kept from the tenant's Secrets, reissued only where needed;
@@ -107,6 +107,7 @@ pub(super) async fn certificates(
     let observe::SecretsRead {
         pki: existing,
         join,
+        names: secrets,
     } = observe::secrets(&pass.ctx.client, &tenant.namespace).await?;
     guard_the_ca(pass, tenant, &existing, join.is_some())?;
     // The token in Secret `join` while more than a third of its lifetime
@@ -163,6 +164,7 @@ pub(super) async fn certificates(
         resolved,
         token,
         expiration,
+        secrets,
     })
 }
 
@@ -248,18 +250,19 @@ pub(super) async fn apply_service_set(
         _ => (rendered.service, rendered.tenant, None),
     };
     // The bootstrap set owns the Namespace and the kube-apiserver Service.
-    let objects: Vec<DesiredObject> = apply::service_set(&service_objects)
-        .into_iter()
-        .filter(|o| {
-            let key = (
-                o.value["kind"].as_str().unwrap_or_default(),
-                o.value["metadata"]["name"].as_str().unwrap_or_default(),
-            );
-            !bootstrap_keys
-                .iter()
-                .any(|(kind, name)| (kind.as_str(), name.as_str()) == key)
-        })
-        .collect();
+    let objects: Vec<DesiredObject> =
+        apply::service_set(&service_objects, Some(&certificates.secrets))
+            .into_iter()
+            .filter(|o| {
+                let key = (
+                    o.value["kind"].as_str().unwrap_or_default(),
+                    o.value["metadata"]["name"].as_str().unwrap_or_default(),
+                );
+                !bootstrap_keys
+                    .iter()
+                    .any(|(kind, name)| (kind.as_str(), name.as_str()) == key)
+            })
+            .collect();
     let report = apply::apply_set(
         pass.ctx.cluster(),
         &tenant.name,
@@ -362,10 +365,7 @@ pub(super) async fn bootstrap_tenant(
     let server = format!("https://kube-apiserver.{}.svc:6443", tenant.namespace);
     let objects: Vec<DesiredObject> = tenant_objects
         .iter()
-        .map(|object| DesiredObject {
-            value: object.value.clone(),
-            create_only: false,
-        })
+        .map(|object| DesiredObject::applied(object.value.clone()))
         .collect();
     let applied = match (pass.ctx.tenant_client)(super_admin, server.clone()).await {
         // Nothing is pruned in the tenant: old bootstrap tokens expire and the tokencleaner removes them.
@@ -428,10 +428,7 @@ pub(super) async fn apply_join_secret(
         &endpoint.to_string(),
         &certificates.issued.bundle.ca_cert_hash(),
     );
-    let desired = [DesiredObject {
-        value: join,
-        create_only: false,
-    }];
+    let desired = [DesiredObject::applied(join)];
     let report = apply::apply_set(pass.ctx.cluster(), &tenant.name, "join", &desired, &[]).await?;
     if report.writes() > 0 {
         let message = format!(
