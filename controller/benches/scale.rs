@@ -196,11 +196,22 @@ async fn run_operator(port: u16, tenants: usize) {
     };
     let mut ready_after = None;
     let mut last_full = (0, Instant::now());
+    let mut last_line = 0;
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let Some((ready, full)) = scrape().await else {
             continue;
         };
+        // A line a minute, so a long run shows its memory as it grows.
+        if started.elapsed().as_secs() / 60 != last_line {
+            last_line = started.elapsed().as_secs() / 60;
+            println!(
+                "  after {:>3} min: {ready:>6} tenants Ready, RSS {:.1} MiB, heap in use {:.1} MiB",
+                last_line,
+                memory_kib("VmRSS") as f64 / 1024.0,
+                heap_mib()
+            );
+        }
         if ready as usize == tenants && ready_after.is_none() {
             ready_after = Some(started.elapsed());
         }

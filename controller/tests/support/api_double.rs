@@ -279,10 +279,9 @@ impl InMemoryApiServerDouble {
                     let chunk = {
                         let state = state.lock().unwrap();
                         let mut chunk = Vec::new();
-                        for (rv, (g, v, p, ns, _), event, object) in &state.history {
-                            if *rv <= seen {
-                                continue;
-                            }
+                        // The history is in resourceVersion order.
+                        let first = state.history.partition_point(|(rv, ..)| *rv <= seen);
+                        for (rv, (g, v, p, ns, _), event, object) in &state.history[first..] {
                             seen = *rv;
                             if *g == group
                                 && *v == version
