@@ -178,10 +178,7 @@ impl LiveObjects {
             }
         }
         news.extend(held.into_values().filter_map(|(_, tenant)| tenant));
-        // A list fills the groups one object at a time; spare room would
-        // be a third of what they hold.
         groups.retain(|_, entries| !entries.is_empty());
-        groups.values_mut().for_each(Vec::shrink_to_fit);
         drop(groups);
         self.synced.send_modify(|synced| {
             if !synced.contains(&kind) {
@@ -226,6 +223,9 @@ fn put_in(
             tenant
         }
         None => {
+            // Room for one more, not twice as many: groups only grow when a
+            // tenant gains an object, and slack would be a third of them.
+            entries.reserve_exact(1);
             entries.push(Entry { kind, name, object });
             tenant
         }
