@@ -64,7 +64,7 @@ struct Inner {
     settled: HashMap<String, Settled>,
 }
 
-/// Which tenants are settled; shared by the watch mappers and the reconciler.
+/// Which tenants are settled; shared by the watches' news (see `operator`) and the reconciler.
 #[derive(Default)]
 pub struct SteadyState {
     inner: Mutex<Inner>,
