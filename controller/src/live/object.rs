@@ -1,6 +1,5 @@
 //! One live object, reduced to what apply, prune and the steps read.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -8,8 +7,18 @@ use serde_json::Value;
 
 use gantry_api::labels::{FIELD_MANAGER, HASH_ANNOTATION, SET_LABEL, TENANT_LABEL};
 
-/// The sets gantry applies (`apply::apply_set`), kept without a copy each.
+/// The sets gantry applies (`apply::apply_set`). An object is asked for by
+/// one of these only, so another `gantry.dev/set` value is not kept.
 const SETS: [&str; 4] = ["bootstrap", "service", "join", "tenant"];
+
+/// One of [`SETS`], by name.
+pub fn known_set(set: &str) -> Option<&'static str> {
+    SETS.iter().find(|known| **known == set).copied()
+}
+
+/// The first 16 bytes of a SHA-256 desired-state hash: enough to tell
+/// whether an object is what gantry last applied, in half the room.
+pub type HashPrefix = [u8; 16];
 
 /// A workload's rollout as the service cluster reports it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -33,30 +42,40 @@ pub struct ObservedService {
     pub node_port: Option<u16>,
 }
 
-/// The status fields a pass decides on, by kind (boxed: few objects have any).
+/// The status fields a pass decides on, by kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Details {
     None,
     /// A Deployment or StatefulSet.
-    Workload(Box<Rollout>),
-    Service(Box<ObservedService>),
+    Workload(Rollout),
+    Service(ObservedService),
 }
 
-/// One live object, reduced to what apply, prune and the steps read.
+/// What few objects have: kept apart, so the others pay one pointer for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rare {
+    foreign_fields: Vec<Value>,
+    details: Details,
+}
+
+/// One live object, reduced to what apply, prune and the steps read. Small
+/// on purpose: an operator holds about 22 per tenant (docs/benchmarks.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveObject {
     /// Its `gantry.dev/tenant` label (shared by the objects of one tenant
-    /// that `LiveObjects` holds) and its `gantry.dev/set` label.
+    /// that `LiveObjects` holds) and its `gantry.dev/set` label, if one of
+    /// gantry's [`SETS`].
     pub tenant: Option<Arc<str>>,
-    pub set: Option<Cow<'static, str>>,
+    pub set: Option<&'static str>,
     /// Its `resourceVersion`: see [`version_of`].
     pub resource_version: u64,
-    /// Its `gantry.dev/desired-hash` annotation (SHA-256 in hex), as bytes.
-    pub hash: Option<[u8; 32]>,
+    /// Its `gantry.dev/desired-hash` annotation (SHA-256 in hex), the first
+    /// half as bytes.
+    pub hash: Option<HashPrefix>,
     /// The fields (FieldsV1) that managers other than gantry set outside the
-    /// status subresource: see [`LiveObject::edited_by_others`].
-    pub foreign_fields: Box<[Value]>,
-    pub details: Details,
+    /// status subresource (see [`LiveObject::edited_by_others`]), and the
+    /// [`Details`]; `None` when there are neither.
+    rare: Option<Box<Rare>>,
 }
 
 impl LiveObject {
@@ -70,34 +89,60 @@ impl LiveObject {
                 .and_then(|labels| labels.get(key))
                 .map(String::as_str)
         };
+        let foreign_fields: Vec<Value> = metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter(|entry| entry.manager.as_deref() != Some(FIELD_MANAGER))
+            // Status writers (kubelet, controllers) own only status.
+            .filter(|entry| entry.subresource.as_deref().unwrap_or("").is_empty())
+            .filter_map(|entry| entry.fields_v1.as_ref().map(|f| f.0.clone()))
+            .collect();
+        let details = details_of(kind, metadata, rest);
+        let rare = (!foreign_fields.is_empty() || details != Details::None).then(|| {
+            Box::new(Rare {
+                foreign_fields,
+                details,
+            })
+        });
         LiveObject {
             tenant: label(TENANT_LABEL).map(Arc::from),
-            set: label(SET_LABEL).map(|set| match SETS.iter().find(|known| **known == set) {
-                Some(known) => Cow::Borrowed(*known),
-                None => Cow::Owned(set.to_string()),
-            }),
+            set: label(SET_LABEL).and_then(known_set),
             resource_version: version_of(metadata.resource_version.as_deref().unwrap_or("")),
             hash: metadata
                 .annotations
                 .as_ref()
                 .and_then(|a| a.get(HASH_ANNOTATION))
-                .and_then(|hash| hash_bytes(hash)),
-            foreign_fields: metadata
-                .managed_fields
-                .iter()
-                .flatten()
-                .filter(|entry| entry.manager.as_deref() != Some(FIELD_MANAGER))
-                // Status writers (kubelet, controllers) own only status.
-                .filter(|entry| entry.subresource.as_deref().unwrap_or("").is_empty())
-                .filter_map(|entry| entry.fields_v1.as_ref().map(|f| f.0.clone()))
-                .collect(),
-            details: details_of(kind, metadata, rest),
+                .and_then(|hash| hash_prefix(hash)),
+            rare,
         }
+    }
+
+    /// An object with these labels and version, no hash and no details.
+    pub fn labelled(tenant: &str, set: &str, resource_version: &str) -> Self {
+        LiveObject {
+            tenant: Some(tenant.into()),
+            set: known_set(set),
+            resource_version: version_of(resource_version),
+            hash: None,
+            rare: None,
+        }
+    }
+
+    /// The status fields a pass decides on (see [`Details`]).
+    pub fn details(&self) -> &Details {
+        self.rare
+            .as_ref()
+            .map_or(&Details::None, |rare| &rare.details)
+    }
+
+    pub fn into_details(self) -> Details {
+        self.rare.map_or(Details::None, |rare| rare.details)
     }
 
     /// Whether it carries the desired-state hash `desired` (hex).
     pub fn has_hash(&self, desired: &str) -> bool {
-        self.hash.is_some() && self.hash == hash_bytes(desired)
+        self.hash.is_some() && self.hash == hash_prefix(desired)
     }
 
     /// Whether another field manager (a `kubectl edit`, a `kubectl patch`, a
@@ -106,9 +151,11 @@ impl LiveObject {
     /// object's managed fields can, at no extra request. A forced apply takes
     /// the fields back, after which the edit no longer shows here.
     pub fn edited_by_others(&self, desired: &Value) -> bool {
-        self.foreign_fields
-            .iter()
-            .any(|fields| owns_any_of(fields, desired))
+        self.rare.as_ref().is_some_and(|rare| {
+            rare.foreign_fields
+                .iter()
+                .any(|fields| owns_any_of(fields, desired))
+        })
     }
 }
 
@@ -175,12 +222,12 @@ impl LiveObject {
     }
 }
 
-/// 64 hex digits as 32 bytes; `None` for anything else.
-fn hash_bytes(hex: &str) -> Option<[u8; 32]> {
-    if hex.len() != 64 {
+/// The first 16 bytes of 64 hex digits; `None` for anything else.
+fn hash_prefix(hex: &str) -> Option<HashPrefix> {
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    let mut bytes = [0; 32];
+    let mut bytes = [0; 16];
     for (byte, pair) in bytes.iter_mut().zip(hex.as_bytes().chunks(2)) {
         *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
     }
@@ -202,9 +249,9 @@ fn details_of(kind: &str, metadata: &ObjectMeta, rest: &Value) -> Details {
         ready_replicas: int(ready).unwrap_or(0) as i32,
     };
     match kind {
-        "StatefulSet" => Details::Workload(Box::new(rollout("/status/readyReplicas"))),
-        "Deployment" => Details::Workload(Box::new(rollout("/status/availableReplicas"))),
-        "Service" => Details::Service(Box::new(ObservedService {
+        "StatefulSet" => Details::Workload(rollout("/status/readyReplicas")),
+        "Deployment" => Details::Workload(rollout("/status/availableReplicas")),
+        "Service" => Details::Service(ObservedService {
             load_balancer_ingress: rest
                 .pointer("/status/loadBalancer/ingress")
                 .and_then(Value::as_array)
@@ -222,7 +269,7 @@ fn details_of(kind: &str, metadata: &ObjectMeta, rest: &Value) -> Details {
                 .and_then(|ports| ports.iter().find(|p| p["name"] == "https"))
                 .and_then(|p| p["nodePort"].as_u64())
                 .and_then(|p| u16::try_from(p).ok()),
-        })),
+        }),
         _ => Details::None,
     }
 }

@@ -36,7 +36,7 @@ use hyper::StatusCode;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tokio::net::TcpListener;
 
@@ -290,6 +290,16 @@ async fn run_as_leader(
     result
 }
 
+/// Drops what no pass reads from a `TenantControlPlane` before it is stored:
+/// its managed fields and `kubectl apply`'s copy of the whole object, which
+/// together are often larger than the rest (one is held per tenant).
+fn trim_stored(tcp: &mut TenantControlPlane) {
+    tcp.metadata.managed_fields = None;
+    if let Some(annotations) = tcp.metadata.annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
 /// The kube-runtime Controller, until `stop` completes (running passes
 /// finish) or `abort` completes (running passes are dropped).
 async fn run_controller(
@@ -331,11 +341,15 @@ async fn run_controller(
         ObjectRef::<TenantControlPlane>::new(&tenant)
     });
     let stop = futures::FutureExt::shared(Box::pin(stop));
-    let controller = Controller::new(
+    let (store, writer) = kube::runtime::reflector::store();
+    let tenants = watcher::watcher(
         Api::<TenantControlPlane>::all(client.clone()),
         watcher::Config::default().any_semantic(),
-    );
-    let store = controller.store();
+    )
+    .modify(trim_stored)
+    .reflect(writer)
+    .applied_objects();
+    let controller = Controller::for_stream(tenants, store.clone());
     let running = controller
         .reconcile_on(news)
         .with_config(kube::runtime::controller::Config::default().concurrency(settings.concurrency))
@@ -362,5 +376,37 @@ async fn run_controller(
         () = running => tracing::info!("controller stopped"),
         () = stopped_before_listing => tracing::info!("controller stopped before listing the tenants"),
         () = abort => tracing::warn!("lost the leader Lease: stopped every running pass"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_tenant_keeps_every_annotation_but_kubectls_copy() {
+        let mut tcp =
+            TenantControlPlane::from_yaml(include_str!("../../../examples/tenant-a.yaml"))
+                .expect("the example parses");
+        let annotations = tcp.metadata.annotations.get_or_insert_default();
+        annotations.insert(
+            "kubectl.kubernetes.io/last-applied-configuration".into(),
+            "{}".into(),
+        );
+        annotations.insert(
+            crate::reconcile::ca_guard::RECREATE_CA_ANNOTATION.into(),
+            "x".into(),
+        );
+        tcp.metadata.managed_fields = Some(vec![Default::default()]);
+        trim_stored(&mut tcp);
+        assert_eq!(tcp.metadata.managed_fields, None);
+        let kept: Vec<&String> = tcp
+            .metadata
+            .annotations
+            .iter()
+            .flatten()
+            .map(|a| a.0)
+            .collect();
+        assert_eq!(kept, [crate::reconcile::ca_guard::RECREATE_CA_ANNOTATION]);
     }
 }

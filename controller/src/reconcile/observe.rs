@@ -27,8 +27,8 @@ pub(super) async fn endpoint_inputs(
         .get(kind("Service"), Some(namespace), "kube-apiserver")
         .await
         .map_err(api_error("get Service kube-apiserver"))?
-        .and_then(|live| match live.details {
-            Details::Service(service) => Some(*service),
+        .and_then(|live| match live.into_details() {
+            Details::Service(service) => Some(service),
             _ => None,
         });
     let nodes = match tcp.spec.api_server.service.type_ {
@@ -70,12 +70,8 @@ pub(super) async fn rollouts(
             .get(kind(kind_name), Some(namespace), name)
             .await
             .map_err(api_error(format!("get {kind_name} {name}")))?;
-        if let Some(LiveObject {
-            details: Details::Workload(rollout),
-            ..
-        }) = live
-        {
-            rollouts.push((kind_name, name, *rollout));
+        if let Some(Details::Workload(rollout)) = live.map(LiveObject::into_details) {
+            rollouts.push((kind_name, name, rollout));
         }
     }
     Ok(rollouts)
