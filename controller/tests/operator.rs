@@ -187,6 +187,18 @@ async fn gantry_run_takes_a_tenant_to_ready_and_a_standby_takes_over_on_shutdown
             .all(|e| e["regarding"]["kind"] == "TenantControlPlane"
                 && e["regarding"]["name"] == "tenant-a")
     );
+    // A repeat (several passes apply objects) adds to the first Event's
+    // series; it makes no second Event.
+    let mut seen = reasons(&events);
+    seen.sort();
+    let all = seen.len();
+    seen.dedup();
+    assert_eq!(
+        seen.len(),
+        all,
+        "one Event per reason: {:?}",
+        reasons(&events)
+    );
 
     // Metrics.
     let (code, metrics) = http_get(first.metrics_addr, "/metrics").await.unwrap();

@@ -15,11 +15,13 @@
 //! - SIGTERM (or Ctrl-C) stops taking work, lets running reconciles finish,
 //!   releases the Lease and exits 0.
 
+mod events;
 pub mod http;
 pub mod metrics;
 mod pass;
 mod progress;
 
+use events::Events;
 use pass::{State, error_policy, reconcile};
 use progress::InFlight;
 
@@ -34,7 +36,6 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use hyper::StatusCode;
 use kube::runtime::controller::Controller;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
@@ -327,13 +328,7 @@ async fn run_controller(
         },
         steady: steady.clone(),
         metrics,
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "gantry".into(),
-                instance: Some(settings.identity.clone()),
-            },
-        ),
+        events: Events::new(client.clone(), "gantry", &settings.identity),
         failures: Mutex::default(),
     });
     let news = live::watch::follow(client.clone(), objects).map(move |tenant| {

@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};
 use tracing::Instrument;
 
+use super::events::Events;
 use super::metrics::{Metrics, PassResult};
 use super::progress::InFlight;
 use crate::api::TenantControlPlane;
@@ -21,7 +21,7 @@ pub(super) struct State {
     pub ctx: Context,
     pub steady: Arc<SteadyState>,
     pub metrics: Arc<Metrics>,
-    pub recorder: Recorder,
+    pub events: Events,
     /// Consecutive failures per tenant, for the back-off.
     pub failures: Mutex<HashMap<String, u32>>,
     pub in_flight: Arc<InFlight>,
@@ -85,18 +85,11 @@ pub(super) async fn reconcile(
                         "reconciled"
                     );
                     for note in &outcome.notes {
-                        let event = Event {
-                            type_: if note.warning {
-                                EventType::Warning
-                            } else {
-                                EventType::Normal
-                            },
-                            reason: note.reason.clone(),
-                            note: Some(note.message.clone()),
-                            action: "Reconcile".into(),
-                            secondary: None,
-                        };
-                        if let Err(error) = state.recorder.publish(&event, &reference).await {
+                        let published = state
+                            .events
+                            .publish(note.warning, &note.reason, &note.message, &reference)
+                            .await;
+                        if let Err(error) = published {
                             tracing::warn!(%error, reason = %note.reason, "publishing an event");
                         }
                     }
