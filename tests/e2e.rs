@@ -1,172 +1,248 @@
-//! Opt-in end-to-end suite against a REAL service cluster (kind, k3d or a
-//! real one). Nothing here runs unless asked for, because no registry ships
-//! a Kubernetes API server for this machine:
+//! The product, end to end, on real components only (docs/operations.md):
 //!
-//! ```sh
-//! GANTRY_E2E_KUBECONFIG=~/.kube/config cargo test -p gantry-tests --test e2e -- --ignored
-//! ```
+//! 1. A service cluster of the test's own (`support/service_node.rs`): a
+//!    gantry-rendered control plane of the newest minor, and one node with
+//!    containerd and the real kubelet, running kube-proxy and CoreDNS as pods.
+//! 2. `helm install gantry chart/gantry`: the operator runs as the chart's
+//!    Deployment, 2 replicas with leader election, from gantry's image as
+//!    its Dockerfile ships it (built here; `support/images.rs`).
+//! 3. `helm install tenant-a chart/tenant` with a NodePort Service: the
+//!    operator makes the tenant's masters, which run as pods on the node from
+//!    gantry's manifests, unmodified, from images built here and named as
+//!    gantry renders them. `kubectl get tenantcontrolplanes` shows it Ready,
+//!    and the tenant answers through the kubeconfig `gantry kubeconfig`
+//!    prints, at the node's address and the Service's NodePort.
 //!
-//! The cluster must already run the gantry operator (it reaches each tenant's
-//! apiserver by its in-cluster Service name, so it has to run inside), and its
-//! nodes must be able to pull registry.k8s.io images. The tenant's apiserver
-//! is exposed as a NodePort, so the machine running the test must reach the
-//! nodes' InternalIP (true for kind and k3d on Linux).
-//!
-//! The test: create a tenant, wait for Ready, `kubectl get --raw /readyz`
-//! through its `admin.conf`, check `cluster-info` is signed for the join
-//! token, delete the tenant and wait for its namespace to go.
+//! Run with `--nocapture` for the timings (docs/benchmarks.md).
 
-use std::process::Command;
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use gantry_tests::{gantry_ok, run_ok, tool, wait_until};
+use gantry_tests::control_plane::one_at_a_time;
+use gantry_tests::images::{gantry_image, gantry_image_name, shipped_image, tenant_images};
+use gantry_tests::service_node::ServiceCluster;
+use gantry_tests::{gantry_bin, output_text, repo_root, tool};
 
-const TENANT: &str = "gantry-e2e";
-
-fn kubeconfig() -> String {
-    let set = std::env::var("GANTRY_E2E_KUBECONFIG")
-        .ok()
-        .filter(|path| !path.is_empty());
-    set.unwrap_or_else(|| {
-        panic!(
-            "GANTRY_E2E_KUBECONFIG is not set: point it at a service cluster's kubeconfig \
-             (with the gantry operator installed) to run the end-to-end suite"
-        )
-    })
-}
-
-fn kubectl(kubeconfig: &str) -> Command {
-    let mut command = Command::new(tool("kubectl"));
-    command.env("KUBECONFIG", kubeconfig);
-    command
-}
-
-fn secret_field(kubeconfig: &str, namespace: &str, secret: &str, key: &str) -> Vec<u8> {
-    let encoded = run_ok(kubectl(kubeconfig).args([
-        "-n",
-        namespace,
-        "get",
-        "secret",
-        secret,
-        "-o",
-        &format!("jsonpath={{.data.{}}}", key.replace('.', "\\.")),
-    ]));
-    base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .expect("base64 Secret data")
-}
+const TENANT: &str = "tenant-a";
+const NAMESPACE: &str = "tcp-tenant-a";
 
 #[test]
-#[ignore = "opt-in: needs GANTRY_E2E_KUBECONFIG pointing at a real service cluster running gantry"]
-fn a_tenant_becomes_ready_serves_readyz_publishes_signed_cluster_info_and_is_deleted() {
-    let kubeconfig = kubeconfig();
-    let namespace = format!("tcp-{TENANT}");
-    let work = tempfile::tempdir().unwrap();
+fn a_tenant_installed_with_helm_runs_its_masters_as_pods_and_serves() {
+    let _one = one_at_a_time();
+    let tmp = tempfile::tempdir().unwrap();
+    let version = gantry_renderer::versions::newest().to_string();
+    let mut images = vec![gantry_image(tmp.path())];
+    images.extend(tenant_images(&version));
+    let cluster = ServiceCluster::start(tmp.path(), 140, &images);
 
-    // The operator's chart installs the CRD; install it only if it is missing
-    // (applying over Helm's copy would conflict with Helm's field ownership).
-    let crd_installed = kubectl(&kubeconfig)
-        .args(["get", "crd", "tenantcontrolplanes.gantry.dev"])
-        .output()
-        .unwrap()
-        .status
-        .success();
-    if !crd_installed {
-        let crd = gantry_ok(&["crd"]);
-        std::fs::write(work.path().join("crd.yaml"), crd).unwrap();
-        run_ok(
-            kubectl(&kubeconfig)
-                .args(["apply", "--server-side", "-f"])
-                .arg(work.path().join("crd.yaml")),
-        );
+    install_operator(&cluster);
+    let installed = Instant::now();
+    cluster.add_volumes("etcd", 3, "10Gi");
+    let values = tmp.path().join("tenant-a-values.yaml");
+    std::fs::write(
+        &values,
+        format!("version: \"{version}\"\napiServer:\n  service:\n    type: NodePort\n"),
+    )
+    .unwrap();
+    let chart = repo_root().join("chart/tenant");
+    let helm = cluster.plane.helm(&[
+        "install",
+        TENANT,
+        chart.to_str().unwrap(),
+        "-f",
+        values.to_str().unwrap(),
+    ]);
+    assert!(
+        helm.status.success(),
+        "helm install {TENANT}: {}",
+        output_text(&helm)
+    );
+    wait_ready(&cluster);
+    eprintln!(
+        "TIMING end-to-end {version}: helm install {TENANT} to Ready {:.1} s (HA: 3 etcd, 2 apiservers)",
+        installed.elapsed().as_secs_f64()
+    );
+    let table = cluster.kubectl_ok(&["get", "tenantcontrolplanes"]);
+    eprintln!("{table}");
+    masters_run_as_pods_from_gantrys_manifests(&cluster);
+    the_tenant_serves_through_its_kubeconfig(&cluster, tmp.path());
+}
+
+/// The Dockerfile and the image the test builds agree: the same file path,
+/// user, entrypoint and command, on a static, non-root base.
+#[test]
+fn the_test_image_is_the_dockerfiles() {
+    let dockerfile = std::fs::read_to_string(repo_root().join("Dockerfile")).unwrap();
+    let shipped = shipped_image(&dockerfile);
+    assert_eq!(shipped.binary_path, "/gantry");
+    assert_eq!(shipped.user, "65532:65532");
+    assert_eq!(shipped.entrypoint, ["/gantry"]);
+    assert!(
+        shipped.base.starts_with("gcr.io/distroless/static") && shipped.base.ends_with(":nonroot"),
+        "{}",
+        shipped.base
+    );
+    assert!(
+        dockerfile.contains("-unknown-linux-musl"),
+        "the Dockerfile builds for musl, as the test image does"
+    );
+    assert_eq!(gantry_image_name(), "ghcr.io/gantry-dev/gantry:0.1.0");
+}
+
+fn install_operator(cluster: &ServiceCluster) {
+    let chart = repo_root().join("chart/gantry");
+    let helm = cluster.plane.helm(&[
+        "install",
+        "gantry",
+        chart.to_str().unwrap(),
+        "-n",
+        "gantry-system",
+        "--create-namespace",
+    ]);
+    assert!(
+        helm.status.success(),
+        "helm install gantry: {}",
+        output_text(&helm)
+    );
+    let ready = wait_or_logs(cluster, "the operator's 2 replicas are available", || {
+        cluster.wait_for(
+            "the operator's Deployment",
+            &[
+                "-n",
+                "gantry-system",
+                "get",
+                "deployment",
+                "gantry",
+                "-o",
+                "jsonpath={.status.availableReplicas}",
+            ],
+            |out| out == "2",
+        )
+    });
+    assert_eq!(ready, "2");
+}
+
+/// Runs `wait`; if it panics, prints the operator's and the tenant's pod logs first.
+fn wait_or_logs<T>(cluster: &ServiceCluster, what: &str, wait: impl FnOnce() -> T) -> T {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(wait)) {
+        Ok(value) => value,
+        Err(panic) => {
+            eprintln!(
+                "{what}: failed\n{}\n{}",
+                cluster.pod_logs("gantry-system"),
+                cluster.pod_logs(NAMESPACE)
+            );
+            std::panic::resume_unwind(panic)
+        }
     }
+}
 
-    let manifest = format!(
-        "apiVersion: gantry.dev/v1alpha1\nkind: TenantControlPlane\nmetadata:\n  name: {TENANT}\n\
-         spec:\n  version: \"1.37.2\"\n  etcd:\n    replicas: 1\n  apiServer:\n    replicas: 1\n\
-         \x20   service:\n      type: NodePort\n"
-    );
-    let manifest_path = work.path().join("tenant.yaml");
-    std::fs::write(&manifest_path, manifest).unwrap();
-    run_ok(
-        kubectl(&kubeconfig)
-            .args(["apply", "-f"])
-            .arg(&manifest_path),
-    );
-
-    let ready = wait_until(Duration::from_secs(600), || {
-        kubectl(&kubeconfig)
-            .args([
+fn wait_ready(cluster: &ServiceCluster) {
+    wait_or_logs(cluster, "the tenant turns Ready", || {
+        cluster.wait_for_within(
+            "the tenant turns Ready",
+            Duration::from_secs(600),
+            &[
                 "get",
                 "tenantcontrolplane",
                 TENANT,
                 "-o",
                 "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-            ])
-            .output()
-            .is_ok_and(|o| o.stdout == b"True")
+            ],
+            |out| out == "True",
+        )
     });
-    let status =
-        run_ok(kubectl(&kubeconfig).args(["get", "tenantcontrolplane", TENANT, "-o", "yaml"]));
-    assert!(
-        ready,
-        "{TENANT} did not become Ready within 10 minutes:\n{status}"
-    );
+}
 
-    // The tenant's apiserver answers through admin.conf.
-    let admin = secret_field(&kubeconfig, &namespace, "admin-kubeconfig", "admin.conf");
-    let admin_path = work.path().join("admin.conf");
-    std::fs::write(&admin_path, admin).unwrap();
-    let readyz = run_ok(kubectl(admin_path.to_str().unwrap()).args(["get", "--raw", "/readyz"]));
-    assert_eq!(readyz.trim(), "ok");
-
-    // cluster-info is signed for the join token of Secret `join`.
-    let token = String::from_utf8(secret_field(&kubeconfig, &namespace, "join", "token")).unwrap();
-    let (id, secret) = token.split_once('.').expect("ID.SECRET");
-    let published = |key: &str| {
-        run_ok(kubectl(admin_path.to_str().unwrap()).args([
+/// Every master is a pod on the service node, made by the StatefulSet or
+/// Deployment that the operator applied (field manager `gantry`), and runs
+/// the image gantry rendered.
+fn masters_run_as_pods_from_gantrys_manifests(cluster: &ServiceCluster) {
+    let pods = cluster.kubectl_ok(&[
+        "-n",
+        NAMESPACE,
+        "get",
+        "pods",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.labels.app\\.kubernetes\\.io/name} {.status.phase} \
+         {.spec.nodeName} {.spec.containers[0].image}{\"\\n\"}{end}",
+    ]);
+    let mut counts = std::collections::BTreeMap::new();
+    for line in pods.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(fields.len(), 4, "{line}");
+        assert_eq!(fields[1], "Running", "{line}");
+        assert_eq!(fields[2], gantry_tests::service_node::NODE, "{line}");
+        assert!(
+            fields[3].starts_with(&format!("registry.k8s.io/{}:", fields[0])),
+            "{line}"
+        );
+        *counts.entry(fields[0].to_string()).or_insert(0) += 1;
+    }
+    let expected: std::collections::BTreeMap<String, i32> = [
+        ("etcd", 3),
+        ("kube-apiserver", 2),
+        ("kube-controller-manager", 2),
+        ("kube-scheduler", 2),
+    ]
+    .into_iter()
+    .map(|(name, count)| (name.to_string(), count))
+    .collect();
+    assert_eq!(counts, expected, "{pods}");
+    for workload in [
+        "statefulset/etcd",
+        "deployment/kube-apiserver",
+        "deployment/kube-controller-manager",
+        "deployment/kube-scheduler",
+    ] {
+        let managers = cluster.kubectl_ok(&[
             "-n",
-            "kube-public",
+            NAMESPACE,
             "get",
-            "configmap",
-            "cluster-info",
+            workload,
             "-o",
-            &format!("jsonpath={{.data.{key}}}"),
-        ]))
-    };
-    let cluster_info = published("kubeconfig");
-    let signature = published(&format!("jws-kubeconfig-{id}"));
-    assert!(
-        gantry_pki::jws::detached_signature_is_valid(
-            &signature,
-            cluster_info.as_bytes(),
-            id,
-            secret
-        ),
-        "cluster-info is not signed for the join token {id}"
-    );
+            "jsonpath={.metadata.managedFields[?(@.operation==\"Apply\")].manager}",
+        ]);
+        assert_eq!(
+            managers.trim(),
+            "gantry",
+            "{workload} is applied by gantry only"
+        );
+    }
+}
 
-    // Deletion removes the namespace, then the tenant.
-    run_ok(kubectl(&kubeconfig).args(["delete", "tenantcontrolplane", TENANT, "--wait=false"]));
-    let gone = wait_until(Duration::from_secs(300), || {
-        let output = kubectl(&kubeconfig)
-            .args(["get", "namespace", &namespace])
-            .output()
-            .unwrap();
-        !output.status.success()
-    });
+/// `gantry kubeconfig tenant-a` (reading the service cluster) gives a
+/// kubeconfig whose server is the node's address and the NodePort, and the
+/// tenant's apiserver answers through it.
+fn the_tenant_serves_through_its_kubeconfig(cluster: &ServiceCluster, dir: &Path) {
+    let service_kubeconfig = cluster.plane.bundle.join("admin.conf");
+    let output = cluster
+        .plane
+        .node
+        .command(gantry_bin())
+        .args(["kubeconfig", TENANT])
+        .env("KUBECONFIG", &service_kubeconfig)
+        .output()
+        .expect("run gantry kubeconfig");
     assert!(
-        gone,
-        "namespace {namespace} still exists 5 minutes after deletion"
+        output.status.success(),
+        "gantry kubeconfig: {}",
+        output_text(&output)
     );
-    let tenant_gone = wait_until(Duration::from_secs(60), || {
-        !kubectl(&kubeconfig)
-            .args(["get", "tenantcontrolplane", TENANT])
-            .output()
-            .unwrap()
-            .status
-            .success()
-    });
-    assert!(tenant_gone, "the finalizer was not removed");
+    let kubeconfig = dir.join("tenant-a.conf");
+    std::fs::write(&kubeconfig, &output.stdout).unwrap();
+    let readyz = cluster
+        .plane
+        .node
+        .command(tool("kubectl"))
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .args(["get", "--raw", "/readyz"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&readyz.stdout).trim(),
+        "ok",
+        "{}",
+        output_text(&readyz)
+    );
 }

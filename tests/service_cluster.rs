@@ -28,7 +28,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use gantry_tests::control_plane::{ControlPlane, one_at_a_time, start_small_tenant};
-use gantry_tests::{KillOnDrop, gantry_bin, repo_root, tool};
+use gantry_tests::{KillOnDrop, gantry_bin, repo_root};
 
 #[path = "service_cluster/secrets.rs"]
 mod secrets;
@@ -38,21 +38,15 @@ use secrets::{
 };
 
 fn helm_install_operator_chart(plane: &ControlPlane) {
-    let output = plane
-        .node
-        .command(tool("helm"))
-        .args(["install", "gantry"])
-        .arg(repo_root().join("chart/gantry"))
-        .args(["-n", "gantry-system", "--create-namespace"])
-        .arg(format!(
-            "--kubeconfig={}",
-            plane.bundle.join("admin.conf").display()
-        ))
-        .env("HELM_CACHE_HOME", plane.bundle.join("helm/cache"))
-        .env("HELM_CONFIG_HOME", plane.bundle.join("helm/config"))
-        .env("HELM_DATA_HOME", plane.bundle.join("helm/data"))
-        .output()
-        .expect("run helm");
+    let chart = repo_root().join("chart/gantry");
+    let output = plane.helm(&[
+        "install",
+        "gantry",
+        chart.to_str().unwrap(),
+        "-n",
+        "gantry-system",
+        "--create-namespace",
+    ]);
     assert!(
         output.status.success(),
         "helm install: {}",

@@ -19,24 +19,15 @@ use std::time::{Duration, Instant};
 use gantry_tests::control_plane::{
     ControlPlane, TenantShape, kubernetes_bin, one_at_a_time, pod_cidr, start_small_tenant,
 };
-use gantry_tests::worker::{Worker, image};
+use gantry_tests::images::image;
+use gantry_tests::worker::Worker;
 use gantry_tests::{output_text, run_ok, tool};
 
-/// What the join gets besides gantry's command, each for a reason:
-/// - `--patches`: the kubelet configuration this node needs (see
-///   `Worker::kubeadm_patches`: cgroup v1, cgroupfs, the test's cgroup
-///   root, and kernel settings checked but never written);
-/// - `--ignore-preflight-errors=SystemVerification`: the only preflight
-///   error here is "cgroups v1 support is deprecated": kubeadm 1.35+ fails
-///   on a cgroup v1 machine, and says that besides `failCgroupV1: false`
-///   "you must also explicitly skip this validation".
-///
-/// kubeadm also warns, without failing, that containerd 1.6 lacks the CRI
-/// method RuntimeConfig, and that the kubelet's fallback to the
-/// configured cgroup driver "will be removed in 1.38": a 1.38 worker will
-/// need containerd 2. And that no systemd unit of the kubelet is enabled:
-/// the test starts the kubelet the way that unit would.
-const IGNORED_PREFLIGHT: &str = "SystemVerification";
+// The join runs as `Worker::kubeadm_join` says. kubeadm also warns, without
+// failing, that containerd 1.6 lacks the CRI method RuntimeConfig, and that
+// the kubelet's fallback to the configured cgroup driver "will be removed in
+// 1.38": a 1.38 worker will need containerd 2. And that no systemd unit of
+// the kubelet is enabled: the test starts the kubelet the way that unit would.
 
 #[test]
 fn a_real_worker_joins_with_the_exact_join_command_turns_ready_and_runs_a_pod() {
@@ -68,18 +59,8 @@ fn a_real_worker_joins_with_the_exact_join_command_turns_ready_and_runs_a_pod() 
     worker.start_kubelet_service(&kubernetes.join("kubelet"));
 
     let command = std::fs::read_to_string(bundle.join("join-command")).unwrap();
-    let argv: Vec<&str> = command.split_whitespace().collect();
-    assert_eq!(argv[..2], ["kubeadm", "join"], "{command}");
     let started = Instant::now();
-    let joined = worker
-        .command(kubernetes.join("kubeadm"))
-        .env("PATH", path_with(&kubernetes))
-        .args(&argv[1..])
-        .arg("--patches")
-        .arg(worker.kubeadm_patches())
-        .arg(format!("--ignore-preflight-errors={IGNORED_PREFLIGHT}"))
-        .output()
-        .expect("run kubeadm");
+    let joined = worker.kubeadm_join(&command, &kubernetes);
     assert!(
         joined.status.success()
             && output_text(&joined).contains("This node has joined the cluster"),
@@ -121,16 +102,6 @@ fn a_real_worker_joins_with_the_exact_join_command_turns_ready_and_runs_a_pod() 
         "the controller-manager allocates the node's pod range"
     );
     a_pod_runs_and_its_logs_are_reachable(&plane, &worker, pause);
-}
-
-/// PATH with the Kubernetes binaries first: kubeadm's preflight runs
-/// `kubelet --version` and checks it against the control plane.
-fn path_with(kubernetes: &Path) -> String {
-    format!(
-        "{}:{}",
-        kubernetes.display(),
-        std::env::var("PATH").unwrap_or_default()
-    )
 }
 
 /// The kubelet's client certificate was signed by the controller-manager

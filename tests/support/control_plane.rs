@@ -322,6 +322,23 @@ impl ControlPlane {
             .expect("run kubectl")
     }
 
+    /// helm on the node host with `admin.conf`, its cache and configuration
+    /// in the bundle (nothing of the machine's own).
+    pub fn helm(&self, args: &[&str]) -> Output {
+        self.node
+            .command(tool("helm"))
+            .args(args)
+            .arg(format!(
+                "--kubeconfig={}",
+                self.bundle.join("admin.conf").display()
+            ))
+            .env("HELM_CACHE_HOME", self.bundle.join("helm/cache"))
+            .env("HELM_CONFIG_HOME", self.bundle.join("helm/config"))
+            .env("HELM_DATA_HOME", self.bundle.join("helm/data"))
+            .output()
+            .expect("run helm")
+    }
+
     /// kubectl that must succeed; returns stdout.
     pub fn kubectl_ok(&self, kubeconfig: &str, args: &[&str]) -> String {
         let output = self.kubectl(kubeconfig, args);

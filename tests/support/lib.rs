@@ -11,9 +11,11 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub mod control_plane;
+pub mod images;
 pub mod kubelet;
 pub mod netns;
 mod ports;
+pub mod service_node;
 pub mod worker;
 pub use ports::free_port;
 

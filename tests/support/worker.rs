@@ -6,9 +6,10 @@
 //!   default route onto that bridge, where nothing leads on. The kubelet
 //!   takes its node IP from the default route's interface.
 //! - **Mounts**: a mount namespace of its own, kept in a file, so kubeadm,
-//!   containerd, the kubelet and `ctr` all see one node. In it, /etc and /var
-//!   are overlays whose writes go to the test's folder (kubeadm writes
-//!   /etc/kubernetes and /var/lib/kubelet), /run is a fresh tmpfs (the
+//!   containerd, the kubelet and `ctr` all see one node. In it, /etc, /var
+//!   and /usr are overlays whose writes go to the test's folder (kubeadm
+//!   writes /etc/kubernetes and /var/lib/kubelet; kube-proxy's pod mounts
+//!   /lib/modules, which the node has empty), /run is a fresh tmpfs (the
 //!   containerd socket, pod network namespaces), and /etc/hosts and
 //!   /etc/resolv.conf are the test network's.
 //! - **Hostname**: a UTS namespace of its own, so the node is named after it.
@@ -33,7 +34,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::netns::{Host, TestNetwork};
-use crate::{KillOnDrop, run_ok, tools_bin, wait_until};
+use crate::{KillOnDrop, run_ok, wait_until};
 
 /// What the kubelet expects of the four machine-wide settings it checks
 /// (pkg/kubelet/cm/container_manager_linux.go, `setupKernelTunables`).
@@ -56,17 +57,6 @@ pub struct Worker {
     cgroup: String,
     containerd: Option<KillOnDrop>,
     kubelet: Option<KillOnDrop>,
-}
-
-/// The folder of the worker's images, built by scripts/install-test-tools.
-pub fn image(file: &str) -> PathBuf {
-    let path = tools_bin().parent().unwrap().join("images").join(file);
-    assert!(
-        path.exists(),
-        "{} is not built: run scripts/install-test-tools",
-        path.display()
-    );
-    path
 }
 
 /// The programs the worker needs from the machine, with the package that
@@ -215,6 +205,33 @@ impl Worker {
         ));
     }
 
+    /// `kubeadm join` with a join command as gantry prints it (`kubeadm join
+    /// …`), run on this node with `kubernetes` (a folder of the Kubernetes
+    /// binaries) first on PATH. What it gets besides gantry's command, each
+    /// for a reason:
+    /// - `--patches`: see [`Worker::kubeadm_patches`];
+    /// - `--ignore-preflight-errors=SystemVerification`: the only preflight
+    ///   error here is "cgroups v1 support is deprecated": kubeadm 1.35+
+    ///   fails on a cgroup v1 machine, and says that besides `failCgroupV1:
+    ///   false` "you must also explicitly skip this validation".
+    pub fn kubeadm_join(&self, join_command: &str, kubernetes: &Path) -> std::process::Output {
+        let argv: Vec<&str> = join_command.split_whitespace().collect();
+        assert_eq!(argv[..2], ["kubeadm", "join"], "{join_command}");
+        let path = format!(
+            "{}:{}",
+            kubernetes.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        self.command(kubernetes.join("kubeadm"))
+            .env("PATH", path)
+            .args(&argv[1..])
+            .arg("--patches")
+            .arg(self.kubeadm_patches())
+            .arg("--ignore-preflight-errors=SystemVerification")
+            .output()
+            .expect("run kubeadm")
+    }
+
     /// The kubelet configuration this node needs on top of kubeadm's, as a
     /// kubeadm `--patches` folder (the only one the join gets):
     /// - `failCgroupV1: false`: the machine has cgroup v1 (hybrid), on which
@@ -223,15 +240,27 @@ impl Worker {
     ///   is systemd), and containerd is set to cgroupfs too;
     /// - `cgroupRoot`: the node's own cgroups (see the module docs);
     /// - `protectKernelDefaults: true`: check the kernel settings, never
-    ///   write them (see the module docs).
+    ///   write them (see the module docs);
+    /// - `resolvConf`: the upstream of pods with `dnsPolicy: Default`
+    ///   (CoreDNS) is the node's own address, where no DNS server listens.
+    ///   The node's /etc/resolv.conf names 127.0.0.1, which in a pod is the
+    ///   pod itself: CoreDNS would forward to itself and stop ("Loop detected");
+    /// - `evictionHard` at 1% of disk: the node's disk is the machine's,
+    ///   shared with everything else on it, where less than the kubelet's
+    ///   default 10–15% free would taint the node and evict its pods.
     pub fn kubeadm_patches(&self) -> PathBuf {
         let patches = self.dir.join("patches");
         std::fs::create_dir_all(&patches).unwrap();
+        let resolv_conf = self.dir.join("pods-resolv.conf");
+        std::fs::write(&resolv_conf, format!("nameserver {}\n", self.host.address)).unwrap();
         std::fs::write(
             patches.join("kubeletconfiguration+merge.yaml"),
             format!(
-                "failCgroupV1: false\ncgroupDriver: cgroupfs\ncgroupRoot: /{}\nprotectKernelDefaults: true\n",
-                self.cgroup
+                "failCgroupV1: false\ncgroupDriver: cgroupfs\ncgroupRoot: /{}\nprotectKernelDefaults: true\n\
+                 resolvConf: {}\nevictionHard:\n  memory.available: 100Mi\n  nodefs.available: 1%\n  \
+                 imagefs.available: 1%\n  nodefs.inodesFree: 1%\n",
+                self.cgroup,
+                resolv_conf.display()
             ),
         )
         .unwrap();
@@ -262,7 +291,15 @@ impl Worker {
     /// module docs say.
     fn make_namespaces(&self, pod_cidr: &str) {
         let dir = &self.dir;
-        for folder in ["etc-upper", "etc-work", "var-upper", "var-work", "kernel"] {
+        for folder in [
+            "etc-upper",
+            "etc-work",
+            "var-upper",
+            "var-work",
+            "usr-upper",
+            "usr-work",
+            "kernel",
+        ] {
             std::fs::create_dir_all(dir.join(folder)).unwrap();
         }
         std::fs::create_dir_all(&self.namespaces).unwrap();
@@ -286,6 +323,10 @@ impl Worker {
             format!("hostname {}", self.name),
             overlay("/etc", dir, "etc"),
             overlay("/var", dir, "var"),
+            // kube-proxy's DaemonSet mounts /lib/modules (/usr/lib/modules
+            // on Debian), which this machine lacks: the node has its own.
+            overlay("/usr", dir, "usr"),
+            "mkdir -p /usr/lib/modules".into(),
             "mount -t tmpfs -o mode=0755 tmpfs /run".into(),
             format!("mount --bind {etc_netns}/hosts /etc/hosts"),
             format!("mount --bind {etc_netns}/resolv.conf /etc/resolv.conf"),
@@ -419,11 +460,13 @@ fn overlay(target: &str, dir: &Path, name: &str) -> String {
 }
 
 /// The bridge plugin with host-local addresses from `pod_cidr`: every pod of
-/// the node on one bridge in the node's network namespace.
+/// the node on one bridge in the node's network namespace. What a pod sends
+/// off the node leaves with the node's address (`ipMasq`), so hosts of the
+/// test network answer a pod without a route to the pod network.
 fn cni_config(pod_cidr: &str) -> String {
     format!(
         r#"{{"cniVersion": "0.4.0", "name": "gantry-test", "plugins": [
-  {{"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+  {{"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
     "ipam": {{"type": "host-local", "ranges": [[{{"subnet": "{pod_cidr}"}}]], "routes": [{{"dst": "0.0.0.0/0"}}]}}}}
 ]}}
 "#
