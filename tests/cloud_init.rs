@@ -137,6 +137,62 @@ fn user_data_parses_its_scripts_pass_shellcheck_and_the_node_ip_is_the_right_nic
 }
 
 #[test]
+fn a_preinstalled_image_gets_a_script_that_installs_and_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = render_example(tmp.path());
+    let (_, parsed) = user_data(
+        &bundle,
+        &["--preinstalled", "--node-network", "10.20.0.0/22"],
+    );
+    let join_script = file(&parsed, "/usr/local/sbin/gantry-join");
+    for host_change in [
+        "apt-get",
+        "curl",
+        "swapoff",
+        "modprobe",
+        "sysctl",
+        "systemctl",
+        "containerd config",
+    ] {
+        assert!(
+            !join_script.contains(host_change),
+            "{host_change} in the preinstalled script:\n{join_script}"
+        );
+    }
+    assert!(
+        join_script.contains("gantry-node-ip 10.20.0.0/22"),
+        "{join_script}"
+    );
+    assert!(
+        join_script.ends_with("kubeadm join --config /etc/gantry/join-configuration.yaml\n"),
+        "{join_script}"
+    );
+    let script = tmp.path().join("gantry-join");
+    std::fs::write(&script, join_script).unwrap();
+    run_ok(
+        Command::new(tool("shellcheck"))
+            .args(["--shell=sh", "--severity=style"])
+            .arg(&script),
+    );
+    // A package repository means nothing without installing.
+    let bundle_arg = bundle.to_str().unwrap();
+    let output = gantry(&[
+        "cloud-init",
+        "--bundle",
+        bundle_arg,
+        "--preinstalled",
+        "--package-repo",
+        "https://mirror.example.com/deb",
+    ]);
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("cannot be used with"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
 fn without_a_node_network_the_kubelet_picks_its_default_and_flags_are_checked() {
     let tmp = tempfile::tempdir().unwrap();
     let bundle = render_example(tmp.path());

@@ -16,6 +16,11 @@ pub struct CloudInitOptions {
     pub package_repo: String,
     /// `MAJOR.MINOR.PATCH` of the kubelet and kubeadm packages.
     pub kubernetes_version: String,
+    /// The VM image already holds a configured containerd, kubelet and
+    /// kubeadm, with swap off and the kernel settings kubeadm needs (an
+    /// image baked with Packer, say): the script installs and changes
+    /// nothing on the host; it picks the node IP and joins.
+    pub preinstalled: bool,
 }
 
 /// The default package repository for a version: pkgs.k8s.io's per-minor deb repository.
@@ -74,6 +79,15 @@ fn join_script(options: &CloudInitOptions) -> String {
         ),
         None => String::new(),
     };
+    if options.preinstalled {
+        return format!(
+            "#!/bin/sh\n\
+             # Joins this VM, whose image holds containerd, kubelet and kubeadm {version}, to the tenant cluster.\n\
+             set -eu\n\n\
+             {node_ip}kubeadm join --config /etc/gantry/join-configuration.yaml\n",
+            version = shell_quote(&options.kubernetes_version),
+        );
+    }
     format!(
         r#"#!/bin/sh
 # Installs containerd, kubelet and kubeadm {version} and joins this VM to the tenant cluster.

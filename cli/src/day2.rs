@@ -51,8 +51,12 @@ pub struct CloudInitArgs {
     #[arg(long, value_name = "CIDR")]
     node_network: Option<String>,
     /// apt repository of kubelet and kubeadm (default: pkgs.k8s.io for the tenant's minor).
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", conflicts_with = "preinstalled")]
     package_repo: Option<String>,
+    /// The VM image already has containerd, kubelet and kubeadm of the tenant's version, swap off and
+    /// kubeadm's kernel settings: install and change nothing, only pick the node IP and join.
+    #[arg(long)]
+    preinstalled: bool,
     /// kubelet and kubeadm version (default: the tenant's).
     #[arg(long, value_name = "VERSION")]
     kubernetes_version: Option<String>,
@@ -203,6 +207,7 @@ pub fn cloud_init(args: CloudInitArgs) -> Result<ExitCode, CliError> {
             node_network,
             package_repo,
             kubernetes_version: version.to_string(),
+            preinstalled: args.preinstalled,
         };
         print(cloud_init::cloud_init(&access, &access.token, &options).as_bytes())
     })
