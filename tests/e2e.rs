@@ -12,16 +12,30 @@
 //!    gantry renders them. `kubectl get tenantcontrolplanes` shows it Ready,
 //!    and the tenant answers through the kubeconfig `gantry kubeconfig`
 //!    prints, at the node's address and the Service's NodePort.
+//! 4. A worker VM (a node of the test's own, `support/worker.rs`) joins with
+//!    the user-data of `gantry cloud-init tenant-a --preinstalled`, and its
+//!    Node turns Ready (`e2e/tenant_worker.rs` says what stands in for the VM
+//!    image and for cloud-init).
+//! 5. A web server's Deployment and Service run in the tenant: its page comes
+//!    back through the Service from the worker, and `kubectl logs` and
+//!    `kubectl exec` work through the tenant's apiserver.
 //!
 //! Run with `--nocapture` for the timings (docs/benchmarks.md).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use gantry_tests::control_plane::one_at_a_time;
 use gantry_tests::images::{gantry_image, gantry_image_name, shipped_image, tenant_images};
 use gantry_tests::service_node::ServiceCluster;
-use gantry_tests::{gantry_bin, output_text, repo_root, tool};
+use gantry_tests::{output_text, repo_root, tool};
+
+#[path = "e2e/tenant_worker.rs"]
+mod tenant_worker;
+use tenant_worker::{
+    TENANT_POD_CIDR, a_worker_joins_with_gantrys_cloud_init, a_workload_serves_through_its_service,
+    gantry_on_service_cluster,
+};
 
 const TENANT: &str = "tenant-a";
 const NAMESPACE: &str = "tcp-tenant-a";
@@ -33,7 +47,7 @@ fn a_tenant_installed_with_helm_runs_its_masters_as_pods_and_serves() {
     let version = gantry_renderer::versions::newest().to_string();
     let mut images = vec![gantry_image(tmp.path())];
     images.extend(tenant_images(&version));
-    let cluster = ServiceCluster::start(tmp.path(), 140, &images);
+    let mut cluster = ServiceCluster::start(tmp.path(), 140, &images);
 
     install_operator(&cluster);
     let installed = Instant::now();
@@ -41,7 +55,10 @@ fn a_tenant_installed_with_helm_runs_its_masters_as_pods_and_serves() {
     let values = tmp.path().join("tenant-a-values.yaml");
     std::fs::write(
         &values,
-        format!("version: \"{version}\"\napiServer:\n  service:\n    type: NodePort\n"),
+        format!(
+            "version: \"{version}\"\napiServer:\n  service:\n    type: NodePort\n\
+             networking:\n  podCIDR: {TENANT_POD_CIDR}\n"
+        ),
     )
     .unwrap();
     let chart = repo_root().join("chart/tenant");
@@ -65,7 +82,21 @@ fn a_tenant_installed_with_helm_runs_its_masters_as_pods_and_serves() {
     let table = cluster.kubectl_ok(&["get", "tenantcontrolplanes"]);
     eprintln!("{table}");
     masters_run_as_pods_from_gantrys_manifests(&cluster);
-    the_tenant_serves_through_its_kubeconfig(&cluster, tmp.path());
+    let kubeconfig = the_tenant_serves_through_its_kubeconfig(&cluster, tmp.path());
+
+    let joining = Instant::now();
+    let worker = a_worker_joins_with_gantrys_cloud_init(
+        &mut cluster,
+        TENANT,
+        &version,
+        &kubeconfig,
+        tmp.path(),
+    );
+    eprintln!(
+        "TIMING end-to-end {version}: cloud-init's join script to Node Ready {:.1} s",
+        joining.elapsed().as_secs_f64()
+    );
+    a_workload_serves_through_its_service(&cluster, &worker, &kubeconfig, tmp.path());
 }
 
 /// The Dockerfile and the image the test builds agree: the same file path,
@@ -214,23 +245,13 @@ fn masters_run_as_pods_from_gantrys_manifests(cluster: &ServiceCluster) {
 /// `gantry kubeconfig tenant-a` (reading the service cluster) gives a
 /// kubeconfig whose server is the node's address and the NodePort, and the
 /// tenant's apiserver answers through it.
-fn the_tenant_serves_through_its_kubeconfig(cluster: &ServiceCluster, dir: &Path) {
-    let service_kubeconfig = cluster.plane.bundle.join("admin.conf");
-    let output = cluster
-        .plane
-        .node
-        .command(gantry_bin())
-        .args(["kubeconfig", TENANT])
-        .env("KUBECONFIG", &service_kubeconfig)
-        .output()
-        .expect("run gantry kubeconfig");
-    assert!(
-        output.status.success(),
-        "gantry kubeconfig: {}",
-        output_text(&output)
-    );
+fn the_tenant_serves_through_its_kubeconfig(cluster: &ServiceCluster, dir: &Path) -> PathBuf {
     let kubeconfig = dir.join("tenant-a.conf");
-    std::fs::write(&kubeconfig, &output.stdout).unwrap();
+    std::fs::write(
+        &kubeconfig,
+        gantry_on_service_cluster(cluster, &["kubeconfig", TENANT]),
+    )
+    .unwrap();
     let readyz = cluster
         .plane
         .node
@@ -245,4 +266,5 @@ fn the_tenant_serves_through_its_kubeconfig(cluster: &ServiceCluster, dir: &Path
         "{}",
         output_text(&readyz)
     );
+    kubeconfig
 }

@@ -153,6 +153,34 @@ impl Worker {
         command
     }
 
+    /// Writes `content` to `path` on the node with `mode` (octal, as
+    /// cloud-init's `write_files` does), making its folder.
+    pub fn write_file(&self, path: &str, content: &str, mode: &str) {
+        use std::io::Write as _;
+        let mut child = self
+            .command("sh")
+            .args([
+                "-ec",
+                "mkdir -p \"$(dirname \"$1\")\"; cat > \"$1\"; chmod \"$2\" \"$1\"",
+                "sh",
+                path,
+                mode,
+            ])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("run sh on the node");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(content.as_bytes())
+            .unwrap();
+        assert!(
+            child.wait().unwrap().success(),
+            "writing {path} on the node"
+        );
+    }
+
     /// The text of `path` as the node sees it, if it exists.
     pub fn read(&self, path: &str) -> Option<String> {
         let output = self.command("cat").arg(path).output().ok()?;
@@ -182,6 +210,8 @@ impl Worker {
     /// of /var/lib/kubelet/kubeadm-flags.env; restarted whenever it exits.
     /// (systemd restarts it every 10 s; here every second.) Until kubeadm
     /// writes the configuration, it waits, as a unit would fail and retry.
+    /// The node's own settings come from a `--config-dir` drop-in (see
+    /// [`Worker::kubeadm_patches`]), as a VM image would ship them.
     pub fn start_kubelet_service(&mut self, kubelet: &Path) {
         let service = format!(
             "while :; do \
@@ -189,12 +219,13 @@ impl Worker {
                  . /var/lib/kubelet/kubeadm-flags.env; \
                  {kubelet} --bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf \
                    --kubeconfig=/etc/kubernetes/kubelet.conf \
-                   --config=/var/lib/kubelet/config.yaml $KUBELET_KUBEADM_ARGS; \
+                   --config=/var/lib/kubelet/config.yaml --config-dir={drop_ins} $KUBELET_KUBEADM_ARGS; \
                  echo \"kubelet exited: $?\"; \
                fi; \
                sleep 1; \
              done",
-            kubelet = kubelet.display()
+            kubelet = kubelet.display(),
+            drop_ins = self.kubelet_drop_ins().display(),
         );
         let log = std::fs::File::create(self.dir.join("kubelet.log")).unwrap();
         self.kubelet = Some(KillOnDrop::spawn(
@@ -251,20 +282,41 @@ impl Worker {
     pub fn kubeadm_patches(&self) -> PathBuf {
         let patches = self.dir.join("patches");
         std::fs::create_dir_all(&patches).unwrap();
-        let resolv_conf = self.dir.join("pods-resolv.conf");
-        std::fs::write(&resolv_conf, format!("nameserver {}\n", self.host.address)).unwrap();
         std::fs::write(
             patches.join("kubeletconfiguration+merge.yaml"),
-            format!(
-                "failCgroupV1: false\ncgroupDriver: cgroupfs\ncgroupRoot: /{}\nprotectKernelDefaults: true\n\
-                 resolvConf: {}\nevictionHard:\n  memory.available: 100Mi\n  nodefs.available: 1%\n  \
-                 imagefs.available: 1%\n  nodefs.inodesFree: 1%\n",
-                self.cgroup,
-                resolv_conf.display()
-            ),
+            self.kubelet_settings(),
         )
         .unwrap();
         patches
+    }
+
+    /// The same settings as [`Worker::kubeadm_patches`], as a drop-in of
+    /// the kubelet's `--config-dir`: how a VM image sets them for a join
+    /// whose kubeadm runs with `--config`, which takes no `--patches`.
+    fn kubelet_drop_ins(&self) -> PathBuf {
+        let drop_ins = self.dir.join("kubelet.conf.d");
+        std::fs::create_dir_all(&drop_ins).unwrap();
+        std::fs::write(
+            drop_ins.join("10-test-node.conf"),
+            format!(
+                "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n{}",
+                self.kubelet_settings()
+            ),
+        )
+        .unwrap();
+        drop_ins
+    }
+
+    fn kubelet_settings(&self) -> String {
+        let resolv_conf = self.dir.join("pods-resolv.conf");
+        std::fs::write(&resolv_conf, format!("nameserver {}\n", self.host.address)).unwrap();
+        format!(
+            "failCgroupV1: false\ncgroupDriver: cgroupfs\ncgroupRoot: /{}\nprotectKernelDefaults: true\n\
+             resolvConf: {}\nevictionHard:\n  memory.available: 100Mi\n  nodefs.available: 1%\n  \
+             imagefs.available: 1%\n  nodefs.inodesFree: 1%\n",
+            self.cgroup,
+            resolv_conf.display()
+        )
     }
 
     /// The cgroup v1 (and v2) hierarchies mounted under /sys/fs/cgroup.
