@@ -19,6 +19,11 @@
 //! 5. A web server's Deployment and Service run in the tenant: its page comes
 //!    back through the Service from the worker, and `kubectl logs` and
 //!    `kubectl exec` work through the tenant's apiserver.
+//! 6. One apiserver pod and one etcd member's pod are deleted: the tenant
+//!    keeps serving (a `/readyz` loop says for how long it did not), and
+//!    both come back.
+//! 7. `helm uninstall tenant-a`: the finalizer runs, namespace
+//!    `tcp-tenant-a` goes, and the tenant's endpoint stops answering.
 //!
 //! Run with `--nocapture` for the timings (docs/benchmarks.md).
 
@@ -30,6 +35,8 @@ use gantry_tests::images::{gantry_image, gantry_image_name, shipped_image, tenan
 use gantry_tests::service_node::ServiceCluster;
 use gantry_tests::{output_text, repo_root, tool};
 
+#[path = "e2e/tenant_life.rs"]
+mod tenant_life;
 #[path = "e2e/tenant_worker.rs"]
 mod tenant_worker;
 use tenant_worker::{
@@ -97,6 +104,19 @@ fn a_tenant_installed_with_helm_runs_its_masters_as_pods_and_serves() {
         joining.elapsed().as_secs_f64()
     );
     a_workload_serves_through_its_service(&cluster, &worker, &kubeconfig, tmp.path());
+
+    let seen = tenant_life::losing_an_apiserver_and_an_etcd_member_keeps_it_serving(
+        &cluster,
+        NAMESPACE,
+        &kubeconfig,
+    );
+    eprintln!(
+        "TIMING end-to-end {version}: one apiserver and one etcd pod deleted: /readyz failed {} of {} checks, longest outage {:.1} s",
+        seen.failures,
+        seen.checks,
+        seen.longest_outage.as_secs_f64()
+    );
+    tenant_life::helm_uninstall_removes_the_tenant(&cluster, TENANT, NAMESPACE, &kubeconfig);
 }
 
 /// The Dockerfile and the image the test builds agree: the same file path,

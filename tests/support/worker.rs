@@ -28,10 +28,13 @@
 //! the containers in its cgroups) is killed, and its cgroups, mounts and
 //! namespaces are removed.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+
+mod config;
+mod teardown;
+use config::{cni_config, containerd_config, overlay};
 
 use crate::netns::{Host, TestNetwork};
 use crate::{KillOnDrop, run_ok, wait_until};
@@ -423,134 +426,4 @@ impl Worker {
         });
         assert!(up, "containerd did not start:\n{}", self.logs());
     }
-
-    /// Every process whose mount namespace is the node's.
-    fn processes_in_mount_namespace(&self) -> Vec<i32> {
-        let Ok(namespace) = std::fs::metadata(self.namespaces.join("mnt")) else {
-            return Vec::new();
-        };
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return Vec::new();
-        };
-        entries
-            .flatten()
-            .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
-            .filter(|pid| {
-                std::fs::metadata(format!("/proc/{pid}/ns/mnt"))
-                    .is_ok_and(|m| m.ino() == namespace.ino() && m.dev() == namespace.dev())
-            })
-            .collect()
-    }
-
-    /// Every cgroup of the node, deepest first.
-    fn cgroups_deepest_first(&self) -> Vec<PathBuf> {
-        fn walk(dir: &Path, found: &mut Vec<PathBuf>) {
-            if let Ok(entries) = std::fs::read_dir(dir) {
-                for entry in entries.flatten() {
-                    if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                        walk(&entry.path(), found);
-                    }
-                }
-            }
-            found.push(dir.to_path_buf());
-        }
-        let mut found = Vec::new();
-        for hierarchy in Self::cgroup_hierarchies() {
-            let root = hierarchy.join(&self.cgroup);
-            if root.exists() {
-                walk(&root, &mut found);
-            }
-        }
-        found
-    }
-}
-
-fn kill(pid: i32) {
-    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        if let Some(mut kubelet) = self.kubelet.take() {
-            kubelet.kill();
-        }
-        if let Some(mut containerd) = self.containerd.take() {
-            containerd.kill();
-        }
-        // The kubelet, containerd's shims, and anything else the node started.
-        for pid in self.processes_in_mount_namespace() {
-            kill(pid);
-        }
-        // The containers (each in a mount namespace of its own).
-        for cgroup in self.cgroups_deepest_first() {
-            let procs = std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap_or_default();
-            for pid in procs.lines().filter_map(|l| l.trim().parse().ok()) {
-                kill(pid);
-            }
-        }
-        wait_until(Duration::from_secs(10), || {
-            self.cgroups_deepest_first()
-                .iter()
-                .all(|cgroup| std::fs::remove_dir(cgroup).is_ok() || !cgroup.exists())
-        });
-        for file in ["mnt", "uts"] {
-            let _ = Command::new("umount")
-                .arg(self.namespaces.join(file))
-                .status();
-        }
-        let _ = Command::new("umount").arg(&self.namespaces).status();
-    }
-}
-
-/// `mount` of an overlay on `target` whose writes go to `dir/<name>-upper`.
-fn overlay(target: &str, dir: &Path, name: &str) -> String {
-    format!(
-        "mount -t overlay overlay -o lowerdir={target},upperdir={upper},workdir={work} {target}",
-        upper = dir.join(format!("{name}-upper")).display(),
-        work = dir.join(format!("{name}-work")).display(),
-    )
-}
-
-/// The bridge plugin with host-local addresses from `pod_cidr`: every pod of
-/// the node on one bridge in the node's network namespace. What a pod sends
-/// off the node leaves with the node's address (`ipMasq`), so hosts of the
-/// test network answer a pod without a route to the pod network.
-fn cni_config(pod_cidr: &str) -> String {
-    format!(
-        r#"{{"cniVersion": "0.4.0", "name": "gantry-test", "plugins": [
-  {{"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
-    "ipam": {{"type": "host-local", "ranges": [[{{"subnet": "{pod_cidr}"}}]], "routes": [{{"dst": "0.0.0.0/0"}}]}}}}
-]}}
-"#
-    )
-}
-
-/// containerd 1.6's configuration for the node: state and socket in the
-/// node's /run, its content under `root`, runc with cgroupfs, the CRI plugin
-/// with the node's CNI and the locally built pause image as the sandbox.
-fn containerd_config(root: &Path) -> String {
-    let pause = gantry_renderer::versions::release(gantry_renderer::versions::newest().minor)
-        .expect("the newest minor is supported")
-        .pause;
-    format!(
-        r#"version = 2
-root = "{root}/root"
-state = "/run/containerd"
-[grpc]
-  address = "/run/containerd/containerd.sock"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{root}/opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "registry.k8s.io/pause:{pause}"
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{CNI_BIN}"
-    conf_dir = "/etc/cni/net.d"
-  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-    runtime_type = "io.containerd.runc.v2"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-      SystemdCgroup = false
-"#,
-        root = root.display()
-    )
 }
