@@ -6,23 +6,27 @@
 //! 2. `helm install gantry chart/gantry`: the operator runs as the chart's
 //!    Deployment, 2 replicas with leader election, from gantry's image as
 //!    its Dockerfile ships it (built here; `support/images.rs`).
-//! 3. `helm install tenant-a chart/tenant` with a NodePort Service: the
+//! 3. `helm install tenant-a chart/tenant` (one minor below the newest) with
+//!    a NodePort Service: the
 //!    operator makes the tenant's masters, which run as pods on the node from
 //!    gantry's manifests, unmodified, from images built here and named as
 //!    gantry renders them. `kubectl get tenantcontrolplanes` shows it Ready,
 //!    and the tenant answers through the kubeconfig `gantry kubeconfig`
 //!    prints, at the node's address and the Service's NodePort.
-//! 4. A worker VM (a node of the test's own, `support/worker.rs`) joins with
+//! 4. `helm upgrade` to the newest minor: the masters roll while a `/readyz`
+//!    loop sees no outage longer than [`UPGRADE_OUTAGE_BOUND`], and
+//!    `status.version` moves.
+//! 5. A worker VM (a node of the test's own, `support/worker.rs`) joins with
 //!    the user-data of `gantry cloud-init tenant-a --preinstalled`, and its
 //!    Node turns Ready (`e2e/tenant_worker.rs` says what stands in for the VM
 //!    image and for cloud-init).
-//! 5. A web server's Deployment and Service run in the tenant: its page comes
+//! 6. A web server's Deployment and Service run in the tenant: its page comes
 //!    back through the Service from the worker, and `kubectl logs` and
 //!    `kubectl exec` work through the tenant's apiserver.
-//! 6. One apiserver pod and one etcd member's pod are deleted: the tenant
+//! 7. One apiserver pod and one etcd member's pod are deleted: the tenant
 //!    keeps serving (a `/readyz` loop says for how long it did not), and
 //!    both come back.
-//! 7. `helm uninstall tenant-a`: the finalizer runs, namespace
+//! 8. `helm uninstall tenant-a`: the finalizer runs, namespace
 //!    `tcp-tenant-a` goes, and the tenant's endpoint stops answering.
 //!
 //! Run with `--nocapture` for the timings (docs/benchmarks.md).
@@ -46,13 +50,22 @@ use tenant_worker::{
 
 const TENANT: &str = "tenant-a";
 const NAMESPACE: &str = "tcp-tenant-a";
+/// The longest the tenant may stop answering `/readyz` during an upgrade:
+/// a client retrying for this long sees no failure.
+const UPGRADE_OUTAGE_BOUND: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[test]
 fn a_tenant_installed_with_helm_runs_its_masters_as_pods_and_serves() {
     let _one = one_at_a_time();
     let tmp = tempfile::tempdir().unwrap();
+    // The tenant starts one minor below the newest and is upgraded to it.
     let version = gantry_renderer::versions::newest().to_string();
+    let previous = gantry_tests::control_plane::supported_versions()
+        .into_iter()
+        .rfind(|v| *v != version)
+        .expect("two supported minors");
     let mut images = vec![gantry_image(tmp.path())];
+    images.extend(tenant_images(&previous));
     images.extend(tenant_images(&version));
     let mut cluster = ServiceCluster::start(tmp.path(), 140, &images);
 
@@ -63,7 +76,7 @@ fn a_tenant_installed_with_helm_runs_its_masters_as_pods_and_serves() {
     std::fs::write(
         &values,
         format!(
-            "version: \"{version}\"\napiServer:\n  service:\n    type: NodePort\n\
+            "version: \"{previous}\"\napiServer:\n  service:\n    type: NodePort\n\
              networking:\n  podCIDR: {TENANT_POD_CIDR}\n"
         ),
     )
@@ -83,13 +96,33 @@ fn a_tenant_installed_with_helm_runs_its_masters_as_pods_and_serves() {
     );
     wait_ready(&cluster);
     eprintln!(
-        "TIMING end-to-end {version}: helm install {TENANT} to Ready {:.1} s (HA: 3 etcd, 2 apiservers)",
+        "TIMING end-to-end {previous}: helm install {TENANT} to Ready {:.1} s (HA: 3 etcd, 2 apiservers)",
         installed.elapsed().as_secs_f64()
     );
     let table = cluster.kubectl_ok(&["get", "tenantcontrolplanes"]);
     eprintln!("{table}");
-    masters_run_as_pods_from_gantrys_manifests(&cluster);
+    masters_run_as_pods_from_gantrys_manifests(&cluster, &previous);
     let kubeconfig = the_tenant_serves_through_its_kubeconfig(&cluster, tmp.path());
+
+    let (took, seen) = tenant_life::a_minor_upgrade_rolls_while_the_tenant_serves(
+        &cluster,
+        TENANT,
+        &version,
+        &kubeconfig,
+    );
+    eprintln!(
+        "TIMING end-to-end {previous} -> {version}: upgrade to Ready {:.1} s; /readyz failed {} of {} checks, longest outage {:.1} s",
+        took.as_secs_f64(),
+        seen.failures,
+        seen.checks,
+        seen.longest_outage.as_secs_f64()
+    );
+    assert!(
+        seen.longest_outage < UPGRADE_OUTAGE_BOUND,
+        "the tenant stopped serving for {:?} during the upgrade: {seen:?}",
+        seen.longest_outage
+    );
+    masters_run_as_pods_from_gantrys_manifests(&cluster, &version);
 
     let joining = Instant::now();
     let worker = a_worker_joins_with_gantrys_cloud_init(
@@ -207,8 +240,11 @@ fn wait_ready(cluster: &ServiceCluster) {
 
 /// Every master is a pod on the service node, made by the StatefulSet or
 /// Deployment that the operator applied (field manager `gantry`), and runs
-/// the image gantry rendered.
-fn masters_run_as_pods_from_gantrys_manifests(cluster: &ServiceCluster) {
+/// the image gantry renders for `version` (pods on their way out, such as
+/// the old ones of a finished rollout, are not counted).
+fn masters_run_as_pods_from_gantrys_manifests(cluster: &ServiceCluster, version: &str) {
+    let minor: u32 = version.split('.').nth(1).unwrap().parse().unwrap();
+    let etcd = gantry_renderer::versions::release(minor).unwrap().etcd;
     let pods = cluster.kubectl_ok(&[
         "-n",
         NAMESPACE,
@@ -216,16 +252,21 @@ fn masters_run_as_pods_from_gantrys_manifests(cluster: &ServiceCluster) {
         "pods",
         "-o",
         "jsonpath={range .items[*]}{.metadata.labels.app\\.kubernetes\\.io/name} {.status.phase} \
-         {.spec.nodeName} {.spec.containers[0].image}{\"\\n\"}{end}",
+         {.spec.nodeName} {.spec.containers[0].image} [{.metadata.deletionTimestamp}]{\"\\n\"}{end}",
     ]);
     let mut counts = std::collections::BTreeMap::new();
-    for line in pods.lines() {
+    for line in pods.lines().filter(|line| line.ends_with(" []")) {
         let fields: Vec<&str> = line.split_whitespace().collect();
-        assert_eq!(fields.len(), 4, "{line}");
+        assert_eq!(fields.len(), 5, "{line}");
         assert_eq!(fields[1], "Running", "{line}");
         assert_eq!(fields[2], gantry_tests::service_node::NODE, "{line}");
-        assert!(
-            fields[3].starts_with(&format!("registry.k8s.io/{}:", fields[0])),
+        let tag = match fields[0] {
+            "etcd" => etcd.to_string(),
+            _ => format!("v{version}"),
+        };
+        assert_eq!(
+            fields[3],
+            format!("registry.k8s.io/{}:{tag}", fields[0]),
             "{line}"
         );
         *counts.entry(fields[0].to_string()).or_insert(0) += 1;

@@ -144,6 +144,48 @@ pub fn losing_an_apiserver_and_an_etcd_member_keeps_it_serving(
     seen
 }
 
+/// `helm upgrade` to `version` (one minor up): the operator rolls the
+/// masters in kubeadm's order while the tenant keeps serving, and
+/// `status.version` moves once the new minor runs everywhere.
+pub fn a_minor_upgrade_rolls_while_the_tenant_serves(
+    cluster: &ServiceCluster,
+    tenant: &str,
+    version: &str,
+    kubeconfig: &Path,
+) -> (Duration, ReadyzSeen) {
+    let watch = ReadyzWatch::start(cluster, kubeconfig);
+    let started = Instant::now();
+    let chart = gantry_tests::repo_root().join("chart/tenant");
+    let upgrade = cluster.plane.helm(&[
+        "upgrade",
+        tenant,
+        chart.to_str().unwrap(),
+        "--reuse-values",
+        "--set",
+        &format!("version={version}"),
+    ]);
+    assert!(
+        upgrade.status.success(),
+        "helm upgrade: {}",
+        output_text(&upgrade)
+    );
+    cluster.wait_for_within(
+        "the tenant runs the new minor and is Ready",
+        Duration::from_secs(600),
+        &[
+            "get",
+            "tenantcontrolplane",
+            tenant,
+            "-o",
+            "jsonpath={.status.version} {.status.conditions[?(@.type==\"Ready\")].status}",
+        ],
+        |out| out == format!("{version} True"),
+    );
+    let took = started.elapsed();
+    std::thread::sleep(Duration::from_secs(2));
+    (took, watch.stop())
+}
+
 /// `helm uninstall`: the finalizer runs, the tenant's namespace goes, and the
 /// tenant's endpoint no longer answers.
 pub fn helm_uninstall_removes_the_tenant(

@@ -28,6 +28,9 @@ pub struct Rollout {
     pub generation: i64,
     pub observed_generation: i64,
     pub replicas: i32,
+    /// Pods the workload controller counts (`status.replicas`): old ones
+    /// too, until they are on their way out.
+    pub current_replicas: i32,
     pub updated_replicas: i32,
     /// Ready (StatefulSet) or available (Deployment) replicas.
     pub ready_replicas: i32,
@@ -245,6 +248,7 @@ fn details_of(kind: &str, metadata: &ObjectMeta, rest: &Value) -> Details {
         generation: metadata.generation.unwrap_or(0),
         observed_generation: int("/status/observedGeneration").unwrap_or(0),
         replicas: int("/spec/replicas").map_or(1, |n| n as i32),
+        current_replicas: int("/status/replicas").unwrap_or(0) as i32,
         updated_replicas: int("/status/updatedReplicas").unwrap_or(0) as i32,
         ready_replicas: int(ready).unwrap_or(0) as i32,
     };

@@ -110,12 +110,15 @@ impl std::fmt::Display for UpgradeStep {
 pub use crate::live::Rollout;
 
 impl Rollout {
-    /// Every replica runs `image` and is ready, and the workload controller
-    /// has seen the latest spec.
+    /// Every replica runs `image` and is ready, no pod of the old spec is
+    /// left (as `kubectl rollout status` waits for: a Deployment surges, so
+    /// its last old pod outlives the new ones' readiness), and the workload
+    /// controller has seen the latest spec.
     pub fn complete_at(&self, image: &str) -> bool {
         self.image == image
             && self.observed_generation >= self.generation
             && self.updated_replicas == self.replicas
+            && self.current_replicas == self.replicas
             && self.ready_replicas == self.replicas
     }
 }
@@ -289,6 +292,7 @@ mod tests {
             generation: 2,
             observed_generation: 2,
             replicas: 3,
+            current_replicas: 3,
             updated_replicas: 3,
             ready_replicas: 3,
         }
@@ -324,6 +328,18 @@ mod tests {
             Some(r)
         };
         assert_eq!(current_step(&steps, target, not_observed), 0);
+        // Every new pod ready, but an old one of the surge still counted: still etcd.
+        let old_pod_left = |kind: &str, name: &str| {
+            let mut r = rolled(&format!(
+                "{}/{kind}/{name}",
+                if name == "etcd" { "new" } else { "old" }
+            ));
+            if name == "etcd" {
+                r.current_replicas = 4;
+            }
+            Some(r)
+        };
+        assert_eq!(current_step(&steps, target, old_pod_left), 0);
 
         let etcd_done = |kind: &str, name: &str| {
             Some(rolled(&format!(
