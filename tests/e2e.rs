@@ -174,15 +174,7 @@ fn the_test_image_is_the_dockerfiles() {
 }
 
 fn install_operator(cluster: &ServiceCluster) {
-    let chart = repo_root().join("chart/gantry");
-    let helm = cluster.plane.helm(&[
-        "install",
-        "gantry",
-        chart.to_str().unwrap(),
-        "-n",
-        "gantry-system",
-        "--create-namespace",
-    ]);
+    let helm = cluster.plane.helm_install_operator_chart();
     assert!(
         helm.status.success(),
         "helm install gantry: {}",

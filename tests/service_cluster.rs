@@ -28,7 +28,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use gantry_tests::control_plane::{ControlPlane, one_at_a_time, start_small_tenant};
-use gantry_tests::{KillOnDrop, gantry_bin, repo_root};
+use gantry_tests::{KillOnDrop, gantry_bin};
 
 #[path = "service_cluster/secrets.rs"]
 mod secrets;
@@ -38,15 +38,7 @@ use secrets::{
 };
 
 fn helm_install_operator_chart(plane: &ControlPlane) {
-    let chart = repo_root().join("chart/gantry");
-    let output = plane.helm(&[
-        "install",
-        "gantry",
-        chart.to_str().unwrap(),
-        "-n",
-        "gantry-system",
-        "--create-namespace",
-    ]);
+    let output = plane.helm_install_operator_chart();
     assert!(
         output.status.success(),
         "helm install: {}",

@@ -9,7 +9,7 @@ use gantry_tests::control_plane::kubernetes_bin;
 use gantry_tests::images::image;
 use gantry_tests::service_node::ServiceCluster;
 use gantry_tests::worker::Worker;
-use gantry_tests::{gantry_bin, output_text, tool, wait_until};
+use gantry_tests::{gantry_bin, output_text, wait_until};
 use serde_json::Value;
 
 pub const WORKER: &str = "worker-0";
@@ -19,15 +19,7 @@ pub const TENANT_POD_CIDR: &str = "198.19.141.0/24";
 
 /// kubectl on the test's host with the tenant's kubeconfig.
 pub fn tenant_kubectl(cluster: &ServiceCluster, kubeconfig: &Path, args: &[&str]) -> Output {
-    cluster
-        .plane
-        .node
-        .command(tool("kubectl"))
-        .arg(format!("--kubeconfig={}", kubeconfig.display()))
-        .arg("--request-timeout=10s")
-        .args(args)
-        .output()
-        .expect("run kubectl")
+    cluster.plane.kubectl(kubeconfig.to_str().unwrap(), args)
 }
 
 /// Waits up to `limit` for kubectl `args` (tenant side) to print what `accept` takes.
@@ -39,18 +31,7 @@ pub fn wait_tenant(
     args: &[&str],
     accept: impl Fn(&str) -> bool,
 ) -> String {
-    let mut last = String::new();
-    let seen = wait_until(limit, || {
-        let output = tenant_kubectl(cluster, kubeconfig, args);
-        last = output_text(&output);
-        output.status.success() && accept(String::from_utf8_lossy(&output.stdout).trim())
-    });
-    assert!(
-        seen,
-        "{what}: not within {} s; kubectl {args:?} said: {last}",
-        limit.as_secs()
-    );
-    last.trim().to_string()
+    cluster.wait_kubectl(kubeconfig.to_str().unwrap(), what, limit, args, accept)
 }
 
 /// `gantry <args>` on the test's host, reading the service cluster.

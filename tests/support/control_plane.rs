@@ -79,7 +79,12 @@ const VIP: u8 = 200;
 /// test range, so a worker's pods use only the test's own addresses. The
 /// controller-manager gives the whole range to the first node.
 pub fn pod_cidr(shape: &TenantShape) -> String {
-    format!("198.19.{}.0/24", shape.subnet)
+    pod_cidr_of_subnet(shape.subnet)
+}
+
+/// [`pod_cidr`] of the tenant on test network 198.18.`subnet`.0/24.
+pub fn pod_cidr_of_subnet(subnet: u8) -> String {
+    format!("198.19.{subnet}.0/24")
 }
 
 /// Renders a tenant with `gantry render` into `dir/<name>` and returns the
@@ -337,6 +342,19 @@ impl ControlPlane {
             .env("HELM_DATA_HOME", self.bundle.join("helm/data"))
             .output()
             .expect("run helm")
+    }
+
+    /// `helm install gantry chart/gantry` into namespace gantry-system.
+    pub fn helm_install_operator_chart(&self) -> Output {
+        let chart = crate::repo_root().join("chart/gantry");
+        self.helm(&[
+            "install",
+            "gantry",
+            chart.to_str().unwrap(),
+            "-n",
+            "gantry-system",
+            "--create-namespace",
+        ])
     }
 
     /// kubectl that must succeed; returns stdout.

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use crate::control_plane::{ControlPlane, TenantShape, kubernetes_bin, pod_cidr, render_tenant};
+use crate::control_plane::{ControlPlane, kubernetes_bin, pod_cidr_of_subnet, start_small_tenant};
 use crate::images::image;
 use crate::output_text;
 use crate::worker::Worker;
@@ -44,17 +44,8 @@ impl ServiceCluster {
         let version = gantry_renderer::versions::newest().to_string();
         let release = gantry_renderer::versions::release(gantry_renderer::versions::newest().minor)
             .expect("the newest minor is supported");
-        let shape = TenantShape {
-            name: "service",
-            version: &version,
-            subnet,
-            etcd: 1,
-            apiservers: 1,
-        };
-        let bundle = render_tenant(dir, &shape);
-        let mut plane = ControlPlane::start(&bundle, &shape, &dir.join("run"));
-        plane.wait_ready(Duration::from_secs(120));
-        plane.apply_tenant_set();
+        let mut plane = start_small_tenant(dir, "service", subnet);
+        let bundle = plane.bundle.clone();
         let mut node_images = vec![
             image(&format!("pause-{}.tar", release.pause)),
             image(&format!("kube-proxy-v{version}.tar")),
@@ -66,7 +57,7 @@ impl ServiceCluster {
             &mut plane.network,
             NODE,
             NODE_OCTET,
-            &pod_cidr(&shape),
+            &pod_cidr_of_subnet(subnet),
             &dir.join(NODE),
             &node_images,
         );
@@ -154,9 +145,22 @@ impl ServiceCluster {
         args: &[&str],
         accept: impl Fn(&str) -> bool,
     ) -> String {
+        self.wait_kubectl("admin.conf", what, limit, args, accept)
+    }
+
+    /// [`ServiceCluster::wait_for_within`] with `kubeconfig` (one of the
+    /// service cluster's bundle, or any path, such as a tenant's).
+    pub fn wait_kubectl(
+        &self,
+        kubeconfig: &str,
+        what: &str,
+        limit: Duration,
+        args: &[&str],
+        accept: impl Fn(&str) -> bool,
+    ) -> String {
         let mut last = String::new();
         let seen = crate::wait_until(limit, || {
-            let output = self.kubectl(args);
+            let output = self.plane.kubectl(kubeconfig, args);
             last = output_text(&output);
             output.status.success() && accept(String::from_utf8_lossy(&output.stdout).trim())
         });
