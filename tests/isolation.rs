@@ -14,8 +14,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use base64::Engine as _;
-use gantry_tests::control_plane::{ControlPlane, TenantShape, one_at_a_time, render_tenant};
+use gantry_tests::control_plane::{
+    ControlPlane, TenantShape, client_credentials, one_at_a_time, render_tenant,
+};
 use gantry_tests::kubelet::{PodSpec, Secrets, find, read_objects, run_pod};
 use gantry_tests::wait_until;
 use serde_json::{Value, json};
@@ -34,48 +35,9 @@ fn small<'a>(name: &'a str, version: &'a str, subnet: u8) -> TenantShape<'a> {
     }
 }
 
-/// The client certificate and key of a bundle's kubeconfig, as PEM files.
-fn client_credentials(bundle: &Path, kubeconfig: &str) -> (String, String) {
-    let config: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(bundle.join(kubeconfig)).unwrap()).unwrap();
-    let user = &config["users"][0]["user"];
-    let decode = |key: &str| {
-        base64::engine::general_purpose::STANDARD
-            .decode(user[key].as_str().unwrap())
-            .unwrap()
-    };
-    let cert = bundle.join("stolen.crt");
-    let key = bundle.join("stolen.key");
-    std::fs::write(&cert, decode("client-certificate-data")).unwrap();
-    std::fs::write(&key, decode("client-key-data")).unwrap();
-    (
-        cert.to_str().unwrap().to_string(),
-        key.to_str().unwrap().to_string(),
-    )
-}
-
 /// The HTTP status of `curl` against `plane`'s endpoint, trusting its CA.
 fn status_from(plane: &ControlPlane, path: &str, auth: &[&str]) -> String {
-    let ca = plane.bundle.join("pki/ca.crt");
-    let output = plane
-        .node
-        .command("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "10",
-        ])
-        .arg("--cacert")
-        .arg(&ca)
-        .args(auth)
-        .arg(format!("https://{}:6443{path}", plane.vip))
-        .output()
-        .expect("run curl");
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    plane.curl_status(&format!("https://{}:6443{path}", plane.vip), auth)
 }
 
 #[test]
@@ -142,7 +104,7 @@ fn an_apiserver_with_another_tenants_etcd_certificate_is_refused(
     let service_b = read_objects(&bundle_b.join("service"));
     let mut secrets: Vec<Value> = service_a
         .iter()
-        .filter(|o| o["kind"] == "Secret")
+        .filter(|o| o["kind"] == "Secret" || o["kind"] == "ConfigMap")
         .cloned()
         .collect();
     let stolen = &find(&service_b, "Secret", "apiserver-certs")["data"];

@@ -54,9 +54,9 @@ async fn an_unchanged_tenant_costs_zero_writes() {
     let client = double.client();
     let (objects, _) = render(&manifest(), &FileSet::new());
     let first = apply(&client, &objects).await;
-    assert_eq!(first.applied.len(), 21, "{first:?}");
-    assert_eq!(double.len(), 21);
-    assert_eq!(double.writes().len(), 21);
+    assert_eq!(first.applied.len(), 22, "{first:?}");
+    assert_eq!(double.len(), 22);
+    assert_eq!(double.writes().len(), 22);
     let namespace = double.get("namespaces", "", "tcp-tenant-a").unwrap();
     assert_eq!(namespace["metadata"]["labels"]["gantry.dev/tenant"], TENANT);
     assert_eq!(
@@ -68,7 +68,7 @@ async fn an_unchanged_tenant_costs_zero_writes() {
     let second = apply(&client, &objects).await;
     assert_eq!(second.writes(), 0, "{second:?}");
     assert_eq!(double.writes(), Vec::<String>::new());
-    assert_eq!((second.unchanged, second.kept.len()), (17, 4));
+    assert_eq!((second.unchanged, second.kept.len()), (18, 4));
 }
 
 #[tokio::test]

@@ -18,9 +18,24 @@ pub const ETCD_CLIENT_PORT: u16 = 2379;
 pub const ETCD_PEER_PORT: u16 = 2380;
 /// etcd's plain-HTTP metrics and health port, for probes.
 pub const ETCD_METRICS_PORT: u16 = 2381;
+/// Where the apiserver finds gantry's audit policy and authentication
+/// configuration (the `kube-apiserver-config` ConfigMap, `config.rs`).
+pub const API_SERVER_CONFIG_DIR: &str = "/etc/kubernetes/config";
+/// The TLS cipher suites of every serving port for TLS 1.2: ECDHE key
+/// exchange with AEAD ciphers only, the list CIS 1.2.29 accepts. TLS 1.3's
+/// suites are fixed by Go and all strong.
+const TLS_CIPHER_SUITES: &str = "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,\
+TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305,\
+TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,\
+TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305";
 
 const API_SERVER_OWNED: &[&str] = &[
     "advertise-address",
+    // Anonymous access is configured in gantry's AuthenticationConfiguration,
+    // which the apiserver refuses to combine with this flag.
+    "anonymous-auth",
+    "audit-policy-file",
+    "authentication-config",
     "client-ca-file",
     "enable-bootstrap-token-auth",
     "etcd-cafile",
@@ -70,15 +85,28 @@ pub fn etcd_member_host(input: &RenderInput, index: u32) -> String {
 
 pub fn api_server(input: &RenderInput) -> Result<Vec<String>, RenderError> {
     let pki = |file: &str| format!("{PKI_DIR}/{file}");
+    let config = |file: &str| format!("{API_SERVER_CONFIG_DIR}/{file}");
     let etcd_servers: Vec<String> = (0..input.etcd.replicas)
         .map(|i| format!("https://{}:{ETCD_CLIENT_PORT}", etcd_member_host(input, i)))
         .collect();
     let defaults = [
         ("advertise-address", input.advertise_address.to_string()),
         ("allow-privileged", "true".into()),
+        // Audit events as JSON lines on stdout, beside the apiserver's own
+        // log on stderr: shipped by whatever ships the service cluster's
+        // container logs (docs/security.md).
+        ("audit-log-path", "-".into()),
+        ("audit-policy-file", config("audit-policy.yaml")),
+        (
+            "authentication-config",
+            config("authentication-config.yaml"),
+        ),
         ("authorization-mode", "Node,RBAC".into()),
         ("client-ca-file", pki("ca.crt")),
-        ("enable-admission-plugins", "NodeRestriction".into()),
+        (
+            "enable-admission-plugins",
+            "NodeRestriction,DenyServiceExternalIPs".into(),
+        ),
         ("enable-bootstrap-token-auth", "true".into()),
         ("etcd-cafile", pki("etcd/ca.crt")),
         ("etcd-certfile", pki("apiserver-etcd-client.crt")),
@@ -93,6 +121,7 @@ pub fn api_server(input: &RenderInput) -> Result<Vec<String>, RenderError> {
             "kubelet-preferred-address-types",
             "InternalIP,ExternalIP,Hostname".into(),
         ),
+        ("profiling", "false".into()),
         ("proxy-client-cert-file", pki("front-proxy-client.crt")),
         ("proxy-client-key-file", pki("front-proxy-client.key")),
         ("requestheader-allowed-names", "front-proxy-client".into()),
@@ -111,6 +140,9 @@ pub fn api_server(input: &RenderInput) -> Result<Vec<String>, RenderError> {
                 input.networking.dns_domain
             ),
         ),
+        // Tokens live as long as they say (CIS 1.2.x): no silent year-long
+        // extension of the one-hour tokens that pods get.
+        ("service-account-extend-token-expiration", "false".into()),
         ("service-account-key-file", pki("sa.pub")),
         ("service-account-signing-key-file", pki("sa.key")),
         (
@@ -118,6 +150,8 @@ pub fn api_server(input: &RenderInput) -> Result<Vec<String>, RenderError> {
             input.networking.service_cidr.to_string(),
         ),
         ("tls-cert-file", pki("apiserver.crt")),
+        ("tls-cipher-suites", TLS_CIPHER_SUITES.into()),
+        ("tls-min-version", "VersionTLS12".into()),
         ("tls-private-key-file", pki("apiserver.key")),
     ];
     merge(
@@ -148,6 +182,7 @@ pub fn controller_manager(input: &RenderInput) -> Result<Vec<String>, RenderErro
         ("controllers", "*,bootstrapsigner,tokencleaner".into()),
         ("kubeconfig", CONTROLLER_MANAGER_KUBECONFIG.into()),
         ("leader-elect", "true".into()),
+        ("profiling", "false".into()),
         ("requestheader-client-ca-file", pki("front-proxy-ca.crt")),
         ("root-ca-file", pki("ca.crt")),
         ("service-account-private-key-file", pki("sa.key")),
@@ -155,6 +190,11 @@ pub fn controller_manager(input: &RenderInput) -> Result<Vec<String>, RenderErro
             "service-cluster-ip-range",
             input.networking.service_cidr.to_string(),
         ),
+        // CIS 1.3.1: finished pods are collected long before the upstream
+        // default of 12,500, which a small tenant's etcd should not hold.
+        ("terminated-pod-gc-threshold", "1000".into()),
+        ("tls-cipher-suites", TLS_CIPHER_SUITES.into()),
+        ("tls-min-version", "VersionTLS12".into()),
         ("use-service-account-credentials", "true".into()),
     ];
     merge(
@@ -174,6 +214,9 @@ pub fn scheduler(input: &RenderInput) -> Result<Vec<String>, RenderError> {
         ("authorization-kubeconfig", SCHEDULER_KUBECONFIG.into()),
         ("kubeconfig", SCHEDULER_KUBECONFIG.into()),
         ("leader-elect", "true".into()),
+        ("profiling", "false".into()),
+        ("tls-cipher-suites", TLS_CIPHER_SUITES.into()),
+        ("tls-min-version", "VersionTLS12".into()),
     ];
     merge(
         "spec.scheduler.extraArgs",
@@ -234,6 +277,12 @@ pub fn etcd(input: &RenderInput) -> Vec<String> {
         ("peer-cert-file", pki("peer.crt")),
         ("peer-key-file", pki("peer.key")),
         ("snapshot-count", "10000".into()),
+        // The apiserver compacts every 5 minutes; etcd's own hourly
+        // compaction keeps the database bounded should that ever stop.
+        ("auto-compaction-mode", "periodic".into()),
+        ("auto-compaction-retention", "1h".into()),
+        ("cipher-suites", TLS_CIPHER_SUITES.into()),
+        ("tls-min-version", "TLS1.2".into()),
         ("feature-gates", "InitialCorruptCheck=true".into()),
         ("watch-progress-notify-interval", "5s".into()),
     ]

@@ -4,11 +4,31 @@
 use gantry_api::labels::{MANAGED_BY, TENANT_LABEL};
 use gantry_pki::{BootstrapTokenSecret, PkiBundle, jws};
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 use crate::args;
 use crate::error::RenderError;
 use crate::input::{BootstrapInput, RenderInput};
 use crate::secrets::{SecretData, checksum};
+
+/// gantry's audit policy for every tenant apiserver (docs/security.md).
+pub const API_SERVER_AUDIT_POLICY: &str = include_str!("../files/audit-policy.yaml");
+/// gantry's AuthenticationConfiguration: where anonymous requests may go.
+pub const API_SERVER_AUTHENTICATION_CONFIG: &str =
+    include_str!("../files/authentication-config.yaml");
+
+/// SHA-256 over the apiserver's configuration files: a pod template
+/// annotation, so a gantry release that changes them rolls the apiservers.
+fn config_checksum() -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(API_SERVER_AUDIT_POLICY);
+    hasher.update(API_SERVER_AUTHENTICATION_CONFIG);
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 fn component_labels(tenant: &str, component: &str) -> Value {
     json!({
@@ -101,6 +121,11 @@ pub(crate) fn context(
                 args::api_server(input)?,
                 &["ca", "front-proxy-ca", "etcd-ca", "sa", "apiserver-certs"],
             ),
+            "config": {
+                "audit_policy": API_SERVER_AUDIT_POLICY,
+                "authentication_config": API_SERVER_AUTHENTICATION_CONFIG,
+                "checksum": config_checksum(),
+            },
         },
         "controller_manager": component(
             "kube-controller-manager",

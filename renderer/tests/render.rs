@@ -1,40 +1,15 @@
-//! The rendered service and tenant sets: content, security settings, flags,
-//! errors, and golden snapshots (review every template change as a diff).
+//! The rendered service and tenant sets: content, security settings, errors,
+//! and golden snapshots (review every template change as a diff). The
+//! components' flags are tested in flags.rs.
 
 mod fixture;
 
-use fixture::find;
+use fixture::{find, rendered};
 
 use std::collections::BTreeSet;
 
 use gantry_pki::San;
-use gantry_renderer::{RenderError, Rendered, RenderedObject, TEMPLATES, chart, render};
-use serde_json::Value;
-
-fn rendered() -> Rendered {
-    let input = fixture::input();
-    render(&input, &fixture::pki(&input)).unwrap()
-}
-
-fn container_args(workload: &Value) -> Vec<String> {
-    let container = &workload["spec"]["template"]["spec"]["containers"][0];
-    let mut args: Vec<String> = container["command"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .skip(1)
-        .map(|a| a.as_str().unwrap().to_string())
-        .collect();
-    if let Some(rest) = container["args"].as_array() {
-        args.extend(rest.iter().map(|a| a.as_str().unwrap().to_string()));
-    }
-    args
-}
-
-fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
-    args.iter()
-        .find_map(|a| a.strip_prefix(&format!("--{name}=")))
-}
+use gantry_renderer::{Rendered, RenderedObject, TEMPLATES, chart, render};
 
 #[test]
 fn every_template_renders_objects_that_pass_the_typed_check() {
@@ -83,6 +58,7 @@ fn the_service_set_holds_every_object_of_the_architecture() {
         ("StatefulSet", "etcd"),
         ("PodDisruptionBudget", "etcd"),
         ("Service", "kube-apiserver"),
+        ("ConfigMap", "kube-apiserver-config"),
         ("Deployment", "kube-apiserver"),
         ("PodDisruptionBudget", "kube-apiserver"),
         ("Deployment", "kube-controller-manager"),
@@ -200,222 +176,6 @@ fn a_rotated_certificate_rolls_only_the_pods_that_mount_it() {
             checksum(&after, kind, name),
             "{name} must not roll"
         );
-    }
-}
-
-#[test]
-fn components_carry_every_flag_kubeadm_join_needs() {
-    let rendered = rendered();
-    let apiserver = container_args(find(&rendered.service, "Deployment", "kube-apiserver"));
-    for (name, value) in [
-        ("enable-bootstrap-token-auth", "true"),
-        ("client-ca-file", "/etc/kubernetes/pki/ca.crt"),
-        ("authorization-mode", "Node,RBAC"),
-        ("enable-admission-plugins", "NodeRestriction"),
-        (
-            "kubelet-client-certificate",
-            "/etc/kubernetes/pki/apiserver-kubelet-client.crt",
-        ),
-        ("service-account-key-file", "/etc/kubernetes/pki/sa.pub"),
-        (
-            "service-account-signing-key-file",
-            "/etc/kubernetes/pki/sa.key",
-        ),
-        (
-            "service-account-issuer",
-            "https://kubernetes.default.svc.cluster.local",
-        ),
-        ("service-cluster-ip-range", "10.96.0.0/12"),
-        (
-            "requestheader-client-ca-file",
-            "/etc/kubernetes/pki/front-proxy-ca.crt",
-        ),
-        ("requestheader-allowed-names", "front-proxy-client"),
-        ("advertise-address", "203.0.113.10"),
-        ("secure-port", "6443"),
-        (
-            "kubelet-preferred-address-types",
-            "InternalIP,ExternalIP,Hostname",
-        ),
-        (
-            "etcd-servers",
-            "https://etcd-0.etcd.tcp-tenant-a.svc:2379,https://etcd-1.etcd.tcp-tenant-a.svc:2379,https://etcd-2.etcd.tcp-tenant-a.svc:2379",
-        ),
-    ] {
-        assert_eq!(
-            flag(&apiserver, name),
-            Some(value),
-            "kube-apiserver --{name}"
-        );
-    }
-    for name in [
-        "tls-cert-file",
-        "proxy-client-cert-file",
-        "etcd-cafile",
-        "etcd-certfile",
-        "etcd-keyfile",
-        "kubelet-client-key",
-    ] {
-        assert!(flag(&apiserver, name).is_some(), "kube-apiserver --{name}");
-    }
-    let manager = container_args(find(
-        &rendered.service,
-        "Deployment",
-        "kube-controller-manager",
-    ));
-    for (name, value) in [
-        ("controllers", "*,bootstrapsigner,tokencleaner"),
-        ("cluster-signing-cert-file", "/etc/kubernetes/pki/ca.crt"),
-        ("cluster-signing-key-file", "/etc/kubernetes/pki/ca.key"),
-        ("root-ca-file", "/etc/kubernetes/pki/ca.crt"),
-        (
-            "service-account-private-key-file",
-            "/etc/kubernetes/pki/sa.key",
-        ),
-        ("use-service-account-credentials", "true"),
-        ("leader-elect", "true"),
-        ("allocate-node-cidrs", "true"),
-        ("cluster-cidr", "10.244.0.0/16"),
-        ("kubeconfig", "/etc/kubernetes/controller-manager.conf"),
-        (
-            "authentication-kubeconfig",
-            "/etc/kubernetes/controller-manager.conf",
-        ),
-        (
-            "authorization-kubeconfig",
-            "/etc/kubernetes/controller-manager.conf",
-        ),
-    ] {
-        assert_eq!(
-            flag(&manager, name),
-            Some(value),
-            "kube-controller-manager --{name}"
-        );
-    }
-    let scheduler = container_args(find(&rendered.service, "Deployment", "kube-scheduler"));
-    assert_eq!(flag(&scheduler, "leader-elect"), Some("true"));
-    assert_eq!(
-        flag(&scheduler, "kubeconfig"),
-        Some("/etc/kubernetes/scheduler.conf")
-    );
-    let etcd = container_args(find(&rendered.service, "StatefulSet", "etcd"));
-    assert!(
-        etcd.iter().all(|a| !a.starts_with("--experimental")),
-        "etcd flags must run on 3.5 and 3.6: {etcd:?}"
-    );
-    assert_eq!(flag(&etcd, "client-cert-auth"), Some("true"));
-    assert_eq!(flag(&etcd, "peer-client-cert-auth"), Some("true"));
-}
-
-#[test]
-fn extra_args_merge_over_defaults_but_owned_flags_are_refused() {
-    let mut input = fixture::input();
-    input
-        .api_server
-        .extra_args
-        .insert("authorization-mode".into(), "Node,RBAC,Webhook".into());
-    input
-        .api_server
-        .extra_args
-        .insert("audit-log-maxage".into(), "30".into());
-    let rendered = render(&input, &fixture::pki(&input)).unwrap();
-    let args = container_args(find(&rendered.service, "Deployment", "kube-apiserver"));
-    assert_eq!(flag(&args, "authorization-mode"), Some("Node,RBAC,Webhook"));
-    assert_eq!(flag(&args, "audit-log-maxage"), Some("30"));
-    assert_eq!(
-        args.iter()
-            .filter(|a| a.starts_with("--authorization-mode="))
-            .count(),
-        1
-    );
-
-    let cases = [
-        ("apiServer", "etcd-servers"),
-        ("apiServer", "tls-cert-file"),
-        ("apiServer", "service-account-key-file"),
-        ("apiServer", "enable-bootstrap-token-auth"),
-        ("apiServer", "advertise-address"),
-        ("apiServer", "secure-port"),
-        ("controllerManager", "cluster-signing-key-file"),
-        ("scheduler", "kubeconfig"),
-    ];
-    for (component, owned) in cases {
-        let mut input = fixture::input();
-        let extra = match component {
-            "apiServer" => &mut input.api_server.extra_args,
-            "controllerManager" => &mut input.controller_manager.extra_args,
-            _ => &mut input.scheduler.extra_args,
-        };
-        extra.insert(owned.into(), "x".into());
-        let err = render(&input, &fixture::pki(&input)).unwrap_err();
-        assert!(matches!(err, RenderError::InvalidField { .. }), "{err}");
-        assert_eq!(
-            err.to_string(),
-            format!(
-                "spec.{component}.extraArgs.{owned} \"x\": --{owned} is set by gantry and cannot be overridden"
-            )
-        );
-    }
-    // Names and values that once slipped through: `_` is read as `-` by
-    // Kubernetes (so `etcd_servers` was --etcd-servers), `=` and newlines
-    // reach the command line, and etcd-servers-overrides redirects etcd.
-    let refused = [
-        (
-            "--v",
-            "4",
-            "spec.apiServer.extraArgs \"--v\": must be a flag name of lowercase letters",
-        ),
-        (
-            "etcd_servers",
-            "https://elsewhere:2379",
-            "spec.apiServer.extraArgs \"etcd_servers\": must be written with '-', not '_'",
-        ),
-        (
-            "client_ca_file",
-            "/x",
-            "spec.apiServer.extraArgs \"client_ca_file\": must be written with '-'",
-        ),
-        (
-            "v=4",
-            "4",
-            "spec.apiServer.extraArgs \"v=4\": must be a flag name",
-        ),
-        (
-            "audit-log-path\n",
-            "x",
-            "spec.apiServer.extraArgs \"audit-log-path\\n\": must be a flag name",
-        ),
-        (
-            "Audit-Log-Path",
-            "x",
-            "spec.apiServer.extraArgs \"Audit-Log-Path\": must be a flag name",
-        ),
-        (
-            "audit--log",
-            "x",
-            "spec.apiServer.extraArgs \"audit--log\": must be a flag name",
-        ),
-        (
-            "v",
-            "4\n--etcd-servers=https://elsewhere:2379",
-            "spec.apiServer.extraArgs.v \"4\\n--etcd-servers=https://elsewhere:2379\": must not hold control characters",
-        ),
-        (
-            "etcd-servers-overrides",
-            "/events#https://elsewhere:2379",
-            "spec.apiServer.extraArgs.etcd-servers-overrides \"/events#https://elsewhere:2379\": --etcd-servers-overrides is set by gantry",
-        ),
-    ];
-    for (flag, value, expected) in refused {
-        let mut input = fixture::input();
-        input
-            .api_server
-            .extra_args
-            .insert(flag.into(), value.into());
-        let err = render(&input, &fixture::pki(&input))
-            .unwrap_err()
-            .to_string();
-        assert!(err.starts_with(expected), "{flag:?}: {err}");
     }
 }
 

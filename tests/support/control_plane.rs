@@ -15,6 +15,7 @@ use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use serde_json::Value;
 
 use crate::kubelet::{PodSpec, RunningPod, Secrets, find, read_objects, run_pod};
@@ -135,6 +136,29 @@ pub fn start_small_tenant(dir: &Path, name: &str, subnet: u8) -> ControlPlane {
     plane.wait_ready(Duration::from_secs(120));
     plane.apply_tenant_set();
     plane
+}
+
+/// The client certificate and key of a bundle's kubeconfig, as PEM files
+/// in the bundle; returns their paths, for curl's `--cert` and `--key`.
+pub fn client_credentials(bundle: &Path, kubeconfig: &str) -> (String, String) {
+    let config = serde_yaml::from_str::<serde_json::Value>(
+        &std::fs::read_to_string(bundle.join(kubeconfig)).unwrap(),
+    )
+    .unwrap();
+    let user = &config["users"][0]["user"];
+    let decode = |key: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(user[key].as_str().unwrap())
+            .unwrap()
+    };
+    let cert = bundle.join(format!("{kubeconfig}-client.crt"));
+    let key = bundle.join(format!("{kubeconfig}-client.key"));
+    std::fs::write(&cert, decode("client-certificate-data")).unwrap();
+    std::fs::write(&key, decode("client-key-data")).unwrap();
+    (
+        cert.to_str().unwrap().to_string(),
+        key.to_str().unwrap().to_string(),
+    )
 }
 
 /// A running tenant control plane; every process and namespace goes on drop.
@@ -325,6 +349,25 @@ impl ControlPlane {
             .args(args)
             .output()
             .expect("run kubectl")
+    }
+
+    /// The HTTP status of `curl` from the node host to `url` (an
+    /// `https://` address of this plane), trusting the plane's CA, with
+    /// `auth`: curl's `--cert` and `--key`, or nothing for an anonymous
+    /// request (and `-k` for the self-signed ports of the controller-manager
+    /// and the scheduler).
+    pub fn curl_status(&self, url: &str, auth: &[&str]) -> String {
+        let output = self
+            .node
+            .command("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args(["--max-time", "10", "--cacert"])
+            .arg(self.bundle.join("pki/ca.crt"))
+            .args(auth)
+            .arg(url)
+            .output()
+            .expect("run curl");
+        String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
     /// helm on the node host with `admin.conf`, its cache and configuration

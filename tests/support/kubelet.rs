@@ -30,14 +30,24 @@ use serde_json::Value;
 use crate::KillOnDrop;
 use crate::netns::Host;
 
-/// The rendered Secrets, by name: key → decoded bytes.
+/// The rendered Secrets and ConfigMaps, by name: key → decoded bytes.
 #[derive(Default)]
 pub struct Secrets(BTreeMap<String, BTreeMap<String, Vec<u8>>>);
 
 impl Secrets {
-    /// Collects every `kind: Secret` of `objects`.
+    /// Collects every `kind: Secret` and `kind: ConfigMap` of `objects`.
     pub fn from_objects(objects: &[Value]) -> Self {
         let mut secrets = BTreeMap::new();
+        for object in objects.iter().filter(|o| o["kind"] == "ConfigMap") {
+            let name = object["metadata"]["name"].as_str().unwrap().to_string();
+            let data = object["data"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(key, value)| (key.clone(), value.as_str().unwrap().as_bytes().to_vec()))
+                .collect();
+            secrets.insert(name, data);
+        }
         for object in objects.iter().filter(|o| o["kind"] == "Secret") {
             let name = object["metadata"]["name"].as_str().unwrap().to_string();
             let data = object["data"]
@@ -61,7 +71,7 @@ impl Secrets {
     fn get(&self, name: &str) -> &BTreeMap<String, Vec<u8>> {
         self.0
             .get(name)
-            .unwrap_or_else(|| panic!("the pod mounts Secret {name}, which was not rendered"))
+            .unwrap_or_else(|| panic!("the pod mounts {name}, which was not rendered"))
     }
 }
 
@@ -225,7 +235,7 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32, group: Option<u32>) {
     }
 }
 
-/// Lays out one `secret` or `projected` volume into `dir`.
+/// Lays out one `secret`, `configMap` or `projected` volume into `dir`.
 fn lay_out_volume(volume: &Value, secrets: &Secrets, dir: &Path, fs_group: Option<u32>) {
     let items_of = |source: &Value, default_mode: u32| {
         let name = source["secretName"]
@@ -257,17 +267,17 @@ fn lay_out_volume(volume: &Value, secrets: &Secrets, dir: &Path, fs_group: Optio
         }
     };
     std::fs::create_dir_all(dir).unwrap();
-    if let Some(secret) = volume.get("secret") {
-        let mode = secret["defaultMode"].as_u64().unwrap_or(0o644) as u32;
-        items_of(secret, mode);
+    if let Some(source) = volume.get("secret").or(volume.get("configMap")) {
+        let mode = source["defaultMode"].as_u64().unwrap_or(0o644) as u32;
+        items_of(source, mode);
     } else if let Some(projected) = volume.get("projected") {
         let mode = projected["defaultMode"].as_u64().unwrap_or(0o644) as u32;
         for source in projected["sources"].as_array().unwrap() {
-            items_of(&source["secret"], mode);
+            items_of(source.get("secret").unwrap_or(&source["configMap"]), mode);
         }
     } else {
         panic!(
-            "volume {} is neither a Secret nor projected",
+            "volume {} is neither a Secret, a ConfigMap nor projected",
             volume["name"]
         );
     }
