@@ -39,13 +39,15 @@ use gantry_tests::images::{gantry_image, gantry_image_name, shipped_image, tenan
 use gantry_tests::service_node::ServiceCluster;
 use gantry_tests::{output_text, repo_root, tool};
 
+#[path = "e2e/at_rest.rs"]
+mod at_rest;
 #[path = "e2e/tenant_life.rs"]
 mod tenant_life;
 #[path = "e2e/tenant_worker.rs"]
 mod tenant_worker;
 use tenant_worker::{
     TENANT_POD_CIDR, a_worker_joins_with_gantrys_cloud_init, a_workload_serves_through_its_service,
-    gantry_on_service_cluster,
+    gantry_get_and_join_show_the_tenant, gantry_on_service_cluster,
 };
 
 const TENANT: &str = "tenant-a";
@@ -53,6 +55,8 @@ const NAMESPACE: &str = "tcp-tenant-a";
 /// The longest the tenant may stop answering `/readyz` during an upgrade:
 /// a client retrying for this long sees no failure.
 const UPGRADE_OUTAGE_BOUND: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a settled tenant is watched for writes by the operator.
+const AT_REST: Duration = Duration::from_secs(120);
 
 #[test]
 fn a_tenant_installed_with_helm_runs_its_masters_as_pods_and_serves() {
@@ -99,6 +103,10 @@ fn a_tenant_installed_with_helm_runs_its_masters_as_pods_and_serves() {
         "TIMING end-to-end {previous}: helm install {TENANT} to Ready {:.1} s (HA: 3 etcd, 2 apiservers)",
         installed.elapsed().as_secs_f64()
     );
+    eprintln!(
+        "TIMING end-to-end {previous}: {}",
+        at_rest::time_to_ready_breakdown(&cluster, TENANT, NAMESPACE)
+    );
     let table = cluster.kubectl_ok(&["get", "tenantcontrolplanes"]);
     eprintln!("{table}");
     masters_run_as_pods_from_gantrys_manifests(&cluster, &previous);
@@ -137,6 +145,11 @@ fn a_tenant_installed_with_helm_runs_its_masters_as_pods_and_serves() {
         joining.elapsed().as_secs_f64()
     );
     a_workload_serves_through_its_service(&cluster, &worker, &kubeconfig, tmp.path());
+    gantry_get_and_join_show_the_tenant(&cluster, TENANT, &version, &kubeconfig);
+    the_operator_writes_nothing_for_a_settled_tenant(
+        &cluster,
+        "HA: 3 etcd, 2 of each other master",
+    );
 
     let seen = tenant_life::losing_an_apiserver_and_an_etcd_member_keeps_it_serving(
         &cluster,
@@ -149,7 +162,74 @@ fn a_tenant_installed_with_helm_runs_its_masters_as_pods_and_serves() {
         seen.checks,
         seen.longest_outage.as_secs_f64()
     );
+    a_single_replica_tenant_at_rest(&cluster, &version, tmp.path());
     tenant_life::helm_uninstall_removes_the_tenant(&cluster, TENANT, NAMESPACE, &kubeconfig);
+}
+
+/// Over [`AT_REST`], the service cluster's audit log shows no write by the
+/// operator; prints what the tenant's masters use meanwhile.
+fn the_operator_writes_nothing_for_a_settled_tenant(cluster: &ServiceCluster, shape: &str) {
+    let seen = at_rest::watch_at_rest(cluster, NAMESPACE, AT_REST);
+    eprintln!(
+        "TIMING end-to-end at rest for {} s ({shape}): the operator made {} writes and {} reads; \
+         the masters use\n{}",
+        AT_REST.as_secs(),
+        seen.writes.len(),
+        seen.reads,
+        seen.usage.table()
+    );
+    assert_eq!(
+        seen.writes,
+        Vec::<String>::new(),
+        "the operator wrote at rest"
+    );
+}
+
+/// A second tenant of one replica of each master, beside the first: Ready,
+/// then measured at rest for a minute, then uninstalled.
+fn a_single_replica_tenant_at_rest(cluster: &ServiceCluster, version: &str, dir: &Path) {
+    const SINGLE: &str = "tenant-b";
+    cluster.add_volumes("etcd-b", 1, "10Gi");
+    let values = dir.join("tenant-b-values.yaml");
+    std::fs::write(
+        &values,
+        format!(
+            "version: \"{version}\"\napiServer:\n  replicas: 1\n  service:\n    type: NodePort\n\
+             controllerManager:\n  replicas: 1\nscheduler:\n  replicas: 1\netcd:\n  replicas: 1\n"
+        ),
+    )
+    .unwrap();
+    let chart = repo_root().join("chart/tenant");
+    let installed = Instant::now();
+    let helm = cluster.plane.helm(&[
+        "install",
+        SINGLE,
+        chart.to_str().unwrap(),
+        "-f",
+        values.to_str().unwrap(),
+    ]);
+    assert!(
+        helm.status.success(),
+        "helm install {SINGLE}: {}",
+        output_text(&helm)
+    );
+    wait_tenant_ready(cluster, SINGLE);
+    eprintln!(
+        "TIMING end-to-end {version}: helm install {SINGLE} to Ready {:.1} s (single: 1 etcd, 1 of each master); {}",
+        installed.elapsed().as_secs_f64(),
+        at_rest::time_to_ready_breakdown(cluster, SINGLE, "tcp-tenant-b")
+    );
+    let seen = at_rest::watch_at_rest(cluster, "tcp-tenant-b", Duration::from_secs(60));
+    eprintln!(
+        "TIMING end-to-end at rest for 60 s (single: 1 etcd, 1 of each master): the masters use\n{}",
+        seen.usage.table()
+    );
+    let helm = cluster.plane.helm(&["uninstall", SINGLE, "--wait"]);
+    assert!(
+        helm.status.success(),
+        "helm uninstall {SINGLE}: {}",
+        output_text(&helm)
+    );
 }
 
 /// The Dockerfile and the image the test builds agree: the same file path,
@@ -214,6 +294,10 @@ fn wait_or_logs<T>(cluster: &ServiceCluster, what: &str, wait: impl FnOnce() -> 
 }
 
 fn wait_ready(cluster: &ServiceCluster) {
+    wait_tenant_ready(cluster, TENANT);
+}
+
+fn wait_tenant_ready(cluster: &ServiceCluster, tenant: &str) {
     wait_or_logs(cluster, "the tenant turns Ready", || {
         cluster.wait_for_within(
             "the tenant turns Ready",
@@ -221,7 +305,7 @@ fn wait_ready(cluster: &ServiceCluster) {
             &[
                 "get",
                 "tenantcontrolplane",
-                TENANT,
+                tenant,
                 "-o",
                 "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
             ],

@@ -272,3 +272,70 @@ pub fn a_workload_serves_through_its_service(
         output_text(&exec)
     );
 }
+
+/// `gantry get` lists the tenant as Ready at `version`, with its endpoint,
+/// and `gantry join` prints a `kubeadm join` line for that endpoint with a
+/// token and the CA's hash: the README's quickstart, run.
+pub fn gantry_get_and_join_show_the_tenant(
+    cluster: &ServiceCluster,
+    tenant: &str,
+    version: &str,
+    kubeconfig: &Path,
+) {
+    let server: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(kubeconfig).unwrap()).unwrap();
+    let endpoint = server["clusters"][0]["cluster"]["server"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("https://")
+        .to_string();
+    let table = String::from_utf8(gantry_on_service_cluster(cluster, &["get"])).unwrap();
+    let row: Vec<&str> = table
+        .lines()
+        .find(|line| line.starts_with(&format!("{tenant} ")))
+        .unwrap_or_else(|| panic!("gantry get has no {tenant}:\n{table}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row,
+        [tenant, version, version, "Ready", &endpoint, "-"],
+        "{table}"
+    );
+
+    let join = String::from_utf8(gantry_on_service_cluster(cluster, &["join", tenant])).unwrap();
+    let words: Vec<&str> = join.split_whitespace().collect();
+    assert_eq!(words[..3], ["kubeadm", "join", endpoint.as_str()], "{join}");
+    let flag = |name: &str| {
+        words
+            .iter()
+            .position(|w| *w == name)
+            .and_then(|i| words.get(i + 1))
+            .unwrap_or_else(|| panic!("no {name} in {join}"))
+    };
+    let token = flag("--token");
+    assert!(
+        token.len() == 23 && token.as_bytes()[6] == b'.',
+        "a bootstrap token: {join}"
+    );
+    // kubeadm's pin: SHA-256 over the CA's SubjectPublicKeyInfo.
+    use base64::Engine as _;
+    let ca = base64::engine::general_purpose::STANDARD
+        .decode(
+            server["clusters"][0]["cluster"]["certificate-authority-data"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+    let ca_file = kubeconfig.with_extension("ca.crt");
+    std::fs::write(&ca_file, ca).unwrap();
+    let pin = gantry_tests::run_ok(std::process::Command::new("sh").arg("-c").arg(format!(
+        "openssl x509 -in {} -pubkey -noout | openssl pkey -pubin -outform der | sha256sum",
+        ca_file.display()
+    )));
+    let pin = pin.split_whitespace().next().unwrap();
+    assert_eq!(
+        *flag("--discovery-token-ca-cert-hash"),
+        format!("sha256:{pin}"),
+        "{join}"
+    );
+}

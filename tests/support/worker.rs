@@ -281,7 +281,14 @@ impl Worker {
     ///   pod itself: CoreDNS would forward to itself and stop ("Loop detected");
     /// - `evictionHard` at 1% of disk: the node's disk is the machine's,
     ///   shared with everything else on it, where less than the kubelet's
-    ///   default 10–15% free would taint the node and evict its pods.
+    ///   default 10–15% free would taint the node and evict its pods;
+    /// - image garbage collection only at a full disk, for the same reason:
+    ///   at the default 85% the kubelet deletes images that no registry
+    ///   here can give back, the pause image among them (containerd 1.6
+    ///   does not pin it);
+    /// - `maxPods: 250`, not 110: a service-cluster node runs four pods per
+    ///   single-replica tenant (tests/density.rs), and its /24 pod range
+    ///   holds 254.
     pub fn kubeadm_patches(&self) -> PathBuf {
         let patches = self.dir.join("patches");
         std::fs::create_dir_all(&patches).unwrap();
@@ -316,7 +323,8 @@ impl Worker {
         format!(
             "failCgroupV1: false\ncgroupDriver: cgroupfs\ncgroupRoot: /{}\nprotectKernelDefaults: true\n\
              resolvConf: {}\nevictionHard:\n  memory.available: 100Mi\n  nodefs.available: 1%\n  \
-             imagefs.available: 1%\n  nodefs.inodesFree: 1%\n",
+             imagefs.available: 1%\n  nodefs.inodesFree: 1%\n\
+             imageGCHighThresholdPercent: 100\nimageGCLowThresholdPercent: 99\nmaxPods: 250\n",
             self.cgroup,
             resolv_conf.display()
         )
