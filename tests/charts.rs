@@ -152,7 +152,7 @@ fn the_operator_chart_ships_exactly_the_crd_of_gantry_crd() {
     assert!(
         shipped == crd,
         "chart/gantry/files/crd.yaml differs from `gantry crd`; refresh it with\n  \
-         cargo run -q -- crd > chart/gantry/files/crd.yaml"
+         cargo run -q --bin gantry -- crd > chart/gantry/files/crd.yaml"
     );
     // What helm installs: the same object, plus Helm's keep policy and labels.
     let documents = template("gantry", &chart("gantry"), None);

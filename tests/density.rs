@@ -54,9 +54,22 @@ fn tenants_per_node() {
         let name = format!("t{count}");
         let started = Instant::now();
         if !install_single_replica_tenant(&cluster, &name, &version, tmp.path()) {
+            let pending = cluster.kubectl(&[
+                "-n",
+                &format!("tcp-{name}"),
+                "get",
+                "events",
+                "--field-selector=reason=FailedScheduling",
+                "-o",
+                "jsonpath={range .items[*]}{.message}{\"\\n\"}{end}",
+            ]);
             eprintln!(
-                "DENSITY stop: tenant {count} was not Ready within {} s",
-                READY_LIMIT.as_secs()
+                "DENSITY stop: tenant {count} was not Ready within {} s; the scheduler said: {}",
+                READY_LIMIT.as_secs(),
+                String::from_utf8_lossy(&pending.stdout)
+                    .lines()
+                    .last()
+                    .unwrap_or("nothing")
             );
             break;
         }

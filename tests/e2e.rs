@@ -22,12 +22,18 @@
 //!    image and for cloud-init).
 //! 6. A web server's Deployment and Service run in the tenant: its page comes
 //!    back through the Service from the worker, and `kubectl logs` and
-//!    `kubectl exec` work through the tenant's apiserver.
-//! 7. One apiserver pod and one etcd member's pod are deleted: the tenant
+//!    `kubectl exec` work through the tenant's apiserver. `gantry get` and
+//!    `gantry join` show the tenant.
+//! 7. At rest for [`AT_REST`]: the service apiserver's audit log shows no
+//!    write by the operator's ServiceAccount; the masters' memory and CPU
+//!    are printed (`e2e/at_rest.rs`).
+//! 8. One apiserver pod and one etcd member's pod are deleted: the tenant
 //!    keeps serving (a `/readyz` loop says for how long it did not), and
 //!    both come back.
-//! 8. `helm uninstall tenant-a`: the finalizer runs, namespace
-//!    `tcp-tenant-a` goes, and the tenant's endpoint stops answering.
+//! 9. A single-replica tenant-b is installed beside it, turns Ready, and
+//!    its masters' memory and CPU at rest are printed; it is uninstalled.
+//! 10. `helm uninstall tenant-a`: the finalizer runs, namespace
+//!     `tcp-tenant-a` goes, and the tenant's endpoint stops answering.
 //!
 //! Run with `--nocapture` for the timings (docs/benchmarks.md).
 

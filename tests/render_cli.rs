@@ -36,7 +36,7 @@ fn the_example_renders_a_complete_bundle_with_private_files_at_0600() {
     );
     let summary = String::from_utf8_lossy(&output.stdout);
     assert!(
-        summary.contains("service/            21 objects"),
+        summary.contains("service/            22 objects"),
         "{summary}"
     );
     assert!(summary.contains("helm install tenant-a"), "{summary}");

@@ -10,6 +10,8 @@
 //! - The audit log, on the apiserver's stdout, records writes with their
 //!   user, records RBAC changes with their request, never a Secret's value,
 //!   and not probes or leases.
+//! - The CRD, served by that apiserver, refuses `extraArgs` that gantry sets
+//!   or that weaken the control plane, naming the flag.
 
 use std::time::Duration;
 
@@ -109,6 +111,84 @@ fn the_control_plane_meets_the_cis_items_on_the_real_components() {
 
     a_service_with_external_ips_is_refused(&plane, tmp.path());
     the_audit_log_records_writes_but_no_secret(&plane);
+    the_crd_refuses_weakening_extra_args(&plane, tmp.path());
+}
+
+fn the_crd_refuses_weakening_extra_args(plane: &ControlPlane, dir: &std::path::Path) {
+    let crd = gantry_tests::repo_root().join("chart/gantry/files/crd.yaml");
+    plane.kubectl_ok(
+        "admin.conf",
+        &["apply", "--server-side", "-f", crd.to_str().unwrap()],
+    );
+    plane.kubectl_ok(
+        "admin.conf",
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd/tenantcontrolplanes.gantry.dev",
+        ],
+    );
+    let apply = |component: &str, flag: &str, value: &str| {
+        let manifest = dir.join("tcp.yaml");
+        std::fs::write(
+            &manifest,
+            format!(
+                "apiVersion: gantry.dev/v1alpha1\nkind: TenantControlPlane\nmetadata:\n  name: weak\n\
+                 spec:\n  version: \"1.37\"\n  {component}:\n    extraArgs:\n      {flag}: \"{value}\"\n"
+            ),
+        )
+        .unwrap();
+        plane.kubectl(
+            "admin.conf",
+            &[
+                "apply",
+                "--dry-run=server",
+                "-f",
+                manifest.to_str().unwrap(),
+            ],
+        )
+    };
+    for (component, flag, value) in [
+        ("apiServer", "authorization-mode", "AlwaysAllow"),
+        ("apiServer", "anonymous-auth", "true"),
+        (
+            "apiServer",
+            "enable-admission-plugins",
+            "NodeRestriction,DenyServiceExternalIPs,AlwaysAdmit",
+        ),
+        ("apiServer", "disable-admission-plugins", "NodeRestriction"),
+        (
+            "apiServer",
+            "etcd-servers-overrides",
+            "/secrets#https://etcd-0.etcd.tcp-other.svc:2379",
+        ),
+        ("apiServer", "tls-min-version", "VersionTLS10"),
+        ("controllerManager", "cluster-signing-key-file", "/tmp/key"),
+        ("scheduler", "profiling", "true"),
+    ] {
+        let refused = apply(component, flag, value);
+        let text = output_text(&refused);
+        assert!(
+            !refused.status.success(),
+            "{component} --{flag}={value} was accepted"
+        );
+        assert!(
+            text.contains(&format!("extraArgs: --{flag} is refused")),
+            "{component} --{flag}={value}: {text}"
+        );
+    }
+    for (component, flag, value) in [
+        ("apiServer", "authorization-mode", "Node,RBAC,Webhook"),
+        ("apiServer", "audit-log-maxage", "30"),
+        ("apiServer", "tls-min-version", "VersionTLS13"),
+    ] {
+        let accepted = apply(component, flag, value);
+        assert!(
+            accepted.status.success(),
+            "{component} --{flag}={value}: {}",
+            output_text(&accepted)
+        );
+    }
 }
 
 /// Whether `openssl s_client` completes a TLS 1.2 handshake with `host_port`

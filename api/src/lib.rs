@@ -6,6 +6,7 @@
 //! pure parsing, so that every other crate (and the chart tests) can depend
 //! on it.
 
+pub mod extra_args;
 pub mod join_secret;
 pub mod labels;
 mod manifest;

@@ -115,6 +115,7 @@ pub struct ApiServerSpec {
     #[serde(default)]
     #[schemars(extend("maxProperties" = 100, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
     #[x_kube(validation = Rule::new("self.all(k, k.matches('^[a-z0-9]+(-[a-z0-9]+)*$') && !self[k].matches('[[:cntrl:]]'))").message("extraArgs names are lowercase words joined by '-' (not '_', which Kubernetes reads as '-'; no leading dashes or '='), and values hold no control characters"))]
+    #[x_kube(validation = crate::extra_args::cel_rule(crate::extra_args::API_SERVER))]
     pub extra_args: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourcesSpec>,
@@ -171,6 +172,7 @@ pub struct ComponentSpec {
     #[serde(default)]
     #[schemars(extend("maxProperties" = 100, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
     #[x_kube(validation = Rule::new("self.all(k, k.matches('^[a-z0-9]+(-[a-z0-9]+)*$') && !self[k].matches('[[:cntrl:]]'))").message("extraArgs names are lowercase words joined by '-' (not '_', which Kubernetes reads as '-'; no leading dashes or '='), and values hold no control characters"))]
+    #[x_kube(validation = crate::extra_args::cel_rule(crate::extra_args::CONTROLLER_MANAGER_AND_SCHEDULER))]
     pub extra_args: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourcesSpec>,

@@ -205,3 +205,94 @@ fn manifests_refuse_unknown_fields_and_namespaces() {
             .contains("spec.pki.algorithm: unknown variant `DSA`")
     );
 }
+
+/// Values of `rule`'s flag that its policy allows, and values it refuses.
+fn samples(rule: &crate::extra_args::FlagRule) -> (Vec<String>, Vec<String>) {
+    use crate::extra_args::Allowed;
+    match rule.allowed {
+        Allowed::Never => (vec![], vec!["x".into(), "".into()]),
+        Allowed::OneOf(values) => (
+            values.iter().map(|v| v.to_string()).collect(),
+            vec!["AlwaysAllow".into(), format!("{},x", values[0]), "".into()],
+        ),
+        Allowed::List {
+            required,
+            forbidden,
+            only,
+        } => {
+            let mut good = required.to_vec();
+            good.extend_from_slice(&only[..only.len().min(2)]);
+            if good.is_empty() {
+                good.push("PodNodeSelector");
+            }
+            let good = good.join(",");
+            let mut bad = forbidden
+                .iter()
+                .map(|item| format!("{good},{item}"))
+                .collect::<Vec<_>>();
+            bad.extend(required.iter().map(|item| good.replace(item, "Other")));
+            if !only.is_empty() {
+                bad.push(format!("{good},TLS_RSA_WITH_AES_128_CBC_SHA"));
+            }
+            (vec![good], bad)
+        }
+    }
+}
+
+/// The CRD's CEL rule and the renderer's check read one list: for every flag
+/// of it, they agree on values it allows and values it refuses, and the
+/// CEL message names the flag.
+#[test]
+fn extra_args_policy_is_one_list_for_cel_and_the_renderer() {
+    use crate::extra_args::{API_SERVER, CONTROLLER_MANAGER_AND_SCHEDULER, refusal};
+    for (components, rules) in [
+        (&["apiServer"][..], API_SERVER),
+        (
+            &["controllerManager", "scheduler"][..],
+            CONTROLLER_MANAGER_AND_SCHEDULER,
+        ),
+    ] {
+        for rule in rules {
+            let (good, bad) = samples(rule);
+            for component in components {
+                for value in &good {
+                    assert_eq!(
+                        refusal(rules, rule.flag, value),
+                        None,
+                        "{}={value}",
+                        rule.flag
+                    );
+                    let mut tcp = example();
+                    tcp["spec"][component]["extraArgs"] = json!({ rule.flag: value });
+                    assert_eq!(
+                        cel(&tcp, None),
+                        Ok(()),
+                        "{component} --{}={value}",
+                        rule.flag
+                    );
+                }
+                for value in &bad {
+                    assert_eq!(
+                        refusal(rules, rule.flag, value),
+                        Some(rule.why),
+                        "{}={value}",
+                        rule.flag
+                    );
+                    let mut tcp = example();
+                    tcp["spec"][component]["extraArgs"] = json!({ rule.flag: value, "v": "2" });
+                    let err =
+                        cel(&tcp, None).expect_err(&format!("{component} --{}={value}", rule.flag));
+                    assert!(
+                        err.contains(&format!("extraArgs: --{} is refused", rule.flag)),
+                        "{component} --{}={value}: {err}",
+                        rule.flag
+                    );
+                }
+            }
+        }
+    }
+    // Flags outside the list pass, whatever their value.
+    let mut tcp = example();
+    tcp["spec"]["apiServer"]["extraArgs"] = json!({"audit-log-maxage": "30", "v": "4"});
+    assert_eq!(cel(&tcp, None), Ok(()));
+}

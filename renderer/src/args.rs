@@ -1,9 +1,11 @@
 //! Command-line flags of the control-plane components: gantry's defaults
-//! (every flag `kubeadm-join.md` requires), merged with the spec's `extraArgs`.
-//! Flags that wire certificates, etcd, service-account keys, bootstrap tokens
-//! or the advertised endpoint are owned by gantry and cannot be overridden.
+//! (every flag `kubeadm-join.md` requires, and the CIS items that are a
+//! flag), merged with the spec's `extraArgs`. What `extraArgs` may not set
+//! is `gantry_api::extra_args`, the list the CRD's CEL rules read too.
 
 use std::collections::BTreeMap;
+
+use gantry_api::extra_args::{self, FlagRule};
 
 use crate::error::RenderError;
 use crate::input::RenderInput;
@@ -21,64 +23,16 @@ pub const ETCD_METRICS_PORT: u16 = 2381;
 /// Where the apiserver finds gantry's audit policy and authentication
 /// configuration (the `kube-apiserver-config` ConfigMap, `config.rs`).
 pub const API_SERVER_CONFIG_DIR: &str = "/etc/kubernetes/config";
-/// The TLS cipher suites of every serving port for TLS 1.2: ECDHE key
-/// exchange with AEAD ciphers only, the list CIS 1.2.29 accepts. TLS 1.3's
-/// suites are fixed by Go and all strong.
-const TLS_CIPHER_SUITES: &str = "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,\
-TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305,\
-TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,\
-TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305";
-
-const API_SERVER_OWNED: &[&str] = &[
-    "advertise-address",
-    // Anonymous access is configured in gantry's AuthenticationConfiguration,
-    // which the apiserver refuses to combine with this flag.
-    "anonymous-auth",
-    "audit-policy-file",
-    "authentication-config",
-    "client-ca-file",
-    "enable-bootstrap-token-auth",
-    "etcd-cafile",
-    "etcd-certfile",
-    "etcd-keyfile",
-    "etcd-servers",
-    "etcd-servers-overrides",
-    "kubelet-client-certificate",
-    "kubelet-client-key",
-    "proxy-client-cert-file",
-    "proxy-client-key-file",
-    "requestheader-client-ca-file",
-    "secure-port",
-    "service-account-issuer",
-    "service-account-key-file",
-    "service-account-signing-key-file",
-    "service-cluster-ip-range",
-    "tls-cert-file",
-    "tls-private-key-file",
-];
-
-const CONTROLLER_MANAGER_OWNED: &[&str] = &[
-    "authentication-kubeconfig",
-    "authorization-kubeconfig",
-    "client-ca-file",
-    "cluster-cidr",
-    "cluster-signing-cert-file",
-    "cluster-signing-key-file",
-    "kubeconfig",
-    "requestheader-client-ca-file",
-    "root-ca-file",
-    "service-account-private-key-file",
-    "service-cluster-ip-range",
-];
-
-const SCHEDULER_OWNED: &[&str] = &[
-    "authentication-kubeconfig",
-    "authorization-kubeconfig",
-    "kubeconfig",
-];
 
 /// The DNS name of etcd member `index` (`etcd-0.etcd.<ns>.svc`), covered by
 /// the `*.etcd.<ns>.svc` SAN of the etcd certificates.
+/// The TLS 1.2 cipher suites of every serving port (CIS 1.2.29): ECDHE key
+/// exchange with AEAD ciphers only. TLS 1.3's suites are fixed by Go and
+/// all strong.
+fn tls_cipher_suites() -> String {
+    extra_args::TLS_CIPHER_SUITES.join(",")
+}
+
 pub fn etcd_member_host(input: &RenderInput, index: u32) -> String {
     format!("etcd-{index}.etcd.{}.svc", input.namespace)
 }
@@ -150,14 +104,14 @@ pub fn api_server(input: &RenderInput) -> Result<Vec<String>, RenderError> {
             input.networking.service_cidr.to_string(),
         ),
         ("tls-cert-file", pki("apiserver.crt")),
-        ("tls-cipher-suites", TLS_CIPHER_SUITES.into()),
+        ("tls-cipher-suites", tls_cipher_suites()),
         ("tls-min-version", "VersionTLS12".into()),
         ("tls-private-key-file", pki("apiserver.key")),
     ];
     merge(
         "spec.apiServer.extraArgs",
         &defaults,
-        API_SERVER_OWNED,
+        extra_args::API_SERVER,
         &input.api_server.extra_args,
     )
 }
@@ -193,14 +147,14 @@ pub fn controller_manager(input: &RenderInput) -> Result<Vec<String>, RenderErro
         // CIS 1.3.1: finished pods are collected long before the upstream
         // default of 12,500, which a small tenant's etcd should not hold.
         ("terminated-pod-gc-threshold", "1000".into()),
-        ("tls-cipher-suites", TLS_CIPHER_SUITES.into()),
+        ("tls-cipher-suites", tls_cipher_suites()),
         ("tls-min-version", "VersionTLS12".into()),
         ("use-service-account-credentials", "true".into()),
     ];
     merge(
         "spec.controllerManager.extraArgs",
         &defaults,
-        CONTROLLER_MANAGER_OWNED,
+        extra_args::CONTROLLER_MANAGER_AND_SCHEDULER,
         &input.controller_manager.extra_args,
     )
 }
@@ -215,13 +169,13 @@ pub fn scheduler(input: &RenderInput) -> Result<Vec<String>, RenderError> {
         ("kubeconfig", SCHEDULER_KUBECONFIG.into()),
         ("leader-elect", "true".into()),
         ("profiling", "false".into()),
-        ("tls-cipher-suites", TLS_CIPHER_SUITES.into()),
+        ("tls-cipher-suites", tls_cipher_suites()),
         ("tls-min-version", "VersionTLS12".into()),
     ];
     merge(
         "spec.scheduler.extraArgs",
         &defaults,
-        SCHEDULER_OWNED,
+        extra_args::CONTROLLER_MANAGER_AND_SCHEDULER,
         &input.scheduler.extra_args,
     )
 }
@@ -281,7 +235,7 @@ pub fn etcd(input: &RenderInput) -> Vec<String> {
         // compaction keeps the database bounded should that ever stop.
         ("auto-compaction-mode", "periodic".into()),
         ("auto-compaction-retention", "1h".into()),
-        ("cipher-suites", TLS_CIPHER_SUITES.into()),
+        ("cipher-suites", tls_cipher_suites()),
         ("tls-min-version", "TLS1.2".into()),
         ("feature-gates", "InitialCorruptCheck=true".into()),
         ("watch-progress-notify-interval", "5s".into()),
@@ -318,7 +272,7 @@ fn flag_name_problem(flag: &str) -> Option<&'static str> {
 fn merge(
     field: &'static str,
     defaults: &[(&str, String)],
-    owned: &[&str],
+    policy: &[FlagRule],
     extra: &BTreeMap<String, String>,
 ) -> Result<Vec<String>, RenderError> {
     let mut flags: BTreeMap<&str, &str> = defaults.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -337,11 +291,11 @@ fn merge(
                 reason: "must not hold control characters (a newline, a tab, ...)".into(),
             });
         }
-        if owned.contains(&flag.as_str()) {
+        if let Some(why) = extra_args::refusal(policy, flag, value) {
             return Err(RenderError::InvalidField {
                 field: format!("{field}.{flag}"),
                 value: value.clone(),
-                reason: format!("--{flag} is set by gantry and cannot be overridden"),
+                reason: format!("--{flag} {why}"),
             });
         }
         flags.insert(flag, value);

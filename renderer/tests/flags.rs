@@ -115,7 +115,7 @@ fn components_carry_every_flag_kubeadm_join_needs() {
 }
 
 #[test]
-fn extra_args_merge_over_defaults_but_owned_flags_are_refused() {
+fn extra_args_merge_over_defaults_within_the_policy() {
     let mut input = fixture::input();
     input
         .api_server
@@ -210,7 +210,22 @@ fn extra_args_merge_over_defaults_but_owned_flags_are_refused() {
         (
             "etcd-servers-overrides",
             "/events#https://elsewhere:2379",
-            "spec.apiServer.extraArgs.etcd-servers-overrides \"/events#https://elsewhere:2379\": --etcd-servers-overrides is set by gantry",
+            "spec.apiServer.extraArgs.etcd-servers-overrides \"/events#https://elsewhere:2379\": --etcd-servers-overrides would point resources at another etcd",
+        ),
+        (
+            "authorization-mode",
+            "AlwaysAllow",
+            "spec.apiServer.extraArgs.authorization-mode \"AlwaysAllow\": --authorization-mode must be Node,RBAC",
+        ),
+        (
+            "enable-admission-plugins",
+            "NodeRestriction,DenyServiceExternalIPs,AlwaysAdmit",
+            "spec.apiServer.extraArgs.enable-admission-plugins \"NodeRestriction,DenyServiceExternalIPs,AlwaysAdmit\": --enable-admission-plugins must keep NodeRestriction",
+        ),
+        (
+            "advertise-address",
+            "192.0.2.1",
+            "spec.apiServer.extraArgs.advertise-address \"192.0.2.1\": --advertise-address is set by gantry",
         ),
     ];
     for (flag, value, expected) in refused {

@@ -1,0 +1,265 @@
+//! What a `TenantControlPlane`'s `extraArgs` may not set: one list, read by
+//! the CRD's CEL rules (so the API server refuses the object) and by the
+//! renderer (so `gantry render` refuses the manifest), with the same words.
+//! docs/security.md explains the policy.
+//!
+//! A flag is refused when gantry sets it (certificates, etcd, the service
+//! network, the audit policy, the authentication configuration: overriding
+//! one breaks the tenant or reaches outside it), or when a value would
+//! weaken authentication, authorization, admission or TLS.
+
+/// The values a flag may take in `extraArgs`.
+#[derive(Clone, Copy)]
+pub enum Allowed {
+    /// None: gantry sets the flag, or no value of it is safe.
+    Never,
+    /// Exactly one of these values.
+    OneOf(&'static [&'static str]),
+    /// A comma-separated list that holds every `required` item, no
+    /// `forbidden` one, and (when `only` is not empty) nothing else.
+    List {
+        required: &'static [&'static str],
+        forbidden: &'static [&'static str],
+        only: &'static [&'static str],
+    },
+}
+
+/// One flag of the policy and why it is bounded.
+#[derive(Clone, Copy)]
+pub struct FlagRule {
+    pub flag: &'static str,
+    pub allowed: Allowed,
+    pub why: &'static str,
+}
+
+const SET_BY_GANTRY: &str = "is set by gantry and cannot be overridden";
+
+const fn owned(flag: &'static str) -> FlagRule {
+    FlagRule {
+        flag,
+        allowed: Allowed::Never,
+        why: SET_BY_GANTRY,
+    }
+}
+
+/// The TLS 1.2 cipher suites gantry serves (CIS 1.2.29): ECDHE key exchange
+/// with AES-GCM or ChaCha20-Poly1305. `extraArgs` may narrow the list.
+pub const TLS_CIPHER_SUITES: &[&str] = &[
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305",
+];
+
+/// The admission plugins gantry enables, which `extraArgs` must keep.
+pub const ADMISSION_PLUGINS: &[&str] = &["NodeRestriction", "DenyServiceExternalIPs"];
+
+const TLS_RULES: [FlagRule; 3] = [
+    FlagRule {
+        flag: "tls-min-version",
+        allowed: Allowed::OneOf(&["VersionTLS12", "VersionTLS13"]),
+        why: "must be VersionTLS12 or VersionTLS13",
+    },
+    FlagRule {
+        flag: "tls-cipher-suites",
+        allowed: Allowed::List {
+            required: &[],
+            forbidden: &[],
+            only: TLS_CIPHER_SUITES,
+        },
+        why: "may only list ECDHE suites with AES-GCM or ChaCha20-Poly1305",
+    },
+    FlagRule {
+        flag: "profiling",
+        allowed: Allowed::OneOf(&["false"]),
+        why: "must stay false: profiling exposes the process's internals",
+    },
+];
+
+/// kube-apiserver.
+pub const API_SERVER: &[FlagRule] = &[
+    owned("advertise-address"),
+    // Anonymous access is configured in gantry's AuthenticationConfiguration,
+    // which the apiserver refuses to combine with this flag.
+    owned("anonymous-auth"),
+    owned("audit-log-path"),
+    owned("audit-policy-file"),
+    owned("authentication-config"),
+    FlagRule {
+        flag: "authorization-config",
+        allowed: Allowed::Never,
+        why: "would replace the Node and RBAC authorizers",
+    },
+    FlagRule {
+        flag: "authorization-mode",
+        allowed: Allowed::OneOf(&["Node,RBAC", "Node,RBAC,Webhook"]),
+        why: "must be Node,RBAC, optionally followed by Webhook",
+    },
+    owned("client-ca-file"),
+    FlagRule {
+        flag: "disable-admission-plugins",
+        allowed: Allowed::List {
+            required: &[],
+            forbidden: &[
+                "NodeRestriction",
+                "DenyServiceExternalIPs",
+                "ServiceAccount",
+                "NamespaceLifecycle",
+            ],
+            only: &[],
+        },
+        why: "must not disable NodeRestriction, DenyServiceExternalIPs, ServiceAccount or NamespaceLifecycle",
+    },
+    FlagRule {
+        flag: "enable-admission-plugins",
+        allowed: Allowed::List {
+            required: ADMISSION_PLUGINS,
+            forbidden: &["AlwaysAdmit"],
+            only: &[],
+        },
+        why: "must keep NodeRestriction and DenyServiceExternalIPs and must not hold AlwaysAdmit",
+    },
+    owned("enable-bootstrap-token-auth"),
+    owned("etcd-cafile"),
+    owned("etcd-certfile"),
+    owned("etcd-keyfile"),
+    owned("etcd-servers"),
+    FlagRule {
+        flag: "etcd-servers-overrides",
+        allowed: Allowed::Never,
+        why: "would point resources at another etcd, such as another tenant's",
+    },
+    FlagRule {
+        flag: "insecure-bind-address",
+        allowed: Allowed::Never,
+        why: "would serve without TLS or authentication",
+    },
+    FlagRule {
+        flag: "insecure-port",
+        allowed: Allowed::Never,
+        why: "would serve without TLS or authentication",
+    },
+    owned("kubelet-client-certificate"),
+    owned("kubelet-client-key"),
+    owned("proxy-client-cert-file"),
+    owned("proxy-client-key-file"),
+    owned("requestheader-client-ca-file"),
+    owned("secure-port"),
+    FlagRule {
+        flag: "service-account-extend-token-expiration",
+        allowed: Allowed::OneOf(&["false"]),
+        why: "must stay false: tokens live as long as they say",
+    },
+    owned("service-account-issuer"),
+    owned("service-account-key-file"),
+    FlagRule {
+        flag: "service-account-lookup",
+        allowed: Allowed::OneOf(&["true"]),
+        why: "must stay true: deleted service accounts' tokens stop working",
+    },
+    owned("service-account-signing-key-file"),
+    owned("service-cluster-ip-range"),
+    owned("tls-cert-file"),
+    owned("tls-private-key-file"),
+    FlagRule {
+        flag: "token-auth-file",
+        allowed: Allowed::Never,
+        why: "static tokens cannot be revoked or rotated (CIS 1.2.2)",
+    },
+    TLS_RULES[0],
+    TLS_RULES[1],
+    TLS_RULES[2],
+];
+
+/// kube-controller-manager and kube-scheduler (one CRD type holds both
+/// specs, so one list; a flag only one of them has is refused for both).
+pub const CONTROLLER_MANAGER_AND_SCHEDULER: &[FlagRule] = &[
+    owned("authentication-kubeconfig"),
+    owned("authorization-kubeconfig"),
+    owned("client-ca-file"),
+    owned("cluster-cidr"),
+    owned("cluster-signing-cert-file"),
+    owned("cluster-signing-key-file"),
+    owned("kubeconfig"),
+    owned("requestheader-client-ca-file"),
+    owned("root-ca-file"),
+    owned("service-account-private-key-file"),
+    owned("service-cluster-ip-range"),
+    FlagRule {
+        flag: "use-service-account-credentials",
+        allowed: Allowed::OneOf(&["true"]),
+        why: "must stay true: each controller acts with its own, narrow credentials",
+    },
+    TLS_RULES[0],
+    TLS_RULES[1],
+    TLS_RULES[2],
+];
+
+/// Why `value` is refused for `flag` under `rules`, if it is.
+pub fn refusal(rules: &[FlagRule], flag: &str, value: &str) -> Option<&'static str> {
+    let rule = rules.iter().find(|rule| rule.flag == flag)?;
+    let items: Vec<&str> = value.split(',').collect();
+    let allowed = match &rule.allowed {
+        Allowed::Never => false,
+        Allowed::OneOf(values) => values.contains(&value),
+        Allowed::List {
+            required,
+            forbidden,
+            only,
+        } => {
+            required.iter().all(|item| items.contains(item))
+                && !forbidden.iter().any(|item| items.contains(item))
+                && (only.is_empty() || items.iter().all(|item| only.contains(item)))
+        }
+    };
+    (!allowed).then_some(rule.why)
+}
+
+/// The CEL rule for an `extraArgs` map under `rules`: true when no flag is
+/// refused. Its message expression names the first refused flag.
+pub fn cel_rule(rules: &[FlagRule]) -> kube::core::Rule {
+    let refused = |key: &str| -> String {
+        let never: Vec<String> = rules
+            .iter()
+            .filter(|rule| matches!(rule.allowed, Allowed::Never))
+            .map(|rule| format!("'{}'", rule.flag))
+            .collect();
+        let mut terms = vec![format!("{key} in [{}]", never.join(", "))];
+        for rule in rules {
+            let value = format!("self[{key}]");
+            let bad = match &rule.allowed {
+                Allowed::Never => continue,
+                Allowed::OneOf(values) => {
+                    let quoted: Vec<String> = values.iter().map(|v| format!("'{v}'")).collect();
+                    format!("!({value} in [{}])", quoted.join(", "))
+                }
+                Allowed::List {
+                    required,
+                    forbidden,
+                    only,
+                } => {
+                    let has = |item: &str| format!("{value}.matches('(^|,){item}(,|$)')");
+                    let mut bad: Vec<String> =
+                        required.iter().map(|i| format!("!{}", has(i))).collect();
+                    bad.extend(forbidden.iter().map(|i| has(i)));
+                    if !only.is_empty() {
+                        let one = format!("({})", only.join("|"));
+                        bad.push(format!("!{value}.matches('^{one}(,{one})*$')"));
+                    }
+                    bad.join(" || ")
+                }
+            };
+            terms.push(format!("({key} == '{}' && ({bad}))", rule.flag));
+        }
+        terms.join(" || ")
+    };
+    kube::core::Rule::new(format!("!self.exists(k, {})", refused("k"))).message(
+        kube::core::Message::Expression(format!(
+            "'extraArgs: --' + self.filter(k, {})[0] + ' is refused: gantry sets it, \
+             or its value weakens the control plane (docs/security.md)'",
+            refused("k")
+        )),
+    )
+}
