@@ -65,7 +65,7 @@ fn helm_lints_the_chart_and_templates_exactly_the_service_set() {
             serde_yaml::from_str::<serde_json::Value>(&text).unwrap()
         },
     ));
-    assert_eq!(from_gantry.len(), 21);
+    assert_eq!(from_gantry.len(), 22);
     assert_eq!(
         from_helm.keys().collect::<Vec<_>>(),
         from_gantry.keys().collect::<Vec<_>>()

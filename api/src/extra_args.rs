@@ -219,47 +219,63 @@ pub fn refusal(rules: &[FlagRule], flag: &str, value: &str) -> Option<&'static s
 
 /// The CEL rule for an `extraArgs` map under `rules`: true when no flag is
 /// refused. Its message expression names the first refused flag.
+///
+/// Both iterate over the policy's fixed list and look flags up in the map,
+/// never over the map's entries: the API server bounds a rule's estimated
+/// cost, and a loop over 100 entries of up to 4 KiB each exceeds it.
 pub fn cel_rule(rules: &[FlagRule]) -> kube::core::Rule {
-    let refused = |key: &str| -> String {
-        let never: Vec<String> = rules
-            .iter()
-            .filter(|rule| matches!(rule.allowed, Allowed::Never))
-            .map(|rule| format!("'{}'", rule.flag))
-            .collect();
-        let mut terms = vec![format!("{key} in [{}]", never.join(", "))];
-        for rule in rules {
-            let value = format!("self[{key}]");
-            let bad = match &rule.allowed {
-                Allowed::Never => continue,
-                Allowed::OneOf(values) => {
-                    let quoted: Vec<String> = values.iter().map(|v| format!("'{v}'")).collect();
-                    format!("!({value} in [{}])", quoted.join(", "))
-                }
-                Allowed::List {
-                    required,
-                    forbidden,
-                    only,
-                } => {
-                    let has = |item: &str| format!("{value}.matches('(^|,){item}(,|$)')");
-                    let mut bad: Vec<String> =
-                        required.iter().map(|i| format!("!{}", has(i))).collect();
-                    bad.extend(forbidden.iter().map(|i| has(i)));
-                    if !only.is_empty() {
-                        let one = format!("({})", only.join("|"));
-                        bad.push(format!("!{value}.matches('^{one}(,{one})*$')"));
-                    }
-                    bad.join(" || ")
-                }
-            };
-            terms.push(format!("({key} == '{}' && ({bad}))", rule.flag));
+    let never: Vec<String> = rules
+        .iter()
+        .filter(|rule| matches!(rule.allowed, Allowed::Never))
+        .map(|rule| format!("'{}'", rule.flag))
+        .collect();
+    let never = format!("[{}]", never.join(", "));
+    let bounded: Vec<(&str, String)> = rules
+        .iter()
+        .filter_map(|rule| Some((rule.flag, refused_value_cel(rule)?)))
+        .collect();
+    let rule = std::iter::once(format!("!{never}.exists(f, f in self)"))
+        .chain(bounded.iter().map(|(_, bad)| format!("!({bad})")))
+        .collect::<Vec<_>>()
+        .join(" && ");
+    let refused_flags = std::iter::once(format!("{never}.filter(f, f in self)"))
+        .chain(
+            bounded
+                .iter()
+                .map(|(flag, bad)| format!("(({bad}) ? ['{flag}'] : [])")),
+        )
+        .collect::<Vec<_>>()
+        .join(" + ");
+    kube::core::Rule::new(rule).message(kube::core::Message::Expression(format!(
+        "'extraArgs: --' + ({refused_flags})[0] + ' is refused: gantry sets it, \
+         or its value weakens the control plane (docs/security.md)'"
+    )))
+}
+
+/// A CEL expression, true when the map holds `rule`'s flag with a refused
+/// value; `None` for a flag refused whatever its value.
+fn refused_value_cel(rule: &FlagRule) -> Option<String> {
+    let value = format!("self['{}']", rule.flag);
+    let bad = match &rule.allowed {
+        Allowed::Never => return None,
+        Allowed::OneOf(values) => {
+            let quoted: Vec<String> = values.iter().map(|v| format!("'{v}'")).collect();
+            format!("!({value} in [{}])", quoted.join(", "))
         }
-        terms.join(" || ")
+        Allowed::List {
+            required,
+            forbidden,
+            only,
+        } => {
+            let has = |item: &str| format!("{value}.matches('(^|,){item}(,|$)')");
+            let mut bad: Vec<String> = required.iter().map(|i| format!("!{}", has(i))).collect();
+            bad.extend(forbidden.iter().map(|i| has(i)));
+            if !only.is_empty() {
+                let one = format!("({})", only.join("|"));
+                bad.push(format!("!{value}.matches('^{one}(,{one})*$')"));
+            }
+            bad.join(" || ")
+        }
     };
-    kube::core::Rule::new(format!("!self.exists(k, {})", refused("k"))).message(
-        kube::core::Message::Expression(format!(
-            "'extraArgs: --' + self.filter(k, {})[0] + ' is refused: gantry sets it, \
-             or its value weakens the control plane (docs/security.md)'",
-            refused("k")
-        )),
-    )
+    Some(format!("'{}' in self && ({bad})", rule.flag))
 }

@@ -98,6 +98,10 @@ pub fn resolve(
         image_repository: spec.image_repository.clone(),
         endpoint: endpoint.clone(),
         advertise_address,
+        // Default requests are each master's measured use at rest plus
+        // headroom (docs/benchmarks.md, "The masters at rest"), not its peak:
+        // requests do not cap a pod, so start-ups and upgrades use the
+        // node's slack, and a busy tenant sets `resources` in its spec.
         api_server: ApiServerInput {
             replicas: fields::replicas("spec.apiServer.replicas", spec.api_server.replicas)?,
             service_type: exposure.service_type,
@@ -108,7 +112,7 @@ pub fn resolve(
             resources: fields::resources(
                 "spec.apiServer.resources",
                 &spec.api_server.resources,
-                ("250m", "512Mi"),
+                ("100m", "320Mi"),
             )?,
         },
         controller_manager: ComponentInput {
@@ -120,7 +124,7 @@ pub fn resolve(
             resources: fields::resources(
                 "spec.controllerManager.resources",
                 &spec.controller_manager.resources,
-                ("100m", "128Mi"),
+                ("50m", "96Mi"),
             )?,
         },
         scheduler: ComponentInput {
@@ -129,7 +133,7 @@ pub fn resolve(
             resources: fields::resources(
                 "spec.scheduler.resources",
                 &spec.scheduler.resources,
-                ("50m", "64Mi"),
+                ("20m", "48Mi"),
             )?,
         },
         etcd: EtcdInput {
@@ -139,7 +143,7 @@ pub fn resolve(
             resources: fields::resources(
                 "spec.etcd.resources",
                 &spec.etcd.resources,
-                ("100m", "256Mi"),
+                ("50m", "128Mi"),
             )?,
         },
         networking: networks,
