@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use gantry_tests::control_plane::one_at_a_time;
 use gantry_tests::images::{gantry_image, tenant_images};
 use gantry_tests::service_node::{NODE, ServiceCluster};
-use gantry_tests::{output_text, repo_root};
+use gantry_tests::output_text;
 use serde_json::Value;
 
 const READY_LIMIT: Duration = Duration::from_secs(300);
@@ -53,7 +53,7 @@ fn tenants_per_node() {
     for count in 1..=max {
         let name = format!("t{count}");
         let started = Instant::now();
-        if !install_single_replica_tenant(&cluster, &name, &version, tmp.path()) {
+        if !install_single_replica_tenant(&cluster, &name, &version) {
             let pending = cluster.kubectl(&[
                 "-n",
                 &format!("tcp-{name}"),
@@ -103,35 +103,15 @@ fn tenants_per_node() {
 
 /// `helm install <name> chart/tenant` with one replica of everything and a
 /// NodePort endpoint; whether it turned Ready within [`READY_LIMIT`].
-fn install_single_replica_tenant(
-    cluster: &ServiceCluster,
-    name: &str,
-    version: &str,
-    dir: &std::path::Path,
-) -> bool {
+fn install_single_replica_tenant(cluster: &ServiceCluster, name: &str, version: &str) -> bool {
     cluster.add_volumes(&format!("etcd-{name}"), 1, "1Gi");
-    let values = dir.join(format!("{name}-values.yaml"));
-    std::fs::write(
-        &values,
-        format!(
+    cluster.helm_install_tenant(
+        name,
+        &format!(
             "version: \"{version}\"\napiServer:\n  replicas: 1\n  service:\n    type: NodePort\n\
              controllerManager:\n  replicas: 1\nscheduler:\n  replicas: 1\netcd:\n  replicas: 1\n  \
              storage:\n    size: 1Gi\n"
         ),
-    )
-    .unwrap();
-    let chart = repo_root().join("chart/tenant");
-    let helm = cluster.plane.helm(&[
-        "install",
-        name,
-        chart.to_str().unwrap(),
-        "-f",
-        values.to_str().unwrap(),
-    ]);
-    assert!(
-        helm.status.success(),
-        "helm install {name}: {}",
-        output_text(&helm)
     );
     gantry_tests::wait_until(READY_LIMIT, || {
         let output = cluster.kubectl(&[

@@ -82,27 +82,12 @@ fn a_tenant_installed_with_helm_runs_its_masters_as_pods_and_serves() {
     install_operator(&cluster);
     let installed = Instant::now();
     cluster.add_volumes("etcd", 3, "10Gi");
-    let values = tmp.path().join("tenant-a-values.yaml");
-    std::fs::write(
-        &values,
-        format!(
+    cluster.helm_install_tenant(
+        TENANT,
+        &format!(
             "version: \"{previous}\"\napiServer:\n  service:\n    type: NodePort\n\
              networking:\n  podCIDR: {TENANT_POD_CIDR}\n"
         ),
-    )
-    .unwrap();
-    let chart = repo_root().join("chart/tenant");
-    let helm = cluster.plane.helm(&[
-        "install",
-        TENANT,
-        chart.to_str().unwrap(),
-        "-f",
-        values.to_str().unwrap(),
-    ]);
-    assert!(
-        helm.status.success(),
-        "helm install {TENANT}: {}",
-        output_text(&helm)
     );
     wait_ready(&cluster);
     eprintln!(
@@ -168,7 +153,7 @@ fn a_tenant_installed_with_helm_runs_its_masters_as_pods_and_serves() {
         seen.checks,
         seen.longest_outage.as_secs_f64()
     );
-    a_single_replica_tenant_at_rest(&cluster, &version, tmp.path());
+    a_single_replica_tenant_at_rest(&cluster, &version);
     tenant_life::helm_uninstall_removes_the_tenant(&cluster, TENANT, NAMESPACE, &kubeconfig);
 }
 
@@ -193,31 +178,16 @@ fn the_operator_writes_nothing_for_a_settled_tenant(cluster: &ServiceCluster, sh
 
 /// A second tenant of one replica of each master, beside the first: Ready,
 /// then measured at rest for a minute, then uninstalled.
-fn a_single_replica_tenant_at_rest(cluster: &ServiceCluster, version: &str, dir: &Path) {
+fn a_single_replica_tenant_at_rest(cluster: &ServiceCluster, version: &str) {
     const SINGLE: &str = "tenant-b";
     cluster.add_volumes("etcd-b", 1, "10Gi");
-    let values = dir.join("tenant-b-values.yaml");
-    std::fs::write(
-        &values,
-        format!(
+    let installed = Instant::now();
+    cluster.helm_install_tenant(
+        SINGLE,
+        &format!(
             "version: \"{version}\"\napiServer:\n  replicas: 1\n  service:\n    type: NodePort\n\
              controllerManager:\n  replicas: 1\nscheduler:\n  replicas: 1\netcd:\n  replicas: 1\n"
         ),
-    )
-    .unwrap();
-    let chart = repo_root().join("chart/tenant");
-    let installed = Instant::now();
-    let helm = cluster.plane.helm(&[
-        "install",
-        SINGLE,
-        chart.to_str().unwrap(),
-        "-f",
-        values.to_str().unwrap(),
-    ]);
-    assert!(
-        helm.status.success(),
-        "helm install {SINGLE}: {}",
-        output_text(&helm)
     );
     wait_tenant_ready(cluster, SINGLE);
     eprintln!(

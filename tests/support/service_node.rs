@@ -173,6 +173,26 @@ impl ServiceCluster {
         last.trim().to_string()
     }
 
+    /// `helm install <name> chart/tenant` with `values` (YAML, written to a
+    /// file beside the bundle), which must succeed.
+    pub fn helm_install_tenant(&self, name: &str, values: &str) {
+        let file = self.plane.bundle.join(format!("{name}-values.yaml"));
+        std::fs::write(&file, values).unwrap();
+        let chart = crate::repo_root().join("chart/tenant");
+        let helm = self.plane.helm(&[
+            "install",
+            name,
+            chart.to_str().unwrap(),
+            "-f",
+            file.to_str().unwrap(),
+        ]);
+        assert!(
+            helm.status.success(),
+            "helm install {name}: {}",
+            output_text(&helm)
+        );
+    }
+
     /// `count` hostPath PersistentVolumes of `size` on the node, without a
     /// storage class (so claims without one bind to them), writable by any
     /// user (a pod's `fsGroup` does not apply to hostPath).
