@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use gantry_tests::control_plane::one_at_a_time;
 use gantry_tests::images::{gantry_image, tenant_images};
-use gantry_tests::service_node::{NODE, ServiceCluster};
 use gantry_tests::output_text;
+use gantry_tests::service_node::{NODE, ServiceCluster};
 use serde_json::Value;
 
 const READY_LIMIT: Duration = Duration::from_secs(300);

@@ -21,11 +21,9 @@ pub const ETCD_PEER_PORT: u16 = 2380;
 /// etcd's plain-HTTP metrics and health port, for probes.
 pub const ETCD_METRICS_PORT: u16 = 2381;
 /// Where the apiserver finds gantry's audit policy and authentication
-/// configuration (the `kube-apiserver-config` ConfigMap, `config.rs`).
+/// configuration: ConfigMap `kube-apiserver-config`, from `renderer/files/`.
 pub const API_SERVER_CONFIG_DIR: &str = "/etc/kubernetes/config";
 
-/// The DNS name of etcd member `index` (`etcd-0.etcd.<ns>.svc`), covered by
-/// the `*.etcd.<ns>.svc` SAN of the etcd certificates.
 /// The TLS 1.2 cipher suites of every serving port (CIS 1.2.29): ECDHE key
 /// exchange with AEAD ciphers only. TLS 1.3's suites are fixed by Go and
 /// all strong.
@@ -33,6 +31,8 @@ fn tls_cipher_suites() -> String {
     extra_args::TLS_CIPHER_SUITES.join(",")
 }
 
+/// The DNS name of etcd member `index` (`etcd-0.etcd.<ns>.svc`), covered by
+/// the `*.etcd.<ns>.svc` SAN of the etcd certificates.
 pub fn etcd_member_host(input: &RenderInput, index: u32) -> String {
     format!("etcd-{index}.etcd.{}.svc", input.namespace)
 }
@@ -59,7 +59,7 @@ pub fn api_server(input: &RenderInput) -> Result<Vec<String>, RenderError> {
         ("client-ca-file", pki("ca.crt")),
         (
             "enable-admission-plugins",
-            "NodeRestriction,DenyServiceExternalIPs".into(),
+            extra_args::ADMISSION_PLUGINS.join(","),
         ),
         ("enable-bootstrap-token-auth", "true".into()),
         ("etcd-cafile", pki("etcd/ca.crt")),
