@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use gantry_tests::{repo_root, tenant_values_schema, tool};
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -87,6 +90,12 @@ fn check_typed(document: &Value) -> Result<(), String> {
             check_as::<ClusterRoleBinding>(document)
         }
         ("rbac.authorization.k8s.io/v1", "Role") => check_as::<Role>(document),
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy") => {
+            check_as::<ValidatingAdmissionPolicy>(document)
+        }
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding") => {
+            check_as::<ValidatingAdmissionPolicyBinding>(document)
+        }
         ("rbac.authorization.k8s.io/v1", "RoleBinding") => check_as::<RoleBinding>(document),
         ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
             check_as::<CustomResourceDefinition>(document)
@@ -228,6 +237,59 @@ fn the_cluster_role_names_every_resource_and_verb() {
     let text = serde_json::to_string(&documents).unwrap();
     for verb in ["escalate", "bind", "impersonate"] {
         assert!(!text.contains(&format!("\"{verb}\"")), "{verb}");
+    }
+}
+
+/// The ClusterRole grants, for each kind of the service set, exactly what
+/// the operator does with it: server-side apply (patch), create-only key
+/// Secrets (create), pruning (delete) and the watches; no `update`, and
+/// nothing on kinds it never renders.
+#[test]
+fn the_cluster_role_grants_what_the_operator_applies_and_no_more() {
+    let documents = template("gantry", &chart("gantry"), None);
+    let role = documents
+        .iter()
+        .find(|d| d["kind"] == "ClusterRole")
+        .expect("a ClusterRole");
+    let granted = |group: &str, resource: &str| -> Vec<String> {
+        let mut verbs: Vec<String> = role["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|rule| {
+                rule["apiGroups"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|g| g == group)
+                    && rule["resources"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|r| r == resource)
+            })
+            .flat_map(|rule| rule["verbs"].as_array().unwrap().clone())
+            .map(|verb| verb.as_str().unwrap().to_string())
+            .collect();
+        verbs.sort();
+        verbs
+    };
+    let expected = ["create", "delete", "get", "list", "patch", "watch"];
+    let kinds = gantry_renderer::kinds::KINDS;
+    for kind in kinds.iter().filter(|k| k.service_set) {
+        let group = kind.api_version.rsplit_once('/').map_or("", |(g, _)| g);
+        assert_eq!(granted(group, kind.plural), expected, "{}", kind.kind);
+    }
+    for kind in kinds
+        .iter()
+        .filter(|k| !k.service_set && k.kind != "Namespace")
+    {
+        let group = kind.api_version.rsplit_once('/').map_or("", |(g, _)| g);
+        assert!(
+            granted(group, kind.plural).is_empty(),
+            "{} is granted, but the operator never writes it in the service cluster",
+            kind.kind
+        );
     }
 }
 

@@ -65,7 +65,15 @@ fn helm_lints_the_chart_and_templates_exactly_the_service_set() {
             serde_yaml::from_str::<serde_json::Value>(&text).unwrap()
         },
     ));
-    assert_eq!(from_gantry.len(), 22);
+    assert_eq!(from_gantry.len(), 24);
+    // Everything but the Namespace, which the release is installed into.
+    let mut from_gantry = from_gantry;
+    let namespace = from_gantry
+        .iter()
+        .find(|(_, object)| object["kind"] == "Namespace")
+        .map(|(key, _)| key.clone())
+        .expect("the service set has its Namespace");
+    from_gantry.remove(&namespace);
     assert_eq!(
         from_helm.keys().collect::<Vec<_>>(),
         from_gantry.keys().collect::<Vec<_>>()
@@ -74,6 +82,19 @@ fn helm_lints_the_chart_and_templates_exactly_the_service_set() {
         assert_eq!(
             &from_helm[key], object,
             "{key:?} differs after helm template"
+        );
+    }
+    // `helm uninstall` keeps the keys that are never replaced.
+    for secret in gantry_renderer::create_only_secrets() {
+        let object = from_helm
+            .iter()
+            .find(|(_, o)| o["kind"] == "Secret" && o["metadata"]["name"] == secret.name)
+            .map(|(_, o)| o)
+            .unwrap_or_else(|| panic!("no Secret {}", secret.name));
+        assert_eq!(
+            object["metadata"]["annotations"]["helm.sh/resource-policy"], "keep",
+            "{}",
+            secret.name
         );
     }
 }

@@ -36,10 +36,19 @@ fn the_example_renders_a_complete_bundle_with_private_files_at_0600() {
     );
     let summary = String::from_utf8_lossy(&output.stdout);
     assert!(
-        summary.contains("service/            22 objects"),
+        summary.contains("service/            24 objects"),
         "{summary}"
     );
-    assert!(summary.contains("helm install tenant-a"), "{summary}");
+    // The release (and its Secret, holding every key) in the tenant's
+    // namespace, which the chart does not carry and so never deletes.
+    let namespace_file = "service/00-namespace-tcp-tenant-a.yaml";
+    assert!(out.join(namespace_file).exists());
+    assert!(summary.contains(namespace_file), "{summary}");
+    assert!(
+        summary.contains("helm install tenant-a")
+            && summary.contains("tenant-a-control-plane-1.35.5.tgz -n tcp-tenant-a"),
+        "{summary}"
+    );
 
     let join = std::fs::read_to_string(out.join("join-command")).unwrap();
     let words: Vec<&str> = join.split_whitespace().collect();

@@ -12,8 +12,17 @@
 //!   and not probes or leases.
 //! - The CRD, served by that apiserver, refuses `extraArgs` that gantry sets
 //!   or that weaken the control plane, naming the flag.
+//! - Secrets are encrypted in etcd with the tenant's key, and the key
+//!   rotates (`security/encryption.rs`).
+//! - The operator chart's admission policies bound what a tenant may ask
+//!   for and where the operator may write (`security/admission.rs`).
 
 use std::time::Duration;
+
+#[path = "security/admission.rs"]
+mod admission;
+#[path = "security/encryption.rs"]
+mod encryption;
 
 use gantry_tests::control_plane::{
     ControlPlane, client_credentials, one_at_a_time, start_small_tenant,
@@ -112,6 +121,8 @@ fn the_control_plane_meets_the_cis_items_on_the_real_components() {
     a_service_with_external_ips_is_refused(&plane, tmp.path());
     the_audit_log_records_writes_but_no_secret(&plane);
     the_crd_refuses_weakening_extra_args(&plane, tmp.path());
+    admission::the_operator_chart_bounds_tenants_and_confines_the_operator(&plane, tmp.path());
+    encryption::secrets_are_encrypted_at_rest_and_the_key_rotates(&plane, &tmp.path().join("run"));
 }
 
 fn the_crd_refuses_weakening_extra_args(plane: &ControlPlane, dir: &std::path::Path) {

@@ -122,6 +122,8 @@ pub const API_SERVER: &[FlagRule] = &[
         why: "must keep NodeRestriction and DenyServiceExternalIPs and must not hold AlwaysAdmit",
     },
     owned("enable-bootstrap-token-auth"),
+    owned("encryption-provider-config"),
+    owned("encryption-provider-config-automatic-reload"),
     owned("etcd-cafile"),
     owned("etcd-certfile"),
     owned("etcd-keyfile"),

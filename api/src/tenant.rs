@@ -96,6 +96,10 @@ pub struct TenantControlPlaneStatus {
     /// Name of the Secret (in `tcp-<name>`) holding the join command.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub join_secret: Option<String>,
+    /// Name of the Secret (in `tcp-<name>`) holding the key of Secrets at
+    /// rest. Set once it exists: from then on, its loss stops reconciling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_secret: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
@@ -219,6 +223,11 @@ pub struct EtcdStorageSpec {
     pub size: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
+    /// etcd's `--quota-backend-bytes` as a quantity (`4Gi`): the database size
+    /// at which etcd refuses writes until it is compacted and defragmented.
+    /// At most `size`. Default: 80% of `size`, at most 8Gi (etcd's advice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<String>,
 }
 
 impl Default for EtcdStorageSpec {
@@ -226,6 +235,7 @@ impl Default for EtcdStorageSpec {
         Self {
             size: defaults::etcd_storage(),
             storage_class_name: None,
+            quota: None,
         }
     }
 }

@@ -255,7 +255,18 @@ fn print_summary(
         gantry_pki::rfc3339(input.token_expiration)
     )?;
     say!("next steps:")?;
-    say!("  helm install {} {out}/chart/{archive_name}", input.name)?;
+    // The chart holds no Namespace (chart::package says why): it comes first.
+    if let Some((index, namespace)) =
+        (rendered.service.iter().enumerate()).find(|(_, object)| object.kind == "Namespace")
+    {
+        let file = chart::manifest_file_name(index, namespace);
+        say!("  kubectl apply -f {out}/service/{file}   # helm uninstall keeps it")?;
+    }
+    say!(
+        "  helm install {} {out}/chart/{archive_name} -n {}",
+        input.name,
+        input.namespace
+    )?;
     say!(
         "  kubectl --kubeconfig {out}/super-admin.conf apply -f {out}/tenant/   # once {} answers",
         input.endpoint.url()
@@ -289,17 +300,24 @@ fn previous_token(existing: &gantry_pki::FileSet) -> Option<(BootstrapToken, Off
     Some((token, crate::access::bootstrap_token_expiration(secret)?))
 }
 
-/// The key files of the CAs and of the service-account signing key: a
-/// bundle that was rendered must still have every one.
-fn ca_key_files() -> Vec<String> {
-    gantry_renderer::signing_key_secrets()
-        .filter_map(|secret| secret.key_path())
+/// The key files of the CAs, of the service-account signing key and of
+/// Secrets at rest: a bundle that was rendered must still have every one.
+/// The last only if its apiserver was rendered to use it: a bundle of a
+/// gantry older than encryption at rest gets a new one.
+fn key_files(existing: &gantry_pki::FileSet) -> Vec<String> {
+    let had_encryption = existing.iter().any(|(path, contents)| {
+        path.starts_with("service/")
+            && String::from_utf8_lossy(contents).contains("--encryption-provider-config=")
+    });
+    gantry_renderer::create_only_secrets()
+        .filter_map(|secret| secret.guarded_file())
+        .filter(|file| *file != gantry_pki::ENCRYPTION_CONFIG || had_encryption)
         .map(str::to_string)
         .collect()
 }
 
 /// Refuses to render into a bundle that was rendered before but has lost a
-/// CA (or the service-account key): rendering would make a new one, and every
+/// CA (or the service-account key, or the key of Secrets at rest): rendering would make a new one, and every
 /// certificate, kubeconfig and join would change without a word.
 fn refuse_lost_cas(
     out: &std::path::Path,
@@ -316,7 +334,7 @@ fn refuse_lost_cas(
                     .any(|folder| path.starts_with(&format!("{folder}/")))
         }),
     };
-    let missing: Vec<String> = ca_key_files()
+    let missing: Vec<String> = key_files(existing)
         .into_iter()
         .filter(|file| !existing.contains_key(file))
         .collect();

@@ -75,7 +75,7 @@ pub enum ApplyError {
     },
 }
 
-/// The rendered service set as objects to apply, CA Secrets marked
+/// The rendered service set as objects to apply, CA and key Secrets marked
 /// create-only; `secrets` names the Secrets a read of this pass found, if
 /// it made one.
 pub fn service_set(
@@ -86,7 +86,7 @@ pub fn service_set(
         .iter()
         .map(|object| {
             let create_only = object.kind == "Secret"
-                && gantry_renderer::signing_key_secrets().any(|s| s.name == object.name);
+                && gantry_renderer::create_only_secrets().any(|s| s.name == object.name);
             DesiredObject {
                 value: object.value.clone(),
                 create_only,

@@ -54,9 +54,9 @@ async fn an_unchanged_tenant_costs_zero_writes() {
     let client = double.client();
     let (objects, _) = render(&manifest(), &FileSet::new());
     let first = apply(&client, &objects).await;
-    assert_eq!(first.applied.len(), 22, "{first:?}");
-    assert_eq!(double.len(), 22);
-    assert_eq!(double.writes().len(), 22);
+    assert_eq!(first.applied.len(), 24, "{first:?}");
+    assert_eq!(double.len(), 24);
+    assert_eq!(double.writes().len(), 24);
     let namespace = double.get("namespaces", "", "tcp-tenant-a").unwrap();
     assert_eq!(namespace["metadata"]["labels"]["gantry.dev/tenant"], TENANT);
     assert_eq!(
@@ -68,7 +68,7 @@ async fn an_unchanged_tenant_costs_zero_writes() {
     let second = apply(&client, &objects).await;
     assert_eq!(second.writes(), 0, "{second:?}");
     assert_eq!(double.writes(), Vec::<String>::new());
-    assert_eq!((second.unchanged, second.kept.len()), (18, 4));
+    assert_eq!((second.unchanged, second.kept.len()), (19, 5));
 }
 
 #[tokio::test]
@@ -118,7 +118,8 @@ async fn ca_secrets_are_created_once_and_never_overwritten() {
             "Secret/ca",
             "Secret/front-proxy-ca",
             "Secret/etcd-ca",
-            "Secret/sa"
+            "Secret/sa",
+            "Secret/encryption-config"
         ]
     );
     assert_eq!(

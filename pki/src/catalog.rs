@@ -185,7 +185,7 @@ pub fn all_paths() -> Vec<String> {
         paths.push(crt(base));
         paths.push(key(base));
     }
-    paths.extend([SA_KEY, SA_PUB, CLUSTER_INFO].map(String::from));
+    paths.extend([SA_KEY, SA_PUB, CLUSTER_INFO, crate::ENCRYPTION_CONFIG].map(String::from));
     paths.extend(KUBECONFIGS.iter().map(|k| k.file.to_string()));
     paths
 }

@@ -32,7 +32,10 @@ pub use cert::{CertInfo, generate_key, load_key};
 pub use check::{CertReport, Health, check};
 pub use error::{InvalidInput, PkiError};
 pub use hash::{ca_cert_hash, spki_sha256};
-pub use issue::{Action, Decision, FileSet, Issued, PkiBundle, PkiFile, Reason, issue};
+pub use issue::{
+    Action, Decision, ENCRYPTION_CONFIG, FIRST_KEY_NAME, FileSet, Issued, PkiBundle, PkiFile,
+    Reason, issue,
+};
 pub use spec::{
     DEFAULT_API_SERVER_PORT, Endpoint, KeyAlgorithm, MAX_TENANT_NAME_LEN, MAX_VALIDITY_DAYS,
     PkiSpec, San, default_namespace, nth_address, parse_cidr, validate_namespace,

@@ -53,6 +53,7 @@ fn a_first_issue_creates_every_file_of_the_layout() {
         "pki/apiserver.key",
         "pki/ca.crt",
         "pki/ca.key",
+        "pki/encryption-config.yaml",
         "pki/etcd/ca.crt",
         "pki/etcd/ca.key",
         "pki/etcd/healthcheck-client.crt",
@@ -74,8 +75,9 @@ fn a_first_issue_creates_every_file_of_the_layout() {
     assert_eq!(paths, expected);
     assert!(issued.decisions.iter().all(|d| d.action == Action::Created));
     for (path, file) in issued.bundle.files() {
-        let holds_key =
-            path.ends_with(".key") || (path.ends_with(".conf") && path != "cluster-info.conf");
+        let holds_key = path.ends_with(".key")
+            || (path.ends_with(".conf") && path != "cluster-info.conf")
+            || path == gantry_pki::ENCRYPTION_CONFIG;
         assert_eq!(file.secret, holds_key, "{path}");
     }
     assert!(
@@ -159,8 +161,9 @@ fn leaves_close_to_expiry_are_renewed_and_cas_are_not() {
     let later = issued_at + Duration::days(340);
     let after = issue(&spec(), &before, later).unwrap();
     for decision in &after.decisions {
-        let is_authority =
-            decision.item.contains("ca.{crt,key}") || decision.item.starts_with("pki/sa.");
+        let is_authority = decision.item.contains("ca.{crt,key}")
+            || decision.item.starts_with("pki/sa.")
+            || decision.item == gantry_pki::ENCRYPTION_CONFIG;
         match (
             &decision.action,
             is_authority || decision.item == "cluster-info.conf",

@@ -23,6 +23,8 @@ pub const ETCD_METRICS_PORT: u16 = 2381;
 /// Where the apiserver finds gantry's audit policy and authentication
 /// configuration: ConfigMap `kube-apiserver-config`, from `renderer/files/`.
 pub const API_SERVER_CONFIG_DIR: &str = "/etc/kubernetes/config";
+/// Where the apiserver finds the key of Secrets at rest (Secret `encryption-config`).
+pub const ENCRYPTION_CONFIG_DIR: &str = "/etc/kubernetes/encryption";
 
 /// The TLS 1.2 cipher suites of every serving port (CIS 1.2.29): ECDHE key
 /// exchange with AEAD ciphers only. TLS 1.3's suites are fixed by Go and
@@ -62,6 +64,13 @@ pub fn api_server(input: &RenderInput) -> Result<Vec<String>, RenderError> {
             extra_args::ADMISSION_PLUGINS.join(","),
         ),
         ("enable-bootstrap-token-auth", "true".into()),
+        // Secrets encrypted at rest with the tenant's own key (CIS 1.2.27);
+        // an edited key (rotation) is picked up without a restart.
+        (
+            "encryption-provider-config",
+            format!("{ENCRYPTION_CONFIG_DIR}/encryption-config.yaml"),
+        ),
+        ("encryption-provider-config-automatic-reload", "true".into()),
         ("etcd-cafile", pki("etcd/ca.crt")),
         ("etcd-certfile", pki("apiserver-etcd-client.crt")),
         ("etcd-keyfile", pki("apiserver-etcd-client.key")),
@@ -235,6 +244,10 @@ pub fn etcd(input: &RenderInput) -> Vec<String> {
         // compaction keeps the database bounded should that ever stop.
         ("auto-compaction-mode", "periodic".into()),
         ("auto-compaction-retention", "1h".into()),
+        (
+            "quota-backend-bytes",
+            input.etcd.quota_backend_bytes.to_string(),
+        ),
         ("cipher-suites", tls_cipher_suites()),
         ("tls-min-version", "TLS1.2".into()),
         ("feature-gates", "InitialCorruptCheck=true".into()),

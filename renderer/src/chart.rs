@@ -51,6 +51,12 @@ const TEMPLATE: &str = r#"{{- /* Emits the manifests gantry rendered, untouched.
 
 /// Packs `objects` (the service set) into a chart archive for `tenant`.
 /// Deterministic: the same objects give the same bytes.
+///
+/// The Namespace stays out of the chart: the release is installed into it
+/// (`helm install -n tcp-<name>`, so the release Secret, which holds every
+/// key, lands beside the keys and not in `default`), and `helm uninstall`
+/// must not delete it with etcd's volumes. The key Secrets carry
+/// `helm.sh/resource-policy: keep`, so an uninstall leaves them too.
 pub fn package(
     tenant: &str,
     version: KubeVersion,
@@ -71,7 +77,9 @@ pub fn package(
             TEMPLATE.as_bytes().to_vec(),
         ),
     ];
-    for (index, object) in objects.iter().enumerate() {
+    // Numbered as in the bundle's service/ folder.
+    let in_chart = (objects.iter().enumerate()).filter(|(_, object)| object.kind != "Namespace");
+    for (index, object) in in_chart {
         files.push((
             format!("{name}/files/{}", manifest_file_name(index, object)),
             object.to_yaml().as_bytes().to_vec(),

@@ -119,7 +119,14 @@ pub(crate) fn context(
                 input.api_server.replicas,
                 &input.api_server.resources,
                 args::api_server(input)?,
-                &["ca", "front-proxy-ca", "etcd-ca", "sa", "apiserver-certs"],
+                &[
+                    "ca",
+                    "front-proxy-ca",
+                    "etcd-ca",
+                    "sa",
+                    "apiserver-certs",
+                    crate::secrets::ENCRYPTION_SECRET,
+                ],
             ),
             "config": {
                 "audit_policy": API_SERVER_AUDIT_POLICY,

@@ -67,6 +67,9 @@ pub struct EtcdInput {
     pub replicas: u32,
     pub storage_size: String,
     pub storage_class_name: Option<String>,
+    /// `--quota-backend-bytes`: at most the volume, so etcd stops writes
+    /// before its disk is full.
+    pub quota_backend_bytes: u64,
     pub resources: Resources,
 }
 

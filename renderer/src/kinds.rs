@@ -49,7 +49,7 @@ pub const KINDS: [Kind; 14] = [
     kind!("policy/v1", PodDisruptionBudget, "poddisruptionbudgets", namespaced: true, service_set: true),
     kind!("networking.k8s.io/v1", NetworkPolicy, "networkpolicies", namespaced: true, service_set: true),
     kind!("v1", ConfigMap, "configmaps", namespaced: true, service_set: true),
-    kind!("v1", ServiceAccount, "serviceaccounts", namespaced: true, service_set: true),
+    kind!("v1", ServiceAccount, "serviceaccounts", namespaced: true, service_set: false),
     kind!("v1", Namespace, "namespaces", namespaced: false, service_set: false),
     kind!("apps/v1", DaemonSet, "daemonsets", namespaced: true, service_set: false),
     kind!("rbac.authorization.k8s.io/v1", ClusterRole, "clusterroles", namespaced: false, service_set: false),
@@ -90,8 +90,7 @@ mod tests {
                 "Deployment",
                 "PodDisruptionBudget",
                 "NetworkPolicy",
-                "ConfigMap",
-                "ServiceAccount"
+                "ConfigMap"
             ]
         );
     }

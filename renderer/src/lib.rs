@@ -31,5 +31,5 @@ pub use render::{
     Rendered, RenderedObject, TEMPLATES, Target, compile_templates_in_background, render,
     render_bootstrap,
 };
-pub use secrets::{SECRET_FILES, SecretFiles, signing_key_secrets};
+pub use secrets::{ENCRYPTION_SECRET, SECRET_FILES, SecretFiles, create_only_secrets};
 pub use versions::{Images, KubeVersion, VersionError};

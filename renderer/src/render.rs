@@ -274,7 +274,7 @@ pub fn render(input: &RenderInput, pki: &PkiBundle) -> Result<Rendered, RenderEr
     let secrets_context = wrap(json!({
         "namespace": input.namespace,
         "common_labels": common_labels(input),
-        "secrets": secrets.iter().map(|s| json!({"name": s.name, "data": s.data})).collect::<Vec<_>>(),
+        "secrets": secrets.iter().map(|s| json!({"name": s.name, "data": s.data, "create_only": s.create_only})).collect::<Vec<_>>(),
     }))?;
     let render_one = |index: usize| {
         let (target, name, _) = TEMPLATES[index];

@@ -1,5 +1,5 @@
 //! How the tenant's PKI is stored in the service cluster: which Secret holds
-//! which file, which hold signing keys, and the checksums that roll pods
+//! which file, which hold keys that are never replaced, and the checksums that roll pods
 //! when a Secret they mount changes.
 
 use std::collections::BTreeMap;
@@ -13,6 +13,8 @@ use sha2::{Digest, Sha256};
 pub(crate) struct SecretData {
     pub name: &'static str,
     pub data: BTreeMap<String, String>,
+    /// One of the [`create_only_secrets`].
+    pub create_only: bool,
 }
 
 /// One Secret of the service set and the PKI files it holds.
@@ -20,20 +22,25 @@ pub struct SecretFiles {
     pub name: &'static str,
     /// (key in the Secret, path in the bundle).
     pub files: &'static [(&'static str, &'static str)],
-    /// Holds a CA or the service-account signing key: created once and never
-    /// overwritten, since replacing one would invalidate everything it signed.
-    pub signing_key: bool,
+    /// Holds a CA, the service-account signing key or the key of Secrets at
+    /// rest: created once and never overwritten, since replacing one would
+    /// invalidate everything it signed or encrypted.
+    pub create_only: bool,
 }
 
 impl SecretFiles {
-    /// The bundle path of its private key (`*.key`), if it holds one.
-    pub fn key_path(&self) -> Option<&'static str> {
+    /// The bundle path of the file whose loss is the loss of a key: its
+    /// private key (`*.key`), or the encryption configuration.
+    pub fn guarded_file(&self) -> Option<&'static str> {
         self.files
             .iter()
             .map(|(_, path)| *path)
-            .find(|path| path.ends_with(".key"))
+            .find(|path| path.ends_with(".key") || *path == gantry_pki::ENCRYPTION_CONFIG)
     }
 }
+
+/// The Secret of the `EncryptionConfiguration`, the key of Secrets at rest.
+pub const ENCRYPTION_SECRET: &str = "encryption-config";
 
 /// How the PKI is stored in the service cluster: each Secret of the service
 /// set and its files (architecture.md's list).
@@ -41,7 +48,7 @@ pub const SECRET_FILES: &[SecretFiles] = &[
     SecretFiles {
         name: "ca",
         files: &[("ca.crt", "pki/ca.crt"), ("ca.key", "pki/ca.key")],
-        signing_key: true,
+        create_only: true,
     },
     SecretFiles {
         name: "front-proxy-ca",
@@ -49,17 +56,22 @@ pub const SECRET_FILES: &[SecretFiles] = &[
             ("front-proxy-ca.crt", "pki/front-proxy-ca.crt"),
             ("front-proxy-ca.key", "pki/front-proxy-ca.key"),
         ],
-        signing_key: true,
+        create_only: true,
     },
     SecretFiles {
         name: "etcd-ca",
         files: &[("ca.crt", "pki/etcd/ca.crt"), ("ca.key", "pki/etcd/ca.key")],
-        signing_key: true,
+        create_only: true,
     },
     SecretFiles {
         name: "sa",
         files: &[("sa.key", "pki/sa.key"), ("sa.pub", "pki/sa.pub")],
-        signing_key: true,
+        create_only: true,
+    },
+    SecretFiles {
+        name: ENCRYPTION_SECRET,
+        files: &[("encryption-config.yaml", gantry_pki::ENCRYPTION_CONFIG)],
+        create_only: true,
     },
     SecretFiles {
         name: "apiserver-certs",
@@ -79,7 +91,7 @@ pub const SECRET_FILES: &[SecretFiles] = &[
             ("apiserver-etcd-client.crt", "pki/apiserver-etcd-client.crt"),
             ("apiserver-etcd-client.key", "pki/apiserver-etcd-client.key"),
         ],
-        signing_key: false,
+        create_only: false,
     },
     SecretFiles {
         name: "etcd-certs",
@@ -92,7 +104,7 @@ pub const SECRET_FILES: &[SecretFiles] = &[
             ("healthcheck-client.crt", "pki/etcd/healthcheck-client.crt"),
             ("healthcheck-client.key", "pki/etcd/healthcheck-client.key"),
         ],
-        signing_key: false,
+        create_only: false,
     },
     SecretFiles {
         name: "admin-kubeconfig",
@@ -100,23 +112,24 @@ pub const SECRET_FILES: &[SecretFiles] = &[
             ("admin.conf", "admin.conf"),
             ("super-admin.conf", "super-admin.conf"),
         ],
-        signing_key: false,
+        create_only: false,
     },
     SecretFiles {
         name: "controller-manager-kubeconfig",
         files: &[("controller-manager.conf", "controller-manager.conf")],
-        signing_key: false,
+        create_only: false,
     },
     SecretFiles {
         name: "scheduler-kubeconfig",
         files: &[("scheduler.conf", "scheduler.conf")],
-        signing_key: false,
+        create_only: false,
     },
 ];
 
-/// The Secrets that hold a CA or the service-account signing key.
-pub fn signing_key_secrets() -> impl Iterator<Item = &'static SecretFiles> {
-    SECRET_FILES.iter().filter(|secret| secret.signing_key)
+/// The Secrets that hold a CA, the service-account signing key or the key
+/// of Secrets at rest.
+pub fn create_only_secrets() -> impl Iterator<Item = &'static SecretFiles> {
+    SECRET_FILES.iter().filter(|secret| secret.create_only)
 }
 
 /// The Secrets of the service set, from the PKI files.
@@ -125,6 +138,7 @@ pub(crate) fn secrets(pki: &PkiBundle) -> Vec<SecretData> {
         .iter()
         .map(|secret| SecretData {
             name: secret.name,
+            create_only: secret.create_only,
             data: secret
                 .files
                 .iter()

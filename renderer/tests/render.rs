@@ -49,6 +49,7 @@ fn the_service_set_holds_every_object_of_the_architecture() {
         ("Secret", "front-proxy-ca"),
         ("Secret", "etcd-ca"),
         ("Secret", "sa"),
+        ("Secret", "encryption-config"),
         ("Secret", "apiserver-certs"),
         ("Secret", "etcd-certs"),
         ("Secret", "admin-kubeconfig"),
@@ -65,7 +66,8 @@ fn the_service_set_holds_every_object_of_the_architecture() {
         ("Deployment", "kube-scheduler"),
         ("NetworkPolicy", "default-deny-ingress"),
         ("NetworkPolicy", "allow-kube-apiserver"),
-        ("NetworkPolicy", "allow-etcd-from-namespace"),
+        ("NetworkPolicy", "allow-etcd-from-apiservers-and-peers"),
+        ("NetworkPolicy", "allow-etcd-metrics-from-scrapers"),
     ];
     let expected: BTreeSet<(String, String)> = expected
         .iter()
@@ -212,7 +214,12 @@ fn the_chart_archive_is_deterministic_and_holds_the_service_set() {
             .iter()
             .filter(|n| n.starts_with("tenant-a-control-plane/files/"))
             .count(),
-        rendered.service.len()
+        rendered.service.len() - 1,
+        "the service set but its Namespace"
+    );
+    assert!(
+        !names.iter().any(|n| n.contains("-namespace-")),
+        "{names:?}"
     );
 }
 

@@ -351,6 +351,30 @@ impl ControlPlane {
             .expect("run kubectl")
     }
 
+    /// etcdctl on the node host against the first etcd member, as the
+    /// apiserver connects: its etcd client certificate from the bundle.
+    pub fn etcdctl(&self, args: &[&str]) -> Output {
+        let pki = |file: &str| self.bundle.join("pki").join(file);
+        self.node
+            .command(tool("etcdctl"))
+            .arg(format!(
+                "--endpoints=https://{}:2379",
+                self.etcd[0].host.address
+            ))
+            .arg(format!("--cacert={}", pki("etcd/ca.crt").display()))
+            .arg(format!(
+                "--cert={}",
+                pki("apiserver-etcd-client.crt").display()
+            ))
+            .arg(format!(
+                "--key={}",
+                pki("apiserver-etcd-client.key").display()
+            ))
+            .args(args)
+            .output()
+            .expect("run etcdctl")
+    }
+
     /// The HTTP status of `curl` from the node host to `url` (an
     /// `https://` address of this plane), trusting the plane's CA, with
     /// `auth`: curl's `--cert` and `--key`, or nothing for an anonymous

@@ -24,34 +24,42 @@ pub enum CaCheck {
     Lost { missing: Vec<&'static str> },
 }
 
-/// Decides from what was read: the PKI files of the tenant's Secrets, the
-/// CA hash in its status, whether its join Secret exists, and the value of
-/// [`RECREATE_CA_ANNOTATION`].
-pub fn check(
-    existing: &FileSet,
-    recorded_hash: Option<&str>,
-    join_secret_exists: bool,
-    recreate: Option<&str>,
-) -> CaCheck {
-    // The Secrets that hold a CA or the service-account key.
-    let missing: Vec<&'static str> = gantry_renderer::signing_key_secrets()
+/// What a tenant's status and namespace say it has had.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HadBefore<'a> {
+    /// The CA hash its status records.
+    pub ca_hash: Option<&'a str>,
+    /// Its join Secret exists.
+    pub join_secret: bool,
+    /// Its status names the Secret of the key of Secrets at rest. A tenant
+    /// made before gantry encrypted Secrets has none, and gets one.
+    pub encryption_secret: bool,
+}
+
+/// Decides from what was read: the PKI files of the tenant's Secrets, what
+/// it [`HadBefore`], and the value of [`RECREATE_CA_ANNOTATION`].
+pub fn check(existing: &FileSet, had: HadBefore<'_>, recreate: Option<&str>) -> CaCheck {
+    // The Secrets that hold a CA or a key that is never replaced.
+    let missing: Vec<&'static str> = gantry_renderer::create_only_secrets()
         .filter(|secret| {
             secret
-                .key_path()
-                .is_some_and(|key| !existing.contains_key(key))
+                .guarded_file()
+                .is_some_and(|file| !existing.contains_key(file))
         })
         .map(|secret| secret.name)
+        .filter(|name| *name != gantry_renderer::ENCRYPTION_SECRET || had.encryption_secret)
         .collect();
     if missing.is_empty() {
         return CaCheck::Go;
     }
-    let had_ca = recorded_hash.is_some()
-        || join_secret_exists
-        || existing.keys().any(|file| !is_signing_key_file(file));
+    let had_ca = had.ca_hash.is_some()
+        || had.join_secret
+        || had.encryption_secret
+        || existing.keys().any(|file| !is_create_only_file(file));
     if !had_ca {
         return CaCheck::Go;
     }
-    let asked = match (recorded_hash, recreate) {
+    let asked = match (had.ca_hash, recreate) {
         (Some(hash), Some(value)) => value == hash,
         (None, Some(value)) => !value.is_empty(),
         (_, None) => false,
@@ -63,10 +71,10 @@ pub fn check(
     }
 }
 
-/// Whether `file` is one of the files of the Secrets that hold a CA or the
-/// service-account key (keys, certificates, the public SA key).
-fn is_signing_key_file(file: &str) -> bool {
-    gantry_renderer::signing_key_secrets()
+/// Whether `file` is one of the files of the create-only Secrets (keys,
+/// certificates, the public SA key, the encryption configuration).
+fn is_create_only_file(file: &str) -> bool {
+    gantry_renderer::create_only_secrets()
         .any(|secret| secret.files.iter().any(|(_, path)| *path == file))
 }
 
@@ -96,6 +104,14 @@ mod tests {
             .collect()
     }
 
+    fn had(ca_hash: Option<&str>, join_secret: bool) -> HadBefore<'_> {
+        HadBefore {
+            ca_hash,
+            join_secret,
+            encryption_secret: false,
+        }
+    }
+
     const ALL_KEYS: [&str; 8] = [
         "pki/ca.key",
         "pki/ca.crt",
@@ -109,7 +125,7 @@ mod tests {
 
     #[test]
     fn a_new_tenant_gets_its_cas() {
-        assert_eq!(check(&files(&[]), None, false, None), CaCheck::Go);
+        assert_eq!(check(&files(&[]), HadBefore::default(), None), CaCheck::Go);
     }
 
     #[test]
@@ -117,7 +133,7 @@ mod tests {
         let mut with_leaf = ALL_KEYS.to_vec();
         with_leaf.push("pki/apiserver.crt");
         assert_eq!(
-            check(&files(&with_leaf), Some("sha256:aa"), true, None),
+            check(&files(&with_leaf), had(Some("sha256:aa"), true), None),
             CaCheck::Go
         );
     }
@@ -134,17 +150,45 @@ mod tests {
         };
         // The status records a hash.
         assert_eq!(
-            check(&files(&without_ca), Some("sha256:aa"), false, None),
+            check(&files(&without_ca), had(Some("sha256:aa"), false), None),
             lost
         );
         // The join Secret exists.
-        assert_eq!(check(&files(&without_ca), None, true, None), lost);
+        assert_eq!(check(&files(&without_ca), had(None, true), None), lost);
         // A leaf certificate exists.
         let mut with_leaf = without_ca.clone();
         with_leaf.push("pki/apiserver.crt");
-        assert_eq!(check(&files(&with_leaf), None, false, None), lost);
+        assert_eq!(check(&files(&with_leaf), HadBefore::default(), None), lost);
         // Only other CAs: a tenant whose first pass stopped part-way.
-        assert_eq!(check(&files(&without_ca), None, false, None), CaCheck::Go);
+        assert_eq!(
+            check(&files(&without_ca), HadBefore::default(), None),
+            CaCheck::Go
+        );
+    }
+
+    #[test]
+    fn a_lost_encryption_key_stops_but_a_tenant_older_than_encryption_gets_one() {
+        let mut without_encryption = ALL_KEYS.to_vec();
+        without_encryption.push("pki/apiserver.crt");
+        let existing = files(&without_encryption);
+        let older = had(Some("sha256:aa"), true);
+        assert_eq!(check(&existing, older, None), CaCheck::Go);
+        let encrypted = HadBefore {
+            encryption_secret: true,
+            ..older
+        };
+        assert_eq!(
+            check(&existing, encrypted, None),
+            CaCheck::Lost {
+                missing: vec!["encryption-config"]
+            }
+        );
+        let mut with_encryption = without_encryption.clone();
+        with_encryption.push(gantry_pki::ENCRYPTION_CONFIG);
+        assert_eq!(
+            check(&files(&with_encryption), encrypted, None),
+            CaCheck::Go
+        );
     }
 
     #[test]
@@ -152,19 +196,19 @@ mod tests {
         let none = files(&["pki/apiserver.crt"]);
         let missing = vec!["ca", "front-proxy-ca", "etcd-ca", "sa"];
         assert_eq!(
-            check(&none, Some("sha256:aa"), true, Some("sha256:bb")),
+            check(&none, had(Some("sha256:aa"), true), Some("sha256:bb")),
             CaCheck::Lost {
                 missing: missing.clone()
             }
         );
         assert_eq!(
-            check(&none, Some("sha256:aa"), true, Some("sha256:aa")),
+            check(&none, had(Some("sha256:aa"), true), Some("sha256:aa")),
             CaCheck::Recreate {
                 missing: missing.clone()
             }
         );
         assert_eq!(
-            check(&none, None, true, Some("yes")),
+            check(&none, had(None, true), Some("yes")),
             CaCheck::Recreate { missing }
         );
     }

@@ -176,23 +176,20 @@ fn guard_the_ca(
     existing: &gantry_pki::FileSet,
     join_exists: bool,
 ) -> Result<(), Halt> {
-    let recorded_hash = pass
-        .tcp
-        .status
-        .as_ref()
-        .and_then(|s| s.ca_cert_hash.clone());
+    let status = pass.tcp.status.as_ref();
+    let recorded_hash = status.and_then(|s| s.ca_cert_hash.clone());
+    let had = ca_guard::HadBefore {
+        ca_hash: recorded_hash.as_deref(),
+        join_secret: join_exists,
+        encryption_secret: status.is_some_and(|s| s.encryption_secret.is_some()),
+    };
     let recreate = pass
         .tcp
         .metadata
         .annotations
         .as_ref()
         .and_then(|a| a.get(ca_guard::RECREATE_CA_ANNOTATION));
-    match ca_guard::check(
-        existing,
-        recorded_hash.as_deref(),
-        join_exists,
-        recreate.map(String::as_str),
-    ) {
+    match ca_guard::check(existing, had, recreate.map(String::as_str)) {
         ca_guard::CaCheck::Go => Ok(()),
         ca_guard::CaCheck::Recreate { missing } => {
             pass.notes.push(Note::warning(
@@ -273,6 +270,9 @@ pub(super) async fn apply_service_set(
     .await?;
     pass.merge(report);
     pass.status.kubeconfig_secret = Some("admin-kubeconfig".into());
+    // Recorded once applied, not when planned: a pass that stops before
+    // applying it must not make its absence look like a loss.
+    pass.status.encryption_secret = Some(gantry_renderer::ENCRYPTION_SECRET.into());
     if !pass.report.applied.is_empty() {
         let message = format!(
             "applied {} objects in {}: {}",

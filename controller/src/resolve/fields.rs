@@ -83,6 +83,59 @@ pub(super) fn cert_sans(spec: &TenantControlPlaneSpec) -> Result<Vec<San>, SpecE
         .collect()
 }
 
+/// The largest backend quota etcd advises, and the default's cap.
+const MAX_DEFAULT_QUOTA: u64 = 8 << 30;
+
+/// `spec.etcd.storage.quota` in bytes: as given (more than zero, at most the
+/// volume), or 80% of the volume up to 8 GiB, so that etcd refuses writes
+/// before its disk fills. Call after [`etcd_members`] checked the size.
+pub(super) fn etcd_quota_bytes(spec: &TenantControlPlaneSpec) -> Result<u64, SpecError> {
+    let storage = &spec.etcd.storage;
+    let size = quantity_bytes(&storage.size).unwrap_or(0);
+    let Some(quota) = &storage.quota else {
+        return Ok((size / 5 * 4).min(MAX_DEFAULT_QUOTA));
+    };
+    validate_quantity("spec.etcd.storage.quota", quota)?;
+    match quantity_bytes(quota) {
+        Some(bytes) if bytes > 0 && bytes <= size => Ok(bytes),
+        Some(bytes) if bytes > 0 => Err(invalid(
+            "spec.etcd.storage.quota",
+            quota,
+            format!("must be at most spec.etcd.storage.size ({})", storage.size),
+        )),
+        _ => Err(invalid(
+            "spec.etcd.storage.quota",
+            quota,
+            "must be at least one byte",
+        )),
+    }
+}
+
+/// The whole bytes of a quantity [`validate_quantity`] accepted.
+fn quantity_bytes(value: &str) -> Option<u64> {
+    const MULTIPLIERS: [(&str, f64); 13] = [
+        ("Ki", 1024.0),
+        ("Mi", 1048576.0),
+        ("Gi", 1073741824.0),
+        ("Ti", 1099511627776.0),
+        ("Pi", 1125899906842624.0),
+        ("Ei", 1152921504606846976.0),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+        ("E", 1e18),
+        ("m", 1e-3),
+    ];
+    let (number, multiplier) = MULTIPLIERS
+        .iter()
+        .find_map(|(suffix, m)| value.strip_suffix(suffix).map(|n| (n, *m)))
+        .unwrap_or((value, 1.0));
+    let bytes = number.parse::<f64>().ok()? * multiplier;
+    (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
+}
+
 /// `spec.etcd`: an odd member count and a storage size above zero.
 pub(super) fn etcd_members(spec: &TenantControlPlaneSpec) -> Result<u32, SpecError> {
     let replicas = spec.etcd.replicas;

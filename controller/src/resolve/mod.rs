@@ -139,6 +139,7 @@ pub fn resolve(
         etcd: EtcdInput {
             replicas: etcd_replicas,
             storage_size: spec.etcd.storage.size.clone(),
+            quota_backend_bytes: fields::etcd_quota_bytes(spec)?,
             storage_class_name: spec.etcd.storage.storage_class_name.clone(),
             resources: fields::resources(
                 "spec.etcd.resources",
@@ -303,7 +304,7 @@ fn bootstrap_input(
 
 #[cfg(test)]
 mod tests {
-    use super::fields::validate_quantity;
+    use super::fields::{etcd_quota_bytes, validate_quantity};
     use super::*;
 
     #[test]
@@ -357,5 +358,44 @@ mod tests {
         for bad in ["", "ten", "10GB", "Gi", "1..5", "e3", "1e"] {
             assert!(validate_quantity("f", bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_etcd_quota_defaults_below_the_volume_and_never_exceeds_it() {
+        let quota = |size: &str, quota: Option<&str>| {
+            let mut spec =
+                TenantControlPlane::from_yaml(include_str!("../../../examples/tenant-a.yaml"))
+                    .unwrap()
+                    .spec;
+            spec.etcd.storage.size = size.into();
+            spec.etcd.storage.quota = quota.map(Into::into);
+            etcd_quota_bytes(&spec)
+        };
+        assert_eq!(
+            quota("10Gi", None).unwrap(),
+            8 << 30,
+            "80% of 10Gi, capped at 8Gi"
+        );
+        assert_eq!(quota("5Gi", None).unwrap(), 4 << 30, "80% of 5Gi");
+        assert_eq!(quota("100G", None).unwrap(), 8 << 30, "capped at 8Gi");
+        assert_eq!(quota("10Gi", Some("2Gi")).unwrap(), 2 << 30);
+        assert_eq!(quota("10Gi", Some("1.5e9")).unwrap(), 1_500_000_000);
+        let error = quota("10Gi", Some("20Gi")).unwrap_err();
+        assert_eq!(error.field, "spec.etcd.storage.quota");
+        assert!(
+            error
+                .reason
+                .contains("at most spec.etcd.storage.size (10Gi)"),
+            "{}",
+            error.reason
+        );
+        assert_eq!(
+            quota("10Gi", Some("0")).unwrap_err().field,
+            "spec.etcd.storage.quota"
+        );
+        assert_eq!(
+            quota("10Gi", Some("lots")).unwrap_err().field,
+            "spec.etcd.storage.quota"
+        );
     }
 }

@@ -2,9 +2,10 @@
 //!
 //! [`issue`] is one code path for both: with no existing files it creates
 //! everything; with a previous bundle it keeps what is still good (byte for
-//! byte) and reissues only the leaves that must change. CAs and the
-//! service-account key are never replaced: losing one would invalidate every
-//! certificate or token it signed, so an unreadable one is an error.
+//! byte) and reissues only the leaves that must change. CAs, the
+//! service-account key and the key of Secrets at rest are never replaced:
+//! losing one would invalidate every certificate, token or Secret it signed
+//! or encrypted, so an unreadable one is an error.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,8 +17,11 @@ use crate::cert::CertInfo;
 use crate::error::PkiError;
 use crate::spec::{KeyAlgorithm, PkiSpec, San};
 
+mod encryption;
 mod plan;
 mod steps;
+
+pub use encryption::{ENCRYPTION_CONFIG, FIRST_KEY_NAME};
 
 use plan::Plan;
 
@@ -191,6 +195,7 @@ pub fn issue(spec: &PkiSpec, existing: &FileSet, now: OffsetDateTime) -> Result<
     // 1.-3. Decide what is kept and what is made.
     let mut cas = steps::load_authorities(existing, now, &mut plan)?;
     let sa = steps::load_service_account_key(existing, &mut plan)?;
+    encryption::keep_or_make(existing, &mut plan)?;
     let mut to_sign = steps::plan_leaves(spec, existing, &cas, now, &mut plan);
     to_sign.extend(steps::plan_kubeconfigs(
         spec, existing, &cas, now, &mut plan,
