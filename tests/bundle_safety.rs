@@ -206,7 +206,10 @@ fn a_bundle_that_lost_its_ca_is_refused_unless_new_ca_is_asked_for() {
     std::fs::remove_dir_all(out.join("pki")).unwrap();
     assert_refused(
         &render(&a, &out, &[]),
-        &["pki/ca.key, pki/front-proxy-ca.key, pki/etcd/ca.key, pki/sa.key are missing"],
+        &[
+            "pki/ca.key, pki/front-proxy-ca.key, pki/etcd/ca.key, pki/sa.key, \
+             pki/encryption-config.yaml are missing",
+        ],
     );
 
     assert_ok(&render(&a, &out, &["--new-ca"]));
@@ -215,6 +218,33 @@ fn a_bundle_that_lost_its_ca_is_refused_unless_new_ca_is_asked_for() {
         old_hash.split_whitespace().last(),
         new_hash.split_whitespace().last(),
         "--new-ca made a new CA"
+    );
+
+    // The key of Secrets at rest is guarded like a CA: every Secret in etcd
+    // was written with it.
+    let key = out.join("pki/encryption-config.yaml");
+    std::fs::remove_file(&key).unwrap();
+    assert_refused(
+        &render(&a, &out, &[]),
+        &["pki/encryption-config.yaml is missing"],
+    );
+    // A bundle of a gantry older than encryption at rest (its apiserver has
+    // no --encryption-provider-config) gets a key.
+    for (path, contents) in files_under(&out) {
+        let contents = String::from_utf8_lossy(&contents);
+        if path.starts_with("service/") && contents.contains("--encryption-provider-config=") {
+            let older: String = contents
+                .lines()
+                .filter(|line| !line.contains("--encryption-provider-config="))
+                .map(|line| format!("{line}\n"))
+                .collect();
+            std::fs::write(out.join(&path), older).unwrap();
+        }
+    }
+    assert_ok(&render(&a, &out, &[]));
+    assert!(
+        key.exists(),
+        "no key for a bundle older than encryption at rest"
     );
 }
 

@@ -178,7 +178,7 @@ fn a_second_init_keeps_everything_and_says_so() {
     let text = stdout(&output);
     assert_eq!(
         text.lines().filter(|l| l.starts_with("kept ")).count(),
-        16,
+        17,
         "{text}"
     );
     assert!(text.contains("0 files written"), "{text}");

@@ -36,7 +36,7 @@ fn the_example_renders_a_complete_bundle_with_private_files_at_0600() {
     );
     let summary = String::from_utf8_lossy(&output.stdout);
     assert!(
-        summary.contains("service/            24 objects"),
+        summary.contains("service/            29 objects"),
         "{summary}"
     );
     // The release (and its Secret, holding every key) in the tenant's
@@ -65,6 +65,7 @@ fn the_example_renders_a_complete_bundle_with_private_files_at_0600() {
         let private = relative.ends_with(".key")
             || (relative.ends_with(".conf") && relative != "cluster-info.conf")
             || relative == "join-command"
+            || relative == "pki/encryption-config.yaml"
             || relative.starts_with("chart/")
             || relative.contains("-secret-");
         assert_eq!(
@@ -74,7 +75,7 @@ fn the_example_renders_a_complete_bundle_with_private_files_at_0600() {
         );
     }
     assert!(out.join("chart/tenant-a-control-plane-1.35.5.tgz").exists());
-    assert!(out.join("service/15-statefulset-etcd.yaml").exists());
+    assert!(out.join("service/22-statefulset-etcd.yaml").exists());
     assert!(out.join("tenant/00-configmap-cluster-info.yaml").exists());
 
     // Rendering again changes nothing: same PKI, same token, same bytes.

@@ -43,6 +43,15 @@ pub struct RenderArgs {
     /// The service cluster's DNS domain.
     #[arg(long, default_value = "cluster.local")]
     service_cluster_domain: String,
+    /// The service cluster's own pod and Service CIDRs, comma-separated: the
+    /// masters' egress NetworkPolicy keeps them out of reach.
+    #[arg(long, value_name = "CIDR,...", value_delimiter = ',', value_parser = service_cluster_cidr)]
+    service_cluster_cidrs: Vec<ipnet::IpNet>,
+}
+
+/// One `--service-cluster-cidrs` entry: a CIDR such as `10.244.0.0/16`.
+pub(crate) fn service_cluster_cidr(value: &str) -> Result<ipnet::IpNet, String> {
+    gantry_pki::parse_cidr("--service-cluster-cidrs", value).map_err(|e| e.reason)
 }
 
 pub fn run(args: RenderArgs) -> Result<ExitCode, CliError> {
@@ -74,7 +83,10 @@ pub fn run(args: RenderArgs) -> Result<ExitCode, CliError> {
         token,
         expiration,
         now,
-        &args.service_cluster_domain,
+        &gantry_renderer::ServiceCluster {
+            domain: args.service_cluster_domain.clone(),
+            cidrs: args.service_cluster_cidrs.clone(),
+        },
     )?;
     refuse_other_tenant(&args.out, &owner, &existing, &resolved.input)?;
     if let Owner::Recorded(BundleRecord {

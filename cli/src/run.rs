@@ -31,6 +31,10 @@ pub struct RunArgs {
     /// The service cluster's DNS domain (for the apiserver's etcd and Service names).
     #[arg(long, default_value = "cluster.local", value_name = "DOMAIN")]
     service_cluster_domain: String,
+    /// The service cluster's own pod and Service CIDRs, comma-separated: the
+    /// masters' egress NetworkPolicy keeps them out of reach.
+    #[arg(long, value_name = "CIDR,...", value_delimiter = ',', value_parser = crate::render::service_cluster_cidr)]
+    service_cluster_cidrs: Vec<ipnet::IpNet>,
     /// The longest one tenant's pass may take before it is stopped and
     /// retried (a tenant apiserver that stops answering must not hold a worker).
     #[arg(long, default_value = "120s", value_name = "DURATION", value_parser = reconcile_timeout)]
@@ -68,7 +72,10 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         lease_name: args.lease_name,
         identity,
         concurrency: args.concurrency,
-        service_cluster_domain: args.service_cluster_domain,
+        service_cluster: gantry_renderer::ServiceCluster {
+            domain: args.service_cluster_domain,
+            cidrs: args.service_cluster_cidrs,
+        },
         reconcile_timeout: args.reconcile_timeout,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -19,7 +19,7 @@ async fn reconcile_once(double: &InMemoryApiServerDouble, tenant_api: &InMemoryA
     let ctx = Context {
         client: double.client(),
         live: None,
-        service_cluster_domain: "cluster.local".into(),
+        service_cluster: gantry_renderer::ServiceCluster::default(),
         tenant_client: tenant_factory(tenant_api),
     };
     reconcile(&tcp, &ctx, OffsetDateTime::now_utc())

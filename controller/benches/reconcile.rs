@@ -28,7 +28,7 @@ fn steady_state(c: &mut Criterion) {
     let ctx = Context {
         client: double.client(),
         live: None,
-        service_cluster_domain: "cluster.local".into(),
+        service_cluster: gantry_renderer::ServiceCluster::default(),
         tenant_client: tenant_factory(&tenant_api),
     };
     let current = |double: &InMemoryApiServerDouble| {

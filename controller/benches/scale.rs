@@ -158,7 +158,7 @@ async fn run_operator(port: u16, tenants: usize) {
         lease_name: "gantry-leader".into(),
         identity: "scale".into(),
         concurrency: 8,
-        service_cluster_domain: "cluster.local".into(),
+        service_cluster: gantry_renderer::ServiceCluster::default(),
         reconcile_timeout: gantry_controller::operator::RECONCILE_TIMEOUT,
     };
     let metrics_addr = settings.metrics_addr;
@@ -263,7 +263,7 @@ async fn run(port: u16, tenants: usize) {
     let ctx = Context {
         client: service.clone(),
         live: None,
-        service_cluster_domain: "cluster.local".into(),
+        service_cluster: gantry_renderer::ServiceCluster::default(),
         tenant_client,
     };
     let steady = SteadyState::new();

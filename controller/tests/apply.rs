@@ -28,7 +28,15 @@ fn render(
     let now = OffsetDateTime::now_utc();
     let token = BootstrapToken::parse("abcdef.0123456789abcdef").unwrap();
     let endpoint = offline_endpoint(manifest).unwrap();
-    let resolved = resolve(manifest, &endpoint, token, None, now, "cluster.local").unwrap();
+    let resolved = resolve(
+        manifest,
+        &endpoint,
+        token,
+        None,
+        now,
+        &gantry_renderer::ServiceCluster::default(),
+    )
+    .unwrap();
     let pki = gantry_pki::issue(&resolved.pki, existing, now)
         .unwrap()
         .bundle;
@@ -54,9 +62,9 @@ async fn an_unchanged_tenant_costs_zero_writes() {
     let client = double.client();
     let (objects, _) = render(&manifest(), &FileSet::new());
     let first = apply(&client, &objects).await;
-    assert_eq!(first.applied.len(), 24, "{first:?}");
-    assert_eq!(double.len(), 24);
-    assert_eq!(double.writes().len(), 24);
+    assert_eq!(first.applied.len(), 29, "{first:?}");
+    assert_eq!(double.len(), 29);
+    assert_eq!(double.writes().len(), 29);
     let namespace = double.get("namespaces", "", "tcp-tenant-a").unwrap();
     assert_eq!(namespace["metadata"]["labels"]["gantry.dev/tenant"], TENANT);
     assert_eq!(
@@ -68,7 +76,7 @@ async fn an_unchanged_tenant_costs_zero_writes() {
     let second = apply(&client, &objects).await;
     assert_eq!(second.writes(), 0, "{second:?}");
     assert_eq!(double.writes(), Vec::<String>::new());
-    assert_eq!((second.unchanged, second.kept.len()), (19, 5));
+    assert_eq!((second.unchanged, second.kept.len()), (24, 5));
 }
 
 #[tokio::test]

@@ -35,7 +35,7 @@ fn parse_and_resolve(text: &str) {
             gantry_pki::BootstrapToken::generate(),
             None,
             time::OffsetDateTime::now_utc(),
-            "cluster.local",
+            &gantry_renderer::ServiceCluster::default(),
         );
     }
 }

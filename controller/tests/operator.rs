@@ -63,7 +63,7 @@ fn settings(identity: &str) -> Settings {
         lease_name: "gantry-leader".into(),
         identity: identity.into(),
         concurrency: 4,
-        service_cluster_domain: "cluster.local".into(),
+        service_cluster: gantry_renderer::ServiceCluster::default(),
         reconcile_timeout: operator::RECONCILE_TIMEOUT,
     }
 }

@@ -54,7 +54,7 @@ async fn a_pending_load_balancer_gets_only_the_bootstrap_objects_then_everything
     assert_eq!(condition(&second, "EtcdReady"), ("False", "NoQuorum"));
     assert_eq!(condition(&second, "Ready"), ("False", "APIServerNotReady"));
     assert_eq!(second.status.endpoint.as_deref(), Some("203.0.113.10:6443"));
-    assert_eq!(second.applied.applied.len(), 22, "{:?}", second.applied);
+    assert_eq!(second.applied.applied.len(), 27, "{:?}", second.applied);
     let reasons: Vec<&str> = second.notes.iter().map(|n| n.reason.as_str()).collect();
     assert_eq!(
         reasons,
@@ -319,7 +319,7 @@ async fn the_finalizer_is_added_first_and_removed_only_once_the_namespace_is_gon
     let ctx = || Context {
         client: double.client(),
         live: None,
-        service_cluster_domain: "cluster.local".into(),
+        service_cluster: gantry_renderer::ServiceCluster::default(),
         tenant_client: tenant_factory(&InMemoryApiServerDouble::new()),
     };
     let stored = || -> TenantControlPlane {
@@ -395,7 +395,7 @@ async fn a_settled_tenant_costs_no_request_until_it_or_a_watched_object_changes(
     let ctx = Context {
         client: double.client(),
         live: None,
-        service_cluster_domain: "cluster.local".into(),
+        service_cluster: gantry_renderer::ServiceCluster::default(),
         tenant_client: tenant_factory(&tenant_api),
     };
     let stored = || -> Arc<TenantControlPlane> {

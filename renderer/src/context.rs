@@ -30,6 +30,24 @@ fn config_checksum() -> String {
         .collect()
 }
 
+/// The addresses the masters' egress policy keeps out of reach, by family:
+/// the service cluster's own pod and Service CIDRs, and the cloud metadata
+/// address, which hands out the cloud's credentials.
+fn egress_denied(input: &RenderInput) -> Value {
+    const CLOUD_METADATA: &str = "169.254.169.254/32";
+    let cidrs = &input.networking.service_cluster_cidrs;
+    let of_family = |v4: bool| -> Vec<String> {
+        cidrs
+            .iter()
+            .filter(|cidr| matches!(cidr, ipnet::IpNet::V4(_)) == v4)
+            .map(ToString::to_string)
+            .collect()
+    };
+    let mut ipv4 = of_family(true);
+    ipv4.push(CLOUD_METADATA.into());
+    json!({"ipv4_except": ipv4, "ipv6_except": of_family(false)})
+}
+
 fn component_labels(tenant: &str, component: &str) -> Value {
     json!({
         "app.kubernetes.io/name": component,
@@ -104,6 +122,7 @@ pub(crate) fn context(
             "port": input.endpoint.port,
         },
         "common_labels": common_labels(input),
+        "egress": egress_denied(input),
         "etcd": {
             "component": component("etcd", input.etcd.replicas, &input.etcd.resources, args::etcd(input), &["etcd-certs"]),
             "storage_size": input.etcd.storage_size,

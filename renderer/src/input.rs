@@ -81,6 +81,28 @@ pub struct NetworkingInput {
     pub dns_domain: String,
     /// The service cluster's DNS domain.
     pub service_cluster_domain: String,
+    /// The service cluster's own pod and Service CIDRs: the masters' egress
+    /// policy keeps them out of reach, but for the tenant's own pods.
+    pub service_cluster_cidrs: Vec<IpNet>,
+}
+
+/// What gantry knows of the service cluster it renders for (the operator's
+/// flags, or `gantry render`'s).
+#[derive(Debug, Clone)]
+pub struct ServiceCluster {
+    /// Its DNS domain.
+    pub domain: String,
+    /// Its own pod and Service CIDRs.
+    pub cidrs: Vec<IpNet>,
+}
+
+impl Default for ServiceCluster {
+    fn default() -> Self {
+        Self {
+            domain: "cluster.local".into(),
+            cidrs: Vec::new(),
+        }
+    }
 }
 
 /// Container resources as Kubernetes quantities (`"100m"`, `"256Mi"`).

@@ -25,7 +25,7 @@ pub use check::{check_as, check_object};
 pub use error::RenderError;
 pub use input::{
     ApiServerInput, BootstrapInput, ComponentInput, EtcdInput, NetworkingInput, Placement,
-    RenderInput, Resources, ServiceType,
+    RenderInput, Resources, ServiceCluster, ServiceType,
 };
 pub use render::{
     Rendered, RenderedObject, TEMPLATES, Target, compile_templates_in_background, render,

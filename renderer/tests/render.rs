@@ -68,6 +68,11 @@ fn the_service_set_holds_every_object_of_the_architecture() {
         ("NetworkPolicy", "allow-kube-apiserver"),
         ("NetworkPolicy", "allow-etcd-from-apiservers-and-peers"),
         ("NetworkPolicy", "allow-etcd-metrics-from-scrapers"),
+        ("NetworkPolicy", "default-deny-egress"),
+        ("NetworkPolicy", "allow-dns-egress"),
+        ("NetworkPolicy", "allow-kube-apiserver-egress"),
+        ("NetworkPolicy", "allow-etcd-egress"),
+        ("NetworkPolicy", "allow-controllers-egress"),
     ];
     let expected: BTreeSet<(String, String)> = expected
         .iter()

@@ -60,7 +60,7 @@ pub struct Settings {
     pub identity: String,
     /// Tenants reconciled at once.
     pub concurrency: u16,
-    pub service_cluster_domain: String,
+    pub service_cluster: gantry_renderer::ServiceCluster,
     /// The longest one pass may take (default [`RECONCILE_TIMEOUT`]).
     pub reconcile_timeout: Duration,
 }
@@ -323,7 +323,7 @@ async fn run_controller(
         ctx: Context {
             client: client.clone(),
             live: Some(objects.clone()),
-            service_cluster_domain: settings.service_cluster_domain.clone(),
+            service_cluster: settings.service_cluster.clone(),
             tenant_client,
         },
         steady: steady.clone(),

@@ -38,7 +38,7 @@ pub struct Context {
     /// The service cluster's gantry objects, kept by watches (the operator);
     /// `None` reads them from the API (one-shot passes, tests).
     pub live: Option<Arc<LiveObjects>>,
-    pub service_cluster_domain: String,
+    pub service_cluster: gantry_renderer::ServiceCluster,
     pub tenant_client: TenantClientFactory,
 }
 

@@ -126,7 +126,7 @@ pub(super) async fn certificates(
         token.clone(),
         Some(expiration),
         pass.now,
-        &pass.ctx.service_cluster_domain,
+        &pass.ctx.service_cluster,
     )
     .map_err(|error| Halt::failed("InvalidSpec", error.to_string()))?;
     let issued = gantry_pki::issue(&resolved.pki, &existing, pass.now).map_err(|error| {

@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use gantry_pki::{BootstrapToken, Endpoint, PkiSpec};
 use gantry_renderer::{
     ApiServerInput, ComponentInput, EtcdInput, Images, KubeVersion, NetworkingInput, RenderInput,
+    ServiceCluster,
 };
 use ipnet::IpNet;
 use time::{Duration, OffsetDateTime};
@@ -51,15 +52,15 @@ pub const NODE_PORT_RANGE: std::ops::RangeInclusive<u16> = 30000..=32767;
 /// Resolves `manifest` for `endpoint` (where nodes reach the apiserver: given
 /// in the spec, or observed by the controller) with `token`. The token expires
 /// at `token_expiration` when given (a re-render keeps it), else at `now`
-/// plus `spec.join.tokenTTL`. `service_cluster_domain` is the DNS domain of
-/// the service cluster.
+/// plus `spec.join.tokenTTL`. `service_cluster` is what the operator (or
+/// `gantry render`) was told of the service cluster.
 pub fn resolve(
     manifest: &TenantControlPlane,
     endpoint: &Endpoint,
     token: BootstrapToken,
     token_expiration: Option<OffsetDateTime>,
     now: OffsetDateTime,
-    service_cluster_domain: &str,
+    service_cluster: &ServiceCluster,
 ) -> Result<Resolved, SpecError> {
     let name = manifest
         .metadata
@@ -87,7 +88,8 @@ pub fn resolve(
         service_cidr,
         pod_cidr,
         dns_domain: spec.networking.dns_domain.clone(),
-        service_cluster_domain: service_cluster_domain.to_string(),
+        service_cluster_domain: service_cluster.domain.clone(),
+        service_cluster_cidrs: service_cluster.cidrs.clone(),
     };
     let pki = fields::pki_spec(name, endpoint, spec, extra_sans, &networks, &durations)?;
     let input = RenderInput {
@@ -247,7 +249,7 @@ pub fn validate(manifest: &TenantControlPlane) -> Result<ValidatedTenant, SpecEr
         BootstrapToken::generate(),
         None,
         now,
-        "cluster.local",
+        &ServiceCluster::default(),
     )?;
     // extraArgs are checked where the flags are made: a flag gantry owns is
     // an invalid spec (InvalidSpec), not a render failure retried forever.

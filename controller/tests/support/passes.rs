@@ -25,7 +25,7 @@ pub async fn pass(
     let ctx = Context {
         client: double.client(),
         live,
-        service_cluster_domain: "cluster.local".into(),
+        service_cluster: gantry_renderer::ServiceCluster::default(),
         tenant_client: tenant,
     };
     reconcile(&current, &ctx, OffsetDateTime::now_utc())
