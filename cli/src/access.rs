@@ -100,6 +100,9 @@ pub async fn from_cluster(client: &Client, tenant: &str) -> Result<TenantAccess,
     let kubeconfigs = read("admin-kubeconfig")
         .await?
         .ok_or_else(|| not_ready("no admin-kubeconfig Secret yet"))?;
+    let super_admin = read("super-admin-kubeconfig")
+        .await?
+        .ok_or_else(|| not_ready("no super-admin-kubeconfig Secret yet"))?;
     let field = |secret: &Secret, key: &str| -> Result<Vec<u8>, Day2Error> {
         secret
             .data
@@ -122,7 +125,7 @@ pub async fn from_cluster(client: &Client, tenant: &str) -> Result<TenantAccess,
         ca_cert_hash: text(field(&join, join_secret::CA_CERT_HASH)?),
         token: text(field(&join, join_secret::TOKEN)?),
         admin_conf: field(&kubeconfigs, "admin.conf")?,
-        super_admin_conf: field(&kubeconfigs, "super-admin.conf")?,
+        super_admin_conf: field(&super_admin, "super-admin.conf")?,
     })
 }
 

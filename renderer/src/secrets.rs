@@ -108,10 +108,15 @@ pub const SECRET_FILES: &[SecretFiles] = &[
     },
     SecretFiles {
         name: "admin-kubeconfig",
-        files: &[
-            ("admin.conf", "admin.conf"),
-            ("super-admin.conf", "super-admin.conf"),
-        ],
+        files: &[("admin.conf", "admin.conf")],
+        create_only: false,
+    },
+    // Apart from admin.conf: whoever may read admin.conf (RBAC, revocable)
+    // must not also get system:masters, which nothing can revoke. No pod
+    // mounts it (docs/security.md, "Credentials").
+    SecretFiles {
+        name: "super-admin-kubeconfig",
+        files: &[("super-admin.conf", "super-admin.conf")],
         create_only: false,
     },
     SecretFiles {

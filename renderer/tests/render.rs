@@ -53,6 +53,7 @@ fn the_service_set_holds_every_object_of_the_architecture() {
         ("Secret", "apiserver-certs"),
         ("Secret", "etcd-certs"),
         ("Secret", "admin-kubeconfig"),
+        ("Secret", "super-admin-kubeconfig"),
         ("Secret", "controller-manager-kubeconfig"),
         ("Secret", "scheduler-kubeconfig"),
         ("Service", "etcd"),
