@@ -13,6 +13,7 @@ use k8s_openapi::api::admissionregistration::v1::{
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -84,6 +85,7 @@ fn check_typed(document: &Value) -> Result<(), String> {
         ("apps/v1", "Deployment") => check_as::<Deployment>(document),
         ("v1", "Service") => check_as::<Service>(document),
         ("v1", "ServiceAccount") => check_as::<ServiceAccount>(document),
+        ("networking.k8s.io/v1", "NetworkPolicy") => check_as::<NetworkPolicy>(document),
         ("policy/v1", "PodDisruptionBudget") => check_as::<PodDisruptionBudget>(document),
         ("rbac.authorization.k8s.io/v1", "ClusterRole") => check_as::<ClusterRole>(document),
         ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
