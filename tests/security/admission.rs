@@ -57,6 +57,21 @@ pub fn the_operator_chart_bounds_tenants_and_confines_the_operator(
     ]);
     assert_accepted(&install, "helm install of the operator chart");
 
+    // The apiserver loads new policies in the background: wait for the
+    // first refusal, then every check is immediate.
+    let off_list = tenant("  imageRepository: evil.example.com/k8s\n");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while apply(plane, dir, &off_list, &[]).status.success() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the tenant-bounds policy refused nothing within 60 s: {}",
+            plane.kubectl_ok(
+                "admin.conf",
+                &["get", "validatingadmissionpolicies", "-o", "yaml"]
+            )
+        );
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
     assert_accepted(
         &apply(plane, dir, &tenant(""), &[]),
         "a tenant within bounds",

@@ -357,9 +357,10 @@ impl ControlPlane {
         let pki = |file: &str| self.bundle.join("pki").join(file);
         self.node
             .command(tool("etcdctl"))
+            // The name etcd's serving certificate carries, as the apiserver uses.
             .arg(format!(
-                "--endpoints=https://{}:2379",
-                self.etcd[0].host.address
+                "--endpoints=https://etcd-0.etcd.{}.svc:2379",
+                self.namespace
             ))
             .arg(format!("--cacert={}", pki("etcd/ca.crt").display()))
             .arg(format!(

@@ -87,7 +87,8 @@ pub fn lost_message(missing: &[&str], namespace: &str, recorded_hash: Option<&st
     let value = recorded_hash.unwrap_or("yes");
     format!(
         "Secret(s) {secrets} in {namespace} are missing, but {had}. gantry will not make new \
-         ones: every node and kubeconfig would stop working. Restore them from your backup, or \
+         ones: every node and kubeconfig (and, for encryption-config, every stored Secret) would \
+         stop working. Restore them from your backup, or \
          annotate the TenantControlPlane {RECREATE_CA_ANNOTATION}={value} to make new ones \
          (every worker must join again)"
     )
