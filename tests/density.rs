@@ -39,7 +39,7 @@ fn tenants_per_node() {
     let mut images = vec![gantry_image(tmp.path())];
     images.extend(tenant_images(&version));
     let cluster = ServiceCluster::start(tmp.path(), 143, &images);
-    let helm = cluster.plane.helm_install_operator_chart();
+    let helm = cluster.plane.helm_install_operator_chart(&[]);
     assert!(helm.status.success(), "{}", output_text(&helm));
     let cores = std::thread::available_parallelism().unwrap().get() as f64;
     eprintln!(
@@ -79,7 +79,7 @@ fn tenants_per_node() {
         let available = memory_available_mib();
         eprintln!(
             "DENSITY {count} tenants: the last Ready in {:.1} s; tenants' pods {tenant_mib:.0} MiB \
-             ({:.0} MiB each), {:.0} millicores ({:.0} each); the machine's CPU {:.0} millicores \
+             ({:.0} MiB each), {:.0} millicores ({:.0} each); the node's CPU {:.0} millicores \
              of {cores:.0} cores; machine memory available {available} MiB",
             ready.as_secs_f64(),
             tenant_mib / count as f64,

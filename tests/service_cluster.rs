@@ -38,7 +38,7 @@ use secrets::{
 };
 
 fn helm_install_operator_chart(plane: &ControlPlane) {
-    let output = plane.helm_install_operator_chart();
+    let output = plane.helm_install_operator_chart(&[]);
     assert!(
         output.status.success(),
         "helm install: {}",

@@ -165,9 +165,10 @@ pub(crate) fn checksum(secrets: &[SecretData], names: &[&str]) -> String {
             hasher.update(format!("{}/{key}={value}\n", secret.name));
         }
     }
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    lower_hex(&hasher.finalize())
+}
+
+/// `bytes` as lowercase hex: how the checksum annotations print a digest.
+pub(crate) fn lower_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

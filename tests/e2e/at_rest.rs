@@ -22,6 +22,9 @@ pub struct AtRest {
     pub writes: Vec<String>,
     /// The operator's other requests (get, list, watch).
     pub reads: usize,
+    /// The operator's writes the log held before the window: none would
+    /// mean the log does not see the operator, and "no writes" proves nothing.
+    pub writes_before: usize,
     /// The tenant's masters: memory at the end, CPU over the window.
     pub usage: Usage,
 }
@@ -73,17 +76,23 @@ pub fn watch_at_rest(cluster: &ServiceCluster, namespace: &str, window: Duration
     let end = pod_stats(cluster, namespace);
     let seconds = started.elapsed().as_secs_f64();
     let log = std::fs::read(audit).unwrap();
+    let operator_events = |text: &[u8]| -> Vec<Value> {
+        String::from_utf8_lossy(text)
+            .lines()
+            .filter(|line| line.starts_with('{'))
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|event| event["user"]["username"] == OPERATOR)
+            .collect()
+    };
     let mut at_rest = AtRest {
         writes: Vec::new(),
         reads: 0,
+        writes_before: (operator_events(&log[..offset]).iter())
+            .filter(|event| WRITE_VERBS.contains(&event["verb"].as_str().unwrap_or_default()))
+            .count(),
         usage: Usage::default(),
     };
-    for event in String::from_utf8_lossy(&log[offset..])
-        .lines()
-        .filter(|line| line.starts_with('{'))
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|event| event["user"]["username"] == OPERATOR)
-    {
+    for event in operator_events(&log[offset..]) {
         let verb = event["verb"].as_str().unwrap_or_default();
         if WRITE_VERBS.contains(&verb) {
             let object = &event["objectRef"];

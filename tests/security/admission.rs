@@ -44,17 +44,7 @@ pub fn the_operator_chart_bounds_tenants_and_confines_the_operator(
     dir: &Path,
 ) {
     // The CRD is in place already (the extraArgs check applied it).
-    let chart = gantry_tests::repo_root().join("chart/gantry");
-    let install = plane.helm(&[
-        "install",
-        "gantry",
-        chart.to_str().unwrap(),
-        "-n",
-        "gantry-system",
-        "--create-namespace",
-        "--set",
-        "crds.install=false",
-    ]);
+    let install = plane.helm_install_operator_chart(&["--set", "crds.install=false"]);
     assert_accepted(&install, "helm install of the operator chart");
 
     // The apiserver loads new policies in the background: wait for the

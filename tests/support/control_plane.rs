@@ -412,17 +412,20 @@ impl ControlPlane {
             .expect("run helm")
     }
 
-    /// `helm install gantry chart/gantry` into namespace gantry-system.
-    pub fn helm_install_operator_chart(&self) -> Output {
+    /// `helm install gantry chart/gantry` into namespace gantry-system, with
+    /// `extra` arguments (`--set …`).
+    pub fn helm_install_operator_chart(&self, extra: &[&str]) -> Output {
         let chart = crate::repo_root().join("chart/gantry");
-        self.helm(&[
+        let mut args = vec![
             "install",
             "gantry",
             chart.to_str().unwrap(),
             "-n",
             "gantry-system",
             "--create-namespace",
-        ])
+        ];
+        args.extend(extra);
+        self.helm(&args)
     }
 
     /// kubectl that must succeed; returns stdout.
