@@ -26,7 +26,9 @@ pub struct TenantAccess {
     /// The current join token, `ID.SECRET`.
     pub token: String,
     pub admin_conf: Vec<u8>,
-    pub super_admin_conf: Vec<u8>,
+    /// `None` where the reader may not see it: it is apart from
+    /// `admin.conf`, and only `--super-admin` needs it.
+    pub super_admin_conf: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for TenantAccess {
@@ -100,9 +102,14 @@ pub async fn from_cluster(client: &Client, tenant: &str) -> Result<TenantAccess,
     let kubeconfigs = read("admin-kubeconfig")
         .await?
         .ok_or_else(|| not_ready("no admin-kubeconfig Secret yet"))?;
-    let super_admin = read("super-admin-kubeconfig")
-        .await?
-        .ok_or_else(|| not_ready("no super-admin-kubeconfig Secret yet"))?;
+    // Forbidden is an answer here: whoever may read admin.conf need not
+    // see system:masters.
+    let super_admin = match secrets.get_opt("super-admin-kubeconfig").await {
+        Err(kube::Error::Api(response)) if response.code == 403 => None,
+        other => other.map_err(api_error(format!(
+            "get Secret {namespace}/super-admin-kubeconfig"
+        )))?,
+    };
     let field = |secret: &Secret, key: &str| -> Result<Vec<u8>, Day2Error> {
         secret
             .data
@@ -125,7 +132,9 @@ pub async fn from_cluster(client: &Client, tenant: &str) -> Result<TenantAccess,
         ca_cert_hash: text(field(&join, join_secret::CA_CERT_HASH)?),
         token: text(field(&join, join_secret::TOKEN)?),
         admin_conf: field(&kubeconfigs, "admin.conf")?,
-        super_admin_conf: field(&super_admin, "super-admin.conf")?,
+        super_admin_conf: super_admin
+            .map(|secret| field(&secret, "super-admin.conf"))
+            .transpose()?,
     })
 }
 
@@ -190,7 +199,7 @@ pub fn from_bundle(dir: &Path) -> Result<TenantAccess, Day2Error> {
         ca_cert_hash: join.ca_cert_hash,
         token: join.token,
         admin_conf: read("admin.conf")?,
-        super_admin_conf: read("super-admin.conf")?,
+        super_admin_conf: Some(read("super-admin.conf")?),
     })
 }
 
@@ -235,7 +244,7 @@ pub fn bootstrap_token_expiration(secret: &[u8]) -> Option<OffsetDateTime> {
 }
 
 /// Creates a new bootstrap token in the tenant cluster (`tenant` is a client
-/// of the tenant's apiserver as super-admin), valid for `ttl`. The
+/// of the tenant's apiserver as its admin), valid for `ttl`. The
 /// bootstrap signer in the tenant's controller-manager signs cluster-info for
 /// it; the token cleaner removes it once expired.
 pub async fn mint_token(
@@ -259,10 +268,10 @@ pub async fn mint_token(
     Ok(token)
 }
 
-/// A client of the tenant's apiserver from its `super-admin.conf` (whose
-/// server is the tenant's endpoint).
+/// A client of the tenant's apiserver from its `admin.conf` (whose server is
+/// the tenant's endpoint; `cluster-admin` by RBAC, enough to mint a token).
 pub async fn tenant_client(access: &TenantAccess) -> Result<Client, Day2Error> {
-    gantry_controller::reconcile::pipeline::client_from_kubeconfig(&access.super_admin_conf, None)
+    gantry_controller::reconcile::pipeline::client_from_kubeconfig(&access.admin_conf, None)
         .await
         .map_err(|e| Day2Error::Tenant {
             tenant: access.name.clone(),

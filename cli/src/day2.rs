@@ -132,11 +132,17 @@ pub fn join(args: JoinArgs) -> Result<ExitCode, CliError> {
 pub fn kubeconfig(args: KubeconfigArgs) -> Result<ExitCode, CliError> {
     runtime()?.block_on(async {
         let access = access(&args.target).await?;
-        print(if args.super_admin {
-            &access.super_admin_conf
-        } else {
-            &access.admin_conf
-        })
+        if !args.super_admin {
+            return print(&access.admin_conf);
+        }
+        match &access.super_admin_conf {
+            Some(conf) => print(conf),
+            None => Err(CliError::Failed(format!(
+                "tenant {}: may not read Secret super-admin-kubeconfig (system:masters); \
+                 ask whoever holds the platform's break-glass role",
+                access.name
+            ))),
+        }
     })
 }
 

@@ -83,7 +83,7 @@ async fn a_ready_tenant_gives_its_join_command_and_kubeconfigs() {
     let admin = String::from_utf8(access.admin_conf.clone()).unwrap();
     assert!(admin.contains("server: https://203.0.113.10:6443"));
     assert!(admin.contains("kubernetes-admin"));
-    let super_admin = String::from_utf8(access.super_admin_conf.clone()).unwrap();
+    let super_admin = String::from_utf8(access.super_admin_conf.clone().unwrap()).unwrap();
     assert!(super_admin.contains("kubernetes-super-admin"));
     // Debug output never shows the token.
     assert!(!format!("{access:?}").contains(&access.token));

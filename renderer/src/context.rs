@@ -27,10 +27,11 @@ fn config_checksum() -> String {
 }
 
 /// The addresses the masters' egress policy keeps out of reach, by family:
-/// the service cluster's own pod and Service CIDRs, and the cloud metadata
-/// address, which hands out the cloud's credentials.
+/// the service cluster's own pod and Service CIDRs, and the link-local
+/// range, where clouds serve their metadata (169.254.169.254, which hands
+/// out credentials) and nodes their local DNS caches.
 fn egress_denied(input: &RenderInput) -> Value {
-    const CLOUD_METADATA: &str = "169.254.169.254/32";
+    const LINK_LOCAL: &str = "169.254.0.0/16";
     let cidrs = &input.networking.service_cluster_cidrs;
     let of_family = |v4: bool| -> Vec<String> {
         cidrs
@@ -40,7 +41,7 @@ fn egress_denied(input: &RenderInput) -> Value {
             .collect()
     };
     let mut ipv4 = of_family(true);
-    ipv4.push(CLOUD_METADATA.into());
+    ipv4.push(LINK_LOCAL.into());
     json!({"ipv4_except": ipv4, "ipv6_except": of_family(false)})
 }
 

@@ -22,11 +22,16 @@ enum Peer {
         namespace: String,
         labels: BTreeMap<String, String>,
         namespace_labels: BTreeMap<String, String>,
+        /// In the service cluster's pod CIDR (10.244.0.0/16 in the fixture):
+        /// CNIs match pods' addresses against ipBlocks too.
+        ip: IpAddr,
     },
     Address(IpAddr),
 }
 
 fn pod(namespace: &str, labels: &[(&str, &str)], namespace_labels: &[(&str, &str)]) -> Peer {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    static NEXT: AtomicU8 = AtomicU8::new(1);
     let map = |pairs: &[(&str, &str)]| {
         pairs
             .iter()
@@ -39,6 +44,7 @@ fn pod(namespace: &str, labels: &[(&str, &str)], namespace_labels: &[(&str, &str
         namespace: namespace.into(),
         labels: map(labels),
         namespace_labels,
+        ip: IpAddr::from([10, 244, 7, NEXT.fetch_add(1, Ordering::Relaxed)]),
     }
 }
 
@@ -80,14 +86,27 @@ fn selects(selector: &Value, labels: &BTreeMap<String, String>) -> bool {
 
 /// Whether one `from`/`to` entry matches `peer`, for a policy in NAMESPACE.
 fn peer_matches(entry: &Value, peer: &Peer) -> bool {
+    let in_block = |ip: &IpAddr| {
+        entry.get("ipBlock").is_some_and(|block| {
+            let within = |cidr: &Value| {
+                cidr.as_str()
+                    .unwrap()
+                    .parse::<IpNet>()
+                    .unwrap()
+                    .contains(ip)
+            };
+            within(&block["cidr"]) && !block["except"].as_array().into_iter().flatten().any(within)
+        })
+    };
     match peer {
         Peer::Pod {
             namespace,
             labels,
             namespace_labels,
+            ip,
         } => {
             if entry.get("ipBlock").is_some() {
-                return false; // pods are reached by selectors here, never by ipBlock
+                return in_block(ip);
             }
             let namespace_ok = match entry.get("namespaceSelector") {
                 Some(selector) => selects(selector, namespace_labels),
@@ -98,16 +117,7 @@ fn peer_matches(entry: &Value, peer: &Peer) -> bool {
                 .is_none_or(|selector| selects(selector, labels));
             namespace_ok && pod_ok
         }
-        Peer::Address(ip) => entry.get("ipBlock").is_some_and(|block| {
-            let within = |cidr: &Value| {
-                cidr.as_str()
-                    .unwrap()
-                    .parse::<IpNet>()
-                    .unwrap()
-                    .contains(ip)
-            };
-            within(&block["cidr"]) && !block["except"].as_array().into_iter().flatten().any(within)
-        }),
+        Peer::Address(ip) => in_block(ip),
     }
 }
 
@@ -248,7 +258,13 @@ fn the_policies_let_each_master_reach_only_what_it_needs() {
         can(&apiserver, &address("198.51.100.7"), 8443),
         "a webhook outside"
     );
-    for inside in ["10.96.0.1", "10.100.3.4", "10.244.1.5", "169.254.169.254"] {
+    for inside in [
+        "10.96.0.1",
+        "10.100.3.4",
+        "10.244.1.5",
+        "169.254.169.254",
+        "169.254.20.10",
+    ] {
         assert!(
             !can(&apiserver, &address(inside), 443),
             "the apiserver reaches {inside}"
@@ -293,4 +309,44 @@ fn the_policies_let_each_master_reach_only_what_it_needs() {
             "{who} reaches another resolver"
         );
     }
+}
+
+/// Without the service cluster's CIDRs (`gantry render` with no
+/// `--service-cluster-cidrs`), only the link-local range is kept out: the
+/// apiserver then reaches other tenants' pods by address. This is why the
+/// operator chart sets them.
+#[test]
+fn without_the_service_cluster_cidrs_only_link_local_is_kept_out() {
+    let mut input = fixture::input();
+    input.networking.service_cluster_cidrs.clear();
+    let rendered = gantry_renderer::render(&input, &fixture::pki(&input)).unwrap();
+    let policies: Vec<&Value> = rendered
+        .service
+        .iter()
+        .filter(|o| o.kind == "NetworkPolicy")
+        .map(|o| &o.value)
+        .collect();
+    let other_tenant_apiserver = pod(
+        "tcp-tenant-b",
+        &[
+            ("app.kubernetes.io/name", "kube-apiserver"),
+            ("gantry.dev/tenant", "tenant-b"),
+        ],
+        &[("app.kubernetes.io/managed-by", "gantry")],
+    );
+    let apiserver = master("kube-apiserver");
+    assert!(connects(
+        &policies,
+        &apiserver,
+        &other_tenant_apiserver,
+        6443,
+        "TCP"
+    ));
+    assert!(!connects(
+        &policies,
+        &apiserver,
+        &address("169.254.169.254"),
+        80,
+        "TCP"
+    ));
 }

@@ -43,7 +43,16 @@ pub fn the_operator_chart_bounds_tenants_and_confines_the_operator(
     plane: &ControlPlane,
     dir: &Path,
 ) {
-    // The CRD is in place already (the extraArgs check applied it).
+    // The CRD is in place already (the extraArgs check applied it). A
+    // tenant made before the policy, outside its bounds:
+    let older = dir.join("older-tenant.yaml");
+    std::fs::write(
+        &older,
+        "apiVersion: gantry.dev/v1alpha1\nkind: TenantControlPlane\nmetadata:\n  name: older\n\
+         spec:\n  version: \"1.37\"\n  imageRepository: mirror.example.com/k8s\n",
+    )
+    .unwrap();
+    plane.kubectl_ok("admin.conf", &["apply", "-f", older.to_str().unwrap()]);
     let install = plane.helm_install_operator_chart(&["--set", "crds.install=false"]);
     assert_accepted(&install, "helm install of the operator chart");
 
@@ -108,6 +117,27 @@ pub fn the_operator_chart_bounds_tenants_and_confines_the_operator(
         "a path below an allowed registry",
     );
 
+    // The older tenant: updates that keep its spec (a finalizer, a label)
+    // pass, so it can still be deleted; a change of its spec is judged.
+    plane.kubectl_ok("admin.conf", &["label", "tcp", "older", "team=a"]);
+    let change = plane.kubectl(
+        "admin.conf",
+        &[
+            "patch",
+            "tcp",
+            "older",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"version":"1.36"}}"#,
+        ],
+    );
+    assert_refused(
+        &change,
+        "a spec change of the older tenant",
+        "is not an allowed registry",
+    );
+    plane.kubectl_ok("admin.conf", &["delete", "tcp", "older"]);
+
     the_operator_writes_only_in_gantry_namespaces(plane, dir);
 }
 
@@ -130,7 +160,19 @@ fn the_operator_writes_only_in_gantry_namespaces(plane: &ControlPlane, dir: &Pat
         );
     }
     let tenant_namespace = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: tcp-probe\n  \
-                            labels:\n    app.kubernetes.io/managed-by: gantry\n";
+                            labels:\n    app.kubernetes.io/managed-by: gantry\n    \
+                            pod-security.kubernetes.io/enforce: restricted\n";
+    assert_refused(
+        &apply(
+            plane,
+            dir,
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: tcp-privileged\n  labels:\n    \
+             app.kubernetes.io/managed-by: gantry\n    pod-security.kubernetes.io/enforce: privileged\n",
+            &[OPERATOR],
+        ),
+        "the operator making a namespace that allows privileged pods",
+        "the gantry operator makes only namespaces that enforce Pod Security restricted",
+    );
     plane.kubectl_ok("admin.conf", &["create", "namespace", "tcp-probe"]);
     assert_refused(
         &apply(plane, dir, tenant_namespace, &[OPERATOR]),
@@ -149,6 +191,19 @@ fn the_operator_writes_only_in_gantry_namespaces(plane: &ControlPlane, dir: &Pat
     assert_accepted(
         &apply(plane, dir, &secret("tcp-probe"), &[OPERATOR]),
         "the operator writing a Secret in a gantry namespace",
+    );
+    assert_refused(
+        &apply(
+            plane,
+            dir,
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: probe\n  namespace: tcp-probe\n\
+             spec:\n  type: ExternalName\n  externalName: internal.example.com\n",
+            &[OPERATOR],
+        ),
+        // (externalIPs: the service cluster's DenyServiceExternalIPs may refuse
+        // them first, so the policy's own refusal is shown with ExternalName.)
+        "the operator rendering an ExternalName Service",
+        "no Service with externalIPs or of type ExternalName",
     );
     let deployment = |pod_spec: &str| {
         format!(
