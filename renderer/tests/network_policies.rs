@@ -187,15 +187,18 @@ fn connects(policies: &[&Value], from: &Peer, to: &Peer, port: u16, protocol: &s
         && allowed(policies, "Ingress", to, from, port, protocol)
 }
 
+/// The NetworkPolicies of a render's service set.
+fn network_policies(rendered: &gantry_renderer::Rendered) -> Vec<&Value> {
+    (rendered.service.iter())
+        .filter(|o| o.kind == "NetworkPolicy")
+        .map(|o| &o.value)
+        .collect()
+}
+
 #[test]
 fn the_policies_let_each_master_reach_only_what_it_needs() {
     let rendered = fixture::rendered();
-    let policies: Vec<&Value> = rendered
-        .service
-        .iter()
-        .filter(|o| o.kind == "NetworkPolicy")
-        .map(|o| &o.value)
-        .collect();
+    let policies = network_policies(&rendered);
     let (apiserver, etcd, kcm, scheduler) = (
         master("kube-apiserver"),
         master("etcd"),
@@ -320,12 +323,7 @@ fn without_the_service_cluster_cidrs_only_link_local_is_kept_out() {
     let mut input = fixture::input();
     input.networking.service_cluster_cidrs.clear();
     let rendered = gantry_renderer::render(&input, &fixture::pki(&input)).unwrap();
-    let policies: Vec<&Value> = rendered
-        .service
-        .iter()
-        .filter(|o| o.kind == "NetworkPolicy")
-        .map(|o| &o.value)
-        .collect();
+    let policies = network_policies(&rendered);
     let other_tenant_apiserver = pod(
         "tcp-tenant-b",
         &[
