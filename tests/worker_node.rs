@@ -8,8 +8,11 @@
 //! node's configuration, the kubelet does its TLS bootstrap (a CSR that the
 //! controller-manager approves through gantry's RBAC and signs with the
 //! tenant CA), registers its Node, and the Node turns Ready. Then a pod is
-//! scheduled onto it, runs, and the apiserver reaches the kubelet for its
-//! logs with the `apiserver-kubelet-client` certificate.
+//! scheduled onto it and runs. The apiserver verifies kubelets' serving
+//! certificates against the tenant CA, so its logs are out of reach until
+//! the operator's approver (`gantry-kubelet-serving-approver`, the
+//! operator's own code on its own) approves the kubelet's serving request;
+//! then the apiserver reaches the kubelet for the logs.
 //!
 //! The wrong-pin and deleted-token refusals are in `join.rs`.
 
@@ -21,7 +24,7 @@ use gantry_tests::control_plane::{
 };
 use gantry_tests::images::image;
 use gantry_tests::worker::Worker;
-use gantry_tests::{output_text, run_ok, tool};
+use gantry_tests::{KillOnDrop, output_text, run_ok, tool, wait_until};
 
 // The join runs as `Worker::kubeadm_join` says. kubeadm also warns, without
 // failing, that containerd 1.6 lacks the CRI method RuntimeConfig, and that
@@ -101,7 +104,7 @@ fn a_real_worker_joins_with_the_exact_join_command_turns_ready_and_runs_a_pod() 
         pod_cidr(&shape),
         "the controller-manager allocates the node's pod range"
     );
-    a_pod_runs_and_its_logs_are_reachable(&plane, &worker, pause);
+    a_pod_runs_and_its_logs_are_reachable(&plane, &worker, pause, tmp.path());
 }
 
 /// The kubelet's client certificate was signed by the controller-manager
@@ -145,8 +148,14 @@ fn node_credentials_come_from_the_tenant_ca(plane: &ControlPlane, worker: &Worke
 }
 
 /// A pod on the worker runs from the locally built image, gets an address
-/// from the node's range, and `kubectl logs` reaches the kubelet.
-fn a_pod_runs_and_its_logs_are_reachable(plane: &ControlPlane, worker: &Worker, pause: &str) {
+/// from the node's range, and `kubectl logs` reaches the kubelet once its
+/// serving certificate is approved, and not before.
+fn a_pod_runs_and_its_logs_are_reachable(
+    plane: &ControlPlane,
+    worker: &Worker,
+    pause: &str,
+    work: &Path,
+) {
     plane.kubectl_ok(
         "admin.conf",
         &[
@@ -173,10 +182,96 @@ fn a_pod_runs_and_its_logs_are_reachable(plane: &ControlPlane, worker: &Worker, 
     let fields: Vec<&str> = running.split_whitespace().collect();
     assert_eq!(fields[1], "worker-0", "{running}\n{}", worker.logs());
     assert!(fields[2].starts_with("198.19."), "{running}");
-    let logs = plane.kubectl("admin.conf", &["logs", "sleeper"]);
+    let refused = plane.kubectl("admin.conf", &["logs", "sleeper"]);
     assert!(
-        logs.status.success(),
-        "the apiserver could not reach the kubelet for logs: {}",
-        output_text(&logs)
+        !refused.status.success(),
+        "logs came back before the kubelet had a serving certificate: {}",
+        output_text(&refused)
     );
+    let _approver = the_approver_issues_the_serving_certificate(plane, worker, work);
+    plane.wait_kubectl(
+        "kubectl logs reaches the kubelet, its serving certificate verified",
+        Duration::from_secs(60),
+        "admin.conf",
+        &["logs", "sleeper"],
+        |_| true,
+    );
+}
+
+/// The kubelet's serving request waits undecided until gantry's approver
+/// runs; then the approver approves it, the controller-manager signs it
+/// with the tenant CA, and the kubelet serves with it, for its own name and
+/// address only.
+fn the_approver_issues_the_serving_certificate(
+    plane: &ControlPlane,
+    worker: &Worker,
+    work: &Path,
+) -> KillOnDrop {
+    let serving_requests = [
+        "get",
+        "csr",
+        "--field-selector=spec.signerName=kubernetes.io/kubelet-serving",
+        "-o",
+        "jsonpath={range .items[*]}{.spec.username} {.status.conditions[*].reason} {.status.certificate}{\"\\n\"}{end}",
+    ];
+    let pending = plane.kubectl_ok("admin.conf", &serving_requests);
+    assert!(
+        pending.lines().any(|l| l.trim() == "system:node:worker-0"),
+        "the kubelet's serving request should wait undecided: {pending:?}"
+    );
+    let approver = KillOnDrop::spawn(
+        plane
+            .node
+            .command(env!("CARGO_BIN_EXE_gantry-kubelet-serving-approver"))
+            .arg(plane.bundle.join("admin.conf")),
+    );
+    plane.wait_kubectl(
+        "gantry approves the serving request and the controller-manager signs it",
+        Duration::from_secs(60),
+        "admin.conf",
+        &serving_requests,
+        |out| {
+            out.lines().any(|l| {
+                let fields: Vec<&str> = l.split_whitespace().collect();
+                fields.len() == 3
+                    && fields[0] == "system:node:worker-0"
+                    && fields[1] == "GantryApprovedNodeAddresses"
+            })
+        },
+    );
+    let mut pem = None;
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            pem = worker.read("/var/lib/kubelet/pki/kubelet-server-current.pem");
+            pem.is_some()
+        }),
+        "the kubelet never wrote its serving certificate\n{}",
+        worker.logs()
+    );
+    let certificate = work.join("kubelet-server.pem");
+    std::fs::write(&certificate, pem.unwrap()).unwrap();
+    run_ok(
+        std::process::Command::new(tool("openssl"))
+            .args(["verify", "-CAfile"])
+            .arg(plane.bundle.join("pki/ca.crt"))
+            .arg(&certificate),
+    );
+    let names = run_ok(
+        std::process::Command::new(tool("openssl"))
+            .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
+            .arg(&certificate),
+    );
+    let node_ip = worker.host.address.to_string();
+    let sans: Vec<&str> = names
+        .lines()
+        .skip(1)
+        .flat_map(|l| l.split(','))
+        .map(str::trim)
+        .collect();
+    assert_eq!(
+        sans,
+        ["DNS:worker-0", &format!("IP Address:{node_ip}")],
+        "{names}"
+    );
+    approver
 }

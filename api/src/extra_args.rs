@@ -143,6 +143,7 @@ pub const API_SERVER: &[FlagRule] = &[
         allowed: Allowed::Never,
         why: "would serve without TLS or authentication",
     },
+    owned("kubelet-certificate-authority"),
     owned("kubelet-client-certificate"),
     owned("kubelet-client-key"),
     owned("proxy-client-cert-file"),

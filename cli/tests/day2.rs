@@ -21,6 +21,7 @@ async fn reconcile_once(double: &InMemoryApiServerDouble, tenant_api: &InMemoryA
         live: None,
         service_cluster: gantry_renderer::ServiceCluster::default(),
         tenant_client: tenant_factory(tenant_api),
+        kubelet_serving: None,
     };
     reconcile(&tcp, &ctx, OffsetDateTime::now_utc())
         .await

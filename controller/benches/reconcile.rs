@@ -30,6 +30,7 @@ fn steady_state(c: &mut Criterion) {
         live: None,
         service_cluster: gantry_renderer::ServiceCluster::default(),
         tenant_client: tenant_factory(&tenant_api),
+        kubelet_serving: None,
     };
     let current = |double: &InMemoryApiServerDouble| {
         let mut tcp = tcp.clone();

@@ -265,6 +265,7 @@ async fn run(port: u16, tenants: usize) {
         live: None,
         service_cluster: gantry_renderer::ServiceCluster::default(),
         tenant_client,
+        kubelet_serving: None,
     };
     let steady = SteadyState::new();
     let rss_before = memory_kib("VmRSS");

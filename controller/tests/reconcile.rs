@@ -321,6 +321,7 @@ async fn the_finalizer_is_added_first_and_removed_only_once_the_namespace_is_gon
         live: None,
         service_cluster: gantry_renderer::ServiceCluster::default(),
         tenant_client: tenant_factory(&InMemoryApiServerDouble::new()),
+        kubelet_serving: None,
     };
     let stored = || -> TenantControlPlane {
         serde_json::from_value(double.get("tenantcontrolplanes", "", "tenant-a").unwrap()).unwrap()
@@ -397,6 +398,7 @@ async fn a_settled_tenant_costs_no_request_until_it_or_a_watched_object_changes(
         live: None,
         service_cluster: gantry_renderer::ServiceCluster::default(),
         tenant_client: tenant_factory(&tenant_api),
+        kubelet_serving: None,
     };
     let stored = || -> Arc<TenantControlPlane> {
         Arc::new(

@@ -20,6 +20,7 @@
 pub mod catalog;
 mod cert;
 mod check;
+pub mod csr;
 mod error;
 mod hash;
 mod issue;

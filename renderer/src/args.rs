@@ -80,6 +80,9 @@ pub fn api_server(input: &RenderInput) -> Result<Vec<String>, RenderError> {
             pki("apiserver-kubelet-client.crt"),
         ),
         ("kubelet-client-key", pki("apiserver-kubelet-client.key")),
+        // Kubelets' serving certificates are signed by the tenant CA
+        // (`serverTLSBootstrap`), so the apiserver verifies them (CIS 1.2.5).
+        ("kubelet-certificate-authority", pki("ca.crt")),
         (
             "kubelet-preferred-address-types",
             "InternalIP,ExternalIP,Hostname".into(),

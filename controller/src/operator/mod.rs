@@ -42,6 +42,7 @@ use kube::{Api, Client};
 use tokio::net::TcpListener;
 
 use crate::api::TenantControlPlane;
+use crate::kubelet_serving::KubeletServingApprovers;
 use crate::live::{self, LiveObjects};
 use crate::reconcile::pipeline::{Context, TenantClientFactory};
 use crate::reconcile::steady::SteadyState;
@@ -325,6 +326,7 @@ async fn run_controller(
             live: Some(objects.clone()),
             service_cluster: settings.service_cluster.clone(),
             tenant_client,
+            kubelet_serving: Some(Arc::new(KubeletServingApprovers::new())),
         },
         steady: steady.clone(),
         metrics,

@@ -40,6 +40,9 @@ pub struct Context {
     pub live: Option<Arc<LiveObjects>>,
     pub service_cluster: gantry_renderer::ServiceCluster,
     pub tenant_client: TenantClientFactory,
+    /// The tenants' kubelet-serving approvers, started once a tenant is
+    /// bootstrapped (the operator); `None` starts none (one-shot passes, tests).
+    pub kubelet_serving: Option<Arc<crate::kubelet_serving::KubeletServingApprovers>>,
 }
 
 impl Context {
@@ -204,6 +207,9 @@ pub async fn cleanup(
 ) -> Result<kube::runtime::controller::Action, ReconcileError> {
     use k8s_openapi::api::core::v1::Namespace;
     let name = tcp.metadata.name.clone().unwrap_or_default();
+    if let Some(approvers) = &ctx.kubelet_serving {
+        approvers.stop(&name);
+    }
     let namespace = gantry_pki::default_namespace(&name);
     let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
     match namespaces.delete(&namespace, &Default::default()).await {

@@ -367,12 +367,17 @@ pub(super) async fn bootstrap_tenant(
         .iter()
         .map(|object| DesiredObject::applied(object.value.clone()))
         .collect();
-    let applied = match (pass.ctx.tenant_client)(super_admin, server.clone()).await {
+    let applied = match (pass.ctx.tenant_client)(super_admin.clone(), server.clone()).await {
         // Nothing is pruned in the tenant: old bootstrap tokens expire and the tokencleaner removes them.
         Ok(client) => {
-            apply::apply_set(Cluster::api(&client), &tenant.name, "tenant", &objects, &[])
-                .await
-                .map_err(TenantUnreachable::Apply)
+            let applied =
+                apply::apply_set(Cluster::api(&client), &tenant.name, "tenant", &objects, &[])
+                    .await
+                    .map_err(TenantUnreachable::Apply);
+            if let (Ok(_), Some(approvers)) = (&applied, &pass.ctx.kubelet_serving) {
+                approvers.ensure(&tenant.name, &super_admin, client);
+            }
+            applied
         }
         Err(error) => Err(TenantUnreachable::Connect(error)),
     };

@@ -27,6 +27,7 @@ pub async fn pass(
         live,
         service_cluster: gantry_renderer::ServiceCluster::default(),
         tenant_client: tenant,
+        kubelet_serving: None,
     };
     reconcile(&current, &ctx, OffsetDateTime::now_utc())
         .await
