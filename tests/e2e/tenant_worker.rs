@@ -247,11 +247,15 @@ pub fn a_workload_serves_through_its_service(
         "the page through the Service: {page:?}\n{}",
         worker.logs()
     );
-    let logs = tenant_kubectl(cluster, kubeconfig, &["logs", "deployment/web"]);
-    assert!(
-        String::from_utf8_lossy(&logs.stdout).contains("response:200"),
-        "kubectl logs: {}",
-        output_text(&logs)
+    the_operator_approved_the_serving_certificate(cluster, kubeconfig);
+    // The kubelet serves with its new certificate moments after it is signed.
+    wait_tenant(
+        cluster,
+        kubeconfig,
+        "kubectl logs reaches the kubelet, its serving certificate verified",
+        Duration::from_secs(60),
+        &["logs", "deployment/web"],
+        |out| out.contains("response:200"),
     );
     let exec = tenant_kubectl(
         cluster,
@@ -270,6 +274,33 @@ pub fn a_workload_serves_through_its_service(
         "hello from a gantry tenant",
         "kubectl exec: {}",
         output_text(&exec)
+    );
+}
+
+/// The worker's kubelet-serving request was approved by the operator (the
+/// reason is gantry's) and signed; `kubectl logs` and `exec` depend on it,
+/// since the apiserver verifies kubelets against the tenant CA.
+fn the_operator_approved_the_serving_certificate(cluster: &ServiceCluster, kubeconfig: &Path) {
+    wait_tenant(
+        cluster,
+        kubeconfig,
+        "the operator approves the worker's serving request, and it is signed",
+        Duration::from_secs(60),
+        &[
+            "get",
+            "csr",
+            "--field-selector=spec.signerName=kubernetes.io/kubelet-serving",
+            "-o",
+            "jsonpath={range .items[*]}{.spec.username} {.status.conditions[*].reason} {.status.certificate}{\"\\n\"}{end}",
+        ],
+        |out| {
+            out.lines().any(|l| {
+                let fields: Vec<&str> = l.split_whitespace().collect();
+                fields.len() == 3
+                    && fields[0].starts_with("system:node:")
+                    && fields[1] == "GantryApprovedNodeAddresses"
+            })
+        },
     );
 }
 
