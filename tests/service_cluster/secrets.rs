@@ -25,50 +25,7 @@ pub(super) fn a_lost_ca_stops_the_tenant_until_restored_or_recreated_on_purpose(
 ) {
     let hash = plane.kubectl_ok("admin.conf", &CA_CERT_HASH);
     assert!(hash.starts_with("sha256:"), "{hash}");
-    let ca_data = |plane: &ControlPlane| {
-        plane
-            .kubectl(
-                "admin.conf",
-                &["-n", ns, "get", "secret", "ca", "-o", "jsonpath={.data}"],
-            )
-            .status
-            .success()
-            .then(|| {
-                plane.kubectl_ok(
-                    "admin.conf",
-                    &["-n", ns, "get", "secret", "ca", "-o", "jsonpath={.data}"],
-                )
-            })
-    };
-    let original = ca_data(plane).expect("Secret ca exists");
-    // A pass already running when the Secret goes (the operator requeues a
-    // tenant that is not Ready every 10 s) may put back the CA it read; that
-    // is the same CA, never a new one. Then try again.
-    let mut condition = String::new();
-    for _ in 1..=5 {
-        // No nudge: the deletion alone must trigger a pass.
-        plane.kubectl_ok("admin.conf", &["-n", ns, "delete", "secret", "ca"]);
-        gantry_tests::wait_until(Duration::from_secs(20), || {
-            condition = plane.kubectl_ok(
-                "admin.conf",
-                &[
-                    "get",
-                    "tenantcontrolplane",
-                    "tenant-x",
-                    "-o",
-                    "jsonpath={.status.conditions[?(@.type==\"CertificatesReady\")].reason}",
-                ],
-            );
-            condition == "CAMissing" || ca_data(plane).is_some()
-        });
-        if let Some(back) = ca_data(plane) {
-            assert_eq!(back, original, "a new CA Secret was made");
-            continue;
-        }
-        if condition == "CAMissing" {
-            break;
-        }
-    }
+    let condition = lose_secret(plane, ns, "ca");
     let recent: Vec<String> = operator_log()
         .lines()
         .filter(|l| !l.contains("\"TRACE\"") && !l.contains("\"DEBUG\""))
@@ -80,7 +37,11 @@ pub(super) fn a_lost_ca_stops_the_tenant_until_restored_or_recreated_on_purpose(
         "{}",
         recent[recent.len().saturating_sub(30)..].join("\n")
     );
-    assert_eq!(ca_data(plane), None, "a new CA Secret was made");
+    assert_eq!(
+        secret_data(plane, ns, "ca"),
+        None,
+        "a new CA Secret was made"
+    );
     let events = plane.kubectl_ok(
         "admin.conf",
         &[
@@ -119,6 +80,104 @@ pub(super) fn a_lost_ca_stops_the_tenant_until_restored_or_recreated_on_purpose(
         "admin.conf",
         &["-n", ns, "get", "secret", "ca", "-o", "name"],
     );
+    the_annotation_is_removed_once_acted_on(plane);
+    the_recreate_annotation_asks_once(plane, ns);
+}
+
+/// The data of Secret `name`, if it exists.
+fn secret_data(plane: &ControlPlane, ns: &str, name: &str) -> Option<String> {
+    let args = ["-n", ns, "get", "secret", name, "-o", "jsonpath={.data}"];
+    let output = plane.kubectl("admin.conf", &args);
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Deletes Secret `name` until the operator's pass reports it missing;
+/// returns the CertificatesReady reason it ended at. A pass already running
+/// when the Secret goes (the operator requeues a tenant that is not Ready
+/// every 10 s) may put back the Secret it read; that is the same one, never
+/// a new one. Then it tries again.
+fn lose_secret(plane: &ControlPlane, ns: &str, name: &str) -> String {
+    let original = secret_data(plane, ns, name).expect("the Secret exists");
+    let mut condition = String::new();
+    for _ in 1..=5 {
+        // No nudge: the deletion alone must trigger a pass.
+        plane.kubectl_ok("admin.conf", &["-n", ns, "delete", "secret", name]);
+        gantry_tests::wait_until(Duration::from_secs(20), || {
+            condition = plane.kubectl_ok(
+                "admin.conf",
+                &[
+                    "get",
+                    "tenantcontrolplane",
+                    "tenant-x",
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"CertificatesReady\")].reason}",
+                ],
+            );
+            condition == "CAMissing" || secret_data(plane, ns, name).is_some()
+        });
+        if let Some(back) = secret_data(plane, ns, name) {
+            assert_eq!(back, original, "a new Secret {name} was made");
+            continue;
+        }
+        if condition == "CAMissing" {
+            break;
+        }
+    }
+    condition
+}
+
+fn the_annotation_is_removed_once_acted_on(plane: &ControlPlane) {
+    plane.wait_kubectl(
+        "the operator removes the recreate annotation it acted on",
+        Duration::from_secs(30),
+        "admin.conf",
+        &[
+            "get",
+            "tenantcontrolplane",
+            "tenant-x",
+            "-o",
+            "jsonpath={.metadata.annotations}",
+        ],
+        |out| !out.contains("gantry.dev/recreate-ca"),
+    );
+}
+
+/// Losing `sa` alone leaves the CA hash as it was, so the annotation's value
+/// would still match after acting. It is removed once acted on, so a second
+/// loss stops the tenant again instead of silently making another key.
+fn the_recreate_annotation_asks_once(plane: &ControlPlane, ns: &str) {
+    let hash = plane.kubectl_ok("admin.conf", &CA_CERT_HASH);
+    let lost_sa = secret_data(plane, ns, "sa").expect("Secret sa exists");
+    assert_eq!(lose_secret(plane, ns, "sa"), "CAMissing");
+    plane.kubectl_ok(
+        "admin.conf",
+        &[
+            "annotate",
+            "tenantcontrolplane",
+            "tenant-x",
+            &format!("gantry.dev/recreate-ca={hash}"),
+        ],
+    );
+    let mut made = None;
+    assert!(
+        gantry_tests::wait_until(Duration::from_secs(60), || {
+            made = secret_data(plane, ns, "sa");
+            made.is_some()
+        }),
+        "the annotation never made a new sa"
+    );
+    assert_ne!(made.unwrap(), lost_sa, "sa is new");
+    assert_eq!(plane.kubectl_ok("admin.conf", &CA_CERT_HASH), hash);
+    the_annotation_is_removed_once_acted_on(plane);
+    assert_eq!(
+        lose_secret(plane, ns, "sa"),
+        "CAMissing",
+        "a second loss stops the tenant again"
+    );
+    assert_eq!(secret_data(plane, ns, "sa"), None);
 }
 
 /// Every private key, kubeconfig and token the operator wrote into the

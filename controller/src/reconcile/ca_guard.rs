@@ -10,6 +10,14 @@
 //! [`RECREATE_CA_ANNOTATION`].
 
 use gantry_pki::FileSet;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, ResourceExt};
+
+use super::error::ReconcileError;
+use super::outcome::Note;
+use super::pass::{Halt, PassState, Stop};
+use crate::api::{ConditionType, TenantControlPlane};
+use crate::resolve::ValidatedTenant;
 
 pub use gantry_api::labels::RECREATE_CA_ANNOTATION;
 
@@ -92,6 +100,103 @@ pub fn lost_message(missing: &[&str], namespace: &str, recorded_hash: Option<&st
          annotate the TenantControlPlane {RECREATE_CA_ANNOTATION}={value} to make new ones \
          (every worker must join again)"
     )
+}
+
+/// Part of step 5: a tenant that had a CA and lost its Secret stops here,
+/// unless the annotation asks for new keys. Returns the annotation's value
+/// when this pass makes them, for [`disarm`].
+pub(super) fn guard(
+    pass: &mut PassState<'_>,
+    tenant: &ValidatedTenant,
+    existing: &FileSet,
+    join_exists: bool,
+) -> Result<Option<String>, Halt> {
+    let status = pass.tcp.status.as_ref();
+    let recorded_hash = status.and_then(|s| s.ca_cert_hash.clone());
+    let had = HadBefore {
+        ca_hash: recorded_hash.as_deref(),
+        join_secret: join_exists,
+        encryption_secret: status.is_some_and(|s| s.encryption_secret.is_some()),
+    };
+    let recreate = pass
+        .tcp
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(RECREATE_CA_ANNOTATION));
+    match check(existing, had, recreate.map(String::as_str)) {
+        CaCheck::Go => Ok(None),
+        CaCheck::Recreate { missing } => {
+            pass.notes.push(Note::warning(
+                "RecreatingCA",
+                format!(
+                    "making new {} as annotation {RECREATE_CA_ANNOTATION} asks; every worker must join again",
+                    missing.join(", "),
+                ),
+            ));
+            Ok(recreate.cloned())
+        }
+        CaCheck::Lost { missing } => {
+            let message = lost_message(&missing, &tenant.namespace, recorded_hash.as_deref());
+            Err(Halt::failed("CertificatesNotReady", &message).because(
+                ConditionType::CertificatesReady,
+                "CAMissing",
+                message,
+            ))
+        }
+    }
+}
+
+/// After step 6 stored the new keys: removes the recreate-CA annotation this
+/// pass acted on, so it asks once. Otherwise, after a new `sa` or
+/// `encryption-config` alone (the CA hash unchanged), it would stay armed and
+/// silently replace the next lost key. An annotation changed meanwhile is
+/// left alone: the patch is conditional on the resourceVersion it was read at.
+pub(super) async fn disarm(pass: &mut PassState<'_>, acted_on: Option<&str>) -> Result<(), Stop> {
+    let Some(value) = acted_on else {
+        return Ok(());
+    };
+    let name = pass.tcp.metadata.name.clone().unwrap_or_default();
+    let api: Api<TenantControlPlane> = Api::all(pass.ctx.client.clone());
+    let failed = |source| {
+        Stop::Failed(ReconcileError::Api {
+            action: format!("remove annotation {RECREATE_CA_ANNOTATION} of {name}"),
+            source,
+        })
+    };
+    // A conflict means the object changed between the read and the patch: read again.
+    for _ in 0..3 {
+        let live = api.get(&name).await.map_err(failed)?;
+        if live
+            .annotations()
+            .get(RECREATE_CA_ANNOTATION)
+            .map(String::as_str)
+            != Some(value)
+        {
+            return Ok(());
+        }
+        let patch = serde_json::json!({"metadata": {
+            "resourceVersion": live.resource_version(),
+            "annotations": {RECREATE_CA_ANNOTATION: null},
+        }});
+        match api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {
+                pass.notes.push(Note::normal(
+                    "RecreateCADone",
+                    format!("the new keys are stored; annotation {RECREATE_CA_ANNOTATION} removed"),
+                ));
+                return Ok(());
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 => continue,
+            Err(source) => return Err(failed(source)),
+        }
+    }
+    Err(Stop::Failed(ReconcileError::Waiting(format!(
+        "annotation {RECREATE_CA_ANNOTATION} of {name}: the object kept changing while it was removed"
+    ))))
 }
 
 #[cfg(test)]

@@ -95,6 +95,8 @@ pub(super) struct Certificates {
     pub expiration: OffsetDateTime,
     /// The names of the Secrets in the tenant namespace, as this pass read them.
     pub secrets: BTreeSet<String>,
+    /// The value of the recreate-CA annotation this pass acts on, if it makes new keys.
+    pub recreate_ca: Option<String>,
 }
 
 /// Step 5: The PKI: kept from the tenant's Secrets, reissued only where needed;
@@ -109,7 +111,7 @@ pub(super) async fn certificates(
         join,
         names: secrets,
     } = observe::secrets(&pass.ctx.client, &tenant.namespace).await?;
-    guard_the_ca(pass, tenant, &existing, join.is_some())?;
+    let recreate_ca = ca_guard::guard(pass, tenant, &existing, join.is_some())?;
     // The token in Secret `join` while more than a third of its lifetime
     // remains, else a new one (old tokens expire; the tokencleaner removes them).
     let (token, expiration) = match join {
@@ -165,53 +167,8 @@ pub(super) async fn certificates(
         token,
         expiration,
         secrets,
+        recreate_ca,
     })
-}
-
-/// A tenant that had a CA and lost its Secret stops here, unless the
-/// annotation asks for a new CA.
-fn guard_the_ca(
-    pass: &mut PassState<'_>,
-    tenant: &ValidatedTenant,
-    existing: &gantry_pki::FileSet,
-    join_exists: bool,
-) -> Result<(), Halt> {
-    let status = pass.tcp.status.as_ref();
-    let recorded_hash = status.and_then(|s| s.ca_cert_hash.clone());
-    let had = ca_guard::HadBefore {
-        ca_hash: recorded_hash.as_deref(),
-        join_secret: join_exists,
-        encryption_secret: status.is_some_and(|s| s.encryption_secret.is_some()),
-    };
-    let recreate = pass
-        .tcp
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(ca_guard::RECREATE_CA_ANNOTATION));
-    match ca_guard::check(existing, had, recreate.map(String::as_str)) {
-        ca_guard::CaCheck::Go => Ok(()),
-        ca_guard::CaCheck::Recreate { missing } => {
-            pass.notes.push(Note::warning(
-                "RecreatingCA",
-                format!(
-                    "making new {} as annotation {} asks; every worker must join again",
-                    missing.join(", "),
-                    ca_guard::RECREATE_CA_ANNOTATION
-                ),
-            ));
-            Ok(())
-        }
-        ca_guard::CaCheck::Lost { missing } => {
-            let message =
-                ca_guard::lost_message(&missing, &tenant.namespace, recorded_hash.as_deref());
-            Err(Halt::failed("CertificatesNotReady", &message).because(
-                ConditionType::CertificatesReady,
-                "CAMissing",
-                message,
-            ))
-        }
-    }
 }
 
 /// What the service set step leaves for the later steps.
