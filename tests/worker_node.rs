@@ -19,6 +19,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use gantry_tests::approver::start_kubelet_serving_approver;
 use gantry_tests::control_plane::{
     ControlPlane, TenantShape, kubernetes_bin, one_at_a_time, pod_cidr, start_small_tenant,
 };
@@ -104,7 +105,9 @@ fn a_real_worker_joins_with_the_exact_join_command_turns_ready_and_runs_a_pod() 
         pod_cidr(&shape),
         "the controller-manager allocates the node's pod range"
     );
-    a_pod_runs_and_its_logs_are_reachable(&plane, &worker, pause, tmp.path());
+    // The tenant's Service network (the default) and pod network: no node's.
+    let networks = ["10.96.0.0/12".to_string(), pod_cidr(&shape)];
+    a_pod_runs_and_its_logs_are_reachable(&plane, &worker, pause, tmp.path(), &networks);
 }
 
 /// The kubelet's client certificate was signed by the controller-manager
@@ -155,6 +158,7 @@ fn a_pod_runs_and_its_logs_are_reachable(
     worker: &Worker,
     pause: &str,
     work: &Path,
+    tenant_networks: &[String],
 ) {
     plane.kubectl_ok(
         "admin.conf",
@@ -188,7 +192,8 @@ fn a_pod_runs_and_its_logs_are_reachable(
         "logs came back before the kubelet had a serving certificate: {}",
         output_text(&refused)
     );
-    let _approver = the_approver_issues_the_serving_certificate(plane, worker, work);
+    let _approver =
+        the_approver_issues_the_serving_certificate(plane, worker, work, tenant_networks);
     plane.wait_kubectl(
         "kubectl logs reaches the kubelet, its serving certificate verified",
         Duration::from_secs(60),
@@ -206,6 +211,7 @@ fn the_approver_issues_the_serving_certificate(
     plane: &ControlPlane,
     worker: &Worker,
     work: &Path,
+    tenant_networks: &[String],
 ) -> KillOnDrop {
     let serving_requests = [
         "get",
@@ -219,12 +225,7 @@ fn the_approver_issues_the_serving_certificate(
         pending.lines().any(|l| l.trim() == "system:node:worker-0"),
         "the kubelet's serving request should wait undecided: {pending:?}"
     );
-    let approver = KillOnDrop::spawn(
-        plane
-            .node
-            .command(env!("CARGO_BIN_EXE_gantry-kubelet-serving-approver"))
-            .arg(plane.bundle.join("admin.conf")),
-    );
+    let approver = start_kubelet_serving_approver(plane, tenant_networks);
     plane.wait_kubectl(
         "gantry approves the serving request and the controller-manager signs it",
         Duration::from_secs(60),

@@ -5,7 +5,9 @@
 use std::net::IpAddr;
 
 use x509_parser::certification_request::X509CertificationRequest;
-use x509_parser::extensions::{GeneralName, ParsedExtension};
+use x509_parser::cri_attributes::ParsedCriAttribute;
+use x509_parser::extensions::{GeneralName, ParsedExtension, SubjectAlternativeName};
+use x509_parser::oid_registry::OID_X509_EXT_SUBJECT_ALT_NAME;
 use x509_parser::prelude::FromDer;
 
 /// What a certificate signing request asks for.
@@ -34,6 +36,8 @@ pub enum CsrError {
     Der(String),
     #[error("the request's signature does not verify with its own key")]
     Signature,
+    #[error("the request has {0}")]
+    Extensions(&'static str),
 }
 
 /// Reads a PEM certificate request (`spec.request` of a
@@ -59,10 +63,7 @@ pub fn read_csr(pem_bytes: &[u8]) -> Result<CsrRequest, CsrError> {
         ip_addresses: Vec::new(),
         other_names: Vec::new(),
     };
-    for extension in request.requested_extensions().into_iter().flatten() {
-        let ParsedExtension::SubjectAlternativeName(names) = extension else {
-            continue;
-        };
+    if let Some(names) = subject_alt_names(&request)? {
         for name in &names.general_names {
             match name {
                 GeneralName::DNSName(dns) => read.dns_names.push(dns.to_string()),
@@ -77,6 +78,42 @@ pub fn read_csr(pem_bytes: &[u8]) -> Result<CsrRequest, CsrError> {
         }
     }
     Ok(read)
+}
+
+/// The request's subject alternative names. Fails closed: more than one
+/// extension request, more than one SAN extension, or one that does not
+/// parse is refused, so what is judged is what the signer would sign.
+fn subject_alt_names<'a>(
+    request: &'a X509CertificationRequest<'a>,
+) -> Result<Option<&'a SubjectAlternativeName<'a>>, CsrError> {
+    let requests: Vec<_> = request
+        .certification_request_info
+        .iter_attributes()
+        .filter_map(|attribute| match attribute.parsed_attribute() {
+            ParsedCriAttribute::ExtensionRequest(extensions) => Some(extensions),
+            _ => None,
+        })
+        .collect();
+    if requests.len() > 1 {
+        return Err(CsrError::Extensions("more than one extension request"));
+    }
+    let mut found = None;
+    for extension in requests.iter().flat_map(|r| r.extensions.iter()) {
+        if extension.oid != OID_X509_EXT_SUBJECT_ALT_NAME {
+            continue;
+        }
+        let ParsedExtension::SubjectAlternativeName(names) = extension.parsed_extension() else {
+            return Err(CsrError::Extensions(
+                "a subject alternative name that does not parse",
+            ));
+        };
+        if found.replace(names).is_some() {
+            return Err(CsrError::Extensions(
+                "more than one subject alternative name extension",
+            ));
+        }
+    }
+    Ok(found)
 }
 
 fn ip_from_bytes(bytes: &[u8]) -> Option<IpAddr> {
@@ -130,6 +167,41 @@ mod tests {
             ]
         );
         assert!(read.other_names.is_empty());
+    }
+
+    /// A request with the SANs of `kubelet_like_csr` and one more SAN
+    /// extension whose DER is `content`.
+    fn with_extra_san_extension(content: Vec<u8>) -> String {
+        let mut params = rcgen::CertificateParams::default();
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::DnsName("worker-0".try_into().unwrap()));
+        params
+            .custom_extensions
+            .push(rcgen::CustomExtension::from_oid_content(
+                &[2, 5, 29, 17],
+                content,
+            ));
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.serialize_request(&key).unwrap().pem().unwrap()
+    }
+
+    #[test]
+    fn a_second_or_unparsable_san_extension_is_refused() {
+        // SEQUENCE { [2] "evil" }: a well-formed second list of names.
+        let second = with_extra_san_extension(vec![0x30, 0x06, 0x82, 0x04, b'e', b'v', b'i', b'l']);
+        assert_eq!(
+            read_csr(second.as_bytes()),
+            Err(CsrError::Extensions(
+                "more than one subject alternative name extension"
+            ))
+        );
+        let garbage = with_extra_san_extension(vec![0x04, 0x01, 0x00]);
+        assert!(
+            matches!(read_csr(garbage.as_bytes()), Err(CsrError::Extensions(_))),
+            "{:?}",
+            read_csr(garbage.as_bytes())
+        );
     }
 
     #[test]

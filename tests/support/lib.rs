@@ -10,6 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub mod approver;
 pub mod control_plane;
 pub mod images;
 pub mod kubelet;

@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use crate::control_plane::{ControlPlane, kubernetes_bin, pod_cidr_of_subnet, start_small_tenant};
 use crate::images::image;
-use crate::output_text;
 use crate::worker::Worker;
+use crate::{KillOnDrop, output_text};
 
 /// The node's name, and its address in the service cluster's network.
 pub const NODE: &str = "service-node";
@@ -31,6 +31,8 @@ const NODE_OCTET: u8 = 50;
 pub struct ServiceCluster {
     /// Declared first: dropped (containers killed) before the masters.
     pub node: Worker,
+    /// Approves the node's kubelet serving certificate.
+    _approver: KillOnDrop,
     pub plane: ControlPlane,
     pub version: String,
 }
@@ -70,8 +72,12 @@ impl ServiceCluster {
             output_text(&joined),
             node.logs()
         );
+        // No operator runs this cluster: approve the node's serving certificate as an admin would.
+        let networks = ["10.96.0.0/12".to_string(), pod_cidr_of_subnet(subnet)];
+        let approver = crate::approver::start_kubelet_serving_approver(&plane, &networks);
         let cluster = ServiceCluster {
             node,
+            _approver: approver,
             plane,
             version,
         };

@@ -4,12 +4,19 @@
 //! The apiserver verifies kubelets' serving certificates against the tenant
 //! CA (`--kubelet-certificate-authority`, CIS 1.2.5), and the
 //! controller-manager signs any approved `kubernetes.io/kubelet-serving`
-//! request with that CA. So an approval lets a node's credential speak for
-//! every name and address in the certificate: a node may only have its own.
+//! request with that CA, the CA that also signs the apiserver's certificate.
+//! So an approval lets a node's credential speak for every name and address
+//! in the certificate. A Node's addresses are reported by its own kubelet,
+//! so they alone do not prove anything: a name or address is approved only
+//! if the Node reports it, no other Node reports it, it is none of the
+//! tenant apiserver's names and addresses nor in the tenant's Service or pod
+//! networks, and it is no wildcard, `localhost`, loopback, link-local,
+//! multicast or unspecified address.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
+use ipnet::IpNet;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::core::v1::Node;
 
@@ -51,8 +58,76 @@ pub fn is_pending(csr: &CertificateSigningRequest) -> bool {
     decided.is_none_or(|conditions| conditions.is_empty())
 }
 
-/// Judges `csr`, given the Node its requester names (`None` if there is no such Node).
-pub fn judge(csr: &CertificateSigningRequest, node: Option<&Node>) -> Verdict {
+/// Names and addresses that belong to the tenant's control plane and
+/// networks, never to a node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Reserved {
+    /// DNS names of the apiserver's certificate (lower case).
+    pub names: BTreeSet<String>,
+    /// IP addresses of the apiserver's certificate.
+    pub ips: BTreeSet<IpAddr>,
+    /// The tenant's Service and pod networks.
+    pub networks: Vec<IpNet>,
+}
+
+impl Reserved {
+    /// What the tenant apiserver's certificate (PEM) names, and the networks.
+    pub fn of_tenant(apiserver_cert: &[u8], networks: Vec<IpNet>) -> Result<Self, String> {
+        let cert = gantry_pki::CertInfo::from_pem(apiserver_cert)?;
+        let mut reserved = Reserved {
+            networks,
+            ..Reserved::default()
+        };
+        for san in cert.sans {
+            match san {
+                gantry_pki::San::Dns(name) => reserved.names.insert(name.to_ascii_lowercase()),
+                gantry_pki::San::Ip(ip) => reserved.ips.insert(ip),
+            };
+        }
+        Ok(reserved)
+    }
+
+    /// Why `name` may be no node's, if it may not.
+    fn refuses_name(&self, name: &str) -> Option<&'static str> {
+        let name = name.to_ascii_lowercase();
+        if name.contains('*') {
+            Some("a wildcard")
+        } else if name == "localhost" || name.ends_with(".localhost") {
+            Some("localhost")
+        } else if self.names.contains(&name) {
+            Some("a name of the tenant apiserver")
+        } else {
+            None
+        }
+    }
+
+    /// Why `ip` may be no node's, if it may not.
+    fn refuses_ip(&self, ip: IpAddr) -> Option<&'static str> {
+        let link_local = match ip {
+            IpAddr::V4(v4) => v4.is_link_local(),
+            IpAddr::V6(v6) => v6.is_unicast_link_local(),
+        };
+        if ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() || link_local {
+            Some("not a node address")
+        } else if self.ips.contains(&ip) {
+            Some("an address of the tenant apiserver")
+        } else if self.networks.iter().any(|net| net.contains(&ip)) {
+            Some("in the tenant's Service or pod network")
+        } else {
+            None
+        }
+    }
+}
+
+/// Judges `csr`, given the Node its requester names (`None` if there is no
+/// such Node), every Node of the tenant (its own is skipped), and what no
+/// node may have.
+pub fn judge(
+    csr: &CertificateSigningRequest,
+    node: Option<&Node>,
+    nodes: &[Node],
+    reserved: &Reserved,
+) -> Verdict {
     if csr.spec.signer_name != KUBELET_SERVING_SIGNER || !is_pending(csr) {
         return Verdict::NotOurs;
     }
@@ -85,10 +160,74 @@ pub fn judge(csr: &CertificateSigningRequest, node: Option<&Node>) -> Verdict {
     if request.dns_names.is_empty() && request.ip_addresses.is_empty() {
         return Verdict::Deny("it asks for no DNS name or IP address".into());
     }
+    if let Err(reason) = none_reserved_or_taken(&request, node_name, nodes, reserved) {
+        return Verdict::Deny(reason);
+    }
     let Some(node) = node else {
         return Verdict::Wait(format!("Node {node_name} is not registered"));
     };
     names_of_the_node(node, &request.dns_names, &request.ip_addresses)
+}
+
+/// No name or address asked for is reserved, or reported by another Node.
+fn none_reserved_or_taken(
+    request: &gantry_pki::csr::CsrRequest,
+    node_name: &str,
+    other_nodes: &[Node],
+    reserved: &Reserved,
+) -> Result<(), String> {
+    for name in &request.dns_names {
+        if let Some(why) = reserved.refuses_name(name) {
+            return Err(format!("{name} is {why}"));
+        }
+    }
+    for ip in &request.ip_addresses {
+        if let Some(why) = reserved.refuses_ip(*ip) {
+            return Err(format!("{ip} is {why}"));
+        }
+    }
+    for other in other_nodes {
+        let other_name = other.metadata.name.as_deref().unwrap_or_default();
+        if other_name == node_name {
+            continue;
+        }
+        let (names, ips) = reported(other);
+        let taken = request
+            .dns_names
+            .iter()
+            .find(|name| names.contains(name.to_ascii_lowercase().as_str()))
+            .cloned()
+            .or_else(|| {
+                request
+                    .ip_addresses
+                    .iter()
+                    .find(|ip| ips.contains(ip))
+                    .map(IpAddr::to_string)
+            });
+        if let Some(taken) = taken {
+            return Err(format!("{taken} is an address of Node {other_name}"));
+        }
+    }
+    Ok(())
+}
+
+/// The names and IP addresses a Node reports. As the kubelet does when it
+/// asks, an address of any type that parses as an IP is an IP.
+fn reported(node: &Node) -> (BTreeSet<String>, BTreeSet<IpAddr>) {
+    let mut names = BTreeSet::new();
+    let mut ips = BTreeSet::new();
+    let addresses = node
+        .status
+        .as_ref()
+        .and_then(|status| status.addresses.as_deref())
+        .unwrap_or_default();
+    for address in addresses {
+        match address.address.parse::<IpAddr>() {
+            Ok(ip) => ips.insert(ip),
+            Err(_) => names.insert(address.address.to_ascii_lowercase()),
+        };
+    }
+    (names, ips)
 }
 
 /// The requester is in `system:nodes` and asks only for serving usages.
@@ -112,27 +251,11 @@ fn requester_and_usages(csr: &CertificateSigningRequest) -> Result<(), String> {
 
 /// Every name and address asked for is one the Node reports.
 fn names_of_the_node(node: &Node, dns_names: &[String], ips: &[IpAddr]) -> Verdict {
-    let addresses = node
-        .status
-        .as_ref()
-        .and_then(|status| status.addresses.as_deref())
-        .unwrap_or_default();
-    let of_types = |types: &[&str]| -> BTreeSet<&str> {
-        addresses
-            .iter()
-            .filter(|a| types.contains(&a.type_.as_str()))
-            .map(|a| a.address.as_str())
-            .collect()
-    };
-    let node_names = of_types(&["Hostname", "InternalDNS", "ExternalDNS"]);
-    let node_ips: BTreeSet<IpAddr> = of_types(&["InternalIP", "ExternalIP"])
-        .into_iter()
-        .filter_map(|ip| ip.parse().ok())
-        .collect();
+    let (node_names, node_ips) = reported(node);
     let node_name = node.metadata.name.as_deref().unwrap_or_default();
     let mut foreign: Vec<String> = dns_names
         .iter()
-        .filter(|name| !node_names.contains(name.as_str()))
+        .filter(|name| !node_names.contains(name.to_ascii_lowercase().as_str()))
         .cloned()
         .collect();
     foreign.extend(

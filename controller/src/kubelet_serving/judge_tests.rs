@@ -85,6 +85,26 @@ fn worker_0() -> Node {
     )
 }
 
+/// The tenant of these tests: its apiserver's names and addresses, its networks.
+fn reserved() -> Reserved {
+    Reserved {
+        names: [
+            "kubernetes.default.svc".to_string(),
+            "api.example.com".into(),
+        ]
+        .into(),
+        ips: [
+            "10.96.0.1".parse().unwrap(),
+            "203.0.113.10".parse().unwrap(),
+        ]
+        .into(),
+        networks: vec![
+            "10.96.0.0/12".parse().unwrap(),
+            "10.244.0.0/16".parse().unwrap(),
+        ],
+    }
+}
+
 fn denied_because(verdict: Verdict, words: &str) {
     match verdict {
         Verdict::Deny(reason) => assert!(reason.contains(words), "{reason}"),
@@ -96,11 +116,14 @@ fn denied_because(verdict: Verdict, words: &str) {
 fn a_node_asking_for_its_own_names_and_addresses_is_approved() {
     let csr = kubelet_request();
     assert_eq!(requesting_node(&csr), Some("worker-0"));
-    assert_eq!(judge(&csr, Some(&worker_0())), Verdict::Approve);
+    assert_eq!(
+        judge(&csr, Some(&worker_0()), &[], &reserved()),
+        Verdict::Approve
+    );
 }
 
 #[test]
-fn an_address_or_name_of_another_node_is_not_approved() {
+fn an_address_or_name_the_node_does_not_report_waits() {
     let other_ip = csr_from(
         "system:node:worker-0",
         request_pem(
@@ -109,23 +132,105 @@ fn an_address_or_name_of_another_node_is_not_approved() {
         ),
     );
     assert_eq!(
-        judge(&other_ip, Some(&worker_0())),
+        judge(&other_ip, Some(&worker_0()), &[], &reserved()),
         Verdict::Wait("Node worker-0 does not report 10.0.0.8".into())
     );
     let other_name = csr_from(
         "system:node:worker-0",
-        request_pem("system:node:worker-0", vec![dns("kubernetes.default")]),
+        request_pem("system:node:worker-0", vec![dns("db.example.com")]),
     );
     assert!(matches!(
-        judge(&other_name, Some(&worker_0())),
-        Verdict::Wait(reason) if reason.contains("kubernetes.default")
+        judge(&other_name, Some(&worker_0()), &[], &reserved()),
+        Verdict::Wait(reason) if reason.contains("db.example.com")
     ));
+}
+
+/// A kubelet writes its own Node's addresses, so reporting one proves
+/// nothing: another Node's address, the apiserver's names and addresses,
+/// the tenant's networks and addresses no node has are denied even when the
+/// Node reports them.
+#[test]
+fn addresses_of_others_are_denied_even_when_the_node_reports_them() {
+    let greedy = node(
+        "worker-0",
+        &[
+            ("Hostname", "worker-0"),
+            ("InternalIP", "10.0.0.7"),
+            ("InternalIP", "10.0.0.8"),
+            ("ExternalIP", "203.0.113.10"),
+            ("ExternalIP", "10.96.0.10"),
+            ("ExternalIP", "127.0.0.1"),
+            ("ExternalDNS", "kubernetes.default.svc"),
+            ("ExternalDNS", "*.example.com"),
+        ],
+    );
+    let worker_1 = node(
+        "worker-1",
+        &[("Hostname", "worker-1"), ("InternalIP", "10.0.0.8")],
+    );
+    let asking = |san: rcgen::SanType| {
+        let csr = csr_from(
+            "system:node:worker-0",
+            request_pem("system:node:worker-0", vec![dns("worker-0"), san]),
+        );
+        judge(
+            &csr,
+            Some(&greedy),
+            std::slice::from_ref(&worker_1),
+            &reserved(),
+        )
+    };
+    denied_because(asking(ip("10.0.0.8")), "an address of Node worker-1");
+    denied_because(asking(dns("worker-1")), "an address of Node worker-1");
+    denied_because(asking(ip("203.0.113.10")), "the tenant apiserver");
+    denied_because(
+        asking(dns("Kubernetes.Default.svc")),
+        "a name of the tenant apiserver",
+    );
+    denied_because(asking(ip("10.96.0.10")), "Service or pod network");
+    denied_because(asking(ip("127.0.0.1")), "not a node address");
+    denied_because(asking(dns("*.example.com")), "a wildcard");
+    assert_eq!(
+        asking(ip("10.0.0.7")),
+        Verdict::Approve,
+        "its own address, still"
+    );
+}
+
+#[test]
+fn a_hostname_that_is_an_ip_counts_as_an_ip() {
+    let by_ip = node("worker-0", &[("Hostname", "10.0.0.9")]);
+    let csr = csr_from(
+        "system:node:worker-0",
+        request_pem("system:node:worker-0", vec![ip("10.0.0.9")]),
+    );
+    assert_eq!(
+        judge(&csr, Some(&by_ip), &[], &reserved()),
+        Verdict::Approve
+    );
+}
+
+#[test]
+fn the_reserved_names_are_the_apiserver_certificates() {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params =
+        rcgen::CertificateParams::new(vec!["Kube-Apiserver.tcp-a.svc".to_string()]).unwrap();
+    params
+        .subject_alt_names
+        .push(rcgen::SanType::IpAddress("10.96.0.1".parse().unwrap()));
+    let cert = params.self_signed(&key).unwrap().pem();
+    let reserved = Reserved::of_tenant(cert.as_bytes(), vec![]).unwrap();
+    assert_eq!(
+        reserved.names,
+        BTreeSet::from(["kube-apiserver.tcp-a.svc".to_string()])
+    );
+    assert_eq!(reserved.ips, BTreeSet::from(["10.96.0.1".parse().unwrap()]));
 }
 
 #[test]
 fn a_request_before_its_node_registers_waits() {
     assert_eq!(
-        judge(&kubelet_request(), None),
+        judge(&kubelet_request(), None, &[], &reserved()),
         Verdict::Wait("Node worker-0 is not registered".into())
     );
 }
@@ -136,27 +241,42 @@ fn a_node_speaking_for_another_node_is_denied() {
         "system:node:worker-1",
         request_pem("system:node:worker-0", vec![dns("worker-0")]),
     );
-    denied_because(judge(&csr, Some(&worker_0())), "CN=system:node:worker-1");
+    denied_because(
+        judge(&csr, Some(&worker_0()), &[], &reserved()),
+        "CN=system:node:worker-1",
+    );
 }
 
 #[test]
 fn a_requester_that_is_not_a_node_is_denied() {
     let mut csr = kubelet_request();
     csr.spec.username = Some("system:serviceaccount:kube-system:default".into());
-    denied_because(judge(&csr, Some(&worker_0())), "not by a node");
+    denied_because(
+        judge(&csr, Some(&worker_0()), &[], &reserved()),
+        "not by a node",
+    );
     let mut csr = kubelet_request();
     csr.spec.groups = Some(vec!["system:authenticated".into()]);
-    denied_because(judge(&csr, Some(&worker_0())), "group system:nodes");
+    denied_because(
+        judge(&csr, Some(&worker_0()), &[], &reserved()),
+        "group system:nodes",
+    );
 }
 
 #[test]
 fn client_usages_or_other_name_types_are_denied() {
     let mut csr = kubelet_request();
     csr.spec.usages = Some(vec!["server auth".into(), "client auth".into()]);
-    denied_because(judge(&csr, Some(&worker_0())), "\"client auth\"");
+    denied_because(
+        judge(&csr, Some(&worker_0()), &[], &reserved()),
+        "\"client auth\"",
+    );
     let mut csr = kubelet_request();
     csr.spec.usages = Some(vec!["digital signature".into()]);
-    denied_because(judge(&csr, Some(&worker_0())), "server auth");
+    denied_because(
+        judge(&csr, Some(&worker_0()), &[], &reserved()),
+        "server auth",
+    );
     let email = csr_from(
         "system:node:worker-0",
         request_pem(
@@ -167,15 +287,24 @@ fn client_usages_or_other_name_types_are_denied() {
             ],
         ),
     );
-    denied_because(judge(&email, Some(&worker_0())), "only DNS names");
+    denied_because(
+        judge(&email, Some(&worker_0()), &[], &reserved()),
+        "only DNS names",
+    );
     let none = csr_from(
         "system:node:worker-0",
         request_pem("system:node:worker-0", vec![]),
     );
-    denied_because(judge(&none, Some(&worker_0())), "no DNS name");
+    denied_because(
+        judge(&none, Some(&worker_0()), &[], &reserved()),
+        "no DNS name",
+    );
     let mut garbage = kubelet_request();
     garbage.spec.request = ByteString(b"not a request".to_vec());
-    denied_because(judge(&garbage, Some(&worker_0())), "not PEM");
+    denied_because(
+        judge(&garbage, Some(&worker_0()), &[], &reserved()),
+        "not PEM",
+    );
 }
 
 #[test]
@@ -189,8 +318,14 @@ fn decided_requests_and_other_signers_are_left_alone() {
         }]),
         ..Default::default()
     });
-    assert_eq!(judge(&approved, Some(&worker_0())), Verdict::NotOurs);
+    assert_eq!(
+        judge(&approved, Some(&worker_0()), &[], &reserved()),
+        Verdict::NotOurs
+    );
     let mut client = kubelet_request();
     client.spec.signer_name = "kubernetes.io/kube-apiserver-client-kubelet".into();
-    assert_eq!(judge(&client, Some(&worker_0())), Verdict::NotOurs);
+    assert_eq!(
+        judge(&client, Some(&worker_0()), &[], &reserved()),
+        Verdict::NotOurs
+    );
 }

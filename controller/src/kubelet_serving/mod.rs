@@ -35,7 +35,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tracing::Instrument;
 
-use judge::{KUBELET_SERVING_SIGNER, Verdict, judge, requesting_node};
+pub use judge::Reserved;
+use judge::{KUBELET_SERVING_SIGNER, Verdict, is_pending, judge, requesting_node};
 
 /// How often requests that wait for their Node are looked at again.
 pub const RETRY: Duration = Duration::from_secs(5);
@@ -55,7 +56,8 @@ pub struct KubeletServingApprovers {
 }
 
 struct Running {
-    /// A hash of the credential the approver connects with: a new one restarts it.
+    /// A hash of the credential the approver connects with and of what it
+    /// reserves: a change restarts it.
     credential: u64,
     task: tokio::task::JoinHandle<()>,
 }
@@ -72,10 +74,12 @@ impl KubeletServingApprovers {
     }
 
     /// Starts `tenant`'s approver on `client`, unless it already runs with
-    /// the same `credential` (the kubeconfig that `client` was made from).
-    pub fn ensure(&self, tenant: &str, credential: &[u8], client: Client) {
+    /// the same `credential` (the kubeconfig that `client` was made from)
+    /// and the same [`Reserved`] names and addresses.
+    pub fn ensure(&self, tenant: &str, credential: &[u8], client: Client, reserved: Reserved) {
         let mut hasher = DefaultHasher::new();
         credential.hash(&mut hasher);
+        reserved.hash(&mut hasher);
         let credential = hasher.finish();
         let mut running = self.running.lock().expect("not poisoned");
         if running
@@ -85,7 +89,7 @@ impl KubeletServingApprovers {
             return;
         }
         let span = tracing::info_span!("kubelet_serving", tenant = %tenant);
-        let task = tokio::spawn(approve(client).instrument(span));
+        let task = tokio::spawn(approve(client, reserved).instrument(span));
         // Replacing an older approver drops it, which stops it.
         running.insert(tenant.to_string(), Running { credential, task });
     }
@@ -108,53 +112,62 @@ enum Looked {
     Again,
 }
 
+/// What an approver reads and writes in its tenant.
+struct Tenant {
+    requests: Api<CertificateSigningRequest>,
+    nodes: Api<Node>,
+    reserved: Reserved,
+}
+
 /// Decides the tenant's kubelet-serving requests as they come, until stopped.
-async fn approve(client: Client) {
-    let requests: Api<CertificateSigningRequest> = Api::all(client.clone());
-    let nodes: Api<Node> = Api::all(client);
+async fn approve(client: Client, reserved: Reserved) {
+    let tenant = Tenant {
+        requests: Api::all(client.clone()),
+        nodes: Api::all(client),
+        reserved,
+    };
     let selector = format!("spec.signerName={KUBELET_SERVING_SIGNER}");
     let config = watcher::Config::default()
         .fields(&selector)
         .timeout(WATCH_SECONDS);
-    let mut events = watcher(requests.clone(), config).default_backoff().boxed();
+    let mut events = watcher(tenant.requests.clone(), config)
+        .default_backoff()
+        .boxed();
     let mut waiting = BTreeSet::new();
+    let mut retry = tokio::time::interval(RETRY);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let next = if waiting.is_empty() {
-            Some(events.next().await)
-        } else {
-            tokio::time::timeout(RETRY, events.next()).await.ok()
-        };
-        match next {
-            Some(Some(Ok(watcher::Event::Apply(csr) | watcher::Event::InitApply(csr)))) => {
-                let name = csr.name_any();
-                match decide(&requests, &nodes, csr).await {
-                    Looked::Again => waiting.insert(name),
-                    Looked::Done => waiting.remove(&name),
-                };
+        tokio::select! {
+            event = events.next() => match event {
+                Some(Ok(watcher::Event::Apply(csr) | watcher::Event::InitApply(csr))) => {
+                    let name = csr.name_any();
+                    match decide(&tenant, csr).await {
+                        Looked::Again => waiting.insert(name),
+                        Looked::Done => waiting.remove(&name),
+                    };
+                }
+                Some(Ok(watcher::Event::Delete(csr))) => {
+                    waiting.remove(&csr.name_any());
+                }
+                Some(Ok(_)) => {}
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "watching the tenant's kubelet serving requests")
+                }
+                None => return,
+            },
+            _ = retry.tick(), if !waiting.is_empty() => {
+                waiting = look_again(&tenant, waiting).await;
             }
-            Some(Some(Ok(watcher::Event::Delete(csr)))) => {
-                waiting.remove(&csr.name_any());
-            }
-            Some(Some(Ok(_))) => {}
-            Some(Some(Err(error))) => {
-                tracing::warn!(%error, "watching the tenant's kubelet serving requests")
-            }
-            Some(None) => return,
-            None => waiting = look_again(&requests, &nodes, waiting).await,
         }
     }
 }
 
 /// Decides each waiting request again; returns those still waiting.
-async fn look_again(
-    requests: &Api<CertificateSigningRequest>,
-    nodes: &Api<Node>,
-    waiting: BTreeSet<String>,
-) -> BTreeSet<String> {
+async fn look_again(tenant: &Tenant, waiting: BTreeSet<String>) -> BTreeSet<String> {
     let mut still = BTreeSet::new();
     for name in waiting {
-        let looked = match requests.get_opt(&name).await {
-            Ok(Some(csr)) => decide(requests, nodes, csr).await,
+        let looked = match tenant.requests.get_opt(&name).await {
+            Ok(Some(csr)) => decide(tenant, csr).await,
             Ok(None) => Looked::Done,
             Err(error) => {
                 tracing::warn!(csr = %name, %error, "reading a kubelet serving request");
@@ -168,24 +181,22 @@ async fn look_again(
     still
 }
 
-/// Judges one request against its Node and writes the decision.
-async fn decide(
-    requests: &Api<CertificateSigningRequest>,
-    nodes: &Api<Node>,
-    csr: CertificateSigningRequest,
-) -> Looked {
+/// Judges one request against the Nodes and writes the decision.
+async fn decide(tenant: &Tenant, csr: CertificateSigningRequest) -> Looked {
+    if csr.spec.signer_name != KUBELET_SERVING_SIGNER || !is_pending(&csr) {
+        return Looked::Done;
+    }
     let name = csr.name_any();
-    let node = match requesting_node(&csr) {
-        Some(node_name) => match nodes.get_opt(node_name).await {
-            Ok(node) => node,
-            Err(error) => {
-                tracing::warn!(csr = %name, node = %node_name, %error, "reading the Node");
-                return Looked::Again;
-            }
-        },
-        None => None,
+    let nodes = match tenant.nodes.list(&Default::default()).await {
+        Ok(nodes) => nodes.items,
+        Err(error) => {
+            tracing::warn!(csr = %name, %error, "listing the Nodes");
+            return Looked::Again;
+        }
     };
-    let verdict = match judge(&csr, node.as_ref()) {
+    let node = requesting_node(&csr)
+        .and_then(|node_name| nodes.iter().find(|n| n.name_any() == node_name));
+    let verdict = match judge(&csr, node, &nodes, &tenant.reserved) {
         Verdict::Wait(reason) if waited_past_grace(&csr) => {
             Verdict::Deny(format!("{reason} after {} s", GRACE.as_secs()))
         }
@@ -204,7 +215,7 @@ async fn decide(
         ),
         Verdict::Deny(why) => ("Denied", DENIED_REASON, format!("gantry: {why}")),
     };
-    write_decision(requests, csr, type_, reason, message).await
+    write_decision(&tenant.requests, csr, type_, reason, message).await
 }
 
 fn waited_past_grace(csr: &CertificateSigningRequest) -> bool {

@@ -332,7 +332,7 @@ pub(super) async fn bootstrap_tenant(
                     .await
                     .map_err(TenantUnreachable::Apply);
             if let (Ok(_), Some(approvers)) = (&applied, &pass.ctx.kubelet_serving) {
-                approvers.ensure(&tenant.name, &super_admin, client);
+                approvers.ensure(&tenant.name, &super_admin, client, reserved(certificates));
             }
             applied
         }
@@ -365,6 +365,22 @@ pub(super) async fn bootstrap_tenant(
         "everything kubeadm join needs is in the tenant cluster",
     );
     Ok(report.writes())
+}
+
+/// What no kubelet may have in its serving certificate: the tenant
+/// apiserver's names and addresses and the tenant's networks.
+fn reserved(certificates: &Certificates) -> crate::kubelet_serving::Reserved {
+    let networking = &certificates.resolved.input.networking;
+    let apiserver = certificates
+        .issued
+        .bundle
+        .get("pki/apiserver.crt")
+        .expect("issue always makes the apiserver's certificate");
+    crate::kubelet_serving::Reserved::of_tenant(
+        apiserver,
+        vec![networking.service_cidr, networking.pod_cidr],
+    )
+    .expect("gantry's own apiserver certificate reads")
 }
 
 /// Why the tenant cluster could not be bootstrapped.

@@ -1,0 +1,32 @@
+//! The operator's kubelet-serving approver on its own
+//! (`tests/bin/kubelet_serving_approver.rs`), for clusters that no operator
+//! runs: the tenants of `control_plane.rs` and the service cluster.
+
+use std::path::Path;
+
+use crate::KillOnDrop;
+use crate::control_plane::ControlPlane;
+
+/// Starts the approver on `plane`'s node host, for that tenant: as
+/// `admin.conf`, reserving its apiserver's names and `networks` (the tenant's
+/// Service and pod networks). Without an operator nothing else approves the
+/// kubelets' serving certificates, and the apiserver reaches no kubelet
+/// without one.
+pub fn start_kubelet_serving_approver(plane: &ControlPlane, networks: &[String]) -> KillOnDrop {
+    // Cargo builds the package's binaries in the folder above the test executables'.
+    let test_exe = std::env::current_exe().expect("the test's executable");
+    let bin = test_exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps")
+        .join("gantry-kubelet-serving-approver");
+    assert!(bin.exists(), "{} is not built", bin.display());
+    KillOnDrop::spawn(
+        plane
+            .node
+            .command(bin)
+            .arg(plane.bundle.join("admin.conf"))
+            .arg(plane.bundle.join("pki/apiserver.crt"))
+            .args(networks),
+    )
+}
