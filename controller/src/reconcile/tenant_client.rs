@@ -61,7 +61,8 @@ pub async fn client_from_kubeconfig(
         .map_err(|e| TenantClientError::Kubeconfig(format!("client for {server}: {e}")))
 }
 
-/// Timeouts for every request to a tenant's apiserver (no watches go there).
+/// Timeouts for every request to a tenant's apiserver. The one watch there
+/// (`kubelet_serving`) asks the server to end it well within the read timeout.
 pub fn with_request_timeouts(config: &mut kube::Config) {
     config.connect_timeout = Some(std::time::Duration::from_secs(10));
     config.read_timeout = Some(std::time::Duration::from_secs(30));
