@@ -59,15 +59,7 @@ pub(super) fn a_lost_ca_stops_the_tenant_until_restored_or_recreated_on_purpose(
         "no Warning Event says how to recover: {events}"
     );
 
-    plane.kubectl_ok(
-        "admin.conf",
-        &[
-            "annotate",
-            "tenantcontrolplane",
-            "tenant-x",
-            &format!("gantry.dev/recreate-ca={hash}"),
-        ],
-    );
+    ask_for_new_keys(plane, &hash);
     let new_hash = plane.wait_kubectl(
         "the annotation makes a new CA",
         Duration::from_secs(60),
@@ -129,6 +121,19 @@ fn lose_secret(plane: &ControlPlane, ns: &str, name: &str) -> String {
     condition
 }
 
+/// Annotates tenant-x to make new keys, as the CAMissing message says.
+fn ask_for_new_keys(plane: &ControlPlane, hash: &str) {
+    plane.kubectl_ok(
+        "admin.conf",
+        &[
+            "annotate",
+            "tenantcontrolplane",
+            "tenant-x",
+            &format!("gantry.dev/recreate-ca={hash}"),
+        ],
+    );
+}
+
 fn the_annotation_is_removed_once_acted_on(plane: &ControlPlane) {
     plane.wait_kubectl(
         "the operator removes the recreate annotation it acted on",
@@ -152,15 +157,7 @@ fn the_recreate_annotation_asks_once(plane: &ControlPlane, ns: &str) {
     let hash = plane.kubectl_ok("admin.conf", &CA_CERT_HASH);
     let lost_sa = secret_data(plane, ns, "sa").expect("Secret sa exists");
     assert_eq!(lose_secret(plane, ns, "sa"), "CAMissing");
-    plane.kubectl_ok(
-        "admin.conf",
-        &[
-            "annotate",
-            "tenantcontrolplane",
-            "tenant-x",
-            &format!("gantry.dev/recreate-ca={hash}"),
-        ],
-    );
+    ask_for_new_keys(plane, &hash);
     let mut made = None;
     assert!(
         gantry_tests::wait_until(Duration::from_secs(60), || {

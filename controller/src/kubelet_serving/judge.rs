@@ -10,8 +10,9 @@
 //! so they alone do not prove anything: a name or address is approved only
 //! if the Node reports it, no other Node reports it, it is none of the
 //! tenant apiserver's names and addresses nor in the tenant's Service or pod
-//! networks, and it is no wildcard, `localhost`, loopback, link-local,
-//! multicast or unspecified address.
+//! networks, and it is no wildcard, `localhost`, name with empty labels,
+//! loopback, link-local, multicast, broadcast, unspecified or IPv4-mapped
+//! IPv6 address.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -92,6 +93,9 @@ impl Reserved {
         let name = name.to_ascii_lowercase();
         if name.contains('*') {
             Some("a wildcard")
+        } else if name.ends_with('.') || name.starts_with('.') || name.contains("..") {
+            // Trailing dots and empty labels would slip past the comparisons below.
+            Some("not a plain DNS name")
         } else if name == "localhost" || name.ends_with(".localhost") {
             Some("localhost")
         } else if self.names.contains(&name) {
@@ -103,11 +107,13 @@ impl Reserved {
 
     /// Why `ip` may be no node's, if it may not.
     fn refuses_ip(&self, ip: IpAddr) -> Option<&'static str> {
-        let link_local = match ip {
-            IpAddr::V4(v4) => v4.is_link_local(),
-            IpAddr::V6(v6) => v6.is_unicast_link_local(),
+        let odd = match ip {
+            IpAddr::V4(v4) => v4.is_link_local() || v4.is_broadcast() || v4.octets()[0] == 0,
+            // An IPv4 address written as IPv6 (::ffff:a.b.c.d) is the same
+            // address to Go's TLS, and would slip past the comparisons below.
+            IpAddr::V6(v6) => v6.is_unicast_link_local() || v6.to_ipv4_mapped().is_some(),
         };
-        if ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() || link_local {
+        if ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() || odd {
             Some("not a node address")
         } else if self.ips.contains(&ip) {
             Some("an address of the tenant apiserver")
@@ -223,7 +229,7 @@ fn reported(node: &Node) -> (BTreeSet<String>, BTreeSet<IpAddr>) {
         .unwrap_or_default();
     for address in addresses {
         match address.address.parse::<IpAddr>() {
-            Ok(ip) => ips.insert(ip),
+            Ok(ip) => ips.insert(ip.to_canonical()),
             Err(_) => names.insert(address.address.to_ascii_lowercase()),
         };
     }

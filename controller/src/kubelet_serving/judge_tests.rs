@@ -190,6 +190,14 @@ fn addresses_of_others_are_denied_even_when_the_node_reports_them() {
     denied_because(asking(ip("10.96.0.10")), "Service or pod network");
     denied_because(asking(ip("127.0.0.1")), "not a node address");
     denied_because(asking(dns("*.example.com")), "a wildcard");
+    denied_because(asking(ip("::ffff:10.96.0.1")), "not a node address");
+    denied_because(asking(ip("::ffff:10.0.0.8")), "not a node address");
+    denied_because(asking(ip("255.255.255.255")), "not a node address");
+    denied_because(
+        asking(dns("kubernetes.default.svc.")),
+        "not a plain DNS name",
+    );
+    denied_because(asking(dns("worker-1.")), "not a plain DNS name");
     assert_eq!(
         asking(ip("10.0.0.7")),
         Verdict::Approve,

@@ -102,15 +102,23 @@ pub fn lost_message(missing: &[&str], namespace: &str, recorded_hash: Option<&st
     )
 }
 
+/// The recreate-CA annotation as a pass found it, for [`disarm`].
+#[derive(Debug)]
+pub(super) struct Armed {
+    value: String,
+    /// The Secrets this pass makes new because of it (none: nothing was missing).
+    making: Vec<&'static str>,
+}
+
 /// Part of step 5: a tenant that had a CA and lost its Secret stops here,
-/// unless the annotation asks for new keys. Returns the annotation's value
-/// when this pass makes them, for [`disarm`].
+/// unless the annotation asks for new keys. Returns the annotation, if
+/// present, for [`disarm`].
 pub(super) fn guard(
     pass: &mut PassState<'_>,
     tenant: &ValidatedTenant,
     existing: &FileSet,
     join_exists: bool,
-) -> Result<Option<String>, Halt> {
+) -> Result<Option<Armed>, Halt> {
     let status = pass.tcp.status.as_ref();
     let recorded_hash = status.and_then(|s| s.ca_cert_hash.clone());
     let had = HadBefore {
@@ -123,9 +131,13 @@ pub(super) fn guard(
         .metadata
         .annotations
         .as_ref()
-        .and_then(|a| a.get(RECREATE_CA_ANNOTATION));
-    match check(existing, had, recreate.map(String::as_str)) {
-        CaCheck::Go => Ok(None),
+        .and_then(|a| a.get(RECREATE_CA_ANNOTATION))
+        .cloned();
+    match check(existing, had, recreate.as_deref()) {
+        CaCheck::Go => Ok(recreate.map(|value| Armed {
+            value,
+            making: Vec::new(),
+        })),
         CaCheck::Recreate { missing } => {
             pass.notes.push(Note::warning(
                 "RecreatingCA",
@@ -134,7 +146,10 @@ pub(super) fn guard(
                     missing.join(", "),
                 ),
             ));
-            Ok(recreate.cloned())
+            Ok(recreate.map(|value| Armed {
+                value,
+                making: missing,
+            }))
         }
         CaCheck::Lost { missing } => {
             let message = lost_message(&missing, &tenant.namespace, recorded_hash.as_deref());
@@ -147,15 +162,33 @@ pub(super) fn guard(
     }
 }
 
-/// After step 6 stored the new keys: removes the recreate-CA annotation this
-/// pass acted on, so it asks once. Otherwise, after a new `sa` or
-/// `encryption-config` alone (the CA hash unchanged), it would stay armed and
-/// silently replace the next lost key. An annotation changed meanwhile is
-/// left alone: the patch is conditional on the resourceVersion it was read at.
-pub(super) async fn disarm(pass: &mut PassState<'_>, acted_on: Option<&str>) -> Result<(), Stop> {
-    let Some(value) = acted_on else {
+/// After step 6: removes the recreate-CA annotation once the keys it asked
+/// for are stored, or when nothing is missing, so it acts once. Otherwise,
+/// after a new `sa` or `encryption-config` alone (the CA hash unchanged), it
+/// would stay armed and silently replace the next lost key. It stays while
+/// a new key Secret was not written (another writer's Secret was kept), and
+/// an annotation changed meanwhile is left alone: the patch is conditional
+/// on the resourceVersion it was read at.
+pub(super) async fn disarm(pass: &mut PassState<'_>, armed: Option<&Armed>) -> Result<(), Stop> {
+    let Some(armed) = armed else {
         return Ok(());
     };
+    let not_stored: Vec<&str> = armed
+        .making
+        .iter()
+        .copied()
+        .filter(|name| !pass.report.applied.contains(&format!("Secret/{name}")))
+        .collect();
+    if !not_stored.is_empty() {
+        pass.notes.push(Note::warning(
+            "RecreateCAKept",
+            format!(
+                "annotation {RECREATE_CA_ANNOTATION} kept: Secret(s) {} were not written by this pass",
+                not_stored.join(", ")
+            ),
+        ));
+        return Ok(());
+    }
     let name = pass.tcp.metadata.name.clone().unwrap_or_default();
     let api: Api<TenantControlPlane> = Api::all(pass.ctx.client.clone());
     let failed = |source| {
@@ -167,12 +200,7 @@ pub(super) async fn disarm(pass: &mut PassState<'_>, acted_on: Option<&str>) -> 
     // A conflict means the object changed between the read and the patch: read again.
     for _ in 0..3 {
         let live = api.get(&name).await.map_err(failed)?;
-        if live
-            .annotations()
-            .get(RECREATE_CA_ANNOTATION)
-            .map(String::as_str)
-            != Some(value)
-        {
+        if live.annotations().get(RECREATE_CA_ANNOTATION) != Some(&armed.value) {
             return Ok(());
         }
         let patch = serde_json::json!({"metadata": {
@@ -184,9 +212,14 @@ pub(super) async fn disarm(pass: &mut PassState<'_>, acted_on: Option<&str>) -> 
             .await
         {
             Ok(_) => {
+                let why = if armed.making.is_empty() {
+                    "nothing is missing"
+                } else {
+                    "the new keys are stored"
+                };
                 pass.notes.push(Note::normal(
                     "RecreateCADone",
-                    format!("the new keys are stored; annotation {RECREATE_CA_ANNOTATION} removed"),
+                    format!("{why}; annotation {RECREATE_CA_ANNOTATION} removed"),
                 ));
                 return Ok(());
             }

@@ -104,7 +104,7 @@ async fn full_pass(pass: &mut PassState<'_>) -> Result<End, Stop> {
     let certificates = steps::certificates(pass, &tenant, &endpoint).await?;
     let applied =
         steps::apply_service_set(pass, &tenant, &certificates, &decision, &bootstrap_keys).await?;
-    super::ca_guard::disarm(pass, certificates.recreate_ca.as_deref()).await?;
+    super::ca_guard::disarm(pass, certificates.recreate_ca.as_ref()).await?;
     let quorum = steps::readiness(pass, &applied.live)?;
     let tenant_writes =
         steps::bootstrap_tenant(pass, &tenant, &certificates, &applied.tenant_objects).await?;

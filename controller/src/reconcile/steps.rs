@@ -95,8 +95,8 @@ pub(super) struct Certificates {
     pub expiration: OffsetDateTime,
     /// The names of the Secrets in the tenant namespace, as this pass read them.
     pub secrets: BTreeSet<String>,
-    /// The value of the recreate-CA annotation this pass acts on, if it makes new keys.
-    pub recreate_ca: Option<String>,
+    /// The recreate-CA annotation, if present, for `ca_guard::disarm`.
+    pub recreate_ca: Option<ca_guard::Armed>,
 }
 
 /// Step 5: The PKI: kept from the tenant's Secrets, reissued only where needed;
@@ -331,8 +331,10 @@ pub(super) async fn bootstrap_tenant(
                 apply::apply_set(Cluster::api(&client), &tenant.name, "tenant", &objects, &[])
                     .await
                     .map_err(TenantUnreachable::Apply);
-            if let (Ok(_), Some(approvers)) = (&applied, &pass.ctx.kubelet_serving) {
-                approvers.ensure(&tenant.name, &super_admin, client, reserved(certificates));
+            if let (Ok(_), Some(approvers), Some(reserved)) =
+                (&applied, &pass.ctx.kubelet_serving, reserved(certificates))
+            {
+                approvers.ensure(&tenant.name, &super_admin, client, reserved);
             }
             applied
         }
@@ -368,19 +370,16 @@ pub(super) async fn bootstrap_tenant(
 }
 
 /// What no kubelet may have in its serving certificate: the tenant
-/// apiserver's names and addresses and the tenant's networks.
-fn reserved(certificates: &Certificates) -> crate::kubelet_serving::Reserved {
+/// apiserver's names and addresses and the tenant's networks. `None` (and no
+/// approver: nothing is approved) if the apiserver's certificate does not
+/// read, which `issue` has already checked.
+fn reserved(certificates: &Certificates) -> Option<crate::kubelet_serving::Reserved> {
     let networking = &certificates.resolved.input.networking;
-    let apiserver = certificates
-        .issued
-        .bundle
-        .get("pki/apiserver.crt")
-        .expect("issue always makes the apiserver's certificate");
-    crate::kubelet_serving::Reserved::of_tenant(
-        apiserver,
-        vec![networking.service_cidr, networking.pod_cidr],
-    )
-    .expect("gantry's own apiserver certificate reads")
+    let apiserver = certificates.issued.bundle.get("pki/apiserver.crt")?;
+    let networks = vec![networking.service_cidr, networking.pod_cidr];
+    crate::kubelet_serving::Reserved::of_tenant(apiserver, networks)
+        .inspect_err(|error| tracing::warn!(%error, "the apiserver's certificate does not read"))
+        .ok()
 }
 
 /// Why the tenant cluster could not be bootstrapped.
