@@ -20,7 +20,7 @@ pub mod judge;
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -49,10 +49,14 @@ const WATCH_SECONDS: u32 = 20;
 const APPROVED_REASON: &str = "GantryApprovedNodeAddresses";
 const DENIED_REASON: &str = "GantryDeniedForeignNames";
 
+/// Told of every decision written (`Approved` or `Denied`): the operator counts them.
+pub type DecisionObserver = Arc<dyn Fn(&'static str) + Send + Sync>;
+
 /// The approvers running in this operator, one per tenant.
 #[derive(Default)]
 pub struct KubeletServingApprovers {
     running: Mutex<HashMap<String, Running>>,
+    observer: Option<DecisionObserver>,
 }
 
 struct Running {
@@ -73,6 +77,14 @@ impl KubeletServingApprovers {
         Self::default()
     }
 
+    /// Approvers that tell `observer` of each decision they write.
+    pub fn with_observer(observer: DecisionObserver) -> Self {
+        Self {
+            observer: Some(observer),
+            ..Self::default()
+        }
+    }
+
     /// Starts `tenant`'s approver on `client`, unless it already runs with
     /// the same `credential` (the kubeconfig that `client` was made from)
     /// and the same [`Reserved`] names and addresses.
@@ -89,7 +101,7 @@ impl KubeletServingApprovers {
             return;
         }
         let span = tracing::info_span!("kubelet_serving", tenant = %tenant);
-        let task = tokio::spawn(approve(client, reserved).instrument(span));
+        let task = tokio::spawn(approve(client, reserved, self.observer.clone()).instrument(span));
         // Replacing an older approver drops it, which stops it.
         running.insert(tenant.to_string(), Running { credential, task });
     }
@@ -117,14 +129,16 @@ struct Tenant {
     requests: Api<CertificateSigningRequest>,
     nodes: Api<Node>,
     reserved: Reserved,
+    observer: Option<DecisionObserver>,
 }
 
 /// Decides the tenant's kubelet-serving requests as they come, until stopped.
-async fn approve(client: Client, reserved: Reserved) {
+async fn approve(client: Client, reserved: Reserved, observer: Option<DecisionObserver>) {
     let tenant = Tenant {
         requests: Api::all(client.clone()),
         nodes: Api::all(client),
         reserved,
+        observer,
     };
     let selector = format!("spec.signerName={KUBELET_SERVING_SIGNER}");
     let config = watcher::Config::default()
@@ -215,7 +229,11 @@ async fn decide(tenant: &Tenant, csr: CertificateSigningRequest) -> Looked {
         ),
         Verdict::Deny(why) => ("Denied", DENIED_REASON, format!("gantry: {why}")),
     };
-    write_decision(&tenant.requests, csr, type_, reason, message).await
+    let looked = write_decision(&tenant.requests, csr, type_, reason, message).await;
+    if let (Looked::Done, Some(observer)) = (&looked, &tenant.observer) {
+        observer(type_);
+    }
+    looked
 }
 
 fn waited_past_grace(csr: &CertificateSigningRequest) -> bool {

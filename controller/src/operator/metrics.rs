@@ -38,8 +38,14 @@ pub struct PhaseLabels {
     pub phase: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub decision: String,
+}
+
 pub struct Metrics {
     registry: Registry,
+    kubelet_serving: Family<DecisionLabels, Counter>,
     reconciles: Family<ResultLabels, Counter>,
     errors: Family<CategoryLabels, Counter>,
     duration: Histogram,
@@ -89,8 +95,15 @@ impl Metrics {
             "1 while this replica holds the leader Lease and reconciles",
             leader.clone(),
         );
+        let kubelet_serving = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "kubelet_serving_decisions",
+            "Kubelet serving certificate requests decided in tenant clusters, by decision (Approved, Denied)",
+            kubelet_serving.clone(),
+        );
         Metrics {
             registry,
+            kubelet_serving,
             reconciles,
             errors,
             duration,
@@ -119,6 +132,15 @@ impl Metrics {
         self.errors
             .get_or_create(&CategoryLabels {
                 category: category.as_str().into(),
+            })
+            .inc();
+    }
+
+    /// A kubelet serving request decided (`Approved` or `Denied`).
+    pub fn kubelet_serving_decided(&self, decision: &str) {
+        self.kubelet_serving
+            .get_or_create(&DecisionLabels {
+                decision: decision.to_string(),
             })
             .inc();
     }
@@ -173,7 +195,12 @@ mod tests {
         metrics.set_phase("a", Some("Ready"));
         metrics.set_phase("b", None);
         metrics.reconciled(PassResult::Skipped, 0.0001);
+        metrics.kubelet_serving_decided("Denied");
         let text = metrics.encode();
+        assert!(
+            text.contains("gantry_kubelet_serving_decisions_total{decision=\"Denied\"} 1\n"),
+            "{text}"
+        );
         assert!(
             text.contains("gantry_tenants{phase=\"Ready\"} 1\n"),
             "{text}"

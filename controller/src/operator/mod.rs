@@ -326,7 +326,10 @@ async fn run_controller(
             live: Some(objects.clone()),
             service_cluster: settings.service_cluster.clone(),
             tenant_client,
-            kubelet_serving: Some(Arc::new(KubeletServingApprovers::new())),
+            kubelet_serving: Some(Arc::new(KubeletServingApprovers::with_observer({
+                let metrics = metrics.clone();
+                Arc::new(move |decision| metrics.kubelet_serving_decided(decision))
+            }))),
         },
         steady: steady.clone(),
         metrics,
