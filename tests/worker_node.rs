@@ -117,14 +117,7 @@ fn node_credentials_come_from_the_tenant_ca(plane: &ControlPlane, worker: &Worke
     let pem = worker
         .read("/var/lib/kubelet/pki/kubelet-client-current.pem")
         .expect("the kubelet wrote its client certificate");
-    let certificate = work.join("kubelet-client.pem");
-    std::fs::write(&certificate, pem).unwrap();
-    run_ok(
-        std::process::Command::new(tool("openssl"))
-            .args(["verify", "-CAfile"])
-            .arg(plane.bundle.join("pki/ca.crt"))
-            .arg(&certificate),
-    );
+    let certificate = signed_by_the_tenant_ca(plane, work, "kubelet-client.pem", &pem);
     let subject = run_ok(
         std::process::Command::new(tool("openssl"))
             .args(["x509", "-noout", "-subject", "-nameopt", "RFC2253", "-in"])
@@ -249,14 +242,7 @@ fn the_approver_issues_the_serving_certificate(
         "the kubelet never wrote its serving certificate\n{}",
         worker.logs()
     );
-    let certificate = work.join("kubelet-server.pem");
-    std::fs::write(&certificate, pem.unwrap()).unwrap();
-    run_ok(
-        std::process::Command::new(tool("openssl"))
-            .args(["verify", "-CAfile"])
-            .arg(plane.bundle.join("pki/ca.crt"))
-            .arg(&certificate),
-    );
+    let certificate = signed_by_the_tenant_ca(plane, work, "kubelet-server.pem", &pem.unwrap());
     let names = run_ok(
         std::process::Command::new(tool("openssl"))
             .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
@@ -275,4 +261,23 @@ fn the_approver_issues_the_serving_certificate(
         "{names}"
     );
     approver
+}
+
+/// Writes the kubelet's certificate `pem` to `work/file` and checks with
+/// openssl that the tenant CA signed it; returns the file.
+fn signed_by_the_tenant_ca(
+    plane: &ControlPlane,
+    work: &Path,
+    file: &str,
+    pem: &str,
+) -> std::path::PathBuf {
+    let certificate = work.join(file);
+    std::fs::write(&certificate, pem).unwrap();
+    run_ok(
+        std::process::Command::new(tool("openssl"))
+            .args(["verify", "-CAfile"])
+            .arg(plane.bundle.join("pki/ca.crt"))
+            .arg(&certificate),
+    );
+    certificate
 }

@@ -105,6 +105,11 @@ fn reserved() -> Reserved {
     }
 }
 
+/// The verdict on `csr` from worker-0, the only Node, in the tenant of [`reserved`].
+fn judged_for_worker_0(csr: &CertificateSigningRequest) -> Verdict {
+    judge(csr, Some(&worker_0()), &[], &reserved())
+}
+
 fn denied_because(verdict: Verdict, words: &str) {
     match verdict {
         Verdict::Deny(reason) => assert!(reason.contains(words), "{reason}"),
@@ -116,10 +121,7 @@ fn denied_because(verdict: Verdict, words: &str) {
 fn a_node_asking_for_its_own_names_and_addresses_is_approved() {
     let csr = kubelet_request();
     assert_eq!(requesting_node(&csr), Some("worker-0"));
-    assert_eq!(
-        judge(&csr, Some(&worker_0()), &[], &reserved()),
-        Verdict::Approve
-    );
+    assert_eq!(judged_for_worker_0(&csr), Verdict::Approve);
 }
 
 #[test]
@@ -132,7 +134,7 @@ fn an_address_or_name_the_node_does_not_report_waits() {
         ),
     );
     assert_eq!(
-        judge(&other_ip, Some(&worker_0()), &[], &reserved()),
+        judged_for_worker_0(&other_ip),
         Verdict::Wait("Node worker-0 does not report 10.0.0.8".into())
     );
     let other_name = csr_from(
@@ -140,7 +142,7 @@ fn an_address_or_name_the_node_does_not_report_waits() {
         request_pem("system:node:worker-0", vec![dns("db.example.com")]),
     );
     assert!(matches!(
-        judge(&other_name, Some(&worker_0()), &[], &reserved()),
+        judged_for_worker_0(&other_name),
         Verdict::Wait(reason) if reason.contains("db.example.com")
     ));
 }
@@ -249,42 +251,27 @@ fn a_node_speaking_for_another_node_is_denied() {
         "system:node:worker-1",
         request_pem("system:node:worker-0", vec![dns("worker-0")]),
     );
-    denied_because(
-        judge(&csr, Some(&worker_0()), &[], &reserved()),
-        "CN=system:node:worker-1",
-    );
+    denied_because(judged_for_worker_0(&csr), "CN=system:node:worker-1");
 }
 
 #[test]
 fn a_requester_that_is_not_a_node_is_denied() {
     let mut csr = kubelet_request();
     csr.spec.username = Some("system:serviceaccount:kube-system:default".into());
-    denied_because(
-        judge(&csr, Some(&worker_0()), &[], &reserved()),
-        "not by a node",
-    );
+    denied_because(judged_for_worker_0(&csr), "not by a node");
     let mut csr = kubelet_request();
     csr.spec.groups = Some(vec!["system:authenticated".into()]);
-    denied_because(
-        judge(&csr, Some(&worker_0()), &[], &reserved()),
-        "group system:nodes",
-    );
+    denied_because(judged_for_worker_0(&csr), "group system:nodes");
 }
 
 #[test]
 fn client_usages_or_other_name_types_are_denied() {
     let mut csr = kubelet_request();
     csr.spec.usages = Some(vec!["server auth".into(), "client auth".into()]);
-    denied_because(
-        judge(&csr, Some(&worker_0()), &[], &reserved()),
-        "\"client auth\"",
-    );
+    denied_because(judged_for_worker_0(&csr), "\"client auth\"");
     let mut csr = kubelet_request();
     csr.spec.usages = Some(vec!["digital signature".into()]);
-    denied_because(
-        judge(&csr, Some(&worker_0()), &[], &reserved()),
-        "server auth",
-    );
+    denied_because(judged_for_worker_0(&csr), "server auth");
     let email = csr_from(
         "system:node:worker-0",
         request_pem(
@@ -295,24 +282,15 @@ fn client_usages_or_other_name_types_are_denied() {
             ],
         ),
     );
-    denied_because(
-        judge(&email, Some(&worker_0()), &[], &reserved()),
-        "only DNS names",
-    );
+    denied_because(judged_for_worker_0(&email), "only DNS names");
     let none = csr_from(
         "system:node:worker-0",
         request_pem("system:node:worker-0", vec![]),
     );
-    denied_because(
-        judge(&none, Some(&worker_0()), &[], &reserved()),
-        "no DNS name",
-    );
+    denied_because(judged_for_worker_0(&none), "no DNS name");
     let mut garbage = kubelet_request();
     garbage.spec.request = ByteString(b"not a request".to_vec());
-    denied_because(
-        judge(&garbage, Some(&worker_0()), &[], &reserved()),
-        "not PEM",
-    );
+    denied_because(judged_for_worker_0(&garbage), "not PEM");
 }
 
 #[test]
@@ -326,14 +304,8 @@ fn decided_requests_and_other_signers_are_left_alone() {
         }]),
         ..Default::default()
     });
-    assert_eq!(
-        judge(&approved, Some(&worker_0()), &[], &reserved()),
-        Verdict::NotOurs
-    );
+    assert_eq!(judged_for_worker_0(&approved), Verdict::NotOurs);
     let mut client = kubelet_request();
     client.spec.signer_name = "kubernetes.io/kube-apiserver-client-kubelet".into();
-    assert_eq!(
-        judge(&client, Some(&worker_0()), &[], &reserved()),
-        Verdict::NotOurs
-    );
+    assert_eq!(judged_for_worker_0(&client), Verdict::NotOurs);
 }

@@ -110,11 +110,6 @@ impl KubeletServingApprovers {
     pub fn stop(&self, tenant: &str) {
         self.running.lock().expect("not poisoned").remove(tenant);
     }
-
-    /// How many approvers run.
-    pub fn running(&self) -> usize {
-        self.running.lock().expect("not poisoned").len()
-    }
 }
 
 /// Whether a request still needs another look.
