@@ -81,7 +81,7 @@ const LEAVES: [Expected; 7] = [
     },
 ];
 
-const KUBECONFIGS: [(&str, &str, &str); 4] = [
+const KUBECONFIGS: [(&str, &str, &str); 5] = [
     (
         "admin.conf",
         "O = kubeadm:cluster-admins, CN = kubernetes-admin",
@@ -100,6 +100,11 @@ const KUBECONFIGS: [(&str, &str, &str); 4] = [
     (
         "scheduler.conf",
         "CN = system:kube-scheduler",
+        "https://kube-apiserver.tcp-tenant-a.svc:6443",
+    ),
+    (
+        "operator.conf",
+        "O = gantry:operator, CN = gantry-operator",
         "https://kube-apiserver.tcp-tenant-a.svc:6443",
     ),
 ];

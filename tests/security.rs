@@ -24,11 +24,11 @@ mod admission;
 #[path = "security/encryption.rs"]
 mod encryption;
 
+use gantry_tests::audit::audit_events;
 use gantry_tests::control_plane::{
     ControlPlane, client_credentials, one_at_a_time, start_small_tenant,
 };
 use gantry_tests::output_text;
-use serde_json::Value;
 
 #[test]
 fn the_control_plane_meets_the_cis_items_on_the_real_components() {
@@ -236,16 +236,6 @@ fn a_service_with_external_ips_is_refused(plane: &ControlPlane, dir: &std::path:
 }
 
 /// The audit events of the apiserver's log (JSON lines on its stdout).
-fn audit_events(plane: &ControlPlane) -> Vec<Value> {
-    std::fs::read_to_string(&plane.apiservers[0].log)
-        .unwrap()
-        .lines()
-        .filter(|line| line.starts_with('{'))
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|event| event["kind"] == "Event" && event["apiVersion"] == "audit.k8s.io/v1")
-        .collect()
-}
-
 fn the_audit_log_records_writes_but_no_secret(plane: &ControlPlane) {
     const CANARY: &str = "gantry-audit-canary";
     plane.kubectl_ok(

@@ -10,6 +10,10 @@ pub const TENANT_LABEL: &str = "gantry.dev/tenant";
 /// Which apply call owns an object (`bootstrap`, `service`, `join`, `tenant`):
 /// each call prunes only objects of its own set.
 pub const SET_LABEL: &str = "gantry.dev/set";
+/// On the tenant objects only super-admin writes (`"true"`): gantry-operator's
+/// own RBAC and the bindings that make admins. The operator applies them
+/// with super-admin only when granting itself access.
+pub const PRIVILEGED_LABEL: &str = "gantry.dev/privileged";
 /// The hash of the object as gantry last applied it: an unchanged hash and no
 /// foreign edit mean no write.
 pub const HASH_ANNOTATION: &str = "gantry.dev/desired-hash";

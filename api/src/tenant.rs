@@ -100,6 +100,16 @@ pub struct TenantControlPlaneStatus {
     /// rest. Set once it exists: from then on, its loss stops reconciling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption_secret: Option<String>,
+    /// A hash of the privileged tenant objects (the operator's own RBAC and
+    /// the admin bindings) as last applied with super-admin. The operator
+    /// writes them again only when what it renders differs from this, or
+    /// when a platform admin asks (`gantry.dev/grant-operator-access`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator_access_hash: Option<String>,
+    /// The value of the `gantry.dev/grant-operator-access` annotation last
+    /// acted on: a new value asks for one more grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator_access_grant: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]

@@ -29,6 +29,10 @@ pub struct DesiredObject {
     /// watches, which may lag: a CA made anew must be written, and one
     /// restored without gantry's labels must be kept.
     pub exists: Option<bool>,
+    /// Created without reading it first: a conflict (409) means it exists
+    /// and is kept. For an object the applier may create but not read (the
+    /// operator's bootstrap-token Secret in a tenant).
+    pub blind: bool,
 }
 
 impl DesiredObject {
@@ -38,6 +42,17 @@ impl DesiredObject {
             value,
             create_only: false,
             exists: None,
+            blind: false,
+        }
+    }
+
+    /// An object created once, without a read: see [`DesiredObject::blind`].
+    pub fn created_blind(value: Value) -> Self {
+        DesiredObject {
+            value,
+            create_only: true,
+            exists: Some(false),
+            blind: true,
         }
     }
 }
@@ -75,6 +90,13 @@ pub enum ApplyError {
     },
 }
 
+impl ApplyError {
+    /// Whether the API server refused the request to this user (403).
+    pub fn is_forbidden(&self) -> bool {
+        matches!(self, ApplyError::Api { source: kube::Error::Api(status), .. } if status.code == 403)
+    }
+}
+
 /// The rendered service set as objects to apply, CA and key Secrets marked
 /// create-only; `secrets` names the Secrets a read of this pass found, if
 /// it made one.
@@ -93,6 +115,7 @@ pub fn service_set(
                 exists: secrets
                     .filter(|_| create_only)
                     .map(|names| names.contains(&object.name)),
+                blind: false,
             }
         })
         .collect()
@@ -284,9 +307,44 @@ async fn apply_one(
             .map_err(api_error("apply"))?;
         return Ok(Applied::Written);
     }
-    create(&api, &dynamic)
-        .await
-        .map_err(|(action, source)| api_error(action)(source))
+    match create(&api, &dynamic).await {
+        Err((_, source)) if object.blind && is_conflict(&source) => Ok(Applied::Kept),
+        result => result.map_err(|(action, source)| api_error(action)(source)),
+    }
+}
+
+/// The `Kind/name` of each of `objects` that is not live as gantry would
+/// apply it (missing, another hash, or edited by another writer), read
+/// through `cluster`; writes nothing.
+pub async fn drifted(
+    cluster: Cluster<'_>,
+    tenant: &str,
+    set: &str,
+    objects: &[DesiredObject],
+) -> Result<Vec<String>, ApplyError> {
+    let mut drifted = Vec::new();
+    for object in objects {
+        let value = with_gantry_metadata(object.value.clone(), tenant, set);
+        let target = Target::of(&value)?;
+        let (kind, name) = (target.kind, &target.name);
+        let live = cluster
+            .get(kind, target.namespace.as_deref(), name)
+            .await
+            .map_err(|source| ApplyError::Api {
+                action: "get",
+                object: format!("{}/{name}", kind.kind),
+                source,
+            })?;
+        let desired_hash = value["metadata"]["annotations"][HASH_ANNOTATION]
+            .as_str()
+            .unwrap_or_default();
+        let as_desired =
+            live.is_some_and(|live| live.has_hash(desired_hash) && !live.edited_by_others(&value));
+        if !as_desired {
+            drifted.push(format!("{}/{name}", kind.kind));
+        }
+    }
+    Ok(drifted)
 }
 
 /// A plain create: if another writer (a replica finishing its passes after

@@ -54,7 +54,7 @@ async fn a_pending_load_balancer_gets_only_the_bootstrap_objects_then_everything
     assert_eq!(condition(&second, "EtcdReady"), ("False", "NoQuorum"));
     assert_eq!(condition(&second, "Ready"), ("False", "APIServerNotReady"));
     assert_eq!(second.status.endpoint.as_deref(), Some("203.0.113.10:6443"));
-    assert_eq!(second.applied.applied.len(), 28, "{:?}", second.applied);
+    assert_eq!(second.applied.applied.len(), 29, "{:?}", second.applied);
     let reasons: Vec<&str> = second.notes.iter().map(|n| n.reason.as_str()).collect();
     assert_eq!(
         reasons,
@@ -183,7 +183,7 @@ async fn once_the_apiserver_runs_the_tenant_is_bootstrapped_and_joinable() {
     assert_eq!(outcome.status.phase.as_deref(), Some("Ready"));
     assert_eq!(outcome.status.version.as_deref(), Some("1.35.5"));
     assert_eq!(outcome.status.join_secret.as_deref(), Some("join"));
-    assert_eq!(tenant_api.len(), 29, "the whole tenant set");
+    assert_eq!(tenant_api.len(), 35, "the whole tenant set");
     assert!(
         tenant_api
             .get("configmaps", "kube-system", "kubeadm-config")
@@ -225,7 +225,12 @@ async fn once_the_apiserver_runs_the_tenant_is_bootstrapped_and_joinable() {
     let reasons: Vec<&str> = outcome.notes.iter().map(|n| n.reason.as_str()).collect();
     assert_eq!(
         reasons,
-        ["TenantBootstrapped", "JoinTokenUpdated", "Ready"],
+        [
+            "OperatorAccessGranted",
+            "TenantBootstrapped",
+            "JoinTokenUpdated",
+            "Ready"
+        ],
         "{:?}",
         outcome.notes
     );

@@ -140,7 +140,7 @@ pub const LEAVES: [LeafProfile; 7] = [
     },
 ];
 
-pub const KUBECONFIGS: [KubeconfigProfile; 4] = [
+pub const KUBECONFIGS: [KubeconfigProfile; 5] = [
     KubeconfigProfile {
         file: "admin.conf",
         common_name: "kubernetes-admin",
@@ -165,7 +165,20 @@ pub const KUBECONFIGS: [KubeconfigProfile; 4] = [
         organization: None,
         server: ServerUrl::InCluster,
     },
+    // The operator's own identity in the tenant: bound to exactly what it
+    // applies (renderer/templates/tenant/07-operator-rbac.yaml), so it can
+    // be audited and revoked, unlike system:masters.
+    KubeconfigProfile {
+        file: OPERATOR_KUBECONFIG,
+        common_name: "gantry-operator",
+        organization: Some("gantry:operator"),
+        server: ServerUrl::InCluster,
+    },
 ];
+
+/// The kubeconfig the operator connects to the tenant with, apart from the
+/// super-admin one it uses only to grant itself its RBAC.
+pub const OPERATOR_KUBECONFIG: &str = "operator.conf";
 
 /// The service-account signing key pair.
 pub const SA_KEY: &str = "pki/sa.key";

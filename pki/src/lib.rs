@@ -29,6 +29,7 @@ pub mod kubeconfig;
 mod spec;
 mod token;
 
+pub use catalog::OPERATOR_KUBECONFIG;
 pub use cert::{CertInfo, generate_key, load_key};
 pub use check::{CertReport, Health, check};
 pub use error::{InvalidInput, PkiError};

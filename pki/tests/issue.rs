@@ -70,6 +70,7 @@ fn a_first_issue_creates_every_file_of_the_layout() {
         "pki/sa.pub",
         "scheduler.conf",
         "super-admin.conf",
+        "operator.conf",
     ];
     expected.sort();
     assert_eq!(paths, expected);

@@ -1,7 +1,7 @@
 //! The template context, built here in Rust so that the templates stay plain:
 //! every value a template prints, already computed and checked.
 
-use gantry_api::labels::{MANAGED_BY, TENANT_LABEL};
+use gantry_api::labels::{MANAGED_BY, PRIVILEGED_LABEL, TENANT_LABEL};
 use gantry_pki::{BootstrapTokenSecret, PkiBundle, jws};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -78,6 +78,13 @@ pub(crate) fn common_labels(input: &RenderInput) -> Value {
     })
 }
 
+/// [`common_labels`], and the mark of an object only super-admin writes.
+fn privileged_labels(input: &RenderInput) -> Value {
+    let mut labels = common_labels(input);
+    labels[PRIVILEGED_LABEL] = "true".into();
+    labels
+}
+
 pub(crate) fn context(
     input: &RenderInput,
     pki: &PkiBundle,
@@ -119,6 +126,7 @@ pub(crate) fn context(
             "port": input.endpoint.port,
         },
         "common_labels": common_labels(input),
+        "privileged_labels": privileged_labels(input),
         "egress": egress_denied(input),
         "etcd": {
             "component": component("etcd", input.etcd.replicas, &input.etcd.resources, args::etcd(input), &["etcd-certs"]),

@@ -28,8 +28,8 @@ pub use input::{
     RenderInput, Resources, ServiceCluster, ServiceType,
 };
 pub use render::{
-    Rendered, RenderedObject, TEMPLATES, Target, compile_templates_in_background, render,
-    render_bootstrap,
+    Rendered, RenderedObject, TEMPLATES, Target, compile_templates_in_background, is_privileged,
+    render, render_bootstrap,
 };
 pub use secrets::{ENCRYPTION_SECRET, SECRET_FILES, SecretFiles, create_only_secrets};
 pub use versions::{Images, KubeVersion, VersionError};

@@ -109,6 +109,11 @@ pub const TEMPLATES: &[(Target, &str, &str)] = &[
         "tenant/06-coredns.yaml",
         include_str!("../templates/tenant/06-coredns.yaml"),
     ),
+    (
+        Target::Tenant,
+        "tenant/07-operator-rbac.yaml",
+        include_str!("../templates/tenant/07-operator-rbac.yaml"),
+    ),
 ];
 
 /// The templates of the bootstrap objects (Namespace, kube-apiserver
@@ -226,10 +231,23 @@ impl RenderedObject {
         })
     }
 
+    /// Whether the operator may not write it with its own tenant credential:
+    /// its own RBAC, and the bindings to cluster-admin and kubelet-api-admin.
+    /// Those are applied with super-admin, only when they change.
+    pub fn is_privileged(&self) -> bool {
+        is_privileged(&self.value)
+    }
+
     /// Whether the object holds private keys or tokens.
     pub fn is_secret(&self) -> bool {
         self.kind == "Secret"
     }
+}
+
+/// Whether a tenant object carries the privileged label
+/// (`gantry.dev/privileged: "true"`): only super-admin writes it.
+pub fn is_privileged(object: &Value) -> bool {
+    object["metadata"]["labels"][gantry_api::labels::PRIVILEGED_LABEL] == "true"
 }
 
 /// The two ordered sets of a tenant.

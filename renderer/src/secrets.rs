@@ -129,6 +129,12 @@ pub const SECRET_FILES: &[SecretFiles] = &[
         files: &[("scheduler.conf", "scheduler.conf")],
         create_only: false,
     },
+    // The operator's own tenant credential; no pod mounts it.
+    SecretFiles {
+        name: "operator-kubeconfig",
+        files: &[("operator.conf", gantry_pki::OPERATOR_KUBECONFIG)],
+        create_only: false,
+    },
 ];
 
 /// The Secrets that hold a CA, the service-account signing key or the key

@@ -54,6 +54,7 @@ fn the_service_set_holds_every_object_of_the_architecture() {
         ("Secret", "etcd-certs"),
         ("Secret", "admin-kubeconfig"),
         ("Secret", "super-admin-kubeconfig"),
+        ("Secret", "operator-kubeconfig"),
         ("Secret", "controller-manager-kubeconfig"),
         ("Secret", "scheduler-kubeconfig"),
         ("Service", "etcd"),

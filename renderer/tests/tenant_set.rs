@@ -161,3 +161,25 @@ fn the_tenant_set_is_joinable_as_kubeadm_expects() {
     let proxy_config: Value = serde_yaml::from_str(proxy["config.conf"].as_str().unwrap()).unwrap();
     assert_eq!(proxy_config["kind"], "KubeProxyConfiguration");
 }
+
+/// Only the operator's RBAC template is marked privileged, all of it, and
+/// nothing of the service set.
+#[test]
+fn the_privileged_mark_is_on_exactly_the_operator_rbac_template() {
+    let input = fixture::input();
+    let rendered = render(&input, &fixture::pki(&input)).unwrap();
+    for object in rendered.service.iter().chain(&rendered.tenant) {
+        assert_eq!(
+            object.is_privileged(),
+            object.template == "tenant/07-operator-rbac.yaml",
+            "{} {} of {}",
+            object.kind,
+            object.name,
+            object.template
+        );
+    }
+    assert_eq!(
+        rendered.tenant.iter().filter(|o| o.is_privileged()).count(),
+        8
+    );
+}

@@ -24,6 +24,7 @@ fn secret(namespace: &str, name: &str, writer: &str) -> DesiredObject {
         }),
         create_only: true,
         exists: None,
+        blind: false,
     }
 }
 

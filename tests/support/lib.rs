@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub mod approver;
+pub mod audit;
 pub mod control_plane;
 pub mod images;
 pub mod kubelet;

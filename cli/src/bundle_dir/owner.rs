@@ -93,7 +93,7 @@ impl Owner {
 /// writes, so that a kubeadm node's /etc/kubernetes (`manifests/`,
 /// `kubelet.conf`) or any other folder is never taken for one.
 fn is_earlier_bundle(dir: &Path) -> bool {
-    const GANTRY_NAMES: [&str; 10] = [
+    const GANTRY_NAMES: [&str; 11] = [
         "pki",
         "service",
         "tenant",
@@ -103,6 +103,7 @@ fn is_earlier_bundle(dir: &Path) -> bool {
         "super-admin.conf",
         "controller-manager.conf",
         "scheduler.conf",
+        "operator.conf",
         "cluster-info.conf",
     ];
     let Ok(entries) = fs::read_dir(dir) else {

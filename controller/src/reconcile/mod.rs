@@ -8,6 +8,7 @@ pub mod conditions;
 pub mod endpoint;
 mod error;
 mod observe;
+pub mod operator_access;
 mod outcome;
 mod pass;
 pub mod pipeline;

@@ -125,6 +125,13 @@ impl Halt {
         }
     }
 
+    /// The phase stays as it is: what runs goes on (an access problem in
+    /// the tenant, not a control plane that is still being made).
+    pub(super) fn keeping_phase(mut self) -> Self {
+        self.phase = None;
+        self
+    }
+
     pub(super) fn because(
         mut self,
         type_: ConditionType,

@@ -11,7 +11,7 @@
 //! Simplifications, on purpose: an apply replaces the stored object's content
 //! except `.status` (gantry always applies whole objects; an apply without
 //! metadata is merged instead), there is no field ownership (so no apply
-//! conflicts), no admission, no bookmarks, no garbage collection, and the pages of a list
+//! conflicts), no RBAC (access reviews are allowed), no admission, no bookmarks, no garbage collection, and the pages of a list
 //! are not one snapshot (its `continue` is the offset of the next item).
 
 use std::collections::BTreeMap;
@@ -396,6 +396,14 @@ impl InMemoryApiServerDouble {
                 let list = json!({"apiVersion": "v1", "kind": "List",
                     "metadata": metadata, "items": items});
                 ok(StatusCode::OK, &list)
+            }
+            // No RBAC here: every access review is allowed, and not stored.
+            (Method::POST, None) if target.plural == "selfsubjectaccessreviews" => {
+                let Ok(mut review) = serde_json::from_slice::<Value>(&body) else {
+                    return status(StatusCode::BAD_REQUEST, "BadRequest", "body is not JSON");
+                };
+                review["status"] = json!({"allowed": true});
+                ok(StatusCode::CREATED, &review)
             }
             (Method::POST, None) => {
                 let Ok(mut object) = serde_json::from_slice::<Value>(&body) else {

@@ -1,7 +1,7 @@
 //! The example tenant in the API double, as the reconcile tests and the
 //! reconcile bench both set it up.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use gantry_controller::api::TenantControlPlane;
 use gantry_controller::reconcile::pipeline::TenantClientFactory;
@@ -54,18 +54,31 @@ impl TenantBuilder {
     }
 }
 
-/// Tenant clients for the tenant apiserver double; checks what the pipeline asks for.
+/// Tenant clients for the tenant apiserver double; checks what the pipeline
+/// asks for: the operator's own credential, or super-admin to grant it.
 pub fn tenant_factory(tenant: &InMemoryApiServerDouble) -> TenantClientFactory {
+    tenant_factory_recording(tenant, Arc::default())
+}
+
+/// [`tenant_factory`], recording the user of each client made in `users`
+/// (`gantry-operator` or `kubernetes-super-admin`).
+pub fn tenant_factory_recording(
+    tenant: &InMemoryApiServerDouble,
+    users: Arc<Mutex<Vec<String>>>,
+) -> TenantClientFactory {
     let tenant = tenant.clone();
     Arc::new(move |kubeconfig: Vec<u8>, server: String| {
-        let tenant = tenant.clone();
+        let (tenant, users) = (tenant.clone(), users.clone());
         Box::pin(async move {
             assert_eq!(server, "https://kube-apiserver.tcp-tenant-a.svc:6443");
+            let kubeconfig: serde_json::Value =
+                serde_yaml::from_slice(&kubeconfig).expect("a kubeconfig");
+            let user = kubeconfig["users"][0]["name"].as_str().unwrap().to_string();
             assert!(
-                String::from_utf8(kubeconfig)
-                    .unwrap()
-                    .contains("kubernetes-super-admin")
+                ["gantry-operator", "kubernetes-super-admin"].contains(&user.as_str()),
+                "a tenant kubeconfig of gantry-operator or super-admin, not {user}"
             );
+            users.lock().unwrap().push(user);
             Ok(tenant.client())
         })
     })

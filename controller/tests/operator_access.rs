@@ -1,0 +1,131 @@
+//! The operator's access to a tenant: super-admin is used only to grant
+//! gantry-operator its RBAC, once; a revoked grant stops bootstrapping and
+//! is restored only when a platform admin asks (the tenant apiserver is a
+//! double here, without RBAC; tests/operator_access.rs runs the real one).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use gantry_controller::reconcile::operator_access::GRANT_ANNOTATION;
+use support::passes::{condition, ready_tenant, run_with};
+use support::tenant::tenant_factory_recording;
+
+#[tokio::test]
+async fn a_revoked_grant_halts_bootstrapping_until_a_platform_admin_asks_again() {
+    let (double, tenant_api, mut tcp) = ready_tenant().await;
+    let users = Arc::new(Mutex::new(Vec::new()));
+    let factory = || tenant_factory_recording(&tenant_api, users.clone());
+    let users_of_last_pass = || std::mem::take(&mut *users.lock().unwrap());
+    let granted = |outcome: &gantry_controller::reconcile::pipeline::Outcome| {
+        outcome
+            .notes
+            .iter()
+            .any(|n| n.reason == "OperatorAccessGranted")
+    };
+
+    // Granted by ready_tenant's passes: now only gantry-operator connects.
+    let settled = run_with(&double, factory(), &tcp).await;
+    assert_eq!(
+        condition(&settled, "TenantBootstrapped"),
+        ("True", "Applied")
+    );
+    assert_eq!(users_of_last_pass(), ["gantry-operator"]);
+    assert!(!granted(&settled));
+    assert!(settled.status.operator_access_hash.is_some());
+
+    // A platform admin revokes the operator's binding in the tenant.
+    tenant_api.forget("clusterrolebindings", "", "gantry:operator");
+    let revoked = run_with(&double, factory(), &tcp).await;
+    assert_eq!(
+        condition(&revoked, "TenantBootstrapped"),
+        ("False", "OperatorAccessRevoked")
+    );
+    assert_eq!(
+        condition(&revoked, "Ready"),
+        ("False", "TenantNotBootstrapped")
+    );
+    let message = &revoked
+        .status
+        .condition(gantry_controller::api::ConditionType::TenantBootstrapped)
+        .unwrap()
+        .message;
+    assert!(
+        message.contains("ClusterRoleBinding/gantry:operator")
+            && message.contains(GRANT_ANNOTATION),
+        "{message}"
+    );
+    assert_eq!(
+        users_of_last_pass(),
+        ["gantry-operator"],
+        "never super-admin"
+    );
+    assert!(
+        tenant_api
+            .get("clusterrolebindings", "", "gantry:operator")
+            .is_none()
+    );
+
+    // The same pass again: still revoked, still without super-admin.
+    run_with(&double, factory(), &tcp).await;
+    assert_eq!(users_of_last_pass(), ["gantry-operator"]);
+
+    // The platform admin asks: one grant with super-admin.
+    tcp.metadata.annotations = Some(BTreeMap::from([(
+        GRANT_ANNOTATION.to_string(),
+        "2026-12-02".to_string(),
+    )]));
+    let regranted = run_with(&double, factory(), &tcp).await;
+    assert_eq!(
+        condition(&regranted, "TenantBootstrapped"),
+        ("True", "Applied")
+    );
+    assert!(granted(&regranted));
+    assert_eq!(
+        users_of_last_pass(),
+        ["gantry-operator", "kubernetes-super-admin"]
+    );
+    assert!(
+        tenant_api
+            .get("clusterrolebindings", "", "gantry:operator")
+            .is_some()
+    );
+    assert_eq!(
+        regranted.status.operator_access_grant.as_deref(),
+        Some("2026-12-02")
+    );
+
+    // The annotation left in place asks for nothing more.
+    let after = run_with(&double, factory(), &tcp).await;
+    assert!(!granted(&after));
+    assert_eq!(users_of_last_pass(), ["gantry-operator"]);
+}
+
+#[tokio::test]
+async fn an_edited_admin_binding_is_not_reverted_without_a_request() {
+    let (double, tenant_api, tcp) = ready_tenant().await;
+    let users = Arc::new(Mutex::new(Vec::new()));
+    let mut binding = tenant_api
+        .get("clusterrolebindings", "", "kubeadm:cluster-admins")
+        .unwrap();
+    binding["metadata"]["annotations"]["gantry.dev/desired-hash"] = "edited".into();
+    tenant_api.put(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterrolebindings",
+        "",
+        binding,
+    );
+    let outcome = run_with(
+        &double,
+        tenant_factory_recording(&tenant_api, users.clone()),
+        &tcp,
+    )
+    .await;
+    assert_eq!(
+        condition(&outcome, "TenantBootstrapped"),
+        ("False", "OperatorAccessRevoked")
+    );
+    assert_eq!(*users.lock().unwrap(), ["gantry-operator"]);
+}
