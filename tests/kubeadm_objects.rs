@@ -46,7 +46,11 @@ const PHASES: [&[&str]; 5] = [
 
 /// The labels gantry puts on everything it applies (render.rs,
 /// `common_labels`): marks of the applier, not of what is applied.
-const GANTRY_LABELS: [&str; 2] = ["app.kubernetes.io/managed-by", "gantry.dev/tenant"];
+const GANTRY_LABELS: [&str; 3] = [
+    "app.kubernetes.io/managed-by",
+    "gantry.dev/tenant",
+    "gantry.dev/privileged",
+];
 
 /// Annotations that the applier or a controller writes: per instance.
 const NOISE_ANNOTATIONS: [&str; 2] = [

@@ -1,4 +1,5 @@
-//! Clients for tenant apiservers, from a tenant's `super-admin.conf`. Every
+//! Clients for tenant apiservers, from a tenant's kubeconfig (the operator's
+//! `operator.conf`, or `super-admin.conf` to grant it its RBAC). Every
 //! request to a tenant has a timeout, so one tenant that stops answering
 //! fails its own pass, not every tenant's. The operator and the day-2
 //! commands both connect through [`client_from_kubeconfig`].
@@ -18,14 +19,14 @@ pub enum TenantClientError {
     Server { server: String, reason: String },
 }
 
-/// Makes a client for a tenant's own apiserver from its `super-admin.conf`.
+/// Makes a client for a tenant's own apiserver from one of its kubeconfigs.
 /// Production: [`tenant_client_from_kubeconfig`]; tests: a second API double.
 pub type TenantClientFactory = Arc<
     dyn Fn(Vec<u8>, String) -> BoxFuture<'static, Result<Client, TenantClientError>> + Send + Sync,
 >;
 
 /// A client for the tenant apiserver at `server` (the in-cluster Service URL),
-/// authenticated as `super-admin.conf` says.
+/// authenticated as the kubeconfig says.
 pub fn tenant_client_from_kubeconfig(
     kubeconfig: Vec<u8>,
     server: String,
@@ -39,9 +40,9 @@ pub async fn client_from_kubeconfig(
     kubeconfig: &[u8],
     server: Option<&str>,
 ) -> Result<Client, TenantClientError> {
-    let bad = |reason: String| TenantClientError::Kubeconfig(format!("super-admin.conf: {reason}"));
+    let bad = |reason: String| TenantClientError::Kubeconfig(format!("kubeconfig: {reason}"));
     let text = std::str::from_utf8(kubeconfig)
-        .map_err(|_| TenantClientError::Kubeconfig("super-admin.conf is not UTF-8".into()))?;
+        .map_err(|_| TenantClientError::Kubeconfig("the kubeconfig is not UTF-8".into()))?;
     let kubeconfig = kube::config::Kubeconfig::from_yaml(text).map_err(|e| bad(e.to_string()))?;
     let mut config = kube::Config::from_custom_kubeconfig(
         kubeconfig,
