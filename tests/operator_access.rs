@@ -10,7 +10,8 @@
 //!   change the admin bindings;
 //! - a deleted binding is a revocation: the check says so and uses no
 //!   super-admin, until a grant restores it;
-//! - a tenant admin's edit of a role the operator writes is reverted by it.
+//! - a tenant admin's edit of a role the operator writes is reverted by it;
+//!   an edit of an admin binding is reported and left until a grant.
 //!
 //! The kubelet-serving approver runs as gantry-operator in
 //! `tests/worker_node.rs` (and in the e2e test, inside the real operator).
@@ -166,6 +167,37 @@ fn the_operator_writes_the_tenant_set_as_itself_and_super_admin_only_grants() {
         &["get", "clusterrole", "system:coredns", "-o", "json"],
     );
     assert!(!coredns.contains("secrets"), "{coredns}");
+
+    // A tenant admin adds a subject to the admin binding: reported, left
+    // alone, and restored by a grant.
+    plane.kubectl_ok(
+        "admin.conf",
+        &[
+            "patch",
+            "clusterrolebinding",
+            "kubeadm:cluster-admins",
+            "--type=json",
+            r#"-p=[{"op":"add","path":"/subjects/-","value":{"apiGroup":"rbac.authorization.k8s.io","kind":"User","name":"someone"}}]"#,
+        ],
+    );
+    assert_eq!(
+        step("check"),
+        "changed ClusterRoleBinding/kubeadm:cluster-admins"
+    );
+    assert_eq!(step("apply"), "ok 0");
+    assert_eq!(step("grant"), "ok 1");
+    assert_eq!(step("check"), "ok 0");
+    let binding = plane.kubectl_ok(
+        "admin.conf",
+        &[
+            "get",
+            "clusterrolebinding",
+            "kubeadm:cluster-admins",
+            "-o",
+            "json",
+        ],
+    );
+    assert!(!binding.contains("someone"), "{binding}");
 }
 
 /// What gantry-operator's RBAC refuses, asked as gantry-operator.

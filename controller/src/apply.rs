@@ -289,13 +289,8 @@ async fn apply_one(
         true => None,
         false => (cluster.get(kind, namespace, name).await).map_err(api_error("get"))?,
     };
-    if let Some(live) = live {
-        let desired_hash = value["metadata"]["annotations"][HASH_ANNOTATION]
-            .as_str()
-            .unwrap_or_default();
-        if live.has_hash(desired_hash) && !live.edited_by_others(&value) {
-            return Ok(Applied::Unchanged);
-        }
+    if live.is_some_and(|live| is_as_desired(&live, &value)) {
+        return Ok(Applied::Unchanged);
     }
     let api = live::api(cluster.client, kind, namespace);
     let dynamic: DynamicObject =
@@ -335,16 +330,20 @@ pub async fn drifted(
                 object: format!("{}/{name}", kind.kind),
                 source,
             })?;
-        let desired_hash = value["metadata"]["annotations"][HASH_ANNOTATION]
-            .as_str()
-            .unwrap_or_default();
-        let as_desired =
-            live.is_some_and(|live| live.has_hash(desired_hash) && !live.edited_by_others(&value));
-        if !as_desired {
+        if !live.is_some_and(|live| is_as_desired(&live, &value)) {
             drifted.push(format!("{}/{name}", kind.kind));
         }
     }
     Ok(drifted)
+}
+
+/// Whether `live` is `value` (with gantry's metadata) as gantry applied it:
+/// the same desired-state hash, and no field of it taken by another writer.
+fn is_as_desired(live: &live::LiveObject, value: &Value) -> bool {
+    let desired_hash = value["metadata"]["annotations"][HASH_ANNOTATION]
+        .as_str()
+        .unwrap_or_default();
+    live.has_hash(desired_hash) && !live.edited_by_others(value)
 }
 
 /// A plain create: if another writer (a replica finishing its passes after

@@ -103,9 +103,15 @@ async fn a_revoked_grant_halts_bootstrapping_until_a_platform_admin_asks_again()
 }
 
 #[tokio::test]
-async fn an_edited_admin_binding_is_not_reverted_without_a_request() {
-    let (double, tenant_api, tcp) = ready_tenant().await;
+async fn an_edited_admin_binding_is_reported_and_restored_only_on_request() {
+    let (double, tenant_api, mut tcp) = ready_tenant().await;
     let users = Arc::new(Mutex::new(Vec::new()));
+    let live_hash = || {
+        tenant_api
+            .get("clusterrolebindings", "", "kubeadm:cluster-admins")
+            .unwrap()["metadata"]["annotations"]["gantry.dev/desired-hash"]
+            .clone()
+    };
     let mut binding = tenant_api
         .get("clusterrolebindings", "", "kubeadm:cluster-admins")
         .unwrap();
@@ -117,15 +123,66 @@ async fn an_edited_admin_binding_is_not_reverted_without_a_request() {
         "",
         binding,
     );
-    let outcome = run_with(
-        &double,
-        tenant_factory_recording(&tenant_api, users.clone()),
-        &tcp,
-    )
-    .await;
+    let factory = || tenant_factory_recording(&tenant_api, users.clone());
+    let outcome = run_with(&double, factory(), &tcp).await;
+    // The tenant goes on; the edit is reported, not reverted.
     assert_eq!(
         condition(&outcome, "TenantBootstrapped"),
-        ("False", "OperatorAccessRevoked")
+        ("True", "Applied")
     );
+    let warning = outcome
+        .notes
+        .iter()
+        .find(|n| n.reason == "AdminBindingsChanged")
+        .expect("a warning");
+    assert!(warning.warning);
+    assert!(
+        warning
+            .message
+            .contains("ClusterRoleBinding/kubeadm:cluster-admins")
+            && warning.message.contains(GRANT_ANNOTATION),
+        "{}",
+        warning.message
+    );
+    assert_eq!(live_hash(), "edited");
     assert_eq!(*users.lock().unwrap(), ["gantry-operator"]);
+
+    tcp.metadata.annotations = Some(BTreeMap::from([(
+        GRANT_ANNOTATION.to_string(),
+        "restore".to_string(),
+    )]));
+    let restored = run_with(&double, factory(), &tcp).await;
+    assert!(
+        restored
+            .notes
+            .iter()
+            .all(|n| n.reason != "AdminBindingsChanged")
+    );
+    assert_ne!(live_hash(), "edited");
+}
+
+#[tokio::test]
+async fn the_grant_is_recorded_even_when_a_later_step_of_its_pass_fails() {
+    let (double, tenant_api, mut tcp) = ready_tenant().await;
+    tcp.metadata.annotations = Some(BTreeMap::from([(
+        GRANT_ANNOTATION.to_string(),
+        "again".to_string(),
+    )]));
+    // The join Secret cannot be read or written: the pass fails after the grant.
+    double.fail_requests_to("secrets", "join");
+    let users = Arc::new(Mutex::new(Vec::new()));
+    let factory = || tenant_factory_recording(&tenant_api, users.clone());
+    support::passes::pass_result(&double, factory(), &tcp)
+        .await
+        .expect_err("the join Secret's step fails");
+    let stored = double.get("tenantcontrolplanes", "", "tenant-a").unwrap();
+    assert_eq!(stored["status"]["operatorAccessGrant"], "again");
+    double.answer_all();
+    std::mem::take(&mut *users.lock().unwrap());
+    run_with(&double, factory(), &tcp).await;
+    assert_eq!(
+        *users.lock().unwrap(),
+        ["gantry-operator"],
+        "no second grant"
+    );
 }

@@ -1,15 +1,18 @@
 //! gantry-operator's RBAC in the tenant, read as the apiserver's RBAC
-//! authorizer and escalation checks would, for every supported version:
-//! - it may send every request the operator sends for the tenant set (get,
-//!   patch and create each object by name; create the bootstrap-token Secret
-//!   without a name) and for the kubelet-serving approver;
-//! - every role it writes, it holds, and every binding it writes binds a role
-//!   it holds or may `bind` by name (else the apiserver refuses the write);
-//! - it holds no wildcard, no `escalate`, no `impersonate`, may not read
-//!   Secrets, may only read the privileged set, and binds only four node roles.
+//! authorizer and escalation checks would, for every supported version. It
+//! grants exactly what the operator needs, no more:
+//! - every request the operator sends for the tenant set (get, patch and
+//!   create each object by name; create the bootstrap-token Secret without
+//!   a name; get each object of the privileged set) and for the
+//!   kubelet-serving approver;
+//! - every rule of every role it writes (else the apiserver refuses the
+//!   write as an escalation), and `bind` on the roles its bindings name that
+//!   the set does not hold.
 //!
 //! tests/operator_access.rs proves the same on the real apiserver for the
 //! newest version.
+
+use std::collections::BTreeSet;
 
 use gantry_controller::api::TenantControlPlane;
 use gantry_controller::reconcile::operator_access::TenantSet;
@@ -19,123 +22,77 @@ use gantry_renderer::RenderedObject;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-/// One RBAC rule, as the authorizer reads it.
-struct Rule {
-    groups: Vec<String>,
-    resources: Vec<String>,
-    names: Vec<String>,
-    verbs: Vec<String>,
+/// One permission or request: (namespace, "" for cluster-wide; group;
+/// resource; verb; name, "*" for any).
+type Atom = (String, String, String, String, String);
+
+fn atom(scope: &str, group: &str, resource: &str, verb: &str, name: &str) -> Atom {
+    let text = |s: &str| s.to_string();
+    (
+        text(scope),
+        text(group),
+        text(resource),
+        text(verb),
+        text(name),
+    )
 }
 
 fn strings(value: &Value) -> Vec<String> {
-    value
-        .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .map(|v| v.as_str().unwrap().to_string())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn rules_of(role: &Value) -> Vec<Rule> {
-    role["rules"]
-        .as_array()
-        .unwrap()
+    let items = value.as_array().cloned().unwrap_or_default();
+    items
         .iter()
-        .map(|rule| Rule {
-            groups: strings(&rule["apiGroups"]),
-            resources: strings(&rule["resources"]),
-            names: strings(&rule["resourceNames"]),
-            verbs: strings(&rule["verbs"]),
-        })
+        .map(|v| v.as_str().unwrap().to_string())
         .collect()
 }
 
-/// One request: (group, resource, name: None for a create without one, verb).
-type Request<'a> = (&'a str, &'a str, Option<&'a str>, &'a str);
-
-/// gantry-operator's rules: the ClusterRole everywhere, each Role in its namespace.
-struct OperatorRules {
-    cluster: Vec<Rule>,
-    namespaced: Vec<(String, Vec<Rule>)>,
+/// The permissions of a role's rules, in `scope`.
+fn atoms(scope: &str, role: &Value) -> Vec<Atom> {
+    let mut atoms = Vec::new();
+    for rule in role["rules"].as_array().unwrap() {
+        let mut names = strings(&rule["resourceNames"]);
+        if names.is_empty() {
+            names.push("*".into());
+        }
+        for group in strings(&rule["apiGroups"]) {
+            for resource in strings(&rule["resources"]) {
+                for verb in strings(&rule["verbs"]) {
+                    for name in &names {
+                        atoms.push(atom(scope, &group, &resource, &verb, name));
+                    }
+                }
+            }
+        }
+    }
+    atoms
 }
 
-impl OperatorRules {
-    fn of(privileged: &[&RenderedObject]) -> Self {
-        let mut rules = OperatorRules {
-            cluster: Vec::new(),
-            namespaced: Vec::new(),
-        };
-        for object in privileged.iter().filter(|o| o.name == "gantry:operator") {
-            match object.kind.as_str() {
-                "ClusterRole" => rules.cluster = rules_of(&object.value),
-                "Role" => rules
-                    .namespaced
-                    .push((namespace(object).into(), rules_of(&object.value))),
-                _ => {}
-            }
-        }
-        rules
+/// What gantry-operator may do: its ClusterRole everywhere, each Role in
+/// its namespace.
+struct Grants(BTreeSet<Atom>);
+
+impl Grants {
+    fn of(objects: &[RenderedObject]) -> Self {
+        let roles = objects.iter().filter(|o| {
+            o.is_privileged() && o.name == "gantry:operator" && o.kind.ends_with("Role")
+        });
+        Grants(roles.flat_map(|o| atoms(namespace(o), &o.value)).collect())
     }
 
-    /// Whether a request in `namespace` ("" for cluster scope) is allowed.
-    fn allows(&self, namespace: &str, (group, resource, name, verb): Request) -> bool {
-        let matches = |rule: &Rule| {
-            rule.groups.iter().any(|g| g == group)
-                && rule.resources.iter().any(|r| r == resource)
-                && rule.verbs.iter().any(|v| v == verb)
-                && (rule.names.is_empty()
-                    || name.is_some_and(|n| rule.names.iter().any(|r| r == n)))
-        };
-        let local = self
-            .namespaced
-            .iter()
-            .filter(|(ns, _)| ns == namespace && !namespace.is_empty())
-            .flat_map(|(_, rules)| rules);
-        self.cluster.iter().chain(local).any(matches)
-    }
-
-    /// Whether it holds every permission of `rule` in `namespace`.
-    fn holds(&self, namespace: &str, rule: &Rule) -> bool {
-        let names: Vec<Option<&str>> = match rule.names.is_empty() {
-            true => vec![None],
-            false => rule.names.iter().map(|n| Some(n.as_str())).collect(),
-        };
-        rule.groups.iter().all(|group| {
-            rule.resources.iter().all(|resource| {
-                rule.verbs.iter().all(|verb| {
-                    names
-                        .iter()
-                        .all(|name| self.allows_exactly(namespace, (group, resource, *name, verb)))
-                })
+    /// Whether a request is allowed: by a grant cluster-wide or in its
+    /// namespace, for its name or for any. A request for any name ("*":
+    /// a list, or a create without one) needs a grant for any.
+    fn allows(&self, (scope, group, resource, verb, name): &Atom) -> bool {
+        [String::new(), scope.clone()].iter().any(|s| {
+            [name.clone(), "*".into()].iter().any(|n| {
+                self.0.contains(&(
+                    s.clone(),
+                    group.clone(),
+                    resource.clone(),
+                    verb.clone(),
+                    n.clone(),
+                ))
             })
         })
-    }
-
-    /// [`allows`], where `None` means every name (a rule without resourceNames).
-    fn allows_exactly(&self, namespace: &str, request: Request) -> bool {
-        match request.2 {
-            Some(_) => self.allows(namespace, request),
-            None => {
-                let (group, resource, _, verb) = request;
-                self.cluster
-                    .iter()
-                    .chain(
-                        self.namespaced
-                            .iter()
-                            .filter(|(ns, _)| ns == namespace)
-                            .flat_map(|(_, r)| r),
-                    )
-                    .any(|rule| {
-                        rule.names.is_empty()
-                            && rule.groups.iter().any(|g| g == group)
-                            && rule.resources.iter().any(|r| r == resource)
-                            && rule.verbs.iter().any(|v| v == verb)
-                    })
-            }
-        }
     }
 }
 
@@ -158,6 +115,69 @@ fn resource_of(kind: &str) -> (&'static str, &'static str) {
         "ClusterRoleBinding" => ("rbac.authorization.k8s.io", "clusterrolebindings"),
         other => panic!("the tenant set holds a {other}: add its resource here"),
     }
+}
+
+/// What the operator needs, in the order of this file's header.
+fn needed(objects: &[RenderedObject]) -> BTreeSet<Atom> {
+    let mut needed = BTreeSet::new();
+    for object in objects {
+        let (group, resource) = resource_of(&object.kind);
+        let scope = namespace(object);
+        let requests: &[(&str, &str)] = match (object.is_privileged(), object.kind.as_str()) {
+            (true, _) => &[("get", object.name.as_str())],
+            (false, "Secret") => &[("create", "*")],
+            (false, _) => &[
+                ("get", object.name.as_str()),
+                ("patch", object.name.as_str()),
+                ("create", object.name.as_str()),
+            ],
+        };
+        for (verb, name) in requests {
+            needed.insert(atom(scope, group, resource, verb, name));
+        }
+        if object.is_privileged() {
+            continue;
+        }
+        if object.kind.ends_with("Role") {
+            needed.extend(atoms(scope, &object.value));
+        }
+        if object.kind.ends_with("RoleBinding") {
+            let role = object.value["roleRef"]["name"].as_str().unwrap();
+            if !objects
+                .iter()
+                .any(|o| o.kind.ends_with("Role") && o.name == role)
+            {
+                needed.insert(atom(
+                    "",
+                    "rbac.authorization.k8s.io",
+                    "clusterroles",
+                    "bind",
+                    role,
+                ));
+            }
+        }
+    }
+    let certificates = "certificates.k8s.io";
+    let csrs = "certificatesigningrequests";
+    for verb in ["get", "list", "watch"] {
+        needed.insert(atom("", certificates, csrs, verb, "*"));
+    }
+    needed.insert(atom(
+        "",
+        certificates,
+        &format!("{csrs}/approval"),
+        "update",
+        "*",
+    ));
+    needed.insert(atom(
+        "",
+        certificates,
+        "signers",
+        "approve",
+        "kubernetes.io/kubelet-serving",
+    ));
+    needed.insert(atom("", "", "nodes", "list", "*"));
+    needed
 }
 
 /// The tenant set of the example tenant at `version`.
@@ -185,224 +205,64 @@ fn versions() -> Vec<String> {
 }
 
 #[test]
-fn the_operator_may_send_every_request_of_the_tenant_set_and_the_approver() {
+fn it_may_do_everything_it_needs() {
     for version in versions() {
         let objects = tenant_set(&version);
-        let (privileged, written): (Vec<_>, Vec<_>) =
-            objects.iter().partition(|o| o.is_privileged());
-        let rules = OperatorRules::of(&privileged);
-        assert_eq!(
-            TenantSet::of(objects.iter().map(|o| &o.value))
-                .operator
-                .len(),
-            written.len()
+        let grants = Grants::of(&objects);
+        let missing: Vec<Atom> = needed(&objects)
+            .into_iter()
+            .filter(|a| !grants.allows(a))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{version}: needed, not granted: {missing:#?}"
         );
-        for object in &written {
-            let (group, resource) = resource_of(&object.kind);
-            let scope = namespace(object);
-            if object.kind == "Secret" {
-                assert!(
-                    rules.allows(scope, (group, resource, None, "create")),
-                    "{version}: create Secret"
-                );
-                assert!(
-                    !rules.allows(scope, (group, resource, Some(&object.name), "get")),
-                    "{version}: reads a Secret"
-                );
-                continue;
-            }
-            for verb in ["get", "patch", "create"] {
-                let request = (group, resource, Some(object.name.as_str()), verb);
-                assert!(
-                    rules.allows(scope, request),
-                    "{version}: {verb} {} {scope}/{}",
-                    object.kind,
-                    object.name
-                );
-            }
-        }
-        for object in &privileged {
-            let (group, resource) = resource_of(&object.kind);
-            let name = Some(object.name.as_str());
-            let scope = namespace(object);
-            assert!(
-                rules.allows(scope, (group, resource, name, "get")),
-                "{version}: checks {}",
-                object.name
-            );
-            for verb in ["patch", "create", "update", "delete"] {
-                assert!(
-                    !rules.allows(scope, (group, resource, name, verb)),
-                    "{version}: {verb} {}",
-                    object.name
-                );
-            }
-        }
-        let approver: [Request; 6] = [
-            (
-                "certificates.k8s.io",
-                "certificatesigningrequests",
-                None,
-                "list",
-            ),
-            (
-                "certificates.k8s.io",
-                "certificatesigningrequests",
-                None,
-                "watch",
-            ),
-            (
-                "certificates.k8s.io",
-                "certificatesigningrequests",
-                Some("csr-x"),
-                "get",
-            ),
-            (
-                "certificates.k8s.io",
-                "certificatesigningrequests/approval",
-                Some("csr-x"),
-                "update",
-            ),
-            (
-                "certificates.k8s.io",
-                "signers",
-                Some("kubernetes.io/kubelet-serving"),
-                "approve",
-            ),
-            ("", "nodes", None, "list"),
-        ];
-        for request in approver {
-            assert!(
-                rules.allows("", request),
-                "{version}: the approver's {request:?}"
-            );
-        }
-        assert!(!rules.allows(
-            "",
-            (
-                "certificates.k8s.io",
-                "signers",
-                Some("kubernetes.io/kube-apiserver-client"),
-                "approve"
-            )
-        ));
     }
 }
 
 #[test]
-fn every_role_it_writes_it_holds_and_every_binding_it_may_make() {
+fn it_may_do_nothing_it_does_not_need() {
     for version in versions() {
         let objects = tenant_set(&version);
-        let (privileged, written): (Vec<_>, Vec<_>) =
-            objects.iter().partition(|o| o.is_privileged());
-        let rules = OperatorRules::of(&privileged);
-        let role = |kind: &str, scope: &str, name: &str| {
-            written
-                .iter()
-                .find(|o| o.kind == kind && o.name == name && namespace(o) == scope)
-                .map(|o| rules_of(&o.value))
-        };
-        for object in written.iter().filter(|o| o.kind.ends_with("Role")) {
-            for rule in rules_of(&object.value) {
-                assert!(
-                    rules.holds(namespace(object), &rule),
-                    "{version}: {} {} needs escalate",
-                    object.kind,
-                    object.name
-                );
-            }
-        }
-        for binding in written.iter().filter(|o| o.kind.ends_with("RoleBinding")) {
-            let scope = namespace(binding);
-            let (kind, name) = (
-                binding.value["roleRef"]["kind"].as_str().unwrap(),
-                binding.value["roleRef"]["name"].as_str().unwrap(),
-            );
-            let role_scope = if kind == "ClusterRole" { "" } else { scope };
-            let held = role(kind, role_scope, name)
-                .is_some_and(|role_rules| role_rules.iter().all(|r| rules.holds(scope, r)));
-            let bindable = kind == "ClusterRole"
-                && rules.allows(
-                    scope,
-                    (
-                        "rbac.authorization.k8s.io",
-                        "clusterroles",
-                        Some(name),
-                        "bind",
-                    ),
-                );
-            assert!(
-                held || bindable,
-                "{version}: {} {} binds {kind} {name}",
-                binding.kind,
-                binding.name
-            );
-        }
+        let needed = needed(&objects);
+        let grants = Grants::of(&objects);
+        let extra: Vec<&Atom> = grants.0.iter().filter(|a| !needed.contains(*a)).collect();
+        assert!(
+            extra.is_empty(),
+            "{version}: granted, never needed: {extra:#?}"
+        );
     }
 }
 
 #[test]
-fn it_holds_no_wildcard_escalate_impersonate_or_secret_read() {
+fn it_may_not_read_secrets_escalate_or_change_the_privileged_set() {
     let objects = tenant_set(&versions().pop().unwrap());
-    let privileged: Vec<_> = objects.iter().filter(|o| o.is_privileged()).collect();
-    let rules = OperatorRules::of(&privileged);
-    let all = rules
-        .cluster
-        .iter()
-        .chain(rules.namespaced.iter().flat_map(|(_, r)| r));
-    let mut bound = Vec::new();
-    for rule in all {
-        for field in [&rule.groups, &rule.resources, &rule.verbs, &rule.names] {
-            assert!(
-                !field.iter().any(|v| v.contains('*')),
-                "a wildcard in {field:?}"
-            );
-        }
-        for verb in [
-            "escalate",
-            "impersonate",
-            "delete",
-            "deletecollection",
-            "update",
-        ] {
-            let subresource = rule.resources.iter().all(|r| r.ends_with("/approval"));
-            assert!(
-                !rule.verbs.iter().any(|v| v == verb) || (verb == "update" && subresource),
-                "{verb}"
-            );
-        }
-        if rule.verbs.iter().any(|v| v == "bind") {
-            bound.extend(rule.names.clone());
-        }
-    }
-    bound.sort();
-    assert_eq!(
-        bound,
-        [
-            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
-            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
-            "system:node-bootstrapper",
-            "system:node-proxier",
-        ]
-    );
+    let grants = Grants::of(&objects);
+    let rbac = "rbac.authorization.k8s.io";
     for scope in ["", "kube-system", "kube-public", "default"] {
         for verb in ["get", "list", "watch"] {
             assert!(
-                !rules.allows(scope, ("", "secrets", Some("anything"), verb)),
-                "{verb} secrets in {scope:?}"
+                !grants.allows(&atom(scope, "", "secrets", verb, "x")),
+                "{verb} secrets"
             );
         }
     }
-    assert!(!rules.allows(
-        "",
-        (
-            "rbac.authorization.k8s.io",
-            "clusterroles",
-            Some("cluster-admin"),
-            "bind"
-        )
-    ));
-    // The privileged set is the operator's RBAC and the two admin bindings.
+    for denied in [
+        atom("", rbac, "clusterroles", "escalate", "system:coredns"),
+        atom("", rbac, "clusterroles", "bind", "cluster-admin"),
+        atom("", "", "users", "impersonate", "x"),
+        atom("kube-system", "", "pods", "create", "x"),
+    ] {
+        assert!(!grants.allows(&denied), "{denied:?}");
+    }
+    let privileged: Vec<&RenderedObject> = objects.iter().filter(|o| o.is_privileged()).collect();
+    for object in &privileged {
+        let (group, resource) = resource_of(&object.kind);
+        for verb in ["patch", "create", "update", "delete"] {
+            let request = atom(namespace(object), group, resource, verb, &object.name);
+            assert!(!grants.allows(&request), "{request:?}");
+        }
+    }
     let mut names: Vec<String> = privileged
         .iter()
         .map(|o| format!("{} {}", o.kind, o.name))
@@ -421,4 +281,15 @@ fn it_holds_no_wildcard_escalate_impersonate_or_secret_read() {
             "RoleBinding gantry:operator",
         ]
     );
+    let all = TenantSet::of(objects.iter().map(|o| &o.value));
+    assert_eq!(all.privileged.len(), privileged.len());
+}
+
+#[test]
+fn the_privileged_set_is_the_same_for_every_version() {
+    let hashes: BTreeSet<String> = versions()
+        .iter()
+        .map(|v| TenantSet::of(tenant_set(v).iter().map(|o| &o.value)).privileged_hash())
+        .collect();
+    assert_eq!(hashes.len(), 1, "an upgrade would grant again: {hashes:?}");
 }

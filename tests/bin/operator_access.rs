@@ -9,8 +9,9 @@
 //! - `check`: check the privileged set as gantry-operator (`operator.conf`);
 //! - `apply`: apply the rest of the tenant set as gantry-operator.
 //!
-//! Prints one line: `ok <writes>`, or `error <reason>: <message>` where
-//! reason is the condition reason the operator would set.
+//! Prints one line: `ok <writes>`; for `check`, `changed <objects>` when
+//! only admin bindings differ; or `error <reason>: <message>` where reason
+//! is the condition reason the operator would set.
 
 use std::path::Path;
 
@@ -42,23 +43,26 @@ async fn main() {
         .to_string();
     let set = TenantSet::of(&objects);
     let operator = client("operator.conf").await;
-    let result: Result<usize, AccessError> = match step.as_str() {
+    let result: Result<String, AccessError> = match step.as_str() {
         "grant" => {
             let super_admin = client("super-admin.conf").await;
             operator_access::grant(&super_admin, &operator, &tenant, &set)
                 .await
-                .map(|report| report.writes())
+                .map(|report| format!("ok {}", report.writes()))
         }
         "check" => operator_access::check(&operator, &tenant, &set)
             .await
-            .map(|()| 0),
+            .map(|changed| match changed.is_empty() {
+                true => "ok 0".to_string(),
+                false => format!("changed {}", changed.join(", ")),
+            }),
         "apply" => operator_access::apply_as_operator(&operator, &tenant, &set)
             .await
-            .map(|report| report.writes()),
+            .map(|report| format!("ok {}", report.writes())),
         _ => panic!("{usage}"),
     };
     match result {
-        Ok(writes) => println!("ok {writes}"),
+        Ok(line) => println!("{line}"),
         Err(error) => println!("error {}: {error}", error.reason()),
     }
 }

@@ -15,6 +15,7 @@ pub mod pipeline;
 mod status;
 pub mod steady;
 mod steps;
+mod tenant_bootstrap;
 mod tenant_client;
 pub mod token;
 pub mod upgrade;

@@ -19,6 +19,7 @@ use kube::Client;
 use kube::api::{Api, PostParams};
 use sha2::{Digest, Sha256};
 
+use super::tenant_client::TenantClientError;
 use crate::apply::{self, ApplyError, ApplyReport, DesiredObject};
 use crate::live::Cluster;
 
@@ -26,6 +27,9 @@ use crate::live::Cluster;
 /// super-admin: after a revocation was undone on purpose, or to revert an
 /// edit of `kubeadm:cluster-admins`.
 pub const GRANT_ANNOTATION: &str = "gantry.dev/grant-operator-access";
+
+/// The name of gantry-operator's ClusterRole, Roles and their bindings.
+const OPERATOR_RBAC: &str = "gantry:operator";
 
 /// The set label of the tenant objects (as before the split, so live
 /// objects keep their labels).
@@ -64,6 +68,39 @@ impl TenantSet {
                 })
                 .collect(),
         }
+    }
+
+    /// One request per rule of gantry-operator's roles, as access reviews:
+    /// all allowed means the whole grant is in the apiserver's authorizer.
+    pub fn probes(&self) -> Vec<ResourceAttributes> {
+        let roles = self.privileged.iter().map(|o| &o.value).filter(|v| {
+            v["metadata"]["name"] == OPERATOR_RBAC
+                && matches!(v["kind"].as_str(), Some("Role" | "ClusterRole"))
+        });
+        let first =
+            |rule: &serde_json::Value, field: &str| rule[field][0].as_str().map(str::to_string);
+        roles
+            .flat_map(|role| {
+                let namespace = role["metadata"]["namespace"].as_str().map(str::to_string);
+                let rules = role["rules"].as_array().cloned().unwrap_or_default();
+                rules.into_iter().map(move |rule| {
+                    let resource = first(&rule, "resources").unwrap_or_default();
+                    let (resource, subresource) = match resource.split_once('/') {
+                        Some((resource, sub)) => (resource.to_string(), Some(sub.to_string())),
+                        None => (resource, None),
+                    };
+                    ResourceAttributes {
+                        group: first(&rule, "apiGroups"),
+                        resource: Some(resource),
+                        subresource,
+                        name: first(&rule, "resourceNames"),
+                        namespace: namespace.clone(),
+                        verb: first(&rule, "verbs"),
+                        ..ResourceAttributes::default()
+                    }
+                })
+            })
+            .collect()
     }
 
     /// The hash recorded in `status.operatorAccessHash` once granted.
@@ -113,8 +150,10 @@ pub enum AccessError {
     Revoked(String),
     #[error("the grant to gantry-operator is not in effect after {PROPAGATION:?}: {0}")]
     Propagating(String),
-    #[error("{0}")]
-    Connect(String),
+    #[error(transparent)]
+    Connect(#[from] TenantClientError),
+    #[error("ask the apiserver what gantry-operator may do: {0}")]
+    Review(#[source] kube::Error),
     #[error(transparent)]
     Apply(#[from] ApplyError),
 }
@@ -127,26 +166,52 @@ impl AccessError {
             AccessError::Revoked(_) => "OperatorAccessRevoked",
             AccessError::Propagating(_) => "OperatorRBACPropagating",
             AccessError::Apply(error) if error.is_forbidden() => "Forbidden",
-            AccessError::Apply(_) | AccessError::Connect(_) => "ConnectionFailed",
+            AccessError::Apply(_) | AccessError::Connect(_) | AccessError::Review(_) => {
+                "ConnectionFailed"
+            }
         }
+    }
+
+    /// Whether the tenant's control plane may still be fine: an access
+    /// problem, not a tenant apiserver that does not answer.
+    pub fn is_access(&self) -> bool {
+        matches!(self, AccessError::Revoked(_) | AccessError::Propagating(_))
+            || matches!(self, AccessError::Apply(error) if error.is_forbidden())
     }
 }
 
 /// Checks, as gantry-operator, that the privileged set is live as granted.
-pub async fn check(operator: &Client, tenant: &str, set: &TenantSet) -> Result<(), AccessError> {
-    match apply::drifted(Cluster::api(operator), tenant, SET, &set.privileged).await {
-        Ok(drifted) if drifted.is_empty() => Ok(()),
-        Ok(drifted) => Err(AccessError::Revoked(format!(
-            "not as granted: {}",
-            drifted.join(", ")
-        ))),
-        Err(error) if error.is_forbidden() => Err(AccessError::Revoked(error.to_string())),
-        Err(error) => Err(error.into()),
+/// Its own RBAC changed, or unreadable, is a revocation. The admin bindings
+/// changed (a tenant admin's edit) are returned, as `Kind/name`, to be
+/// reported: they are not the operator's to revert without a grant.
+pub async fn check(
+    operator: &Client,
+    tenant: &str,
+    set: &TenantSet,
+) -> Result<Vec<String>, AccessError> {
+    let (own, admin_bindings): (Vec<DesiredObject>, Vec<DesiredObject>) = set
+        .privileged
+        .iter()
+        .cloned()
+        .partition(|o| o.value["metadata"]["name"] == OPERATOR_RBAC);
+    let revoked = |error: ApplyError| match error.is_forbidden() {
+        true => AccessError::Revoked(error.to_string()),
+        false => AccessError::Apply(error),
+    };
+    let changed = apply::drifted(Cluster::api(operator), tenant, SET, &own)
+        .await
+        .map_err(revoked)?;
+    if !changed.is_empty() {
+        let changed = changed.join(", ");
+        return Err(AccessError::Revoked(format!("not as granted: {changed}")));
     }
+    apply::drifted(Cluster::api(operator), tenant, SET, &admin_bindings)
+        .await
+        .map_err(revoked)
 }
 
 /// Applies the privileged set with `super_admin`, then waits until the
-/// apiserver authorizes gantry-operator by it.
+/// apiserver authorizes gantry-operator by every rule of it.
 pub async fn grant(
     super_admin: &Client,
     operator: &Client,
@@ -155,9 +220,10 @@ pub async fn grant(
 ) -> Result<ApplyReport, AccessError> {
     let report =
         apply::apply_set(Cluster::api(super_admin), tenant, SET, &set.privileged, &[]).await?;
+    let probes = set.probes();
     let deadline = tokio::time::Instant::now() + PROPAGATION;
     loop {
-        let missing = first_missing_grant(operator).await?;
+        let missing = first_not_allowed(operator, &probes).await?;
         match missing {
             None => return Ok(report),
             Some(what) if tokio::time::Instant::now() >= deadline => {
@@ -177,27 +243,16 @@ pub async fn apply_as_operator(
     Ok(apply::apply_set(Cluster::api(operator), tenant, SET, &set.operator, &[]).await?)
 }
 
-/// One request of each of the three grants (ClusterRole, and the Roles in
-/// kube-system and kube-public), asked of the apiserver as gantry-operator:
-/// the first it does not allow yet, if any.
-async fn first_missing_grant(operator: &Client) -> Result<Option<String>, AccessError> {
-    let probes = [
-        (None, "clusterroles", "gantry:operator"),
-        (Some("kube-system"), "roles", "gantry:operator"),
-        (Some("kube-public"), "roles", "gantry:operator"),
-    ];
+/// Of `probes`, the first the apiserver does not allow gantry-operator yet.
+async fn first_not_allowed(
+    operator: &Client,
+    probes: &[ResourceAttributes],
+) -> Result<Option<String>, AccessError> {
     let reviews: Api<SelfSubjectAccessReview> = Api::all(operator.clone());
-    for (namespace, resource, name) in probes {
+    for probe in probes {
         let review = SelfSubjectAccessReview {
             spec: SelfSubjectAccessReviewSpec {
-                resource_attributes: Some(ResourceAttributes {
-                    group: Some("rbac.authorization.k8s.io".into()),
-                    resource: Some(resource.into()),
-                    name: Some(name.into()),
-                    namespace: namespace.map(str::to_string),
-                    verb: Some("get".into()),
-                    ..ResourceAttributes::default()
-                }),
+                resource_attributes: Some(probe.clone()),
                 ..SelfSubjectAccessReviewSpec::default()
             },
             ..SelfSubjectAccessReview::default()
@@ -205,14 +260,16 @@ async fn first_missing_grant(operator: &Client) -> Result<Option<String>, Access
         let answer = reviews
             .create(&PostParams::default(), &review)
             .await
-            .map_err(|source| ApplyError::Api {
-                action: "create",
-                object: "SelfSubjectAccessReview".into(),
-                source,
-            })?;
+            .map_err(AccessError::Review)?;
         if !answer.status.is_some_and(|s| s.allowed) {
-            let scope = namespace.map_or(String::new(), |n| format!("{n}/"));
-            return Ok(Some(format!("get {resource} {scope}{name}")));
+            let field = |f: &Option<String>| f.clone().unwrap_or_default();
+            return Ok(Some(format!(
+                "{} {} {} in {:?}",
+                field(&probe.verb),
+                field(&probe.resource),
+                field(&probe.name),
+                field(&probe.namespace)
+            )));
         }
     }
     Ok(None)

@@ -106,8 +106,13 @@ async fn full_pass(pass: &mut PassState<'_>) -> Result<End, Stop> {
         steps::apply_service_set(pass, &tenant, &certificates, &decision, &bootstrap_keys).await?;
     super::ca_guard::disarm(pass, certificates.recreate_ca.as_ref()).await?;
     let quorum = steps::readiness(pass, &applied.live)?;
-    let tenant_writes =
-        steps::bootstrap_tenant(pass, &tenant, &certificates, &applied.tenant_objects).await?;
+    let tenant_writes = super::tenant_bootstrap::bootstrap_tenant(
+        pass,
+        &tenant,
+        &certificates,
+        &applied.tenant_objects,
+    )
+    .await?;
     steps::apply_join_secret(pass, &tenant, &certificates, &endpoint).await?;
     steps::upgrade_progress(pass, &decision, applied.upgrade_at)?;
     let requeue_after = steps::ready(pass, quorum, &decision, tenant.version);

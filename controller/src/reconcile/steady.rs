@@ -39,6 +39,15 @@ pub fn fingerprint(tcp: &TenantControlPlane) -> u64 {
     tcp.metadata.generation.hash(&mut hasher);
     tcp.metadata.finalizers.hash(&mut hasher);
     tcp.metadata.deletion_timestamp.is_some().hash(&mut hasher);
+    // The annotations a platform admin sets to ask for an act (they change
+    // no generation).
+    let annotations = tcp.metadata.annotations.as_ref();
+    for asked in [
+        gantry_api::labels::RECREATE_CA_ANNOTATION,
+        super::operator_access::GRANT_ANNOTATION,
+    ] {
+        annotations.and_then(|a| a.get(asked)).hash(&mut hasher);
+    }
     // Spec and status have no Hash; their JSON is canonical (struct field order).
     serde_json::to_vec(&tcp.spec)
         .expect("the spec serialises")
@@ -164,7 +173,7 @@ mod tests {
     }
 
     #[test]
-    fn a_changed_spec_or_status_unsettles() {
+    fn a_changed_spec_status_or_request_unsettles() {
         let steady = SteadyState::new();
         let tcp = tcp();
         steady.settle("tenant-a", fingerprint(&tcp), 0, LATER);
@@ -183,6 +192,27 @@ mod tests {
         assert_eq!(
             steady.settled_for("tenant-a", fingerprint(&status), NOW),
             None
+        );
+        let mut asked = tcp.clone();
+        asked.metadata.annotations = Some(
+            [(
+                super::super::operator_access::GRANT_ANNOTATION.to_string(),
+                "1".to_string(),
+            )]
+            .into(),
+        );
+        assert_eq!(
+            steady.settled_for("tenant-a", fingerprint(&asked), NOW),
+            None,
+            "a platform admin's request is acted on at once"
+        );
+        let mut other = tcp.clone();
+        other.metadata.annotations = Some([("note".to_string(), "x".to_string())].into());
+        assert!(
+            steady
+                .settled_for("tenant-a", fingerprint(&other), NOW)
+                .is_some(),
+            "other annotations are no news"
         );
         let mut deleting = tcp.clone();
         deleting.metadata.deletion_timestamp =

@@ -14,7 +14,6 @@ use time::OffsetDateTime;
 use super::ca_guard;
 use super::endpoint::{EndpointState, resolve_endpoint};
 use super::observe;
-use super::operator_access::{self, AccessError, AccessPlan, TenantSet};
 use super::outcome::{Note, list_for_note};
 use super::pass::{Halt, PassState, Stop};
 use super::pipeline::PENDING_REQUEUE;
@@ -303,129 +302,6 @@ pub(super) fn readiness(
         ));
     }
     Ok(quorum)
-}
-
-/// Step 8: Bootstrap the tenant cluster through its own apiserver, as
-/// gantry-operator; super-admin only grants the operator its RBAC (see
-/// `operator_access`). Returns the number of writes made there.
-pub(super) async fn bootstrap_tenant(
-    pass: &mut PassState<'_>,
-    tenant: &ValidatedTenant,
-    certificates: &Certificates,
-    tenant_objects: &[RenderedObject],
-) -> Result<usize, Halt> {
-    let server = format!("https://kube-apiserver.{}.svc:6443", tenant.namespace);
-    let halt = |reason: &'static str, message: String| {
-        Halt::pending(
-            "TenantNotBootstrapped",
-            "the tenant cluster could not be bootstrapped",
-            Phase::Provisioning,
-        )
-        .because(ConditionType::TenantBootstrapped, reason, message)
-    };
-    let operator_conf = kubeconfig(certificates, gantry_pki::OPERATOR_KUBECONFIG);
-    let operator = (pass.ctx.tenant_client)(operator_conf.clone(), server.clone())
-        .await
-        .map_err(|error| halt("ConnectionFailed", format!("{server}: {error}")))?;
-    let set = TenantSet::of(tenant_objects.iter().map(|o| &o.value));
-    let mut writes = operator_rbac(pass, tenant, certificates, &operator, &set, &server)
-        .await
-        .map_err(|error| match error {
-            // A person must act; the control plane itself runs on.
-            AccessError::Revoked(_) => halt(error.reason(), error.to_string()).keeping_phase(),
-            _ => halt(error.reason(), format!("{server}: {error}")),
-        })?;
-    // Nothing is pruned in the tenant: old bootstrap tokens expire and the tokencleaner removes them.
-    let report = operator_access::apply_as_operator(&operator, &tenant.name, &set)
-        .await
-        .map_err(|error| halt(error.reason(), format!("{server}: {error}")))?;
-    if let (Some(approvers), Some(reserved)) = (&pass.ctx.kubelet_serving, reserved(certificates)) {
-        approvers.ensure(&tenant.name, &operator_conf, operator, reserved);
-    }
-    if !report.applied.is_empty() {
-        let message = format!(
-            "applied {} objects in the tenant cluster: {}",
-            report.applied.len(),
-            list_for_note(&report.applied)
-        );
-        pass.notes.push(Note::normal("TenantBootstrapped", message));
-    }
-    pass.condition(
-        ConditionType::TenantBootstrapped,
-        true,
-        "Applied",
-        "everything kubeadm join needs is in the tenant cluster",
-    );
-    writes += report.writes();
-    Ok(writes)
-}
-
-/// The privileged set: granted with super-admin when `operator_access::plan`
-/// says so (recorded in the status), else checked as gantry-operator.
-/// Returns the number of writes.
-async fn operator_rbac(
-    pass: &mut PassState<'_>,
-    tenant: &ValidatedTenant,
-    certificates: &Certificates,
-    operator: &kube::Client,
-    set: &TenantSet,
-    server: &str,
-) -> Result<usize, AccessError> {
-    let desired = set.privileged_hash();
-    let asked = pass
-        .tcp
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(operator_access::GRANT_ANNOTATION))
-        .cloned();
-    let plan = operator_access::plan(
-        pass.status.operator_access_hash.as_deref(),
-        &desired,
-        asked.as_deref(),
-        pass.status.operator_access_grant.as_deref(),
-    );
-    let AccessPlan::Grant(why) = plan else {
-        operator_access::check(operator, &tenant.name, set).await?;
-        return Ok(0);
-    };
-    let super_admin = kubeconfig(certificates, "super-admin.conf");
-    let super_admin = (pass.ctx.tenant_client)(super_admin, server.to_string())
-        .await
-        .map_err(|error| AccessError::Connect(error.to_string()))?;
-    let report = operator_access::grant(&super_admin, operator, &tenant.name, set).await?;
-    pass.status.operator_access_hash = Some(desired);
-    pass.status.operator_access_grant = asked;
-    let message = format!(
-        "granted gantry-operator its access with super-admin ({why}): {}",
-        list_for_note(&report.applied)
-    );
-    pass.notes
-        .push(Note::normal("OperatorAccessGranted", message));
-    Ok(report.writes())
-}
-
-/// A kubeconfig of the issued bundle, which `issue` always makes.
-fn kubeconfig(certificates: &Certificates, file: &str) -> Vec<u8> {
-    certificates
-        .issued
-        .bundle
-        .get(file)
-        .expect("issue makes every kubeconfig of the catalog")
-        .to_vec()
-}
-
-/// What no kubelet may have in its serving certificate: the tenant
-/// apiserver's names and addresses and the tenant's networks. `None` (and no
-/// approver: nothing is approved) if the apiserver's certificate does not
-/// read, which `issue` has already checked.
-fn reserved(certificates: &Certificates) -> Option<crate::kubelet_serving::Reserved> {
-    let networking = &certificates.resolved.input.networking;
-    let apiserver = certificates.issued.bundle.get("pki/apiserver.crt")?;
-    let networks = vec![networking.service_cidr, networking.pod_cidr];
-    crate::kubelet_serving::Reserved::of_tenant(apiserver, networks)
-        .inspect_err(|error| tracing::warn!(%error, "the apiserver's certificate does not read"))
-        .ok()
 }
 
 /// Step 9: Secret `join`: token, CA hash, endpoint and the whole command.

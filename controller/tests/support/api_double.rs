@@ -52,6 +52,8 @@ struct State {
     held: Vec<String>,
     /// See `roll_out_workloads`.
     roll_out: bool,
+    /// Fault injection: requests for this (plural, name) fail (see `fail_requests_to`).
+    failing: Option<(String, String)>,
 }
 
 impl Default for State {
@@ -66,6 +68,7 @@ impl Default for State {
             resource_version: 0,
             held: Vec::new(),
             roll_out: false,
+            failing: None,
         }
     }
 }
@@ -243,6 +246,16 @@ impl InMemoryApiServerDouble {
         self.state.lock().unwrap().held.push(plural.into());
     }
 
+    /// Fault injection: from now on every request for the object `name` of
+    /// `plural` fails with 500, until [`answer_all`](Self::answer_all).
+    pub fn fail_requests_to(&self, plural: &str, name: &str) {
+        self.state.lock().unwrap().failing = Some((plural.into(), name.into()));
+    }
+
+    pub fn answer_all(&self) {
+        self.state.lock().unwrap().failing = None;
+    }
+
     /// Removes an object without recording a write (e.g. a namespace done terminating).
     pub fn forget(&self, plural: &str, namespace: &str, name: &str) {
         let mut state = self.state.lock().unwrap();
@@ -352,6 +365,16 @@ impl InMemoryApiServerDouble {
         if method == Method::GET && !watch {
             state.reads.push(format!("GET {path}"));
         }
+        let failing = state.failing.as_ref().is_some_and(|(plural, name)| {
+            *plural == target.plural && target.name.as_ref() == Some(name)
+        });
+        if failing {
+            return status(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                "injected",
+            );
+        }
         match (method, target.name.clone()) {
             (Method::GET, None)
                 if matches!(query_param(&query, "watch").as_deref(), Some("true" | "1")) =>
@@ -436,7 +459,7 @@ impl InMemoryApiServerDouble {
                 ok(StatusCode::CREATED, &object)
             }
             (Method::PATCH, Some(name)) if target.subresource.as_deref() == Some("status") => {
-                // A merge patch of `.status`.
+                // A merge patch of `.status` is merged; an apply replaces it.
                 let Ok(patch) = serde_json::from_slice::<Value>(&body) else {
                     return status(
                         StatusCode::BAD_REQUEST,
@@ -448,7 +471,11 @@ impl InMemoryApiServerDouble {
                 let Some(mut object) = state.objects.get(&key).cloned() else {
                     return not_found(&target, &name);
                 };
-                object["status"] = patch["status"].clone();
+                if content_type.starts_with("application/merge-patch+json") {
+                    json_patch::merge(&mut object["status"], &patch["status"]);
+                } else {
+                    object["status"] = patch["status"].clone();
+                }
                 state.writes.push(format!("PATCH {path}"));
                 let object = state.commit(key, "MODIFIED", object);
                 ok(StatusCode::OK, &object)

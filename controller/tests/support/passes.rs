@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use gantry_controller::api::TenantControlPlane;
 use gantry_controller::live::LiveObjects;
-use gantry_controller::reconcile::pipeline::{Context, Outcome, TenantClientFactory, reconcile};
+use gantry_controller::reconcile::pipeline::{
+    Context, Outcome, ReconcileError, TenantClientFactory, reconcile,
+};
 use time::OffsetDateTime;
 
 use super::api_double::InMemoryApiServerDouble;
@@ -18,6 +20,24 @@ pub async fn pass(
     tcp: &TenantControlPlane,
     live: Option<Arc<LiveObjects>>,
 ) -> Outcome {
+    pass_result_with(double, tenant, tcp, live).await.unwrap()
+}
+
+/// [`pass`] from the API, its error returned.
+pub async fn pass_result(
+    double: &InMemoryApiServerDouble,
+    tenant: TenantClientFactory,
+    tcp: &TenantControlPlane,
+) -> Result<Outcome, ReconcileError> {
+    pass_result_with(double, tenant, tcp, None).await
+}
+
+async fn pass_result_with(
+    double: &InMemoryApiServerDouble,
+    tenant: TenantClientFactory,
+    tcp: &TenantControlPlane,
+    live: Option<Arc<LiveObjects>>,
+) -> Result<Outcome, ReconcileError> {
     let mut current = tcp.clone();
     if let Some(stored) = double.get("tenantcontrolplanes", "", "tenant-a") {
         current.status = serde_json::from_value(stored["status"].clone()).ok();
@@ -29,9 +49,7 @@ pub async fn pass(
         tenant_client: tenant,
         kubelet_serving: None,
     };
-    reconcile(&current, &ctx, OffsetDateTime::now_utc())
-        .await
-        .unwrap()
+    reconcile(&current, &ctx, OffsetDateTime::now_utc()).await
 }
 
 /// [`pass`] from the API.
