@@ -258,7 +258,7 @@ fn pki_check_passes_a_fresh_bundle_and_fails_a_tampered_one() {
         stdout(&output)
     );
     assert!(
-        stderr(&output).starts_with("error: 1 of 15 entries"),
+        stderr(&output).starts_with("error: 1 of 16 entries"),
         "{}",
         stderr(&output)
     );
