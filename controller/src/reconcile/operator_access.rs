@@ -6,9 +6,10 @@
 //! to cluster-admin and kubelet-api-admin) is written with `super-admin.conf`,
 //! and only when [`plan`] says so: never granted yet, the rendered set
 //! changed, or a platform admin asked with [`GRANT_ANNOTATION`]. Otherwise
-//! the operator checks, with its own credential, that the set is as granted;
-//! if it is not (a binding deleted, a role edited), the access was revoked,
-//! and like a lost CA it is never restored without an explicit act.
+//! the operator checks, with its own credential, that the set is as granted.
+//! If its own RBAC is not (a binding deleted, a role edited), the access was
+//! revoked, and like a lost CA it is never restored without an explicit act;
+//! an admin binding changed by a tenant admin is only reported.
 
 use std::time::Duration;
 
