@@ -122,6 +122,16 @@ pub fn run_ok(command: &mut Command) -> String {
     String::from_utf8(output.stdout).expect("utf-8 output")
 }
 
+/// The bytes free to an unprivileged writer on the file system holding `dir`
+/// (`df`, so no binding to statvfs is needed).
+pub fn free_bytes(dir: &Path) -> u64 {
+    let text = run_ok(Command::new("df").args(["--output=avail", "-B1"]).arg(dir));
+    text.lines()
+        .nth(1)
+        .and_then(|line| line.trim().parse().ok())
+        .unwrap_or_else(|| panic!("df printed no free space for {}: {text}", dir.display()))
+}
+
 /// Writes a fresh tenant PKI with `gantry pki init` and returns its folder.
 pub fn pki_init(dir: &Path, name: &str, extra_args: &[&str]) -> PathBuf {
     let out = dir.join(name);

@@ -88,6 +88,35 @@ fn require_node_tools() {
     );
 }
 
+/// Room a node needs besides its images: containerd's metadata, the logs of
+/// containerd and the kubelet, and the pods' volumes.
+const NODE_DISK_HEADROOM: u64 = 512 << 20;
+
+/// Refuses to start a node on a disk that cannot hold its images, which
+/// containerd keeps twice (the archive's layers and the unpacked snapshot).
+/// Without this, a full disk shows as an `ctr images import` error halfway
+/// through a test.
+fn require_disk_for_images(dir: &Path, images: &[PathBuf]) {
+    let archives: u64 = images
+        .iter()
+        .map(|image| std::fs::metadata(image).map_or(0, |m| m.len()))
+        .sum();
+    let needed = 2 * archives + NODE_DISK_HEADROOM;
+    let free = crate::free_bytes(dir);
+    let mib = |bytes: u64| bytes >> 20;
+    assert!(
+        free >= needed,
+        "{} has {} MiB free, and this test node needs about {} MiB ({} MiB of container images, \
+         kept twice by containerd, and {} MiB for logs and volumes): free disk space there, \
+         or set TMPDIR to a folder on a larger disk",
+        dir.display(),
+        mib(free),
+        mib(needed),
+        mib(archives),
+        mib(NODE_DISK_HEADROOM)
+    );
+}
+
 impl Worker {
     /// Starts a node named `name` at `<subnet>.<last_octet>` of `network`,
     /// whose pods get addresses from `pod_cidr` (a /24), with containerd
@@ -129,6 +158,7 @@ impl Worker {
             containerd: None,
             kubelet: None,
         };
+        require_disk_for_images(dir, images);
         worker.make_cgroups();
         worker.make_namespaces(pod_cidr);
         worker.start_containerd();
