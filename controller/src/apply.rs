@@ -13,7 +13,6 @@ use gantry_renderer::kinds::{self, Kind};
 use kube::Api;
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams, Preconditions};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::live::{self, Cluster};
 pub use gantry_api::labels::{FIELD_MANAGER, HASH_ANNOTATION, MANAGED_BY, SET_LABEL, TENANT_LABEL};
@@ -137,10 +136,7 @@ pub fn with_gantry_metadata(mut value: Value, tenant: &str, set: &str) -> Value 
         labels.insert(SET_LABEL.into(), set.into());
     }
     // serde_json's map is ordered by key, so this serialisation is canonical.
-    let hash: String = Sha256::digest(serde_json::to_vec(&value).expect("JSON serialises"))
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hash = gantry_pki::sha256_hex(&serde_json::to_vec(&value).expect("JSON serialises"));
     let metadata = value["metadata"].as_object_mut().expect("checked above");
     let annotations = metadata
         .entry("annotations")

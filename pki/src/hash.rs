@@ -1,15 +1,25 @@
-//! The `kubeadm join --discovery-token-ca-cert-hash` value.
+//! SHA-256 digests as gantry prints them: the `kubeadm join
+//! --discovery-token-ca-cert-hash` value, and the lowercase hex that the
+//! renderer's checksum annotations and the operator's hashes share.
 
 use sha2::{Digest, Sha256};
 
 use crate::cert::CertInfo;
 use crate::error::PkiError;
 
+/// `bytes` as lowercase hex.
+pub fn lower_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Lowercase hex of SHA-256 over `data`.
+pub fn sha256_hex(data: &[u8]) -> String {
+    lower_hex(&Sha256::digest(data))
+}
+
 /// `sha256:` + lowercase hex of SHA-256 over a DER SubjectPublicKeyInfo.
 pub fn spki_sha256(spki_der: &[u8]) -> String {
-    let digest = Sha256::digest(spki_der);
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
+    format!("sha256:{}", sha256_hex(spki_der))
 }
 
 /// The discovery hash of a PEM CA certificate (the whole certificate is not

@@ -33,7 +33,7 @@ pub use catalog::OPERATOR_KUBECONFIG;
 pub use cert::{CertInfo, generate_key, load_key};
 pub use check::{CertReport, Health, check};
 pub use error::{InvalidInput, PkiError};
-pub use hash::{ca_cert_hash, spki_sha256};
+pub use hash::{ca_cert_hash, lower_hex, sha256_hex, spki_sha256};
 pub use issue::{
     Action, Decision, ENCRYPTION_CONFIG, FIRST_KEY_NAME, FileSet, Issued, PkiBundle, PkiFile,
     Reason, issue,

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use crate::args;
 use crate::error::RenderError;
 use crate::input::{BootstrapInput, RenderInput};
-use crate::secrets::{SecretData, checksum, lower_hex};
+use crate::secrets::{SecretData, checksum};
 
 /// gantry's audit policy for every tenant apiserver (docs/security.md).
 pub const API_SERVER_AUDIT_POLICY: &str = include_str!("../files/audit-policy.yaml");
@@ -23,7 +23,7 @@ fn config_checksum() -> String {
     let mut hasher = Sha256::new();
     hasher.update(API_SERVER_AUDIT_POLICY);
     hasher.update(API_SERVER_AUTHENTICATION_CONFIG);
-    lower_hex(&hasher.finalize())
+    gantry_pki::lower_hex(&hasher.finalize())
 }
 
 /// The addresses the masters' egress policy keeps out of reach, by family:

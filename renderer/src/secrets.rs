@@ -171,10 +171,5 @@ pub(crate) fn checksum(secrets: &[SecretData], names: &[&str]) -> String {
             hasher.update(format!("{}/{key}={value}\n", secret.name));
         }
     }
-    lower_hex(&hasher.finalize())
-}
-
-/// `bytes` as lowercase hex: how the checksum annotations print a digest.
-pub(crate) fn lower_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    gantry_pki::lower_hex(&hasher.finalize())
 }

@@ -18,7 +18,6 @@ use k8s_openapi::api::authorization::v1::{
 };
 use kube::Client;
 use kube::api::{Api, PostParams};
-use sha2::{Digest, Sha256};
 
 use super::tenant_client::TenantClientError;
 use crate::apply::{self, ApplyError, ApplyReport, DesiredObject};
@@ -107,8 +106,7 @@ impl TenantSet {
     /// The hash recorded in `status.operatorAccessHash` once granted.
     pub fn privileged_hash(&self) -> String {
         let values: Vec<&serde_json::Value> = self.privileged.iter().map(|o| &o.value).collect();
-        let digest = Sha256::digest(serde_json::to_vec(&values).expect("JSON serialises"));
-        digest.iter().map(|b| format!("{b:02x}")).collect()
+        gantry_pki::sha256_hex(&serde_json::to_vec(&values).expect("JSON serialises"))
     }
 }
 
