@@ -1,6 +1,7 @@
 //! The operator's access to a tenant: super-admin is used only to grant
 //! gantry-operator its RBAC, once; a revoked grant stops bootstrapping and
-//! is restored only when a platform admin asks (the tenant apiserver is a
+//! the tenant's kubelet-serving approver, and is restored only when a
+//! platform admin asks (the tenant apiserver is a
 //! double here, without RBAC; tests/operator_access.rs runs the real one).
 
 mod support;
@@ -8,14 +9,16 @@ mod support;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use gantry_controller::kubelet_serving::KubeletServingApprovers;
 use gantry_controller::reconcile::operator_access::GRANT_ANNOTATION;
-use support::passes::{condition, ready_tenant, run_with};
+use support::passes::{condition, ready_tenant, run_with, run_with_approvers};
 use support::tenant::tenant_factory_recording;
 
 #[tokio::test]
 async fn a_revoked_grant_halts_bootstrapping_until_a_platform_admin_asks_again() {
     let (double, tenant_api, mut tcp) = ready_tenant().await;
     let users = Arc::new(Mutex::new(Vec::new()));
+    let approvers = Arc::new(KubeletServingApprovers::new());
     let factory = || tenant_factory_recording(&tenant_api, users.clone());
     let users_of_last_pass = || std::mem::take(&mut *users.lock().unwrap());
     let granted = |outcome: &gantry_controller::reconcile::pipeline::Outcome| {
@@ -26,7 +29,7 @@ async fn a_revoked_grant_halts_bootstrapping_until_a_platform_admin_asks_again()
     };
 
     // Granted by ready_tenant's passes: now only gantry-operator connects.
-    let settled = run_with(&double, factory(), &tcp).await;
+    let settled = run_with_approvers(&double, factory(), &tcp, approvers.clone()).await;
     assert_eq!(
         condition(&settled, "TenantBootstrapped"),
         ("True", "Applied")
@@ -34,10 +37,11 @@ async fn a_revoked_grant_halts_bootstrapping_until_a_platform_admin_asks_again()
     assert_eq!(users_of_last_pass(), ["gantry-operator"]);
     assert!(!granted(&settled));
     assert!(settled.status.operator_access_hash.is_some());
+    assert!(approvers.is_running("tenant-a"));
 
     // A platform admin revokes the operator's binding in the tenant.
     tenant_api.forget("clusterrolebindings", "", "gantry:operator");
-    let revoked = run_with(&double, factory(), &tcp).await;
+    let revoked = run_with_approvers(&double, factory(), &tcp, approvers.clone()).await;
     assert_eq!(
         condition(&revoked, "TenantBootstrapped"),
         ("False", "OperatorAccessRevoked")
@@ -66,6 +70,10 @@ async fn a_revoked_grant_halts_bootstrapping_until_a_platform_admin_asks_again()
             .get("clusterrolebindings", "", "gantry:operator")
             .is_none()
     );
+    assert!(
+        !approvers.is_running("tenant-a"),
+        "the approver stops: its requests would be refused"
+    );
 
     // The same pass again: still revoked, still without super-admin.
     run_with(&double, factory(), &tcp).await;
@@ -76,7 +84,7 @@ async fn a_revoked_grant_halts_bootstrapping_until_a_platform_admin_asks_again()
         GRANT_ANNOTATION.to_string(),
         "2026-12-02".to_string(),
     )]));
-    let regranted = run_with(&double, factory(), &tcp).await;
+    let regranted = run_with_approvers(&double, factory(), &tcp, approvers.clone()).await;
     assert_eq!(
         condition(&regranted, "TenantBootstrapped"),
         ("True", "Applied")
@@ -95,6 +103,7 @@ async fn a_revoked_grant_halts_bootstrapping_until_a_platform_admin_asks_again()
         regranted.status.operator_access_grant.as_deref(),
         Some("2026-12-02")
     );
+    assert!(approvers.is_running("tenant-a"));
 
     // The annotation left in place asks for nothing more.
     let after = run_with(&double, factory(), &tcp).await;

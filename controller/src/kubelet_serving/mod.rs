@@ -106,9 +106,19 @@ impl KubeletServingApprovers {
         running.insert(tenant.to_string(), Running { credential, task });
     }
 
-    /// Stops `tenant`'s approver (the tenant is being deleted).
+    /// Stops `tenant`'s approver: the tenant is being deleted, or has
+    /// revoked gantry-operator's access (its requests would be refused).
     pub fn stop(&self, tenant: &str) {
         self.running.lock().expect("not poisoned").remove(tenant);
+    }
+
+    /// Whether `tenant`'s approver runs.
+    pub fn is_running(&self, tenant: &str) -> bool {
+        self.running
+            .lock()
+            .expect("not poisoned")
+            .get(tenant)
+            .is_some_and(|r| !r.task.is_finished())
     }
 }
 

@@ -51,9 +51,19 @@ pub(super) async fn bootstrap_tenant(
         .await
         .map_err(|error| halt(error.into()))?;
     let set = TenantSet::of(tenant_objects.iter().map(|o| &o.value));
-    let mut writes = grant_or_check(pass, tenant, certificates, &operator, &set, &server)
-        .await
-        .map_err(&halt)?;
+    let checked = grant_or_check(pass, tenant, certificates, &operator, &set, &server).await;
+    let mut writes = match checked {
+        Ok(writes) => writes,
+        Err(error) => {
+            // A revoked operator's approver would only be refused, again
+            // and again; it starts once access is granted anew.
+            if let (AccessError::Revoked(_), Some(approvers)) = (&error, &pass.ctx.kubelet_serving)
+            {
+                approvers.stop(&tenant.name);
+            }
+            return Err(halt(error));
+        }
+    };
     // Nothing is pruned in the tenant: old bootstrap tokens expire and the tokencleaner removes them.
     let report = operator_access::apply_as_operator(&operator, &tenant.name, &set)
         .await

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use gantry_controller::api::TenantControlPlane;
+use gantry_controller::kubelet_serving::KubeletServingApprovers;
 use gantry_controller::live::LiveObjects;
 use gantry_controller::reconcile::pipeline::{
     Context, Outcome, ReconcileError, TenantClientFactory, reconcile,
@@ -20,7 +21,9 @@ pub async fn pass(
     tcp: &TenantControlPlane,
     live: Option<Arc<LiveObjects>>,
 ) -> Outcome {
-    pass_result_with(double, tenant, tcp, live).await.unwrap()
+    pass_result_with(double, tenant, tcp, live, None)
+        .await
+        .unwrap()
 }
 
 /// [`pass`] from the API, its error returned.
@@ -29,7 +32,7 @@ pub async fn pass_result(
     tenant: TenantClientFactory,
     tcp: &TenantControlPlane,
 ) -> Result<Outcome, ReconcileError> {
-    pass_result_with(double, tenant, tcp, None).await
+    pass_result_with(double, tenant, tcp, None, None).await
 }
 
 async fn pass_result_with(
@@ -37,6 +40,7 @@ async fn pass_result_with(
     tenant: TenantClientFactory,
     tcp: &TenantControlPlane,
     live: Option<Arc<LiveObjects>>,
+    kubelet_serving: Option<Arc<KubeletServingApprovers>>,
 ) -> Result<Outcome, ReconcileError> {
     let mut current = tcp.clone();
     if let Some(stored) = double.get("tenantcontrolplanes", "", "tenant-a") {
@@ -47,7 +51,7 @@ async fn pass_result_with(
         live,
         service_cluster: gantry_renderer::ServiceCluster::default(),
         tenant_client: tenant,
-        kubelet_serving: None,
+        kubelet_serving,
     };
     reconcile(&current, &ctx, OffsetDateTime::now_utc()).await
 }
@@ -59,6 +63,18 @@ pub async fn run_with(
     tcp: &TenantControlPlane,
 ) -> Outcome {
     pass(double, tenant, tcp, None).await
+}
+
+/// [`run_with`], with the operator's kubelet-serving `approvers`.
+pub async fn run_with_approvers(
+    double: &InMemoryApiServerDouble,
+    tenant: TenantClientFactory,
+    tcp: &TenantControlPlane,
+    approvers: Arc<KubeletServingApprovers>,
+) -> Outcome {
+    pass_result_with(double, tenant, tcp, None, Some(approvers))
+        .await
+        .unwrap()
 }
 
 /// [`run_with`], against a tenant apiserver of its own.
