@@ -195,3 +195,24 @@ async fn the_grant_is_recorded_even_when_a_later_step_of_its_pass_fails() {
         "no second grant"
     );
 }
+
+#[tokio::test]
+async fn approvers_of_tenants_that_no_longer_exist_are_stopped() {
+    use gantry_controller::kubelet_serving::Reserved;
+    let tenant_api = support::api_double::InMemoryApiServerDouble::new();
+    let approvers = KubeletServingApprovers::new();
+    for tenant in ["tenant-a", "tenant-b"] {
+        approvers.ensure(
+            tenant,
+            tenant.as_bytes(),
+            tenant_api.client(),
+            Reserved::default(),
+        );
+    }
+    // tenant-b was deleted with its finalizer removed by hand: no pass stops it.
+    let stopped = approvers.retain(|tenant| tenant == "tenant-a");
+    assert_eq!(stopped, ["tenant-b"]);
+    assert!(approvers.is_running("tenant-a"));
+    assert!(!approvers.is_running("tenant-b"));
+    assert!(approvers.retain(|tenant| tenant == "tenant-a").is_empty());
+}

@@ -9,7 +9,9 @@
 //! `kubectl logs` and `exec` on that node fail.
 //!
 //! The operator runs one approver per tenant, started by the pass that
-//! bootstraps the tenant cluster and stopped when the tenant is deleted. It
+//! bootstraps the tenant cluster and stopped when the tenant is deleted (or
+//! found gone, [`KubeletServingApprovers::retain`]) or revokes the
+//! operator's access. It
 //! watches the tenant's kubelet-serving requests and decides each with the
 //! pure rules in [`judge`]: a node gets a certificate only for the names and
 //! addresses its Node reports. A request that names an address the Node
@@ -110,6 +112,18 @@ impl KubeletServingApprovers {
     /// revoked gantry-operator's access (its requests would be refused).
     pub fn stop(&self, tenant: &str) {
         self.running.lock().expect("not poisoned").remove(tenant);
+    }
+
+    /// Stops the approvers of tenants that `exists` does not know, and
+    /// returns their names. A tenant deleted without its finalizer (removed
+    /// by hand) gets no last pass to stop its approver.
+    pub fn retain(&self, exists: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut running = self.running.lock().expect("not poisoned");
+        let gone: Vec<String> = running.keys().filter(|t| !exists(t)).cloned().collect();
+        for tenant in &gone {
+            running.remove(tenant);
+        }
+        gone
     }
 
     /// Whether `tenant`'s approver runs.

@@ -38,7 +38,7 @@ use hyper::StatusCode;
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use tokio::net::TcpListener;
 
 use crate::api::TenantControlPlane;
@@ -318,6 +318,10 @@ async fn run_controller(
     } = parts;
     let steady = Arc::new(SteadyState::new());
     let objects = Arc::new(LiveObjects::new());
+    let approvers = Arc::new(KubeletServingApprovers::with_observer({
+        let metrics = metrics.clone();
+        Arc::new(move |decision| metrics.kubelet_serving_decided(decision))
+    }));
     let state = Arc::new(State {
         in_flight,
         reconcile_timeout: settings.reconcile_timeout,
@@ -326,10 +330,7 @@ async fn run_controller(
             live: Some(objects.clone()),
             service_cluster: settings.service_cluster.clone(),
             tenant_client,
-            kubelet_serving: Some(Arc::new(KubeletServingApprovers::with_observer({
-                let metrics = metrics.clone();
-                Arc::new(move |decision| metrics.kubelet_serving_decided(decision))
-            }))),
+            kubelet_serving: Some(approvers.clone()),
         },
         steady: steady.clone(),
         metrics,
@@ -373,9 +374,33 @@ async fn run_controller(
         std::future::pending().await
     };
     tokio::select! {
+        never = sweep_approvers(store.clone(), approvers) => match never {},
         () = running => tracing::info!("controller stopped"),
         () = stopped_before_listing => tracing::info!("controller stopped before listing the tenants"),
         () = abort => tracing::warn!("lost the leader Lease: stopped every running pass"),
+    }
+}
+
+/// How often approvers of tenants that no longer exist are looked for.
+const APPROVER_SWEEP: Duration = Duration::from_secs(60);
+
+/// Stops, every [`APPROVER_SWEEP`], the kubelet-serving approvers of tenants
+/// that are no longer in `store` (deleted without their finalizer).
+async fn sweep_approvers(
+    store: kube::runtime::reflector::Store<TenantControlPlane>,
+    approvers: Arc<KubeletServingApprovers>,
+) -> std::convert::Infallible {
+    if store.wait_until_ready().await.is_err() {
+        return std::future::pending().await;
+    }
+    let mut every = tokio::time::interval(APPROVER_SWEEP);
+    loop {
+        every.tick().await;
+        let tenants: std::collections::BTreeSet<String> =
+            store.state().iter().map(|t| t.name_any()).collect();
+        for tenant in approvers.retain(|name| tenants.contains(name)) {
+            tracing::info!(%tenant, "stopped the kubelet-serving approver of a tenant that no longer exists");
+        }
     }
 }
 
