@@ -293,3 +293,31 @@ fn the_privileged_set_is_the_same_for_every_version() {
         .collect();
     assert_eq!(hashes.len(), 1, "an upgrade would grant again: {hashes:?}");
 }
+
+#[test]
+fn the_grant_is_probed_once_per_rule_with_requests_it_allows() {
+    let objects = tenant_set(&versions().pop().unwrap());
+    let grants = Grants::of(&objects);
+    let set = TenantSet::of(objects.iter().map(|o| &o.value));
+    let rules: usize = objects
+        .iter()
+        .filter(|o| o.is_privileged() && o.name == "gantry:operator" && o.kind.ends_with("Role"))
+        .map(|o| o.value["rules"].as_array().unwrap().len())
+        .sum();
+    let probes = set.probes();
+    assert_eq!(probes.len(), rules);
+    for probe in probes {
+        let resource = match &probe.subresource {
+            Some(sub) => format!("{}/{sub}", probe.resource.clone().unwrap()),
+            None => probe.resource.clone().unwrap(),
+        };
+        let request = atom(
+            probe.namespace.as_deref().unwrap_or(""),
+            probe.group.as_deref().unwrap(),
+            &resource,
+            probe.verb.as_deref().unwrap(),
+            probe.name.as_deref().unwrap_or("*"),
+        );
+        assert!(grants.allows(&request), "{probe:?}");
+    }
+}

@@ -16,6 +16,7 @@ use std::time::Duration;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
 };
+use k8s_openapi::api::rbac::v1::PolicyRule;
 use kube::Client;
 use kube::api::{Api, PostParams};
 
@@ -70,32 +71,34 @@ impl TenantSet {
         }
     }
 
-    /// One request per rule of gantry-operator's roles, as access reviews:
-    /// all allowed means the whole grant is in the apiserver's authorizer.
+    /// One request per rule of gantry-operator's roles (its first group,
+    /// resource, name and verb), as access reviews: all allowed means the
+    /// whole grant is in the apiserver's authorizer.
     pub fn probes(&self) -> Vec<ResourceAttributes> {
         let roles = self.privileged.iter().map(|o| &o.value).filter(|v| {
             v["metadata"]["name"] == OPERATOR_RBAC
                 && matches!(v["kind"].as_str(), Some("Role" | "ClusterRole"))
         });
-        let first =
-            |rule: &serde_json::Value, field: &str| rule[field][0].as_str().map(str::to_string);
+        let first = |list: Option<Vec<String>>| list.and_then(|l| l.into_iter().next());
         roles
             .flat_map(|role| {
                 let namespace = role["metadata"]["namespace"].as_str().map(str::to_string);
-                let rules = role["rules"].as_array().cloned().unwrap_or_default();
+                // gantry renders these roles: their rules are well-formed.
+                let rules: Vec<PolicyRule> =
+                    serde_json::from_value(role["rules"].clone()).unwrap_or_default();
                 rules.into_iter().map(move |rule| {
-                    let resource = first(&rule, "resources").unwrap_or_default();
+                    let resource = first(rule.resources).unwrap_or_default();
                     let (resource, subresource) = match resource.split_once('/') {
                         Some((resource, sub)) => (resource.to_string(), Some(sub.to_string())),
                         None => (resource, None),
                     };
                     ResourceAttributes {
-                        group: first(&rule, "apiGroups"),
+                        group: first(rule.api_groups),
                         resource: Some(resource),
                         subresource,
-                        name: first(&rule, "resourceNames"),
+                        name: first(rule.resource_names),
                         namespace: namespace.clone(),
-                        verb: first(&rule, "verbs"),
+                        verb: rule.verbs.into_iter().next(),
                         ..ResourceAttributes::default()
                     }
                 })
