@@ -209,6 +209,8 @@ async fn approvers_of_tenants_that_no_longer_exist_are_stopped() {
             Reserved::default(),
         );
     }
+    // Let the approvers start (they watch the double, and run on).
+    tokio::task::yield_now().await;
     // tenant-b was deleted with its finalizer removed by hand: no pass stops it.
     let stopped = approvers.retain(|tenant| tenant == "tenant-a");
     assert_eq!(stopped, ["tenant-b"]);

@@ -29,3 +29,17 @@ pub fn ca_cert_hash(ca_pem: &[u8]) -> Result<String, PkiError> {
         .map_err(|reason| PkiError::malformed("CA certificate", reason))?;
     Ok(spki_sha256(&info.spki_der))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_hex_is_lowercase_hex_of_the_digest() {
+        assert_eq!(
+            sha256_hex(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(lower_hex(&[0x00, 0x0f, 0xa0, 0xff]), "000fa0ff");
+    }
+}

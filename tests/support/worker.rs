@@ -95,7 +95,8 @@ const NODE_DISK_HEADROOM: u64 = 512 << 20;
 /// Refuses to start a node on a disk that cannot hold its images, which
 /// containerd keeps twice (the archive's layers and the unpacked snapshot).
 /// Without this, a full disk shows as an `ctr images import` error halfway
-/// through a test.
+/// through a test. It counts this node only: the tests that start nodes
+/// take `one_at_a_time()`, and a test with two nodes starts them in turn.
 fn require_disk_for_images(dir: &Path, images: &[PathBuf]) {
     let archives: u64 = images
         .iter()
@@ -131,6 +132,8 @@ impl Worker {
         images: &[PathBuf],
     ) -> Self {
         require_node_tools();
+        std::fs::create_dir_all(dir).unwrap();
+        require_disk_for_images(dir, images);
         let host = network.host(name, last_octet);
         // The node's name resolves to its address, as kubeadm's preflight
         // and the apiserver expect of a node.
@@ -148,7 +151,6 @@ impl Worker {
             host.command("sysctl")
                 .args(["-qw", "net.ipv4.ip_forward=1"]),
         );
-        std::fs::create_dir_all(dir).unwrap();
         let mut worker = Worker {
             cgroup: format!("gantry-test-{}-{}", std::process::id(), host.namespace),
             namespaces: dir.join("namespaces"),
@@ -158,7 +160,6 @@ impl Worker {
             containerd: None,
             kubelet: None,
         };
-        require_disk_for_images(dir, images);
         worker.make_cgroups();
         worker.make_namespaces(pod_cidr);
         worker.start_containerd();

@@ -108,8 +108,8 @@ impl KubeletServingApprovers {
         running.insert(tenant.to_string(), Running { credential, task });
     }
 
-    /// Stops `tenant`'s approver: the tenant is being deleted, or has
-    /// revoked gantry-operator's access (its requests would be refused).
+    /// Stops `tenant`'s approver: the tenant is being deleted, or
+    /// gantry-operator's access there was revoked or changed.
     pub fn stop(&self, tenant: &str) {
         self.running.lock().expect("not poisoned").remove(tenant);
     }

@@ -55,8 +55,9 @@ pub(super) async fn bootstrap_tenant(
     let mut writes = match checked {
         Ok(writes) => writes,
         Err(error) => {
-            // A revoked operator's approver would only be refused, again
-            // and again; it starts once access is granted anew.
+            // Access revoked or changed by someone else: the operator writes
+            // nothing in the tenant, approvals included, until it is
+            // granted anew; the next pass with access starts the approver.
             if let (AccessError::Revoked(_), Some(approvers)) = (&error, &pass.ctx.kubelet_serving)
             {
                 approvers.stop(&tenant.name);
