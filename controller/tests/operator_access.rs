@@ -72,7 +72,7 @@ async fn a_revoked_grant_halts_bootstrapping_until_a_platform_admin_asks_again()
     );
     assert!(
         !approvers.is_running("tenant-a"),
-        "the approver stops: its requests would be refused"
+        "the approver stops: the operator writes nothing in a revoked tenant"
     );
 
     // The same pass again: still revoked, still without super-admin.

@@ -72,9 +72,7 @@ struct Grants(BTreeSet<Atom>);
 
 impl Grants {
     fn of(objects: &[RenderedObject]) -> Self {
-        let roles = objects.iter().filter(|o| {
-            o.is_privileged() && o.name == "gantry:operator" && o.kind.ends_with("Role")
-        });
+        let roles = operator_roles(objects);
         Grants(roles.flat_map(|o| atoms(namespace(o), &o.value)).collect())
     }
 
@@ -94,6 +92,13 @@ impl Grants {
             })
         })
     }
+}
+
+/// gantry-operator's ClusterRole and Roles.
+fn operator_roles(objects: &[RenderedObject]) -> impl Iterator<Item = &RenderedObject> {
+    objects
+        .iter()
+        .filter(|o| o.is_privileged() && o.name == "gantry:operator" && o.kind.ends_with("Role"))
 }
 
 fn namespace(object: &RenderedObject) -> &str {
@@ -299,9 +304,7 @@ fn the_grant_is_probed_once_per_rule_with_requests_it_allows() {
     let objects = tenant_set(&versions().pop().unwrap());
     let grants = Grants::of(&objects);
     let set = TenantSet::of(objects.iter().map(|o| &o.value));
-    let rules: usize = objects
-        .iter()
-        .filter(|o| o.is_privileged() && o.name == "gantry:operator" && o.kind.ends_with("Role"))
+    let rules: usize = operator_roles(&objects)
         .map(|o| o.value["rules"].as_array().unwrap().len())
         .sum();
     let probes = set.probes();
