@@ -23,6 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use gantry_pki::{FileSet, PkiBundle, PkiFile, catalog};
 
+pub mod at;
 mod lock;
 mod owner;
 
