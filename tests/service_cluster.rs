@@ -80,11 +80,59 @@ fn dry_run(plane: &ControlPlane, manifest: &str) -> Result<(), String> {
 
 fn the_real_apiserver_enforces_the_crd(plane: &ControlPlane) {
     assert_eq!(dry_run(plane, GOOD), Ok(()));
+    let sans: Vec<String> = (0..101).map(|i| format!("n{i}.example.com")).collect();
+    let too_many_sans = format!(
+        "    endpoint: 198.18.170.201:6443\n    certSANs: [{}]\n",
+        sans.join(", ")
+    );
     let refused = [
         (
             "replicas: 3",
             "replicas: 2",
             "etcd replicas must be 1, 3 or 5",
+        ),
+        // Issue 25 item 15: the bounds `resolve` checks, where a schema or
+        // CEL rule can say them.
+        (
+            "    replicas: 3\n",
+            "    replicas: 3\n    storage:\n      size: 1m\n",
+            "etcd storage size must be a quantity from 1Gi to 1Ti",
+        ),
+        (
+            "    replicas: 3\n",
+            "    replicas: 3\n    storage:\n      quota: 1Mi\n",
+            "etcd storage quota must be a quantity from 64Mi",
+        ),
+        (
+            "    replicas: 3\n",
+            "    replicas: 3\n    storage:\n      storageClassName: Bad Class!\n",
+            "spec.etcd.storage.storageClassName",
+        ),
+        (
+            "  etcd:\n",
+            "  imageRepository: https://registry.k8s.io\n  etcd:\n",
+            "spec.imageRepository",
+        ),
+        (
+            "  scheduler:\n    replicas: 1\n",
+            "  scheduler:\n    replicas: 1\n    resources:\n      requests:\n        gpu: \"1\"\n",
+            "only cpu, memory, ephemeral-storage",
+        ),
+        (
+            "  scheduler:\n    replicas: 1\n",
+            "  scheduler:\n    replicas: 1\n    resources:\n      requests:\n        memory: 1Gi\n      \
+             limits:\n        memory: 512Mi\n",
+            "a limit must not be below its request",
+        ),
+        (
+            "  scheduler:\n    replicas: 1\n",
+            "  scheduler:\n    replicas: 1\n    extraArgs:\n      leader-elect: \"false\"\n",
+            "--leader-elect is refused",
+        ),
+        (
+            "    endpoint: 198.18.170.201:6443\n",
+            &too_many_sans,
+            "spec.apiServer.certSANs",
         ),
         (
             "name: tenant-x",

@@ -195,10 +195,37 @@ pub const CONTROLLER_MANAGER_AND_SCHEDULER: &[FlagRule] = &[
         allowed: Allowed::OneOf(&["true"]),
         why: "must stay true: each controller acts with its own, narrow credentials",
     },
+    // Two replicas without leader election both run every controller (two
+    // allocators of node CIDRs, two signers, two ReplicaSet controllers
+    // racing). One replica is not safe either: a rolling update starts the
+    // new pod beside the old one (maxSurge 25%, rounded up to 1).
+    FlagRule {
+        flag: "leader-elect",
+        allowed: Allowed::OneOf(&["true"]),
+        why: "must stay true: replicas (and the old and new pod of a rolling update) would all act at once",
+    },
+    // Paths served without authorization. The kubelet's probes, which
+    // carry no credentials, use these three (the controller-manager's
+    // /healthz, the scheduler's /livez and /readyz): each must stay, and
+    // nothing else may join them (`/*` would open /metrics, /debug and
+    // /configz to anyone who reaches the pod).
+    FlagRule {
+        flag: "authorization-always-allow-paths",
+        allowed: Allowed::List {
+            required: ALWAYS_ALLOWED_PATHS,
+            forbidden: &[],
+            only: ALWAYS_ALLOWED_PATHS,
+        },
+        why: "must be /healthz,/readyz,/livez (in any order): the probes need them, and any other path would be served without authorization",
+    },
     TLS_RULES[0],
     TLS_RULES[1],
     TLS_RULES[2],
 ];
+
+/// The controller-manager's and scheduler's default
+/// `--authorization-always-allow-paths`, the only ones `extraArgs` may name.
+pub const ALWAYS_ALLOWED_PATHS: &[&str] = &["/healthz", "/readyz", "/livez"];
 
 /// Why `value` is refused for `flag` under `rules`, if it is.
 pub fn refusal(rules: &[FlagRule], flag: &str, value: &str) -> Option<&'static str> {

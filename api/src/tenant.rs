@@ -22,6 +22,37 @@ pub const KIND: &str = "TenantControlPlane";
 const VERSION_PATTERN: &str = r"^v?1\.(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))?$";
 /// Go-style durations of hours, minutes and seconds: `24h`, `1h30m`, `720h`.
 const DURATION_PATTERN: &str = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$";
+/// A DNS-1123 subdomain (a StorageClass name); each label's 63-character
+/// bound is left to `resolve`.
+pub const DNS_SUBDOMAIN_PATTERN: &str =
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// A registry host (DNS labels or an IPv4 address, an optional `:port`)
+/// and path components of lowercase words joined by `.`, `_`, `__` or `-`:
+/// the image reference grammar of the distribution project, without a tag
+/// or digest. No scheme, no empty, `.` or `..` component, no trailing `/`.
+pub const IMAGE_REPOSITORY_PATTERN: &str = r"^[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)*(:[0-9]+)?(/[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*)*$";
+/// The longest `imageRepository`: with `/kube-controller-manager:v1.37.2`
+/// after it, an image name stays within the 255 characters of a reference.
+pub const MAX_IMAGE_REPOSITORY_LEN: usize = 200;
+/// The smallest etcd volume (`spec.etcd.storage.size`). etcd keeps up to
+/// five 64 MB segments of its write-ahead log (`--max-wals`) and
+/// preallocates the next, so the log alone may take 384 MB, beside
+/// snapshots and the database. Below 1Gi the database has no room to grow.
+pub const MIN_ETCD_STORAGE: &str = "1Gi";
+/// The largest etcd volume. etcd advises a database of at most 8 GiB (the
+/// default quota's cap); a bigger volume is only ever asked for the IOPS
+/// that clouds tie to a volume's size. 1Ti allows that many times over, and
+/// keeps every byte count (the quota is 80% of it) far inside a u64: `1e100`
+/// once became a quota of 0 bytes, which etcd reads as "the default".
+pub const MAX_ETCD_STORAGE: &str = "1Ti";
+/// The smallest `spec.etcd.storage.quota`. A new tenant's database holds a
+/// few MiB and grows with every object; at its quota etcd refuses every
+/// write (the apiserver's leases and events too) until an operator
+/// compacts and defragments it. 64Mi is a small cluster's working size.
+pub const MIN_ETCD_QUOTA: &str = "64Mi";
+/// The container resources a spec may set: the ones the scheduler and the
+/// kubelet act on for the masters.
+pub const RESOURCE_NAMES: [&str; 3] = ["cpu", "memory", "ephemeral-storage"];
 
 /// A tenant's hosted control plane.
 #[derive(CustomResource, KubeSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,6 +91,7 @@ pub struct TenantControlPlaneSpec {
     #[serde(default)]
     pub join: JoinSpec,
     #[serde(default = "defaults::image_repository")]
+    #[schemars(regex(pattern = IMAGE_REPOSITORY_PATTERN), length(max = MAX_IMAGE_REPOSITORY_LEN))]
     pub image_repository: String,
     #[serde(default)]
     pub node_selector: BTreeMap<String, String>,
@@ -124,7 +156,9 @@ pub struct ApiServerSpec {
     /// offline rendering; the controller otherwise takes the Service's address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// Extra DNS names and IP addresses of the apiserver certificate, at most 100.
     #[serde(default, rename = "certSANs")]
+    #[schemars(length(max = gantry_pki::MAX_EXTRA_SANS))]
     pub cert_sans: Vec<String>,
     #[serde(default)]
     #[schemars(extend("maxProperties" = 100, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
@@ -226,12 +260,16 @@ impl Default for EtcdSpec {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = rules::etcd_quota())]
 pub struct EtcdStorageSpec {
+    /// The volume of each member, a quantity from 1Gi to 1Ti.
     #[serde(default = "defaults::etcd_storage")]
+    #[x_kube(validation = rules::etcd_storage_size())]
     pub size: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DNS_SUBDOMAIN_PATTERN), length(max = 253))]
     pub storage_class_name: Option<String>,
     /// etcd's `--quota-backend-bytes` as a quantity (`4Gi`): the database size
     /// at which etcd refuses writes until it is compacted and defragmented.
@@ -338,14 +376,76 @@ impl From<KeyAlgorithm> for gantry_pki::KeyAlgorithm {
     }
 }
 
-/// Container resources as Kubernetes quantities.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// Container resources as Kubernetes quantities: `cpu`, `memory` and
+/// `ephemeral-storage`, no limit below its request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = rules::limits_not_below_requests())]
 pub struct ResourcesSpec {
     #[serde(default)]
+    #[schemars(extend("maxProperties" = 3))]
+    #[x_kube(validation = rules::resource_names_and_quantities())]
     pub requests: BTreeMap<String, String>,
     #[serde(default)]
+    #[schemars(extend("maxProperties" = 3))]
+    #[x_kube(validation = rules::resource_names_and_quantities())]
     pub limits: BTreeMap<String, String>,
+}
+
+/// CEL rules built from the constants `resolve` checks against too.
+mod rules {
+    use kube::core::Rule;
+
+    /// `spec.etcd.storage.size`: a quantity within the bounds.
+    pub fn etcd_storage_size() -> Rule {
+        let (min, max) = (super::MIN_ETCD_STORAGE, super::MAX_ETCD_STORAGE);
+        Rule::new(format!(
+            "isQuantity(self) && quantity(self).compareTo(quantity('{min}')) >= 0 \
+             && quantity(self).compareTo(quantity('{max}')) <= 0"
+        ))
+        .message(kube::core::Message::Message(format!(
+            "etcd storage size must be a quantity from {min} to {max}"
+        )))
+    }
+
+    /// `quota`, when given: a quantity from the minimum to `size`.
+    pub fn etcd_quota() -> Rule {
+        let min = super::MIN_ETCD_QUOTA;
+        Rule::new(format!(
+            "!has(self.quota) || (isQuantity(self.quota) \
+             && quantity(self.quota).compareTo(quantity('{min}')) >= 0 \
+             && (!isQuantity(self.size) || quantity(self.quota).compareTo(quantity(self.size)) <= 0))"
+        ))
+        .message(kube::core::Message::Message(format!(
+            "etcd storage quota must be a quantity from {min} to the storage size"
+        )))
+    }
+
+    /// Requests' and limits' keys are known resources, their values quantities.
+    pub fn resource_names_and_quantities() -> Rule {
+        let names: Vec<String> = super::RESOURCE_NAMES
+            .iter()
+            .map(|name| format!("'{name}'"))
+            .collect();
+        Rule::new(format!(
+            "self.all(k, k in [{}] && isQuantity(self[k]))",
+            names.join(", ")
+        ))
+        .message(kube::core::Message::Message(format!(
+            "resources: only {}, each a quantity such as 500m or 1Gi",
+            super::RESOURCE_NAMES.join(", ")
+        )))
+    }
+
+    /// No limit below the request of the same resource.
+    pub fn limits_not_below_requests() -> Rule {
+        Rule::new(
+            "!has(self.limits) || !has(self.requests) || self.limits.all(k, \
+             !(k in self.requests) || !isQuantity(self.limits[k]) || !isQuantity(self.requests[k]) \
+             || quantity(self.limits[k]).compareTo(quantity(self.requests[k])) >= 0)",
+        )
+        .message("resources: a limit must not be below its request")
+    }
 }
 
 mod defaults {

@@ -296,3 +296,132 @@ fn extra_args_policy_is_one_list_for_cel_and_the_renderer() {
     tcp["spec"]["apiServer"]["extraArgs"] = json!({"audit-log-maxage": "30", "v": "4"});
     assert_eq!(cel(&tcp, None), Ok(()));
 }
+
+/// `pattern` (a schema's regular expression) matches `value`, evaluated by
+/// CEL's `matches`, the regular expressions of the API server's rules.
+fn matches(pattern: &str, value: &str) -> bool {
+    let schema = json!({
+        "type": "object",
+        "properties": {"v": {"type": "string"}},
+        "x-kubernetes-validations": [{"rule": format!("self.v.matches(r'{pattern}')")}],
+    });
+    kube::core::cel::Validator::new()
+        .validate(&schema, &json!({ "v": value }), None)
+        .is_ok()
+}
+
+#[test]
+fn the_schema_bounds_names_registries_and_sans() {
+    let spec = &schema()["properties"]["spec"]["properties"];
+    assert_eq!(
+        spec["apiServer"]["properties"]["certSANs"]["maxItems"].as_f64(),
+        Some(100.0)
+    );
+    let storage = &spec["etcd"]["properties"]["storage"]["properties"];
+    assert_eq!(
+        storage["storageClassName"]["pattern"],
+        DNS_SUBDOMAIN_PATTERN
+    );
+    assert_eq!(spec["imageRepository"]["pattern"], IMAGE_REPOSITORY_PATTERN);
+    assert_eq!(
+        spec["imageRepository"]["maxLength"].as_f64(),
+        Some(MAX_IMAGE_REPOSITORY_LEN as f64)
+    );
+    for good in ["csi-cinder", "a.b-c", "fast"] {
+        assert!(matches(DNS_SUBDOMAIN_PATTERN, good), "{good}");
+    }
+    for bad in ["Bad Class!", "", "-a", "a.", "a_b"] {
+        assert!(!matches(DNS_SUBDOMAIN_PATTERN, bad), "{bad}");
+    }
+    for good in [
+        "registry.k8s.io",
+        "harbor.local:5000/k8s",
+        "localhost",
+        "10.0.0.5:5000/a.b/c_d/e__f/g--h",
+    ] {
+        assert!(matches(IMAGE_REPOSITORY_PATTERN, good), "{good}");
+    }
+    for bad in [
+        "https://registry.k8s.io",
+        "registry.k8s.io/",
+        "registry.k8s.io/../k8s",
+        "registry.k8s.io//k8s",
+        "registry.k8s.io/x:v1",
+        "registry.k8s.io:v1",
+        "r.io/x@sha256:ab",
+        "registry.k8s.io/K8s",
+    ] {
+        assert!(!matches(IMAGE_REPOSITORY_PATTERN, bad), "{bad}");
+    }
+}
+
+#[test]
+fn cel_rules_bound_etcd_storage_and_resources() {
+    let refused = |change: &dyn Fn(&mut Value)| {
+        let mut tcp = example();
+        change(&mut tcp);
+        cel(&tcp, None).err()
+    };
+    // Not `1e100`: kube-cel's quantity overflows on it (a panic in tests);
+    // the API server's, Kubernetes' own, reads it and compares it above 1Ti.
+    for size in ["1m", "4", "1023Mi", "2Ti", "ten"] {
+        let error = refused(&|tcp| tcp["spec"]["etcd"]["storage"]["size"] = json!(size));
+        assert!(
+            error.is_some_and(|e| e.contains("etcd storage size must be a quantity from 1Gi to 1Ti")),
+            "{size}"
+        );
+    }
+    for size in ["1Gi", "1Ti", "10Gi", "1.5e9"] {
+        assert_eq!(
+            refused(&|tcp| tcp["spec"]["etcd"]["storage"]["size"] = json!(size)),
+            None,
+            "{size}"
+        );
+    }
+    for (quota, ok) in [
+        ("1Mi", false),
+        ("64Mi", true),
+        ("10Gi", true),
+        ("11Gi", false),
+    ] {
+        let error = refused(&|tcp| tcp["spec"]["etcd"]["storage"]["quota"] = json!(quota));
+        assert_eq!(error.is_none(), ok, "{quota}: {error:?}");
+    }
+    let resources =
+        |value: Value| refused(&|tcp| tcp["spec"]["scheduler"]["resources"] = value.clone());
+    assert!(
+        resources(json!({"requests": {"gpu": "1"}}))
+            .is_some_and(|e| e.contains("only cpu, memory, ephemeral-storage"))
+    );
+    assert!(
+        resources(json!({"requests": {"memory": "1Gi"}, "limits": {"memory": "512Mi"}}))
+            .is_some_and(|e| e.contains("a limit must not be below its request"))
+    );
+    assert_eq!(
+        resources(
+            json!({"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "0.5", "ephemeral-storage": "1Gi"}})
+        ),
+        None
+    );
+}
+
+#[test]
+fn extra_args_keep_leader_election_and_the_probe_paths() {
+    for (flag, value) in [
+        ("leader-elect", "false"),
+        ("authorization-always-allow-paths", "/*"),
+        ("authorization-always-allow-paths", "/healthz"),
+    ] {
+        for component in ["controllerManager", "scheduler"] {
+            let mut tcp = example();
+            tcp["spec"][component]["extraArgs"] = json!({ flag: value });
+            assert!(
+                cel(&tcp, None).is_err_and(|e| e.contains(&format!("--{flag} is refused"))),
+                "{component} {flag}={value}"
+            );
+        }
+    }
+    let mut tcp = example();
+    tcp["spec"]["scheduler"]["extraArgs"] = json!({"leader-elect": "true", "authorization-always-allow-paths": "/livez,/healthz,/readyz"});
+    assert_eq!(cel(&tcp, None), Ok(()));
+}

@@ -39,8 +39,9 @@ pub use issue::{
     Reason, issue,
 };
 pub use spec::{
-    DEFAULT_API_SERVER_PORT, Endpoint, KeyAlgorithm, MAX_TENANT_NAME_LEN, MAX_VALIDITY_DAYS,
-    PkiSpec, San, default_namespace, nth_address, parse_cidr, validate_namespace,
+    DEFAULT_API_SERVER_PORT, Endpoint, KeyAlgorithm, MAX_EXTRA_SANS, MAX_TENANT_NAME_LEN,
+    MAX_VALIDITY_DAYS, PkiSpec, San, default_namespace, nth_address, parse_cidr,
+    parse_service_cluster_cidr, service_cluster_cidr_problem, unusable_address, validate_namespace,
     validate_tenant_name,
 };
 pub use token::{BootstrapToken, BootstrapTokenSecret, DEFAULT_NODE_TOKEN_GROUP, DEFAULT_TTL};

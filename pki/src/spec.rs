@@ -74,6 +74,17 @@ impl PkiSpec {
         validate_dns_subdomain("dns-domain", &self.dns_domain)?;
         validate_dns_subdomain("service-cluster-domain", &self.service_cluster_domain)?;
         validate_service_cidr(&self.service_cidr)?;
+        if let Some(extra) = self.extra_sans.get(MAX_EXTRA_SANS) {
+            let value = match extra {
+                San::Dns(name) => name.clone(),
+                San::Ip(ip) => ip.to_string(),
+            };
+            return Err(InvalidInput::new(
+                "san",
+                value,
+                format!("is one more than the {MAX_EXTRA_SANS} extra names and addresses allowed"),
+            ));
+        }
         for (field, duration) in [
             ("ca-validity", self.ca_validity),
             ("leaf-validity", self.leaf_validity),
@@ -143,6 +154,27 @@ pub fn parse_cidr(field: &'static str, value: &str) -> Result<IpNet, InvalidInpu
         ));
     }
     Ok(cidr)
+}
+
+/// Parses one of the service cluster's own CIDRs (`--service-cluster-cidrs`)
+/// and refuses what [`service_cluster_cidr_problem`] refuses.
+pub fn parse_service_cluster_cidr(field: &'static str, value: &str) -> Result<IpNet, InvalidInput> {
+    let cidr = parse_cidr(field, value)?;
+    match service_cluster_cidr_problem(&cidr) {
+        Some(reason) => Err(InvalidInput::new(field, value, reason)),
+        None => Ok(cidr),
+    }
+}
+
+/// Why `cidr` cannot be one of the service cluster's own networks, if it
+/// cannot. The masters' egress NetworkPolicy allows `0.0.0.0/0` and `::/0`
+/// except these networks; Kubernetes refuses an `except` that is not
+/// strictly inside its block, so a default route (`/0`) would make the whole
+/// policy invalid (and would mean the masters may reach nothing anyway).
+pub fn service_cluster_cidr_problem(cidr: &IpNet) -> Option<&'static str> {
+    (cidr.prefix_len() == 0).then_some(
+        "must not be a default route (0.0.0.0/0, ::/0): give the service cluster's own pod and Service CIDRs",
+    )
 }
 
 fn validate_service_cidr(cidr: &IpNet) -> Result<(), InvalidInput> {
@@ -232,8 +264,12 @@ pub enum San {
 impl San {
     /// Parses a `--san` / `certSANs` value: an IP address, or a DNS name
     /// (lower case, optionally starting with `*.`).
+    /// An IP address must be one that can name a host ([`unusable_address`]).
     pub fn parse(field: &'static str, value: &str) -> Result<Self, InvalidInput> {
         if let Ok(ip) = value.parse::<IpAddr>() {
+            if let Some(reason) = unusable_address(ip) {
+                return Err(InvalidInput::new(field, value, reason));
+            }
             return Ok(San::Ip(ip));
         }
         let name = value.strip_prefix("*.").unwrap_or(value);
@@ -246,6 +282,48 @@ impl San {
                 "is neither an IP address nor a lower-case DNS name",
             ))
         }
+    }
+}
+
+/// The most names and addresses `certSANs` (`--san`) may add to the
+/// apiserver certificate. A load balancer's names and addresses and a few
+/// aliases are tens at most; the certificate goes out in every TLS handshake
+/// and every SAN is checked on every issue, so a list of thousands is a
+/// mistake (or an attack on the operator's memory), not a need.
+pub const MAX_EXTRA_SANS: usize = 100;
+
+/// Why `ip` can name no host that nodes or clients reach (as an endpoint or
+/// a certificate's address), if it cannot:
+/// - the unspecified address (`0.0.0.0`, `::`) and the rest of 0.0.0.0/8,
+///   "this network" (RFC 1122), which is only ever a source;
+/// - the broadcast address 255.255.255.255 and the rest of 240.0.0.0/4,
+///   reserved (RFC 1112): no stack routes to them;
+/// - multicast (224.0.0.0/4, ff00::/8): a group, not a host;
+/// - IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`): Go's TLS and
+///   kube-apiserver read them as the IPv4 address inside, so written this
+///   way an address would slip past every check of IPv4 addresses (a mapped
+///   loopback or link-local address above all). They are refused whatever
+///   the address inside, with a hint to write it as IPv4.
+///
+/// Loopback and link-local addresses are left to the caller: a certificate
+/// may well name 127.0.0.1 (a port-forward), an advertised endpoint may not.
+pub fn unusable_address(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        _ if ip.is_unspecified() => Some("must be a specific address, not 0.0.0.0 or ::"),
+        _ if ip.is_multicast() => Some("must not be a multicast address"),
+        IpAddr::V4(v4) if v4.is_broadcast() => {
+            Some("must not be the broadcast address 255.255.255.255")
+        }
+        IpAddr::V4(v4) if v4.octets()[0] >= 240 => {
+            Some("must not be in 240.0.0.0/4, reserved: no host has such an address")
+        }
+        IpAddr::V4(v4) if v4.octets()[0] == 0 => {
+            Some("must not be in 0.0.0.0/8 (\"this network\"): no host has such an address")
+        }
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => Some(
+            "must not be an IPv4-mapped IPv6 address (::ffff:a.b.c.d): write the IPv4 address itself",
+        ),
+        _ => None,
     }
 }
 
@@ -454,6 +532,35 @@ mod tests {
     }
 
     #[test]
+    fn the_service_cluster_cidrs_are_not_default_routes() {
+        for good in ["10.0.0.0/8", "0.0.0.0/1", "fd00::/8", "10.1.2.3/32"] {
+            assert!(parse_service_cluster_cidr("f", good).is_ok(), "{good}");
+        }
+        for bad in ["0.0.0.0/0", "::/0"] {
+            let error = parse_service_cluster_cidr("f", bad).unwrap_err();
+            assert_eq!(error.value, bad);
+            assert!(error.reason.contains("default route"), "{}", error.reason);
+        }
+        assert!(parse_service_cluster_cidr("f", "10.0.0.1/8").is_err());
+    }
+
+    #[test]
+    fn at_most_100_extra_sans() {
+        let mut spec = PkiSpec::new("t", Endpoint::parse("e", "10.0.0.1").unwrap()).unwrap();
+        spec.extra_sans = (0..MAX_EXTRA_SANS)
+            .map(|i| San::Dns(format!("n{i}.example.com")))
+            .collect();
+        assert_eq!(spec.validate(), Ok(()));
+        spec.extra_sans
+            .push(San::Dns("one-more.example.com".into()));
+        let error = spec.validate().unwrap_err();
+        assert_eq!(
+            (error.field, error.value.as_str()),
+            ("san", "one-more.example.com")
+        );
+    }
+
+    #[test]
     fn algorithms_parse_in_api_and_cli_spelling() {
         assert_eq!(
             "ECDSA-P256".parse::<KeyAlgorithm>().unwrap(),
@@ -479,6 +586,51 @@ mod tests {
         );
         for bad in ["", "UPPER.example.com", "a..b", "has space", "-a.com"] {
             assert!(San::parse("san", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn addresses_that_name_no_host_are_refused_as_sans_and_endpoints() {
+        for good in [
+            "10.0.0.1",
+            "127.0.0.1",
+            "169.254.1.1",
+            "1.0.0.0",
+            "223.255.255.255",
+            "2001:db8::1",
+            "::1",
+            "64:ff9b::1",
+        ] {
+            assert!(unusable_address(good.parse().unwrap()).is_none(), "{good}");
+            assert!(San::parse("san", good).is_ok(), "{good}");
+        }
+        for (bad, reason) in [
+            ("0.0.0.0", "a specific address"),
+            ("::", "a specific address"),
+            ("0.1.2.3", "0.0.0.0/8"),
+            ("255.255.255.255", "broadcast"),
+            ("240.0.0.1", "240.0.0.0/4"),
+            ("254.1.1.1", "240.0.0.0/4"),
+            ("224.0.0.1", "multicast"),
+            ("ff02::1", "multicast"),
+            ("::ffff:127.0.0.1", "IPv4-mapped"),
+            ("::ffff:203.0.113.10", "IPv4-mapped"),
+            ("::ffff:255.255.255.255", "IPv4-mapped"),
+        ] {
+            let error = San::parse("san", bad).unwrap_err();
+            assert_eq!((error.field, error.value.as_str()), ("san", bad));
+            assert!(error.reason.contains(reason), "{bad}: {}", error.reason);
+            let endpoint = if bad.contains(':') {
+                format!("[{bad}]:6443")
+            } else {
+                format!("{bad}:6443")
+            };
+            let error = Endpoint::parse("endpoint", &endpoint).unwrap_err();
+            assert!(
+                error.reason.contains(reason),
+                "{endpoint}: {}",
+                error.reason
+            );
         }
     }
 }

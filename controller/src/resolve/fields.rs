@@ -3,19 +3,36 @@
 
 use std::net::IpAddr;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
 use gantry_pki::{Endpoint, KeyAlgorithm, PkiSpec, San};
 use gantry_renderer::{NetworkingInput, Placement, Resources, ServiceType};
 use ipnet::IpNet;
 use time::Duration;
 
+use super::quantity::{self, QuantityError};
 use super::{NODE_PORT_RANGE, SpecError, invalid};
 use crate::api::{self, ResourcesSpec, TenantControlPlaneSpec};
 use crate::spec_rules;
 
+/// The endpoint as the spec writes it when the spec gives it, so an error
+/// quotes the user's text (`[2001:db8:0::10]`, not `[2001:db8::10]`); else
+/// as the controller observed it.
+fn endpoint_text(spec: &TenantControlPlaneSpec, endpoint: &Endpoint) -> String {
+    spec.api_server
+        .endpoint
+        .clone()
+        .filter(|text| Endpoint::parse("endpoint", text).ok().as_ref() == Some(endpoint))
+        .unwrap_or_else(|| endpoint.to_string())
+}
+
 /// The endpoint's address, which becomes kube-apiserver's
 /// `--advertise-address`, and a port the non-root apiserver can listen on.
-pub(super) fn advertise_address(endpoint: &Endpoint) -> Result<IpAddr, SpecError> {
-    let endpoint_value = endpoint.to_string();
+pub(super) fn advertise_address(
+    spec: &TenantControlPlaneSpec,
+    endpoint: &Endpoint,
+) -> Result<IpAddr, SpecError> {
+    let endpoint_value = endpoint_text(spec, endpoint);
     let advertise_address = endpoint.ip().ok_or_else(|| {
         invalid(
             "spec.apiServer.endpoint",
@@ -70,11 +87,23 @@ pub(super) fn service_exposure(
     })
 }
 
-/// `spec.apiServer.certSANs`: each an IP address or a DNS name.
+/// `spec.apiServer.certSANs`: at most [`gantry_pki::MAX_EXTRA_SANS`], each
+/// an IP address that names a host or a DNS name.
 pub(super) fn cert_sans(spec: &TenantControlPlaneSpec) -> Result<Vec<San>, SpecError> {
-    spec.api_server
-        .cert_sans
-        .iter()
+    const MAX: usize = gantry_pki::MAX_EXTRA_SANS;
+    let sans = &spec.api_server.cert_sans;
+    if let Some(extra) = sans.get(MAX) {
+        return Err(invalid(
+            format!("spec.apiServer.certSANs[{MAX}]"),
+            extra,
+            format!(
+                "is one more than the {MAX} names and addresses certSANs may hold (it holds {}): \
+                 the certificate goes out in every TLS handshake",
+                sans.len()
+            ),
+        ));
+    }
+    sans.iter()
         .enumerate()
         .map(|(i, san)| {
             San::parse("san", san)
@@ -86,57 +115,96 @@ pub(super) fn cert_sans(spec: &TenantControlPlaneSpec) -> Result<Vec<San>, SpecE
 /// The largest backend quota etcd advises, and the default's cap.
 const MAX_DEFAULT_QUOTA: u64 = 8 << 30;
 
-/// `spec.etcd.storage.quota` in bytes: as given (more than zero, at most the
-/// volume), or 80% of the volume up to 8 GiB, so that etcd refuses writes
-/// before its disk fills. Call after [`etcd_members`] checked the size.
+/// `spec.etcd.storage.quota` in bytes: as given (at least
+/// [`api::MIN_ETCD_QUOTA`], at most the volume), or 80% of the volume up to
+/// 8 GiB, so that etcd refuses writes before its disk fills.
 pub(super) fn etcd_quota_bytes(spec: &TenantControlPlaneSpec) -> Result<u64, SpecError> {
+    const FIELD: &str = "spec.etcd.storage.quota";
     let storage = &spec.etcd.storage;
-    let size = quantity_bytes(&storage.size).unwrap_or(0);
+    let size = etcd_storage_bytes(spec)?;
     let Some(quota) = &storage.quota else {
         return Ok((size / 5 * 4).min(MAX_DEFAULT_QUOTA));
     };
-    validate_quantity("spec.etcd.storage.quota", quota)?;
-    match quantity_bytes(quota) {
-        Some(bytes) if bytes > 0 && bytes <= size => Ok(bytes),
-        Some(bytes) if bytes > 0 => Err(invalid(
-            "spec.etcd.storage.quota",
+    let bytes = match quantity::whole_units(quota) {
+        Ok(bytes) => bytes,
+        Err(QuantityError::TooLarge) => u128::MAX,
+        Err(QuantityError::Syntax) => return Err(not_a_quantity(FIELD, quota)),
+    };
+    if bytes < bytes_of(api::MIN_ETCD_QUOTA) {
+        return Err(invalid(
+            FIELD,
             quota,
-            format!("must be at most spec.etcd.storage.size ({})", storage.size),
-        )),
-        _ => Err(invalid(
-            "spec.etcd.storage.quota",
-            quota,
-            "must be at least one byte",
-        )),
+            format!(
+                "must be at least {}: etcd refuses every write, the apiserver's too, once its database reaches the quota",
+                api::MIN_ETCD_QUOTA
+            ),
+        ));
     }
+    u64::try_from(bytes)
+        .ok()
+        .filter(|bytes| *bytes <= size)
+        .ok_or_else(|| {
+            invalid(
+                FIELD,
+                quota,
+                format!("must be at most spec.etcd.storage.size ({})", storage.size),
+            )
+        })
 }
 
-/// The whole bytes of a quantity [`validate_quantity`] accepted.
-fn quantity_bytes(value: &str) -> Option<u64> {
-    const MULTIPLIERS: [(&str, f64); 13] = [
-        ("Ki", 1024.0),
-        ("Mi", 1048576.0),
-        ("Gi", 1073741824.0),
-        ("Ti", 1099511627776.0),
-        ("Pi", 1125899906842624.0),
-        ("Ei", 1152921504606846976.0),
-        ("k", 1e3),
-        ("M", 1e6),
-        ("G", 1e9),
-        ("T", 1e12),
-        ("P", 1e15),
-        ("E", 1e18),
-        ("m", 1e-3),
-    ];
-    let (number, multiplier) = MULTIPLIERS
-        .iter()
-        .find_map(|(suffix, m)| value.strip_suffix(suffix).map(|n| (n, *m)))
-        .unwrap_or((value, 1.0));
-    let bytes = number.parse::<f64>().ok()? * multiplier;
-    (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
+/// The bytes of one of the API's own bounds (`1Gi`).
+fn bytes_of(bound: &str) -> u128 {
+    quantity::whole_units(bound).expect("the API's bounds are quantities")
 }
 
-/// `spec.etcd`: an odd member count and a storage size above zero.
+fn not_a_quantity(field: &str, value: &str) -> SpecError {
+    invalid(
+        field,
+        value,
+        "is not a Kubernetes quantity such as 10Gi or 500m",
+    )
+}
+
+/// `spec.etcd.storage.size` in bytes: from [`api::MIN_ETCD_STORAGE`] to
+/// [`api::MAX_ETCD_STORAGE`] (the API says why), so that `1m`, `4` or
+/// `1e100` never become a quota of 0 bytes.
+pub(super) fn etcd_storage_bytes(spec: &TenantControlPlaneSpec) -> Result<u64, SpecError> {
+    const FIELD: &str = "spec.etcd.storage.size";
+    let size = &spec.etcd.storage.size;
+    let bytes = match quantity::whole_units(size) {
+        Ok(bytes) => bytes,
+        Err(QuantityError::TooLarge) => u128::MAX,
+        Err(QuantityError::Syntax) => return Err(not_a_quantity(FIELD, size)),
+    };
+    let (min, max) = (api::MIN_ETCD_STORAGE, api::MAX_ETCD_STORAGE);
+    if bytes == 0 {
+        return Err(invalid(FIELD, size, "must be more than zero"));
+    }
+    if bytes < bytes_of(min) {
+        return Err(invalid(
+            FIELD,
+            size,
+            format!(
+                "must be at least {min}: etcd's write-ahead log alone takes up to 384 MB (six 64 MB segments)"
+            ),
+        ));
+    }
+    u64::try_from(bytes)
+        .ok()
+        .filter(|bytes| u128::from(*bytes) <= bytes_of(max))
+        .ok_or_else(|| {
+            invalid(
+                FIELD,
+                size,
+                format!(
+                    "must be at most {max}: etcd advises a database of at most 8Gi, and a bigger volume only buys IOPS"
+                ),
+            )
+        })
+}
+
+/// `spec.etcd`: an odd member count, a storage size within bounds and a
+/// storage class that can be a StorageClass's name.
 pub(super) fn etcd_members(spec: &TenantControlPlaneSpec) -> Result<u32, SpecError> {
     let replicas = spec.etcd.replicas;
     if ![1, 3, 5].contains(&replicas) {
@@ -146,25 +214,15 @@ pub(super) fn etcd_members(spec: &TenantControlPlaneSpec) -> Result<u32, SpecErr
             "must be 1, 3 or 5: an even member count adds no fault tolerance",
         ));
     }
-    let size = &spec.etcd.storage.size;
-    validate_quantity("spec.etcd.storage.size", size)?;
-    if size
-        .trim_start_matches(['0', '.'])
-        .chars()
-        .next()
-        .is_none_or(|c| !c.is_ascii_digit())
-    {
-        return Err(invalid(
-            "spec.etcd.storage.size",
-            size,
-            "must be more than zero",
-        ));
+    etcd_storage_bytes(spec)?;
+    if let Some(class) = &spec.etcd.storage.storage_class_name {
+        spec_rules::dns_subdomain("spec.etcd.storage.storageClassName", class)?;
     }
     Ok(replicas as u32)
 }
 
-/// The Service and pod CIDRs: apart from each other, and neither holding the
-/// endpoint.
+/// The Service and pod CIDRs: apart from each other, neither holding the
+/// endpoint, and the pod CIDR big enough for nodes' ranges.
 pub(super) fn networks(
     spec: &TenantControlPlaneSpec,
     endpoint: &Endpoint,
@@ -175,18 +233,110 @@ pub(super) fn networks(
     if service_cidr.contains(&pod_cidr.network()) || pod_cidr.contains(&service_cidr.network()) {
         return Err(invalid(
             "spec.networking.podCIDR",
-            pod_cidr,
-            format!("overlaps spec.networking.serviceCIDR {service_cidr}"),
+            &spec.networking.pod_cidr,
+            format!(
+                "overlaps spec.networking.serviceCIDR {}",
+                spec.networking.service_cidr
+            ),
         ));
     }
+    pod_cidr_holds_node_ranges(spec, &pod_cidr)?;
     spec_rules::endpoint_in_networks(
         "spec.apiServer.endpoint",
-        &endpoint.to_string(),
+        &endpoint_text(spec, endpoint),
         advertise_address,
         &service_cidr,
         &pod_cidr,
     )?;
     Ok((service_cidr, pod_cidr))
+}
+
+/// kube-controller-manager's default `--node-cidr-mask-size`: each node gets
+/// a /24 (IPv4) or a /64 (IPv6) of the pod CIDR.
+const DEFAULT_NODE_MASK_V4: u8 = 24;
+const DEFAULT_NODE_MASK_V6: u8 = 64;
+/// kube-controller-manager keeps one bit per node range of an IPv6 pod
+/// CIDR and refuses more than 2^16 of them (`clusterSubnetMaxDiff`): with
+/// /64 node ranges, an IPv6 pod CIDR is /48 or smaller.
+const MAX_NODE_MASK_DIFF_V6: u8 = 16;
+
+/// The pod CIDR holds at least one node's range, whose size is
+/// kube-controller-manager's `--node-cidr-mask-size` (gantry leaves the
+/// default, /24 or /64, unless `controllerManager.extraArgs` sets it): a
+/// smaller pod CIDR (a /28) gives no node a range, and no pod starts. At
+/// least one range, not two: a single-node tenant (the end-to-end tests'
+/// /24) is a real use, and every further node simply waits for space.
+fn pod_cidr_holds_node_ranges(
+    spec: &TenantControlPlaneSpec,
+    pod_cidr: &IpNet,
+) -> Result<(), SpecError> {
+    let node_mask = node_cidr_mask_size(spec, pod_cidr)?;
+    let prefix = pod_cidr.prefix_len();
+    let problem = if prefix > node_mask {
+        Some(format!(
+            "is smaller than one node's range (/{node_mask}, kube-controller-manager's --node-cidr-mask-size): \
+             at most /{node_mask}, and bigger for more than one node"
+        ))
+    } else if matches!(pod_cidr, IpNet::V6(_)) && node_mask - prefix > MAX_NODE_MASK_DIFF_V6 {
+        Some(format!(
+            "is too big for kube-controller-manager: it splits an IPv6 pod CIDR into at most 2^{MAX_NODE_MASK_DIFF_V6} \
+             node ranges (/{node_mask}), so at least /{}",
+            node_mask - MAX_NODE_MASK_DIFF_V6
+        ))
+    } else {
+        None
+    };
+    match problem {
+        Some(reason) => Err(invalid(
+            "spec.networking.podCIDR",
+            &spec.networking.pod_cidr,
+            reason,
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The node range size of the pod CIDR's family: `node-cidr-mask-size`,
+/// else `node-cidr-mask-size-ipv4` or `-ipv6`, in the controller-manager's
+/// `extraArgs`, else the default (the order kube-controller-manager reads
+/// them in).
+fn node_cidr_mask_size(spec: &TenantControlPlaneSpec, pod_cidr: &IpNet) -> Result<u8, SpecError> {
+    let (family_flag, default) = match pod_cidr {
+        IpNet::V4(_) => ("node-cidr-mask-size-ipv4", DEFAULT_NODE_MASK_V4),
+        IpNet::V6(_) => ("node-cidr-mask-size-ipv6", DEFAULT_NODE_MASK_V6),
+    };
+    let args = &spec.controller_manager.extra_args;
+    let Some((flag, value)) = ["node-cidr-mask-size", family_flag]
+        .into_iter()
+        .find_map(|flag| args.get(flag).map(|value| (flag, value)))
+    else {
+        return Ok(default);
+    };
+    value
+        .parse::<u8>()
+        .ok()
+        .filter(|mask| *mask <= pod_cidr.max_prefix_len())
+        .ok_or_else(|| {
+            invalid(
+                format!("spec.controllerManager.extraArgs.{flag}"),
+                value,
+                format!("is not a prefix length (0-{})", pod_cidr.max_prefix_len()),
+            )
+        })
+}
+
+/// What the operator or `gantry render` was told of the service cluster:
+/// its CIDRs go under `except` of the masters' egress NetworkPolicy
+/// ([`gantry_pki::service_cluster_cidr_problem`]).
+pub(super) fn check_service_cluster(
+    service_cluster: &gantry_renderer::ServiceCluster,
+) -> Result<(), SpecError> {
+    for cidr in &service_cluster.cidrs {
+        if let Some(reason) = gantry_pki::service_cluster_cidr_problem(cidr) {
+            return Err(invalid("--service-cluster-cidrs", cidr, reason));
+        }
+    }
+    Ok(())
 }
 
 /// The spec's durations.
@@ -196,13 +346,26 @@ pub(super) struct Durations {
     pub token_ttl: Duration,
 }
 
+/// The spec's durations; renewal starts within the leaves' validity.
+/// Errors quote the durations as written (`720h`), never as
+/// [`Duration`]'s `Display` would (`30d`).
 pub(super) fn durations(spec: &TenantControlPlaneSpec) -> Result<Durations, SpecError> {
+    let pki = &spec.pki;
+    let leaf_validity = parse_duration("spec.pki.certificateValidity", &pki.certificate_validity)?;
+    let renew_before = parse_duration("spec.pki.renewBefore", &pki.renew_before)?;
+    if renew_before >= leaf_validity {
+        return Err(invalid(
+            "spec.pki.renewBefore",
+            &pki.renew_before,
+            format!(
+                "must be shorter than spec.pki.certificateValidity ({})",
+                pki.certificate_validity
+            ),
+        ));
+    }
     Ok(Durations {
-        leaf_validity: parse_duration(
-            "spec.pki.certificateValidity",
-            &spec.pki.certificate_validity,
-        )?,
-        renew_before: parse_duration("spec.pki.renewBefore", &spec.pki.renew_before)?,
+        leaf_validity,
+        renew_before,
         token_ttl: parse_duration("spec.join.tokenTTL", &spec.join.token_ttl)?,
     })
 }
@@ -227,15 +390,20 @@ pub(super) fn pki_spec(
     pki.algorithm = KeyAlgorithm::from(spec.pki.algorithm);
     pki.leaf_validity = durations.leaf_validity;
     pki.renew_before = durations.renew_before;
+    // The spec's own text, not the PKI's rendering of what it parsed (a
+    // duration's `Display` says `30d` for `720h`).
     pki.validate().map_err(|e| {
-        let field = match e.field {
-            "dns-domain" => "spec.networking.dnsDomain",
-            "service-cidr" => "spec.networking.serviceCIDR",
-            "renew-before" => "spec.pki.renewBefore",
-            "leaf-validity" => "spec.pki.certificateValidity",
-            other => other,
+        let (field, value) = match e.field {
+            "dns-domain" => ("spec.networking.dnsDomain", &spec.networking.dns_domain),
+            "service-cidr" => ("spec.networking.serviceCIDR", &spec.networking.service_cidr),
+            "renew-before" => ("spec.pki.renewBefore", &spec.pki.renew_before),
+            "leaf-validity" => (
+                "spec.pki.certificateValidity",
+                &spec.pki.certificate_validity,
+            ),
+            other => (other, &e.value),
         };
-        invalid(field, &e.value, e.reason)
+        invalid(field, value, e.reason)
     })?;
     Ok(pki)
 }
@@ -261,8 +429,11 @@ pub(super) fn replicas(field: &str, value: i32) -> Result<u32, SpecError> {
         .ok_or_else(|| invalid(field, value, "must be between 1 and 10"))
 }
 
-/// A component's resources: the spec's (every quantity checked), else
-/// requests of `default` (cpu, memory).
+/// A component's resources: the spec's, else requests of `default` (cpu,
+/// memory). The spec's hold only [`api::RESOURCE_NAMES`] (anything else, a
+/// typo such as `memroy` or a `gpu`, would be silently useless or refused
+/// by the API server when the pod is made), each a quantity, and no limit
+/// below its request (the API server refuses such a pod).
 pub(super) fn resources(
     field: &str,
     spec: &Option<ResourcesSpec>,
@@ -273,7 +444,32 @@ pub(super) fn resources(
     };
     for (kind, map) in [("requests", &r.requests), ("limits", &r.limits)] {
         for (resource, quantity) in map {
+            if !api::RESOURCE_NAMES.contains(&resource.as_str()) {
+                return Err(invalid(
+                    format!("{field}.{kind}"),
+                    resource,
+                    format!(
+                        "is not a resource gantry sets: use {}",
+                        api::RESOURCE_NAMES.join(", ")
+                    ),
+                ));
+            }
             validate_quantity(&format!("{field}.{kind}.{resource}"), quantity)?;
+        }
+    }
+    for (resource, limit) in &r.limits {
+        let Some(request) = r.requests.get(resource) else {
+            continue;
+        };
+        if let (Ok(limit_nanos), Ok(request_nanos)) =
+            (quantity::nanos(limit), quantity::nanos(request))
+            && limit_nanos < request_nanos
+        {
+            return Err(invalid(
+                format!("{field}.limits.{resource}"),
+                limit,
+                format!("is below {field}.requests.{resource} ({request})"),
+            ));
         }
     }
     Ok(Resources {
@@ -284,25 +480,44 @@ pub(super) fn resources(
 
 /// Why kube-apiserver would refuse `ip` as its `--advertise-address` (its
 /// endpoint reconciler rejects these ranges and the process exits), if it
-/// would.
+/// would: what names no host at all ([`gantry_pki::unusable_address`]:
+/// unspecified, 0.0.0.0/8, 240.0.0.0/4 and broadcast, multicast, IPv4-mapped
+/// IPv6), then loopback and link-local addresses.
 fn unadvertisable(ip: IpAddr) -> Option<&'static str> {
+    if let Some(reason) = gantry_pki::unusable_address(ip) {
+        return Some(reason);
+    }
     let link_local = match ip {
         IpAddr::V4(v4) => v4.is_link_local(),
         IpAddr::V6(v6) => v6.is_unicast_link_local(),
     };
-    if ip.is_unspecified() {
-        Some("must be a specific address, not 0.0.0.0 or ::")
-    } else if ip.is_loopback() {
+    if ip.is_loopback() {
         Some("must not be a loopback address: kube-apiserver refuses to advertise it")
     } else if link_local {
         Some(
             "must not be link-local (169.254.0.0/16, fe80::/10): kube-apiserver refuses to advertise it",
         )
-    } else if ip.is_multicast() {
-        Some("must not be a multicast address")
     } else {
         None
     }
+}
+
+/// The manifest's labels and annotations, which the API server would
+/// refuse on `kubectl apply` (and `gantry render` would otherwise accept):
+/// keys `[prefix/]name`, label values of at most 63 characters, annotations
+/// within Kubernetes' total size.
+pub(super) fn check_metadata(metadata: &ObjectMeta) -> Result<(), SpecError> {
+    for (key, value) in metadata.labels.iter().flatten() {
+        spec_rules::qualified_key("metadata.labels", key)?;
+        spec_rules::label_value(&format!("metadata.labels.{key}"), value)?;
+    }
+    if let Some(annotations) = &metadata.annotations {
+        for key in annotations.keys() {
+            spec_rules::qualified_key("metadata.annotations", key)?;
+        }
+        spec_rules::annotations_size("metadata.annotations", annotations)?;
+    }
+    Ok(())
 }
 
 /// Node selector, tolerations, priority class and the Service's
@@ -319,9 +534,11 @@ pub(super) fn check_placement(spec: &TenantControlPlaneSpec) -> Result<(), SpecE
     if let Some(class) = &spec.priority_class_name {
         spec_rules::dns_subdomain("spec.priorityClassName", class)?;
     }
-    for key in spec.api_server.service.annotations.keys() {
+    let annotations = &spec.api_server.service.annotations;
+    for key in annotations.keys() {
         spec_rules::qualified_key("spec.apiServer.service.annotations", key)?;
     }
+    spec_rules::annotations_size("spec.apiServer.service.annotations", annotations)?;
     Ok(())
 }
 
@@ -428,37 +645,12 @@ pub fn parse_duration(field: &str, value: &str) -> Result<Duration, SpecError> {
 /// is a valid certificate date.
 pub const MAX_DURATION: Duration = Duration::days(gantry_pki::MAX_VALIDITY_DAYS);
 
-/// A Kubernetes quantity such as `10Gi`, `500m`, `1.5`, `2e3`.
+/// A Kubernetes quantity such as `10Gi`, `500m`, `1.5`, `2e3`, of a size
+/// that fits the arithmetic ([`quantity::nanos`]).
 pub(super) fn validate_quantity(field: &str, value: &str) -> Result<(), SpecError> {
-    const SUFFIXES: [&str; 13] = [
-        "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "n", "u", "m", "k", "M", "G", "T",
-    ];
-    let number = SUFFIXES
-        .iter()
-        .find_map(|s| value.strip_suffix(s))
-        .or_else(|| value.strip_suffix('P'))
-        .or_else(|| value.strip_suffix('E'))
-        .unwrap_or(value);
-    let (mantissa, exponent) = match number.split_once(['e', 'E']) {
-        Some((m, e)) => (m, Some(e)),
-        None => (number, None),
-    };
-    let decimal_ok = |s: &str| {
-        let (int, frac) = s.split_once('.').unwrap_or((s, ""));
-        !(int.is_empty() && frac.is_empty())
-            && int.chars().all(|c| c.is_ascii_digit())
-            && frac.chars().all(|c| c.is_ascii_digit())
-    };
-    let exponent_ok = exponent.is_none_or(|e| {
-        let digits = e.strip_prefix(['+', '-']).unwrap_or(e);
-        !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit())
-    });
-    if value.is_empty() || !decimal_ok(mantissa) || !exponent_ok {
-        return Err(invalid(
-            field,
-            value,
-            "is not a Kubernetes quantity such as 10Gi or 500m",
-        ));
+    match quantity::nanos(value) {
+        Ok(_) => Ok(()),
+        Err(QuantityError::Syntax) => Err(not_a_quantity(field, value)),
+        Err(QuantityError::TooLarge) => Err(invalid(field, value, "is too large for any machine")),
     }
-    Ok(())
 }

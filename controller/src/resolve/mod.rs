@@ -3,6 +3,7 @@
 //! default applied, every value checked, each error naming its field.
 
 mod fields;
+mod quantity;
 
 use std::net::IpAddr;
 
@@ -19,13 +20,32 @@ use crate::spec_rules;
 pub use fields::{MAX_DURATION, parse_duration};
 use fields::{parse_load_balancer_ip, renderer_service_type};
 
-/// A spec value that cannot be used, with the field's path in the manifest.
+/// A spec value that cannot be used, with the field's path in the manifest
+/// and the value as the manifest spells it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field} {value:?}: {reason}")]
+#[error("{field} {}: {reason}", quoted(.value))]
 pub struct SpecError {
     pub field: String,
     pub value: String,
     pub reason: String,
+}
+
+/// The longest value an error quotes whole. A longer one (a 10 MB
+/// annotation) is cut, with its length said, so the error stays one
+/// readable line.
+const MAX_QUOTED: usize = 200;
+
+/// `value` in quotes, with escapes (`\n`) as Rust's `{:?}` writes them; cut
+/// after [`MAX_QUOTED`] bytes (at a character boundary).
+fn quoted(value: &str) -> String {
+    if value.len() <= MAX_QUOTED {
+        return format!("{value:?}");
+    }
+    let mut end = MAX_QUOTED;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}… ({} bytes)", &value[..end], value.len())
 }
 
 fn invalid(
@@ -68,6 +88,7 @@ pub fn resolve(
         .as_ref()
         .ok_or_else(|| invalid("metadata.name", "", "is required"))?;
     gantry_pki::validate_tenant_name(name).map_err(|e| invalid("metadata.name", name, e.reason))?;
+    fields::check_metadata(&manifest.metadata)?;
     let spec = &manifest.spec;
     let namespace = gantry_pki::default_namespace(name);
     let version: KubeVersion =
@@ -78,11 +99,12 @@ pub fn resolve(
             })?;
     spec_rules::image_repository("spec.imageRepository", &spec.image_repository)?;
     fields::check_placement(spec)?;
-    let advertise_address = fields::advertise_address(endpoint)?;
+    let advertise_address = fields::advertise_address(spec, endpoint)?;
     let exposure = fields::service_exposure(spec, endpoint.port)?;
     let extra_sans = fields::cert_sans(spec)?;
     let etcd_replicas = fields::etcd_members(spec)?;
     let (service_cidr, pod_cidr) = fields::networks(spec, endpoint, advertise_address)?;
+    fields::check_service_cluster(service_cluster)?;
     let durations = fields::durations(spec)?;
     let networks = NetworkingInput {
         service_cidr,
@@ -303,6 +325,9 @@ fn bootstrap_input(
         node_port: service.node_port.and_then(|p| u16::try_from(p).ok()),
     })
 }
+
+#[cfg(test)]
+mod validation_tests;
 
 #[cfg(test)]
 mod tests {
