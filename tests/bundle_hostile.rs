@@ -284,8 +284,11 @@ fn two_paths_to_one_folder_share_one_lock() {
     let b = manifest(tmp.path(), "tenant-b", "ECDSA-P256");
     for round in 0..8 {
         let out = tmp.path().join(format!("out-{round}"));
-        let link = tmp.path().join(format!("link-{round}"));
+        // The second name lives in another folder, so no lock on a parent
+        // folder would cover both.
+        let link = tmp.path().join(format!("elsewhere-{round}/link"));
         std::fs::create_dir(&out).unwrap();
+        std::fs::create_dir(link.parent().unwrap()).unwrap();
         std::os::unix::fs::symlink(&out, &link).unwrap();
         let spawn = |manifest: &Path, dir: &Path| {
             Command::new(gantry_bin())
@@ -350,6 +353,14 @@ fn a_killed_render_leaves_nothing_outside_and_the_next_cleans_up() {
         !out.join(".gantry-staging").exists(),
         "the leftover staging stayed"
     );
+    // What an earlier gantry left beside the bundle when killed: its process is gone.
+    let old_style = tmp.path().join(".out.gantry-tmp-999999999");
+    std::fs::create_dir_all(old_style.join("pki")).unwrap();
+    std::fs::write(old_style.join("pki/ca.key"), "an old staged key").unwrap();
+    let cleaned = render(&a, &out, &[]);
+    assert_ok(&cleaned);
+    assert!(!old_style.exists(), "the old-style leftover stayed");
+    assert!(String::from_utf8_lossy(&cleaned.stdout).contains("left by an earlier gantry"));
     for delay_ms in [5u64, 20, 40, 80, 120, 200] {
         let mut child = Command::new(gantry_bin())
             .args([

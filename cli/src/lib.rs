@@ -106,10 +106,14 @@ impl CliError {
 }
 
 /// Reads a file named by a flag; the error names the flag and the path. Only
-/// a regular file of at most [`bundle_dir::at::MAX_FILE_BYTES`] is read: a
-/// FIFO or a device never blocks or fills memory.
-fn read_flag_file(flag: &'static str, path: &std::path::Path) -> Result<Vec<u8>, CliError> {
-    bundle_dir::at::read_regular_file(path).map_err(|e| CliError::BadFile {
+/// a regular file of at most `limit` bytes is read: a FIFO or a device never
+/// blocks or fills memory.
+fn read_flag_file(
+    flag: &'static str,
+    path: &std::path::Path,
+    limit: u64,
+) -> Result<Vec<u8>, CliError> {
+    bundle_dir::at::read_regular_file(path, limit).map_err(|e| CliError::BadFile {
         flag,
         value: path.display().to_string(),
         reason: match e {

@@ -91,7 +91,7 @@ pub fn run(command: PkiCommand) -> Result<ExitCode, CliError> {
             renew_before_days,
         } => check(&dir, days("renew-before-days", renew_before_days, 0)?),
         PkiCommand::CaCertHash { file } => {
-            let pem = read_flag_file("FILE", &file)?;
+            let pem = read_flag_file("FILE", &file, bundle_dir::at::MAX_FILE_BYTES)?;
             let hash = gantry_pki::ca_cert_hash(&pem).map_err(|e| CliError::BadFile {
                 flag: "FILE",
                 value: file.display().to_string(),

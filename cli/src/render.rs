@@ -19,6 +19,10 @@ use crate::bundle_dir::{
 use gantry_api::TenantControlPlane;
 use gantry_controller::resolve::{offline_endpoint, resolve};
 
+/// The largest manifest gantry reads: etcd stores no object larger than
+/// 1.5 MiB, and a TenantControlPlane is a few KiB. Parsing 1 MiB of YAML takes
+/// about a second and a quarter GiB of memory at worst (docs/security.md).
+const MAX_MANIFEST_BYTES: u64 = 1 << 20;
 /// How long a render waits for another gantry writing the same folder.
 pub const LOCK_WAIT: Duration = Duration::from_secs(5);
 
@@ -97,7 +101,14 @@ pub fn run(args: RenderArgs) -> Result<ExitCode, CliError> {
     let files = bundle_files(input, &issued, &rendered)?;
     let written = bundle_dir::write_files(folder, &files, &existing, &owner.written_before())?;
     bundle.keep();
+    let old_staging = bundle_dir::remove_old_staging(&args.out);
     print_summary(&args.out, input, &issued, &rendered, &written)?;
+    for path in old_staging {
+        say!(
+            "  removed {} (left by an earlier gantry that was killed)",
+            path.display()
+        )?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -108,7 +119,7 @@ fn read_manifest(path: &std::path::Path) -> Result<TenantControlPlane, CliError>
         value: path.display().to_string(),
         reason,
     };
-    let text = read_flag_file("MANIFEST", path)?;
+    let text = read_flag_file("MANIFEST", path, MAX_MANIFEST_BYTES)?;
     let text = String::from_utf8(text).map_err(|_| bad_manifest("is not UTF-8 text".into()))?;
     TenantControlPlane::from_yaml(&text).map_err(|e| bad_manifest(e.0))
 }
@@ -287,7 +298,11 @@ fn earlier_namespace(existing: &gantry_pki::FileSet) -> Option<String> {
         .iter()
         .filter(|(path, _)| path.starts_with("service/"))
         .find_map(|(_, text)| {
-            let object: serde_yaml::Value = serde_yaml::from_slice(text).ok()?;
+            let text = std::str::from_utf8(text).ok()?;
+            if gantry_api::yaml_guard::flow_nesting_problem(text).is_some() {
+                return None;
+            }
+            let object: serde_yaml::Value = serde_yaml::from_str(text).ok()?;
             Some(
                 object
                     .get("metadata")?

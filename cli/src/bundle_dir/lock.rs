@@ -160,3 +160,35 @@ fn lock(folder: &Folder, deadline: Instant, wait: Duration) -> Result<(), String
         }
     }
 }
+
+/// Removes the staging folders that gantry before 0.1 (issue 25) left beside
+/// `dir` when it was killed, `.<name>.gantry-tmp-<pid>`, whose process is
+/// gone: they hold keys and a join token. Returns the paths removed.
+pub fn remove_old_staging(dir: &Path) -> Vec<PathBuf> {
+    let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let (Some(parent), Some(name)) = (absolute.parent(), absolute.file_name()) else {
+        return Vec::new();
+    };
+    let prefix = format!(".{}.gantry-tmp-", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = file_name
+            .strip_prefix(&prefix)
+            .and_then(|pid| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let running = rustix::process::Pid::from_raw(pid).is_some_and(|pid| {
+            !matches!(rustix::process::test_kill_process(pid), Err(Errno::SRCH))
+        });
+        let is_folder = entry.file_type().is_ok_and(|kind| kind.is_dir());
+        if !running && is_folder && std::fs::remove_dir_all(entry.path()).is_ok() {
+            removed.push(entry.path());
+        }
+    }
+    removed
+}

@@ -31,7 +31,7 @@ mod owner;
 
 use at::{AtError, Folder};
 pub use keys::{JOIN_COMMAND, RENDERED_FOLDERS, guard_keys};
-pub use lock::LockedBundle;
+pub use lock::{LockedBundle, remove_old_staging};
 pub use owner::{BundleRecord, FixedSpec, Owner, RECORD, STAGING, is_under};
 
 /// Why a bundle folder could not be read or written.
