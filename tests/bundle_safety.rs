@@ -145,8 +145,8 @@ fn only_files_an_earlier_render_wrote_are_removed() {
         );
     }
 
-    // A bundle of an earlier gantry (no record) owned its folders whole:
-    // its stale files still go, as they always did.
+    // A bundle without a record (an older gantry's) is taken over only with
+    // --adopt, and then nothing in it is ever removed.
     let earlier = tmp.path().join("earlier");
     assert_ok(&render(
         &a,
@@ -154,14 +154,17 @@ fn only_files_an_earlier_render_wrote_are_removed() {
         &["--token", "abcdef.0123456789abcdef"],
     ));
     std::fs::remove_file(earlier.join("gantry-bundle.json")).unwrap();
-    assert_ok(&render(
-        &a,
-        &earlier,
-        &["--token", "ghijkl.0123456789abcdef"],
-    ));
+    let ghijkl = ["--token", "ghijkl.0123456789abcdef"];
+    assert_refused(
+        &render(&a, &earlier, &ghijkl),
+        &["no gantry-bundle.json", "--adopt"],
+    );
+    let adopted = render(&a, &earlier, &[&ghijkl[..], &["--adopt"]].concat());
+    assert_ok(&adopted);
+    assert!(String::from_utf8_lossy(&adopted.stdout).contains(", 0 removed"));
     assert!(
-        !earlier.join(old_token).exists(),
-        "the earlier bundle's stale Secret stayed"
+        earlier.join(old_token).exists(),
+        "a file of a bundle without a record was removed"
     );
 }
 
@@ -197,7 +200,7 @@ fn a_bundle_that_lost_its_ca_is_refused_unless_new_ca_is_asked_for() {
         &render(&a, &out, &[]),
         &[
             "pki/ca.key is missing",
-            "Restore pki/ from your backup",
+            "Restore it from your backup",
             "--new-ca",
         ],
     );
@@ -228,8 +231,18 @@ fn a_bundle_that_lost_its_ca_is_refused_unless_new_ca_is_asked_for() {
         &render(&a, &out, &[]),
         &["pki/encryption-config.yaml is missing"],
     );
-    // A bundle of a gantry older than encryption at rest (its apiserver has
-    // no --encryption-provider-config) gets a key.
+    // The record lists the key, so it stays guarded whatever else is gone.
+    std::fs::remove_dir_all(out.join("service")).unwrap();
+    assert_refused(
+        &render(&a, &out, &[]),
+        &["pki/encryption-config.yaml is missing"],
+    );
+    assert!(!key.exists(), "a refused render made a new key");
+    // A bundle of a gantry older than encryption at rest (no record, and its
+    // apiserver has no --encryption-provider-config) gets a key when adopted.
+    assert_ok(&render(&a, &out, &["--new-ca"]));
+    std::fs::remove_file(&key).unwrap();
+    std::fs::remove_file(out.join("gantry-bundle.json")).unwrap();
     for (path, contents) in files_under(&out) {
         let contents = String::from_utf8_lossy(&contents);
         if path.starts_with("service/") && contents.contains("--encryption-provider-config=") {
@@ -241,7 +254,7 @@ fn a_bundle_that_lost_its_ca_is_refused_unless_new_ca_is_asked_for() {
             std::fs::write(out.join(&path), older).unwrap();
         }
     }
-    assert_ok(&render(&a, &out, &[]));
+    assert_ok(&render(&a, &out, &["--adopt"]));
     assert!(
         key.exists(),
         "no key for a bundle older than encryption at rest"
@@ -299,18 +312,19 @@ fn a_render_that_waits_too_long_for_the_lock_fails_clearly() {
     let out = tmp.path().join("out");
     let a = manifest(tmp.path(), "tenant-a", "1.35.5", 2);
     // Another holder of the folder's lock (flock(1) takes the same flock).
-    let _holder = KillOnDrop::spawn(Command::new("flock").arg(tmp.path()).args(["sleep", "60"]));
+    std::fs::create_dir(&out).unwrap();
+    let _holder = KillOnDrop::spawn(Command::new("flock").arg(&out).args(["sleep", "60"]));
     std::thread::sleep(Duration::from_millis(300));
     let started = Instant::now();
     assert_refused(
         &render(&a, &out, &[]),
         &[
-            "another gantry process is writing a bundle in",
+            "another gantry process is writing this bundle",
             "waited 5 s",
         ],
     );
     assert!(started.elapsed() >= Duration::from_secs(5));
-    assert!(!out.exists(), "nothing is written");
+    assert!(files_under(&out).is_empty(), "nothing is written");
 }
 
 /// A bind mount of a file onto itself, undone on drop: renaming onto a mount

@@ -20,6 +20,9 @@ impl TenantControlPlane {
     }
 
     fn parse_yaml(text: &str) -> Result<Self, String> {
+        if let Some(problem) = crate::yaml_guard::flow_nesting_problem(text) {
+            return Err(problem);
+        }
         let raw: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
         let field = |name: &str| {
             raw.get(name)

@@ -105,11 +105,20 @@ impl CliError {
     }
 }
 
-/// Reads a file named by a flag; the error names the flag and the path.
-fn read_flag_file(flag: &'static str, path: &std::path::Path) -> Result<Vec<u8>, CliError> {
-    std::fs::read(path).map_err(|e| CliError::BadFile {
+/// Reads a file named by a flag; the error names the flag and the path. Only
+/// a regular file of at most `limit` bytes is read: a FIFO or a device never
+/// blocks or fills memory.
+fn read_flag_file(
+    flag: &'static str,
+    path: &std::path::Path,
+    limit: u64,
+) -> Result<Vec<u8>, CliError> {
+    bundle_dir::at::read_regular_file(path, limit).map_err(|e| CliError::BadFile {
         flag,
         value: path.display().to_string(),
-        reason: e.to_string(),
+        reason: match e {
+            bundle_dir::at::AtError::Io { error, .. } => error.to_string(),
+            other => other.to_string(),
+        },
     })
 }

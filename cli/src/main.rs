@@ -59,7 +59,10 @@ fn not_handlebars_below_warn(meta: &tracing::Metadata<'_>) -> bool {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(usage) => return print_usage(&usage),
+    };
     // The operator logs JSON at info (one object per line, with the tenant's
     // span); the one-shot commands only warn, as text. GANTRY_LOG overrides the level.
     let operator = matches!(cli.command, Command::Run(_));
@@ -90,7 +93,10 @@ fn main() -> ExitCode {
     let filter = filter.and(tracing_subscriber::filter::filter_fn(
         not_handlebars_below_warn,
     ));
-    let text = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colour only on a terminal: a log sent to a file or a pipe stays plain text.
+    let text = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
     if operator {
         tracing_subscriber::registry()
             .with(text.json().with_filter(filter))
@@ -121,6 +127,20 @@ fn main() -> ExitCode {
         Err(err) => {
             eprintln!("error: {err}");
             err.exit_code()
+        }
+    }
+}
+
+/// Prints clap's help, version or usage error, and exits with its code, or
+/// with 1 when it could not be written (`gantry --help >/dev/full`).
+fn print_usage(usage: &clap::Error) -> ExitCode {
+    use std::io::Write as _;
+    let printed = usage.print().and_then(|()| std::io::stdout().flush());
+    match printed {
+        Ok(()) => ExitCode::from(u8::try_from(usage.exit_code()).unwrap_or(2)),
+        Err(e) => {
+            eprintln!("error: cannot write the help text: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -1,14 +1,17 @@
 //! `gantry pki init | check | ca-cert-hash`.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use gantry_pki::{Action, Endpoint, InvalidInput, KeyAlgorithm, PkiSpec, San, default_namespace};
+use gantry_pki::{
+    Action, Endpoint, InvalidInput, KeyAlgorithm, PkiFile, PkiSpec, San, default_namespace,
+};
 use time::{Duration, OffsetDateTime};
 
 use super::{CliError, read_flag_file};
-use crate::bundle_dir;
+use crate::bundle_dir::{self, BundleRecord, LockedBundle, Owner};
 
 #[derive(Subcommand)]
 pub enum PkiCommand {
@@ -36,7 +39,7 @@ pub struct InitArgs {
     /// Tenant name: a DNS-1123 label of at most 40 characters.
     #[arg(long)]
     name: String,
-    /// Output folder (created if missing).
+    /// Output folder: new, empty, or a bundle of this tenant (created if missing).
     #[arg(long)]
     out: PathBuf,
     /// Service-cluster namespace of the tenant's masters [default: tcp-<name>].
@@ -70,6 +73,14 @@ pub struct InitArgs {
     /// Reissue leaves with less than this many days left.
     #[arg(long, default_value_t = 30)]
     renew_before_days: i64,
+    /// Make new CAs where the bundle has lost its own. Every worker must
+    /// join again and every kubeconfig handed out stops working.
+    #[arg(long)]
+    new_ca: bool,
+    /// Take over a folder with gantry's layout but no gantry-bundle.json (a
+    /// bundle of an older gantry): its keys are kept, none of its files is removed.
+    #[arg(long)]
+    adopt: bool,
 }
 
 pub fn run(command: PkiCommand) -> Result<ExitCode, CliError> {
@@ -80,7 +91,7 @@ pub fn run(command: PkiCommand) -> Result<ExitCode, CliError> {
             renew_before_days,
         } => check(&dir, days("renew-before-days", renew_before_days, 0)?),
         PkiCommand::CaCertHash { file } => {
-            let pem = read_flag_file("FILE", &file)?;
+            let pem = read_flag_file("FILE", &file, bundle_dir::at::MAX_FILE_BYTES)?;
             let hash = gantry_pki::ca_cert_hash(&pem).map_err(|e| CliError::BadFile {
                 flag: "FILE",
                 value: file.display().to_string(),
@@ -137,10 +148,54 @@ fn spec_from_args(args: &InitArgs) -> Result<PkiSpec, CliError> {
 
 fn init(args: InitArgs) -> Result<ExitCode, CliError> {
     let spec = spec_from_args(&args)?;
-    let _lock = bundle_dir::BundleLock::acquire(&args.out, super::render::LOCK_WAIT)?;
-    let existing = bundle_dir::read_bundle("--out", &args.out)?;
+    let bundle = LockedBundle::acquire(&args.out, super::render::LOCK_WAIT)?;
+    let folder = bundle.folder();
+    // The same ownership rules as `gantry render`: no foreign folder, no other
+    // tenant's bundle, no lost key replaced without --new-ca.
+    let owner = Owner::of(folder)?;
+    owner.check(
+        folder,
+        &spec.tenant_name,
+        &spec.namespace,
+        args.adopt,
+        || None,
+    )?;
+    let mut existing = bundle_dir::read_catalog("--out", folder)?;
+    bundle_dir::guard_keys(folder, &owner, &mut existing, args.new_ca)?;
     let issued = gantry_pki::issue(&spec, &existing, OffsetDateTime::now_utc())?;
-    let written = bundle_dir::write_bundle(&args.out, &issued.bundle, &existing)?;
+    let mut files: BTreeMap<String, PkiFile> = issued
+        .bundle
+        .files()
+        .map(|(path, file)| (path.to_string(), file.clone()))
+        .collect();
+    // A rendered bundle keeps its record (its manifests stay gantry's); a
+    // new one records the PKI as this tenant's.
+    let record = match owner.record() {
+        Some(previous) => BundleRecord {
+            files: previous.files.iter().chain(files.keys()).cloned().collect(),
+            ..previous.clone()
+        },
+        None => BundleRecord {
+            tenant: spec.tenant_name.clone(),
+            namespace: spec.namespace.clone(),
+            files: files.keys().cloned().collect(),
+            fixed: None,
+        },
+    };
+    files.insert(bundle_dir::RECORD.into(), record.to_file());
+    if let Some(previous) =
+        folder
+            .read(bundle_dir::RECORD)
+            .map_err(|e| bundle_dir::BundleDirError::Unreadable {
+                flag: "--out",
+                path: args.out.clone(),
+                reason: e.to_string(),
+            })?
+    {
+        existing.insert(bundle_dir::RECORD.into(), previous);
+    }
+    let written = bundle_dir::write_files(folder, &files, &existing, &BTreeSet::new())?;
+    bundle.keep();
     for decision in &issued.decisions {
         match &decision.action {
             Action::Created => say!("created    {}", decision.item)?,
@@ -148,9 +203,12 @@ fn init(args: InitArgs) -> Result<ExitCode, CliError> {
             Action::Reissued(reason) => say!("reissued   {}: {reason}", decision.item)?,
         }
     }
+    for path in &written.narrowed {
+        say!("mode of {path} set to 0600 again (it holds a secret)")?;
+    }
     say!(
         "{} files written to {}; CA hash {}",
-        written.len(),
+        written.written.len(),
         args.out.display(),
         issued.bundle.ca_cert_hash()
     )?;

@@ -13,14 +13,16 @@ use gantry_renderer::{RenderedObject, chart};
 use time::OffsetDateTime;
 
 use super::{CliError, read_flag_file};
-use crate::bundle_dir::{self, BundleLock, BundleRecord, FixedSpec, Owner};
+use crate::bundle_dir::{
+    self, BundleRecord, FixedSpec, JOIN_COMMAND, LockedBundle, Owner, RECORD, RENDERED_FOLDERS,
+};
 use gantry_api::TenantControlPlane;
 use gantry_controller::resolve::{offline_endpoint, resolve};
 
-/// The folders of a bundle that `gantry render` writes. Of their files, only
-/// those that the bundle's record lists as gantry's are ever removed.
-const RENDERED_FOLDERS: [&str; 3] = ["service", "tenant", "chart"];
-const JOIN_COMMAND: &str = "join-command";
+/// The largest manifest gantry reads: etcd stores no object larger than
+/// 1.5 MiB, and a TenantControlPlane is a few KiB. Parsing 1 MiB of YAML takes
+/// about a second and a quarter GiB of memory at worst (docs/security.md).
+const MAX_MANIFEST_BYTES: u64 = 1 << 20;
 /// How long a render waits for another gantry writing the same folder.
 pub const LOCK_WAIT: Duration = Duration::from_secs(5);
 
@@ -37,6 +39,10 @@ pub struct RenderArgs {
     /// join again and every kubeconfig handed out stops working.
     #[arg(long)]
     new_ca: bool,
+    /// Take over a folder with gantry's layout but no gantry-bundle.json (a
+    /// bundle of an older gantry): its keys are kept, none of its files is removed.
+    #[arg(long)]
+    adopt: bool,
     /// Join token, ID.SECRET [default: the previous render's token while it is valid, else a new one].
     #[arg(long, value_name = "ID.SECRET")]
     token: Option<String>,
@@ -64,17 +70,11 @@ pub fn run(args: RenderArgs) -> Result<ExitCode, CliError> {
         .transpose()?;
 
     let now = OffsetDateTime::now_utc();
-    let _lock = BundleLock::acquire(&args.out, LOCK_WAIT)?;
-    let owner = Owner::of(&args.out)?;
-    let existing = bundle_dir::read_tree(
-        "--out",
-        &args.out,
-        &[JOIN_COMMAND, bundle_dir::RECORD],
-        &RENDERED_FOLDERS,
-    )?;
-    if !args.new_ca {
-        refuse_lost_cas(&args.out, &owner, &existing)?;
-    }
+    let bundle = LockedBundle::acquire(&args.out, LOCK_WAIT)?;
+    let folder = bundle.folder();
+    let owner = Owner::of(folder)?;
+    let mut existing =
+        bundle_dir::read_tree("--out", folder, &[JOIN_COMMAND, RECORD], &RENDERED_FOLDERS)?;
     let (token, expiration) = choose_token(token_flag, &existing, now);
     let endpoint = offline_endpoint(&manifest)?;
     let resolved = resolve(
@@ -88,26 +88,27 @@ pub fn run(args: RenderArgs) -> Result<ExitCode, CliError> {
             cidrs: args.service_cluster_cidrs.clone(),
         },
     )?;
-    refuse_other_tenant(&args.out, &owner, &existing, &resolved.input)?;
-    if let Owner::Recorded(BundleRecord {
-        fixed: Some(previous),
-        ..
-    }) = &owner
-    {
-        refuse_fixed_changes(previous, &resolved.input)?;
+    let input = &resolved.input;
+    owner.check(folder, &input.name, &input.namespace, args.adopt, || {
+        earlier_namespace(&existing)
+    })?;
+    if let Some(previous) = owner.record().and_then(|record| record.fixed.as_ref()) {
+        refuse_fixed_changes(previous, input)?;
     }
+    bundle_dir::guard_keys(folder, &owner, &mut existing, args.new_ca)?;
     let issued = gantry_pki::issue(&resolved.pki, &existing, now)?;
-    let rendered = gantry_renderer::render(&resolved.input, &issued.bundle)?;
-    let files = bundle_files(&resolved.input, &issued, &rendered)?;
-    let written_before = written_before(&owner, &existing);
-    let written = bundle_dir::write_files(&args.out, &files, &existing, &written_before)?;
-    print_summary(
-        &args.out,
-        &resolved.input,
-        &issued,
-        &rendered,
-        written.len(),
-    )?;
+    let rendered = gantry_renderer::render(input, &issued.bundle)?;
+    let files = bundle_files(input, &issued, &rendered)?;
+    let written = bundle_dir::write_files(folder, &files, &existing, &owner.written_before())?;
+    bundle.keep();
+    let old_staging = bundle_dir::remove_old_staging(&args.out);
+    print_summary(&args.out, input, &issued, &rendered, &written)?;
+    for path in old_staging {
+        say!(
+            "  removed {} (left by an earlier gantry that was killed)",
+            path.display()
+        )?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -118,7 +119,7 @@ fn read_manifest(path: &std::path::Path) -> Result<TenantControlPlane, CliError>
         value: path.display().to_string(),
         reason,
     };
-    let text = read_flag_file("MANIFEST", path)?;
+    let text = read_flag_file("MANIFEST", path, MAX_MANIFEST_BYTES)?;
     let text = String::from_utf8(text).map_err(|_| bad_manifest("is not UTF-8 text".into()))?;
     TenantControlPlane::from_yaml(&text).map_err(|e| bad_manifest(e.0))
 }
@@ -179,37 +180,8 @@ fn bundle_files(
         files: files.keys().cloned().collect(),
         fixed: Some(fixed_spec(input)),
     };
-    files.insert(
-        bundle_dir::RECORD.into(),
-        PkiFile {
-            contents: serde_json::to_vec_pretty(&record).expect("a record serialises"),
-            secret: false,
-        },
-    );
+    files.insert(RECORD.into(), record.to_file());
     Ok(files)
-}
-
-/// The files an earlier render wrote: those that may be removed now.
-fn written_before(
-    owner: &Owner,
-    existing: &gantry_pki::FileSet,
-) -> std::collections::BTreeSet<String> {
-    match owner {
-        Owner::Recorded(previous) => previous.files.clone(),
-        // An earlier gantry kept no record but owned these folders whole
-        // (and `is_earlier_bundle` admits no folder with anything else at
-        // its top): its stale charts and manifests go, as they always did.
-        Owner::Earlier => existing
-            .keys()
-            .filter(|path| {
-                RENDERED_FOLDERS
-                    .iter()
-                    .any(|folder| path.starts_with(&format!("{folder}/")))
-            })
-            .cloned()
-            .collect(),
-        Owner::Nobody => Default::default(),
-    }
 }
 
 /// What was rendered, and the next steps.
@@ -218,7 +190,7 @@ fn print_summary(
     input: &gantry_renderer::RenderInput,
     issued: &gantry_pki::Issued,
     rendered: &gantry_renderer::Rendered,
-    written: usize,
+    written: &bundle_dir::Written,
 ) -> Result<(), CliError> {
     let count = |action: fn(&Action) -> bool| {
         issued
@@ -230,10 +202,18 @@ fn print_summary(
     let out = out.display();
     let archive_name = chart::archive_name(&input.name, input.version);
     say!(
-        "rendered {} (Kubernetes {}) into {out}: {written} files written",
+        "rendered {} (Kubernetes {}) into {out}: {} files written, {} removed",
         input.name,
         input.version,
+        written.written.len(),
+        written.removed.len(),
     )?;
+    for path in &written.removed {
+        say!("  removed {path} (an earlier render wrote it; this one does not)")?;
+    }
+    for path in &written.narrowed {
+        say!("  mode of {path} set to 0600 again (it holds a secret)")?;
+    }
     say!(
         "  pki/, *.conf        PKI and kubeconfigs: {} created, {} kept, {} reissued",
         count(|a| *a == Action::Created),
@@ -312,102 +292,17 @@ fn previous_token(existing: &gantry_pki::FileSet) -> Option<(BootstrapToken, Off
     Some((token, crate::access::bootstrap_token_expiration(secret)?))
 }
 
-/// The key files of the CAs, of the service-account signing key and of
-/// Secrets at rest: a bundle that was rendered must still have every one.
-/// The last only if its apiserver was rendered to use it: a bundle of a
-/// gantry older than encryption at rest gets a new one.
-fn key_files(existing: &gantry_pki::FileSet) -> Vec<String> {
-    let had_encryption = existing.iter().any(|(path, contents)| {
-        path.starts_with("service/")
-            && String::from_utf8_lossy(contents).contains("--encryption-provider-config=")
-    });
-    gantry_renderer::create_only_secrets()
-        .filter_map(|secret| secret.guarded_file())
-        .filter(|file| *file != gantry_pki::ENCRYPTION_CONFIG || had_encryption)
-        .map(str::to_string)
-        .collect()
-}
-
-/// Refuses to render into a bundle that was rendered before but has lost a
-/// CA (or the service-account key, or the key of Secrets at rest): rendering would make a new one, and every
-/// certificate, kubeconfig and join would change without a word.
-fn refuse_lost_cas(
-    out: &std::path::Path,
-    owner: &Owner,
-    existing: &gantry_pki::FileSet,
-) -> Result<(), CliError> {
-    let rendered_before = match owner {
-        Owner::Nobody => false,
-        Owner::Recorded(_) => true,
-        Owner::Earlier => existing.keys().any(|path| {
-            path == JOIN_COMMAND
-                || RENDERED_FOLDERS
-                    .iter()
-                    .any(|folder| path.starts_with(&format!("{folder}/")))
-        }),
-    };
-    let missing: Vec<String> = key_files(existing)
-        .into_iter()
-        .filter(|file| !existing.contains_key(file))
-        .collect();
-    if !rendered_before || missing.is_empty() {
-        return Ok(());
-    }
-    Err(bundle_dir::BundleDirError::Refused {
-        path: out.into(),
-        reason: format!(
-            "was rendered before but {} missing; rendering would make new CAs and break every \
-             node and kubeconfig. Restore pki/ from your backup, or pass --new-ca to start over",
-            match missing.as_slice() {
-                [one] => format!("{one} is"),
-                many => format!("{} are", many.join(", ")),
-            }
-        ),
-    }
-    .into())
-}
-
-/// Refuses a bundle that belongs to another tenant (name or namespace).
-/// A bundle of an earlier gantry has no record: its namespace is read from
-/// its service manifests.
-fn refuse_other_tenant(
-    out: &std::path::Path,
-    owner: &Owner,
-    existing: &gantry_pki::FileSet,
-    input: &gantry_renderer::RenderInput,
-) -> Result<(), CliError> {
-    let (tenant, namespace) = match owner {
-        Owner::Recorded(record) => (Some(record.tenant.clone()), record.namespace.clone()),
-        Owner::Earlier => match earlier_namespace(existing) {
-            Some(namespace) => (None, namespace),
-            None => return Ok(()),
-        },
-        Owner::Nobody => return Ok(()),
-    };
-    if tenant.as_deref().is_none_or(|t| t == input.name) && namespace == input.namespace {
-        return Ok(());
-    }
-    let holds = match tenant {
-        Some(tenant) => format!("tenant {tenant} (namespace {namespace})"),
-        None => format!("a tenant of namespace {namespace}"),
-    };
-    Err(bundle_dir::BundleDirError::Refused {
-        path: out.into(),
-        reason: format!(
-            "holds {holds}, not {} (namespace {}); render each tenant into a folder of its own",
-            input.name, input.namespace
-        ),
-    }
-    .into())
-}
-
 /// The namespace of an earlier render's service manifests, if it has any.
 fn earlier_namespace(existing: &gantry_pki::FileSet) -> Option<String> {
     existing
         .iter()
         .filter(|(path, _)| path.starts_with("service/"))
         .find_map(|(_, text)| {
-            let object: serde_yaml::Value = serde_yaml::from_slice(text).ok()?;
+            let text = std::str::from_utf8(text).ok()?;
+            if gantry_api::yaml_guard::flow_nesting_problem(text).is_some() {
+                return None;
+            }
+            let object: serde_yaml::Value = serde_yaml::from_str(text).ok()?;
             Some(
                 object
                     .get("metadata")?
@@ -442,7 +337,19 @@ fn refuse_fixed_changes(
             reason,
         };
     let now = fixed_spec(input);
-    if let Ok(before) = previous.version.parse() {
+    // An unreadable version would let any version through: a downgrade too.
+    let before = previous.version.parse().map_err(|_| {
+        refused(
+            "spec.version",
+            now.version.clone(),
+            format!(
+                "the bundle in --out records version {:?}, which is not MAJOR.MINOR.PATCH: \
+                 its {RECORD} was edited; restore it",
+                previous.version
+            ),
+        )
+    })?;
+    {
         let decision = gantry_controller::reconcile::upgrade::plan(Some(before), input.version);
         if let gantry_controller::reconcile::upgrade::UpgradeDecision::Refused(reason) = decision {
             return Err(refused(

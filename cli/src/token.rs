@@ -28,7 +28,8 @@ pub fn run(command: TokenCommand) -> Result<ExitCode, CliError> {
         TokenCommand::Create => say!("{}", BootstrapToken::generate().expose())?,
         TokenCommand::Sign { token, file } => {
             let token = BootstrapToken::parse(&token)?;
-            let kubeconfig = read_flag_file("--file", &file)?;
+            let kubeconfig =
+                read_flag_file("--file", &file, crate::bundle_dir::at::MAX_FILE_BYTES)?;
             say!("{}", jws::sign_cluster_info(&kubeconfig, &token))?;
         }
     }

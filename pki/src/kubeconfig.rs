@@ -128,7 +128,17 @@ impl Kubeconfig {
     }
 
     pub fn from_yaml(text: &[u8]) -> Result<Self, String> {
-        serde_yaml::from_slice(text).map_err(|e| format!("not a kubeconfig: {e}"))
+        // serde's messages quote the value they could not read, which in a
+        // kubeconfig may be its private key (a whole file base64-encoded is
+        // one YAML string): say only where it failed.
+        serde_yaml::from_slice(text).map_err(|e| match e.location() {
+            Some(at) => format!(
+                "is not a kubeconfig (YAML error at line {}, column {})",
+                at.line(),
+                at.column()
+            ),
+            None => "is not a kubeconfig".into(),
+        })
     }
 
     /// The single cluster's server and CA (PEM), and the single user's

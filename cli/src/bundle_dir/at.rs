@@ -38,6 +38,7 @@ pub enum AtError {
     TooLarge {
         path: String,
         size: u64,
+        limit: u64,
     },
     Io {
         path: String,
@@ -76,9 +77,9 @@ impl std::fmt::Display for AtError {
                 "{path} is {found}; gantry reads and writes only regular files and folders there \
                  (remove it)"
             ),
-            AtError::TooLarge { path, size } => write!(
+            AtError::TooLarge { path, size, limit } => write!(
                 f,
-                "{path} has {size} bytes, more than gantry reads from a file ({MAX_FILE_BYTES})"
+                "{path} has {size} bytes, more than gantry reads from such a file ({limit})"
             ),
             AtError::Io { path, error } => write!(f, "{path}: {error}"),
         }
@@ -101,8 +102,8 @@ pub fn describe(kind: FileType) -> &'static str {
 
 /// Reads a regular file named by the user (a flag or an argument), following
 /// links as any command does, but never a FIFO, a device or a file larger
-/// than [`MAX_FILE_BYTES`].
-pub fn read_regular_file(path: &Path) -> Result<Vec<u8>, AtError> {
+/// than `limit` bytes.
+pub fn read_regular_file(path: &Path, limit: u64) -> Result<Vec<u8>, AtError> {
     let shown = path.display().to_string();
     let fd = rustix::fs::open(
         path,
@@ -110,11 +111,11 @@ pub fn read_regular_file(path: &Path) -> Result<Vec<u8>, AtError> {
         Mode::empty(),
     )
     .map_err(|e| AtError::io(&shown, e))?;
-    read_opened(fd, &shown)
+    read_opened(fd, &shown, limit)
 }
 
 /// Reads an opened file: a regular one, up to the size bound.
-fn read_opened(fd: OwnedFd, shown: &str) -> Result<Vec<u8>, AtError> {
+fn read_opened(fd: OwnedFd, shown: &str, limit: u64) -> Result<Vec<u8>, AtError> {
     let stat = rustix::fs::fstat(&fd).map_err(|e| AtError::io(shown, e))?;
     let kind = FileType::from_raw_mode(stat.st_mode);
     if kind != FileType::RegularFile {
@@ -124,22 +125,24 @@ fn read_opened(fd: OwnedFd, shown: &str) -> Result<Vec<u8>, AtError> {
         });
     }
     let size = stat.st_size as u64;
-    if size > MAX_FILE_BYTES {
+    if size > limit {
         return Err(AtError::TooLarge {
             path: shown.into(),
             size,
+            limit,
         });
     }
     let mut contents = Vec::with_capacity(size as usize);
     // The bound holds even for a file that grows while it is read.
     File::from(fd)
-        .take(MAX_FILE_BYTES + 1)
+        .take(limit + 1)
         .read_to_end(&mut contents)
         .map_err(|e| AtError::io(shown, e))?;
-    if contents.len() as u64 > MAX_FILE_BYTES {
+    if contents.len() as u64 > limit {
         return Err(AtError::TooLarge {
             path: shown.into(),
             size: contents.len() as u64,
+            limit,
         });
     }
     Ok(contents)
@@ -263,7 +266,7 @@ impl Folder {
             Mode::empty(),
         );
         match opened {
-            Ok(fd) => read_opened(fd, relative).map(Some),
+            Ok(fd) => read_opened(fd, relative, MAX_FILE_BYTES).map(Some),
             Err(Errno::NOENT) => Ok(None),
             Err(Errno::LOOP) => Err(folder.wrong_entry(name, relative, FileType::RegularFile)),
             Err(e) => Err(AtError::io(relative, e)),

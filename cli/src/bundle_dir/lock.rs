@@ -1,60 +1,194 @@
-//! One writer per bundle at a time.
+//! One writer per bundle at a time, by whatever path it is reached.
 
-use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use rustix::fs::FlockOperation;
+use rustix::io::Errno;
+
 use super::BundleDirError;
+use super::at::Folder;
 
-/// The folder that holds `dir`, from its absolute path, so that `--out .`,
-/// `--out $PWD` and `--out ../x` of one folder all name the same parent.
-pub(super) fn parent_of(dir: &Path) -> PathBuf {
-    let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
-    match absolute.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("/"),
-    }
+/// A bundle folder opened for writing and locked: an flock on the folder
+/// itself, so that two gantry processes never write one bundle at once,
+/// whether they name it by the same path, through a symbolic link or through
+/// a bind mount (the lock belongs to the folder, not to a name). Other
+/// programs are not affected.
+///
+/// Every read and write of the command goes through [`LockedBundle::folder`],
+/// so a folder renamed or replaced meanwhile is never written through its
+/// old path. Folders the command created (the bundle's and missing parents)
+/// are removed again, if still empty, unless [`LockedBundle::keep`] is called:
+/// a refused command leaves no trace.
+pub struct LockedBundle {
+    folder: Folder,
+    created: Vec<PathBuf>,
+    kept: bool,
 }
 
-/// An exclusive lock for writing a bundle: a flock on the folder that holds
-/// it, so that two gantry processes never write one bundle at once (nor make
-/// it: the folder may not exist yet). Released on drop. Other programs are
-/// not affected.
-pub struct BundleLock {
-    _folder: fs::File,
-}
-
-impl BundleLock {
-    /// Takes the lock for `dir`, waiting up to `wait` for another gantry
-    /// that holds it.
+impl LockedBundle {
+    /// Opens `dir` (creating it and its parents if missing) and takes its
+    /// lock, waiting up to `wait` for another gantry that holds it.
     pub fn acquire(dir: &Path, wait: Duration) -> Result<Self, BundleDirError> {
-        let parent = parent_of(dir);
         let unwritable = |reason: String| BundleDirError::Unwritable {
             path: dir.into(),
             reason,
         };
-        fs::create_dir_all(&parent)
-            .map_err(|e| unwritable(format!("cannot create {}: {e}", parent.display())))?;
-        let folder = fs::File::open(&parent)
-            .map_err(|e| unwritable(format!("cannot open {}: {e}", parent.display())))?;
+        let mut created = Vec::new();
         let deadline = Instant::now() + wait;
-        loop {
-            match folder.try_lock() {
-                Ok(()) => return Ok(Self { _folder: folder }),
-                Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20));
+        // A folder removed while this process waited for its lock (another
+        // gantry made it and then was refused) is opened again.
+        for _ in 0..5 {
+            let folder = match open_or_create(dir, &mut created) {
+                Ok(folder) => folder,
+                Err(e) => {
+                    remove_created(&created);
+                    return Err(e);
                 }
-                Err(fs::TryLockError::WouldBlock) => {
-                    return Err(unwritable(format!(
-                        "another gantry process is writing a bundle in {} (waited {} s); try again when it is done",
-                        parent.display(),
-                        wait.as_secs()
-                    )));
+            };
+            if let Err(e) = lock(&folder, deadline, wait) {
+                remove_created(&created);
+                return Err(unwritable(e));
+            }
+            match folder.stat() {
+                Ok(stat) if stat.st_nlink > 0 => {
+                    return Ok(Self {
+                        folder,
+                        created,
+                        kept: false,
+                    });
                 }
-                Err(fs::TryLockError::Error(e)) => {
-                    return Err(unwritable(format!("cannot lock {}: {e}", parent.display())));
+                Ok(_) => continue,
+                Err(e) => {
+                    remove_created(&created);
+                    return Err(unwritable(format!("cannot read it: {e}")));
                 }
             }
         }
+        remove_created(&created);
+        Err(unwritable(
+            "it was removed and made again several times while gantry waited for it; try again"
+                .into(),
+        ))
     }
+
+    pub fn folder(&self) -> &Folder {
+        &self.folder
+    }
+
+    /// The command succeeded: the folders it created stay.
+    pub fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for LockedBundle {
+    fn drop(&mut self) {
+        // Before the lock is released (the folder's descriptor closes after this).
+        if !self.kept {
+            remove_created(&self.created);
+        }
+    }
+}
+
+/// Removes the folders this command created, newest first, if they are
+/// still empty (rmdir(2) refuses any other).
+fn remove_created(created: &[PathBuf]) {
+    for folder in created.iter().rev() {
+        let _ = std::fs::remove_dir(folder);
+    }
+}
+
+/// Opens `dir`, creating it and its missing parents (recorded in `created`).
+fn open_or_create(dir: &Path, created: &mut Vec<PathBuf>) -> Result<Folder, BundleDirError> {
+    let refused = |reason: String| BundleDirError::Refused {
+        path: dir.into(),
+        reason,
+    };
+    match Folder::open(dir) {
+        Ok(folder) => return Ok(folder),
+        Err(e)
+            if e.raw_os_error() == Some(Errno::NOTDIR.raw_os_error())
+                && std::fs::symlink_metadata(dir).is_ok() =>
+        {
+            return Err(refused("exists and is not a folder".into()));
+        }
+        Err(e)
+            if e.kind() != io::ErrorKind::NotFound
+                && e.raw_os_error() != Some(Errno::NOTDIR.raw_os_error()) =>
+        {
+            return Err(refused(format!("cannot open it: {e}")));
+        }
+        Err(_) => {}
+    }
+    let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let missing: Vec<&Path> = absolute
+        .ancestors()
+        .take_while(|folder| std::fs::symlink_metadata(folder).is_err())
+        .collect();
+    for folder in missing.into_iter().rev() {
+        match std::fs::create_dir(folder) {
+            Ok(()) => created.push(folder.to_path_buf()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(BundleDirError::Unwritable {
+                    path: dir.into(),
+                    reason: format!("cannot create {}: {e}", folder.display()),
+                });
+            }
+        }
+    }
+    Folder::open(dir).map_err(|e| refused(format!("cannot open it: {e}")))
+}
+
+/// Takes the folder's flock, retrying until `deadline`.
+fn lock(folder: &Folder, deadline: Instant, wait: Duration) -> Result<(), String> {
+    loop {
+        match rustix::fs::flock(folder.fd(), FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(()),
+            Err(Errno::WOULDBLOCK) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(Errno::WOULDBLOCK) => {
+                return Err(format!(
+                    "another gantry process is writing this bundle (waited {} s); try again when it is done",
+                    wait.as_secs()
+                ));
+            }
+            Err(e) => return Err(format!("cannot lock it: {e}")),
+        }
+    }
+}
+
+/// Removes the staging folders that gantry before 0.1 (issue 25) left beside
+/// `dir` when it was killed, `.<name>.gantry-tmp-<pid>`, whose process is
+/// gone: they hold keys and a join token. Returns the paths removed.
+pub fn remove_old_staging(dir: &Path) -> Vec<PathBuf> {
+    let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let (Some(parent), Some(name)) = (absolute.parent(), absolute.file_name()) else {
+        return Vec::new();
+    };
+    let prefix = format!(".{}.gantry-tmp-", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = file_name
+            .strip_prefix(&prefix)
+            .and_then(|pid| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let running = rustix::process::Pid::from_raw(pid).is_some_and(|pid| {
+            !matches!(rustix::process::test_kill_process(pid), Err(Errno::SRCH))
+        });
+        let is_folder = entry.file_type().is_ok_and(|kind| kind.is_dir());
+        if !running && is_folder && std::fs::remove_dir_all(entry.path()).is_ok() {
+            removed.push(entry.path());
+        }
+    }
+    removed
 }

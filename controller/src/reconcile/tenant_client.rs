@@ -43,7 +43,10 @@ pub async fn client_from_kubeconfig(
     let bad = |reason: String| TenantClientError::Kubeconfig(format!("kubeconfig: {reason}"));
     let text = std::str::from_utf8(kubeconfig)
         .map_err(|_| TenantClientError::Kubeconfig("the kubeconfig is not UTF-8".into()))?;
-    let kubeconfig = kube::config::Kubeconfig::from_yaml(text).map_err(|e| bad(e.to_string()))?;
+    // serde's message would quote the value it could not read, which may be
+    // the kubeconfig's private key: it is not repeated.
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(text)
+        .map_err(|_| bad("is not a kubeconfig (YAML with clusters, users and contexts)".into()))?;
     let mut config = kube::Config::from_custom_kubeconfig(
         kubeconfig,
         &kube::config::KubeConfigOptions::default(),

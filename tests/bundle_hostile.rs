@@ -1,0 +1,578 @@
+//! The offline commands against a hostile or careless user, on the real
+//! binary (issue 25's second round; `bundle_safety.rs` holds the first):
+//! - every command that writes a bundle (`render`, `pki init`) makes one
+//!   ownership check: no foreign folder, no other tenant's bundle, no folder
+//!   without a record unless `--adopt`, no lost key replaced without `--new-ca`;
+//! - a folder renamed while gantry works is never written through its old
+//!   name, and two names of one folder share one lock;
+//! - a killed render leaves nothing of its own outside the bundle, and its
+//!   leftovers are cleaned by the next;
+//! - only regular files are read, with a bound: no hang, no memory blow-up;
+//! - no error quotes a file that may hold a key;
+//! - a sequence of random renders, deletions, swaps and kills never changes a
+//!   file that is not gantry's, nor a key without `--new-ca`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use gantry_tests::{files_under, gantry, gantry_bin, repo_root};
+
+fn manifest(dir: &Path, name: &str, algorithm: &str) -> PathBuf {
+    let text = std::fs::read_to_string(repo_root().join("examples/tenant-a.yaml"))
+        .unwrap()
+        .replace("name: tenant-a", &format!("name: {name}"))
+        .replace("algorithm: ECDSA-P256", &format!("algorithm: {algorithm}"));
+    let path = dir.join(format!("{name}-{algorithm}.yaml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn render(manifest: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "render",
+        manifest.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    gantry(&args)
+}
+
+fn pki_init(name: &str, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "pki",
+        "init",
+        "--name",
+        name,
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    gantry(&args)
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn assert_ok(output: &Output) {
+    assert!(output.status.success(), "{}", stderr(output));
+}
+
+/// Exit 2 with one line on stderr that contains every one of `needles`.
+fn assert_refused(output: &Output, needles: &[&str]) {
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(output));
+    let text = stderr(output);
+    assert_eq!(text.trim().lines().count(), 1, "one line: {text}");
+    for needle in needles {
+        assert!(text.contains(needle), "{needle:?} missing from: {text}");
+    }
+}
+
+/// Runs gantry with `args`, killed after `limit`: a command that blocks fails
+/// the test instead of hanging it.
+fn gantry_within(args: &[&str], limit: Duration) -> Output {
+    let mut child = Command::new(gantry_bin())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("gantry {args:?} still ran after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A kubeadm node's /etc/kubernetes: gantry's PKI layout and more.
+fn kubeadm_folder(at: &Path, from: &Path) -> Vec<(String, Vec<u8>)> {
+    std::fs::create_dir_all(at.join("pki")).unwrap();
+    std::fs::create_dir_all(at.join("manifests")).unwrap();
+    for file in ["pki/ca.crt", "pki/ca.key", "admin.conf", "scheduler.conf"] {
+        std::fs::copy(from.join(file), at.join(file)).unwrap();
+    }
+    std::fs::write(at.join("kubelet.conf"), "kubelet's").unwrap();
+    std::fs::write(at.join("manifests/etcd.yaml"), "kubeadm's").unwrap();
+    files_under(at)
+}
+
+/// Items 1 and 2: `pki init` and `render` make one ownership check.
+#[test]
+fn pki_init_and_render_write_only_into_their_own_tenants_bundle() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = manifest(tmp.path(), "tenant-a", "ECDSA-P256");
+    let bundle_a = tmp.path().join("A");
+    assert_ok(&render(&a, &bundle_a, &[]));
+    let before = files_under(&bundle_a);
+
+    let kubeadm = tmp.path().join("etc-kubernetes");
+    let node = kubeadm_folder(&kubeadm, &bundle_a);
+    assert_refused(
+        &pki_init("tenant-b", &kubeadm, &[]),
+        &[
+            "is not empty and is not a gantry bundle",
+            "\"kubelet.conf\"",
+        ],
+    );
+    assert_eq!(
+        files_under(&kubeadm),
+        node,
+        "pki init wrote into /etc/kubernetes"
+    );
+
+    assert_refused(
+        &pki_init("tenant-b", &bundle_a, &[]),
+        &["holds tenant tenant-a", "not tenant-b"],
+    );
+    assert_eq!(
+        files_under(&bundle_a),
+        before,
+        "pki init rewrote another tenant's bundle"
+    );
+    // Its own tenant's bundle it may renew; the record keeps the render's files.
+    assert_ok(&pki_init("tenant-a", &bundle_a, &[]));
+    assert_ok(&render(&a, &bundle_a, &[]));
+
+    // A backup of kubeadm's certificates: only pki/ca.{crt,key}.
+    let backup = tmp.path().join("backup");
+    std::fs::create_dir_all(backup.join("pki")).unwrap();
+    for file in ["pki/ca.crt", "pki/ca.key"] {
+        std::fs::copy(bundle_a.join(file), backup.join(file)).unwrap();
+    }
+    let kept = files_under(&backup);
+    assert_refused(
+        &render(&a, &backup, &[]),
+        &["no gantry-bundle.json", "--adopt"],
+    );
+    assert_refused(
+        &pki_init("tenant-a", &backup, &[]),
+        &["no gantry-bundle.json"],
+    );
+    assert_eq!(
+        files_under(&backup),
+        kept,
+        "a folder without a record was written"
+    );
+
+    // pki init's output for tenant-b is tenant-b's.
+    let bundle_b = tmp.path().join("B");
+    assert_ok(&pki_init("tenant-b", &bundle_b, &[]));
+    let b_files = files_under(&bundle_b);
+    assert_refused(
+        &render(&a, &bundle_b, &[]),
+        &["holds tenant tenant-b", "not tenant-a"],
+    );
+    assert_eq!(files_under(&bundle_b), b_files);
+}
+
+/// Item 3: a bundle that lost its record is never pruned; removals are reported.
+#[test]
+fn a_bundle_without_its_record_loses_nothing_and_every_removal_is_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = manifest(tmp.path(), "tenant-a", "ECDSA-P256");
+    let out = tmp.path().join("EA");
+    assert_ok(&render(&a, &out, &["--token", "abcdef.0123456789abcdef"]));
+
+    // With its record: the stale token Secret goes, and the summary names it.
+    let renewed = render(&a, &out, &["--token", "ghijkl.0123456789abcdef"]);
+    assert_ok(&renewed);
+    let summary = String::from_utf8_lossy(&renewed.stdout);
+    assert!(summary.contains(", 1 removed"), "{summary}");
+    assert!(
+        summary.contains("removed tenant/03-secret-bootstrap-token-abcdef.yaml"),
+        "{summary}"
+    );
+
+    std::fs::remove_file(out.join("gantry-bundle.json")).unwrap();
+    std::fs::write(out.join("service/99-mine.yaml"), "x").unwrap();
+    std::fs::write(out.join("tenant/notes.txt"), "y").unwrap();
+    assert_refused(
+        &render(&a, &out, &[]),
+        &["no gantry-bundle.json", "--adopt"],
+    );
+    let adopted = render(&a, &out, &["--adopt", "--token", "mnopqr.0123456789abcdef"]);
+    assert_ok(&adopted);
+    assert!(String::from_utf8_lossy(&adopted.stdout).contains(", 0 removed"));
+    assert_eq!(
+        std::fs::read(out.join("service/99-mine.yaml")).unwrap(),
+        b"x"
+    );
+    assert_eq!(std::fs::read(out.join("tenant/notes.txt")).unwrap(), b"y");
+    assert!(
+        out.join("tenant/03-secret-bootstrap-token-ghijkl.yaml")
+            .exists()
+    );
+}
+
+/// Item 4: a folder swapped in while a (slow, RSA-4096) render runs is not
+/// written; the render finishes in the folder it opened.
+#[test]
+fn a_folder_swapped_in_during_a_render_is_never_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = manifest(tmp.path(), "tenant-a", "RSA-4096");
+    let out = tmp.path().join("R4");
+    let moved = tmp.path().join("R4.moved");
+    let child = Command::new(gantry_bin())
+        .args([
+            "render",
+            a.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !out.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the render never opened --out"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        !out.join("gantry-bundle.json").exists(),
+        "the render finished before the swap: the test proves nothing"
+    );
+    std::fs::rename(&out, &moved).unwrap();
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("admin.conf"), "VICTIM").unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_ok(&output);
+    assert_eq!(
+        files_under(&out),
+        vec![("admin.conf".into(), b"VICTIM".to_vec())],
+        "the folder swapped in was written"
+    );
+    let check = gantry(&["pki", "check", moved.to_str().unwrap()]);
+    assert!(check.status.success(), "{}", stderr(&check));
+    assert!(moved.join("gantry-bundle.json").exists());
+    assert!(!moved.join(".gantry-staging").exists());
+}
+
+/// Item 5: the key of Secrets at rest is guarded like a CA.
+#[test]
+fn the_key_of_secrets_at_rest_is_never_replaced_silently() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = manifest(tmp.path(), "tenant-a", "ECDSA-P256");
+    let out = tmp.path().join("T4");
+    assert_ok(&render(&a, &out, &[]));
+    std::fs::remove_dir_all(out.join("service")).unwrap();
+    std::fs::remove_file(out.join("pki/encryption-config.yaml")).unwrap();
+    assert_refused(
+        &render(&a, &out, &[]),
+        &["pki/encryption-config.yaml is missing", "--new-ca"],
+    );
+    assert!(!out.join("pki/encryption-config.yaml").exists());
+}
+
+/// Item 6: two names of one folder (a symbolic link) share its lock: renders
+/// of two tenants never mix, one of them is refused.
+#[test]
+fn two_paths_to_one_folder_share_one_lock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = manifest(tmp.path(), "tenant-a", "ECDSA-P256");
+    let b = manifest(tmp.path(), "tenant-b", "ECDSA-P256");
+    for round in 0..8 {
+        let out = tmp.path().join(format!("out-{round}"));
+        // The second name lives in another folder, so no lock on a parent
+        // folder would cover both.
+        let link = tmp.path().join(format!("elsewhere-{round}/link"));
+        std::fs::create_dir(&out).unwrap();
+        std::fs::create_dir(link.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&out, &link).unwrap();
+        let spawn = |manifest: &Path, dir: &Path| {
+            Command::new(gantry_bin())
+                .args([
+                    "render",
+                    manifest.to_str().unwrap(),
+                    "--out",
+                    dir.to_str().unwrap(),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let first = spawn(&a, &out);
+        let second = spawn(&b, &link);
+        let results = [
+            first.wait_with_output().unwrap(),
+            second.wait_with_output().unwrap(),
+        ];
+        let succeeded = results.iter().filter(|r| r.status.success()).count();
+        assert_eq!(succeeded, 1, "round {round}: exactly one render may win");
+        let loser = results.iter().find(|r| !r.status.success()).unwrap();
+        assert_refused(loser, &["holds tenant tenant-"]);
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("gantry-bundle.json")).unwrap())
+                .unwrap();
+        let winner = record["tenant"].as_str().unwrap().to_string();
+        let loser = if winner == "tenant-a" {
+            "tenant-b"
+        } else {
+            "tenant-a"
+        };
+        for (path, contents) in files_under(&out) {
+            assert!(
+                !String::from_utf8_lossy(&contents).contains(&format!("tcp-{loser}")),
+                "round {round}: {path} of {winner}'s bundle names {loser}"
+            );
+        }
+        let check = gantry(&["pki", "check", out.to_str().unwrap()]);
+        assert!(
+            check.status.success(),
+            "round {round}: {}",
+            String::from_utf8_lossy(&check.stdout)
+        );
+    }
+}
+
+/// Item 7: a render killed part-way leaves nothing beside the bundle, and the
+/// next render removes what it left inside.
+#[test]
+fn a_killed_render_leaves_nothing_outside_and_the_next_cleans_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = manifest(tmp.path(), "tenant-a", "ECDSA-P256");
+    let out = tmp.path().join("out");
+    assert_ok(&render(&a, &out, &[]));
+    // A staging folder as a killed render leaves it, keys and all.
+    std::fs::create_dir_all(out.join(".gantry-staging/pki")).unwrap();
+    std::fs::write(out.join(".gantry-staging/pki/ca.key"), "a staged key").unwrap();
+    assert_ok(&render(&a, &out, &["--token", "abcdef.0123456789abcdef"]));
+    assert!(
+        !out.join(".gantry-staging").exists(),
+        "the leftover staging stayed"
+    );
+    // What an earlier gantry left beside the bundle when killed: its process is gone.
+    let old_style = tmp.path().join(".out.gantry-tmp-999999999");
+    std::fs::create_dir_all(old_style.join("pki")).unwrap();
+    std::fs::write(old_style.join("pki/ca.key"), "an old staged key").unwrap();
+    let cleaned = render(&a, &out, &[]);
+    assert_ok(&cleaned);
+    assert!(!old_style.exists(), "the old-style leftover stayed");
+    assert!(String::from_utf8_lossy(&cleaned.stdout).contains("left by an earlier gantry"));
+    for delay_ms in [5u64, 20, 40, 80, 120, 200] {
+        let mut child = Command::new(gantry_bin())
+            .args([
+                "render",
+                a.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .args(["--token", &format!("k{delay_ms:05}.0123456789abcdef")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        let beside: Vec<String> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.contains("gantry"))
+            .collect();
+        assert!(beside.is_empty(), "left beside the bundle: {beside:?}");
+        assert_ok(&render(&a, &out, &[]));
+        assert!(!out.join(".gantry-staging").exists());
+        let check = gantry(&["pki", "check", out.to_str().unwrap()]);
+        assert!(check.status.success(), "after a kill at {delay_ms} ms");
+    }
+}
+
+/// Item 9: an error never quotes a file that may hold a key.
+#[test]
+fn a_malformed_kubeconfig_is_never_printed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = manifest(tmp.path(), "tenant-a", "ECDSA-P256");
+    let out = tmp.path().join("T5");
+    assert_ok(&render(&a, &out, &[]));
+    let admin = std::fs::read(out.join("admin.conf")).unwrap();
+    let encoded = base64_encode(&admin);
+    std::fs::write(out.join("admin.conf"), &encoded).unwrap();
+    for output in [
+        render(&a, &out, &[]),
+        gantry(&["pki", "check", out.to_str().unwrap()]),
+    ] {
+        let text = format!(
+            "{}{}",
+            stderr(&output),
+            String::from_utf8_lossy(&output.stdout)
+        );
+        assert!(
+            !text.contains(&encoded[40..80]),
+            "the file was quoted: {text}"
+        );
+        assert!(!text.contains("PRIVATE KEY"), "a key was printed");
+    }
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Items 10 and 11: FIFOs, devices, huge and oddly named files never block,
+/// exhaust memory or panic.
+#[test]
+fn special_files_are_refused_at_once_and_odd_names_never_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = manifest(tmp.path(), "tenant-a", "ECDSA-P256");
+    let out = tmp.path().join("out");
+    assert_ok(&render(&a, &out, &[]));
+    let limit = Duration::from_secs(20);
+    let mkfifo = |path: &Path| {
+        assert!(Command::new("mkfifo").arg(path).status().unwrap().success());
+    };
+    let out_arg = out.to_str().unwrap();
+    let a_arg = a.to_str().unwrap();
+    for (fifo, command) in [
+        ("pki/ca.key", vec!["pki", "check", out_arg]),
+        ("pki/ca.key", vec!["render", a_arg, "--out", out_arg]),
+        (
+            "service/zz-fifo.yaml",
+            vec!["render", a_arg, "--out", out_arg],
+        ),
+        ("join-command", vec!["render", a_arg, "--out", out_arg]),
+    ] {
+        let path = out.join(fifo);
+        let saved = std::fs::read(&path).ok();
+        let _ = std::fs::remove_file(&path);
+        mkfifo(&path);
+        let output = gantry_within(&command, limit);
+        assert_ne!(
+            output.status.code(),
+            Some(0),
+            "{fifo}: {command:?} accepted a FIFO"
+        );
+        assert!(
+            stderr(&output).contains("a FIFO"),
+            "{fifo}: {}",
+            stderr(&output)
+        );
+        std::fs::remove_file(&path).unwrap();
+        if let Some(saved) = saved {
+            std::fs::write(&path, saved).unwrap();
+        }
+    }
+    // A device as the manifest, and a manifest larger than any object.
+    let output = gantry_within(&["render", "/dev/zero", "--out", out_arg], limit);
+    assert_refused(&output, &["MANIFEST \"/dev/zero\"", "a character device"]);
+    let huge = tmp.path().join("huge.yaml");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let output = gantry_within(&["render", huge.to_str().unwrap(), "--out", out_arg], limit);
+    assert_refused(&output, &["more than gantry reads"]);
+    // A name that is not UTF-8 in a gantry folder is not gantry's: kept.
+    use std::os::unix::ffi::OsStrExt as _;
+    let odd = out
+        .join("service")
+        .join(std::ffi::OsStr::from_bytes(b"caf\xe9.yaml"));
+    std::fs::write(&odd, "mine").unwrap();
+    assert_ok(&gantry_within(&["render", a_arg, "--out", out_arg], limit));
+    std::fs::remove_file(out.join("gantry-bundle.json")).unwrap();
+    let output = gantry_within(&["render", a_arg, "--out", out_arg, "--adopt"], limit);
+    assert_ok(&output);
+    assert_eq!(std::fs::read(&odd).unwrap(), b"mine");
+}
+
+/// Item 12: the refusal's advice works.
+#[test]
+fn new_ca_does_what_the_refusal_says() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = manifest(tmp.path(), "tenant-a", "ECDSA-P256");
+    let out = tmp.path().join("out");
+    assert_ok(&render(&a, &out, &[]));
+    let old_ca = std::fs::read(out.join("pki/ca.crt")).unwrap();
+    std::fs::remove_file(out.join("pki/ca.key")).unwrap();
+    assert_refused(
+        &render(&a, &out, &[]),
+        &["pki/ca.key is missing", "pass --new-ca"],
+    );
+    assert_ok(&render(&a, &out, &["--new-ca"]));
+    assert_ne!(std::fs::read(out.join("pki/ca.crt")).unwrap(), old_ca);
+    let check = gantry(&["pki", "check", out.to_str().unwrap()]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    // pki init keeps the same rule.
+    std::fs::remove_file(out.join("pki/front-proxy-ca.key")).unwrap();
+    assert_refused(
+        &pki_init("tenant-a", &out, &[]),
+        &["pki/front-proxy-ca.key is missing"],
+    );
+    assert_ok(&pki_init("tenant-a", &out, &["--new-ca"]));
+}
+
+/// Item 16: a refused command leaves no folder behind, a widened key mode is
+/// narrowed again, help to a full disk fails, logs to a file are plain.
+#[test]
+fn small_things_a_careful_user_notices() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("bad.yaml");
+    std::fs::write(&bad, "kind: Nothing\n").unwrap();
+    let out = tmp.path().join("new/parents/out");
+    assert_eq!(render(&bad, &out, &[]).status.code(), Some(2));
+    assert!(
+        !tmp.path().join("new").exists(),
+        "a refused render made folders"
+    );
+    let a = manifest(tmp.path(), "tenant-a", "ECDSA-P256");
+    std::fs::write(tmp.path().join("new"), "a file where a folder would go").unwrap();
+    assert_refused(&render(&a, &out, &[]), &["cannot create"]);
+
+    let out = tmp.path().join("out");
+    assert_ok(&render(&a, &out, &[]));
+    let key = out.join("pki/ca.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let again = render(&a, &out, &[]);
+    assert_ok(&again);
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(String::from_utf8_lossy(&again.stdout).contains("mode of pki/ca.key set to 0600"));
+
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let help = Command::new(gantry_bin())
+        .arg("--help")
+        .stdout(full)
+        .status()
+        .unwrap();
+    assert!(!help.success(), "--help to a full disk exited 0");
+
+    let log = std::fs::File::create(tmp.path().join("log")).unwrap();
+    let _ = Command::new(gantry_bin())
+        .arg("get")
+        .env("KUBECONFIG", tmp.path().join("no-such-kubeconfig"))
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("GANTRY_LOG", "trace")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .status()
+        .unwrap();
+    let text = std::fs::read(tmp.path().join("log")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&text).contains("DEBUG")
+            || String::from_utf8_lossy(&text).contains("TRACE"),
+        "nothing was logged, so the check below proves nothing"
+    );
+    assert!(!text.contains(&0x1b), "colour codes in a log file");
+}
