@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use gantry_pki::BootstrapToken;
+use gantry_pki::{BootstrapToken, JoinValues};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 use time::OffsetDateTime;
@@ -19,12 +19,10 @@ pub struct TenantAccess {
     pub name: String,
     /// The running version (`status.version`), or the bundle's.
     pub version: Option<String>,
-    /// Where nodes reach the apiserver, `HOST:PORT`.
-    pub endpoint: String,
-    /// `sha256:<hex>`.
-    pub ca_cert_hash: String,
-    /// The current join token, `ID.SECRET`.
-    pub token: String,
+    /// Where nodes reach the apiserver, the current join token and the CA
+    /// pin, each checked: what gantry prints and writes into a node's script
+    /// is made of these, never of the text it read.
+    pub join: JoinValues,
     pub admin_conf: Vec<u8>,
     /// `None` where the reader may not see it: it is apart from
     /// `admin.conf`, and only `--super-admin` needs it.
@@ -37,7 +35,7 @@ impl std::fmt::Debug for TenantAccess {
         f.debug_struct("TenantAccess")
             .field("name", &self.name)
             .field("version", &self.version)
-            .field("endpoint", &self.endpoint)
+            .field("endpoint", &self.join.endpoint().to_string())
             .finish_non_exhaustive()
     }
 }
@@ -66,6 +64,11 @@ pub enum Day2Error {
 
 /// Reads `tenant` from the service cluster: its status and its Secrets.
 pub async fn from_cluster(client: &Client, tenant: &str) -> Result<TenantAccess, Day2Error> {
+    // The name goes into user-data: it must be a tenant name.
+    gantry_pki::validate_tenant_name(tenant).map_err(|e| Day2Error::Tenant {
+        tenant: tenant.to_string(),
+        reason: format!("is not a tenant name: {}", e.reason),
+    })?;
     let api_error = |action: String| move |source| Day2Error::Api { action, source };
     let tenants: Api<TenantControlPlane> = Api::all(client.clone());
     let tcp = tenants
@@ -125,12 +128,21 @@ pub async fn from_cluster(client: &Client, tenant: &str) -> Result<TenantAccess,
             })
     };
     let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap_or_default();
+    // Whoever may edit the Secret chooses these words: each is checked, and
+    // no error repeats the token.
+    let join = JoinValues::parse(
+        &text(field(&join, join_secret::ENDPOINT)?),
+        &text(field(&join, join_secret::TOKEN)?),
+        &text(field(&join, join_secret::CA_CERT_HASH)?),
+    )
+    .map_err(|e| Day2Error::Tenant {
+        tenant: tenant.to_string(),
+        reason: format!("Secret {namespace}/{JOIN_SECRET}: {e}"),
+    })?;
     Ok(TenantAccess {
         name: tenant.to_string(),
         version: status.version.clone(),
-        endpoint: text(field(&join, join_secret::ENDPOINT)?),
-        ca_cert_hash: text(field(&join, join_secret::CA_CERT_HASH)?),
-        token: text(field(&join, join_secret::TOKEN)?),
+        join,
         admin_conf: field(&kubeconfigs, "admin.conf")?,
         super_admin_conf: super_admin
             .map(|secret| field(&secret, "super-admin.conf"))
@@ -152,19 +164,16 @@ pub fn from_bundle(dir: &Path) -> Result<TenantAccess, Day2Error> {
     // The line holds the token: no error repeats it.
     let Some(join) = gantry_pki::JoinCommand::parse(&command) else {
         return Err(bundle_error(
-            "join-command is not `kubeadm join ENDPOINT --token … --discovery-token-ca-cert-hash …`"
+            "join-command is not one line `kubeadm join HOST:PORT --token … \
+             --discovery-token-ca-cert-hash …` and nothing else; render the bundle again"
                 .into(),
         ));
     };
-    let token = BootstrapToken::parse(&join.token).map_err(|_| {
-        bundle_error(
-            "join-command: its token is not ID.SECRET (6 and 16 lowercase letters or digits); \
-             render the bundle again"
-                .into(),
-        )
-    })?;
-    check_ca_pin(dir, &join.ca_cert_hash).map_err(bundle_error)?;
-    if let Some(expiration) = token_expiration(dir, &token)
+    let join = join
+        .check()
+        .map_err(|e| bundle_error(format!("join-command: {e}; render the bundle again")))?;
+    check_ca_pin(dir, join.ca_cert_hash()).map_err(bundle_error)?;
+    if let Some(expiration) = token_expiration(dir, join.token())
         && expiration <= OffsetDateTime::now_utc()
     {
         tracing::warn!(
@@ -195,25 +204,15 @@ pub fn from_bundle(dir: &Path) -> Result<TenantAccess, Day2Error> {
     Ok(TenantAccess {
         name: chart.0,
         version: Some(chart.1),
-        endpoint: join.endpoint,
-        ca_cert_hash: join.ca_cert_hash,
-        token: join.token,
+        join,
         admin_conf: read("admin.conf")?,
         super_admin_conf: Some(read("super-admin.conf")?),
     })
 }
 
-/// The pin of join-command is a `sha256:` hash of 64 hex digits, and the one
-/// of the bundle's own `pki/ca.crt` when the bundle has it.
+/// The pin of join-command (well-formed: [`JoinValues`] checked it) is the
+/// one of the bundle's own `pki/ca.crt` when the bundle has it.
 fn check_ca_pin(dir: &Path, pin: &str) -> Result<(), String> {
-    let well_formed = pin.strip_prefix("sha256:").is_some_and(|hex| {
-        hex.len() == 64 && hex.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f'))
-    });
-    if !well_formed {
-        return Err(format!(
-            "join-command: its CA hash {pin:?} is not sha256: and 64 lowercase hex digits"
-        ));
-    }
     if let Ok(ca) = std::fs::read(dir.join("pki/ca.crt")) {
         let actual = gantry_pki::ca_cert_hash(&ca).map_err(|e| format!("pki/ca.crt: {e}"))?;
         if actual != pin {

@@ -2,6 +2,7 @@
 //! installs kubelet and kubeadm, picks the node IP, and runs `kubeadm join`.
 //! Every value that goes into the script is validated and shell-quoted.
 
+use gantry_pki::JoinValues;
 use ipnet::Ipv4Net;
 
 use crate::access::TenantAccess;
@@ -162,15 +163,15 @@ pub fn node_network_problem(network: &Ipv4Net) -> Option<&'static str> {
 }
 
 /// A kubeadm `JoinConfiguration` (v1beta4) that pins the tenant's CA.
-fn join_configuration(access: &TenantAccess, token: &str, node_ip: bool) -> String {
+fn join_configuration(join: &JoinValues, node_ip: bool) -> String {
     let mut configuration = serde_json::json!({
         "apiVersion": "kubeadm.k8s.io/v1beta4",
         "kind": "JoinConfiguration",
         "discovery": {
             "bootstrapToken": {
-                "apiServerEndpoint": access.endpoint,
-                "token": token,
-                "caCertHashes": [access.ca_cert_hash],
+                "apiServerEndpoint": join.endpoint().to_string(),
+                "token": join.token().expose(),
+                "caCertHashes": [join.ca_cert_hash()],
             },
         },
     });
@@ -182,14 +183,16 @@ fn join_configuration(access: &TenantAccess, token: &str, node_ip: bool) -> Stri
     serde_yaml::to_string(&configuration).expect("YAML")
 }
 
-/// `#cloud-config` user-data that joins an OpenStack VM to the tenant.
-pub fn cloud_init(access: &TenantAccess, token: &str, options: &CloudInitOptions) -> String {
+/// `#cloud-config` user-data that joins an OpenStack VM to the tenant. Only
+/// checked values go in: the name is a tenant name, the endpoint, token and
+/// pin are [`JoinValues`], the version a parsed one.
+pub fn cloud_init(access: &TenantAccess, options: &CloudInitOptions) -> String {
     let mut files = vec![
         serde_json::json!({
             "path": "/etc/gantry/join-configuration.yaml",
             "permissions": "0600",
             "owner": "root:root",
-            "content": join_configuration(access, token, options.node_network.is_some()),
+            "content": join_configuration(&access.join, options.node_network.is_some()),
         }),
         serde_json::json!({
             "path": "/usr/local/sbin/gantry-join",
@@ -214,7 +217,7 @@ pub fn cloud_init(access: &TenantAccess, token: &str, options: &CloudInitOptions
         "#cloud-config\n# Joins this VM to tenant {} (Kubernetes {}) at {}. Holds a join token: treat as a secret.\n{}",
         access.name,
         options.kubernetes_version,
-        access.endpoint,
+        access.join.endpoint(),
         serde_yaml::to_string(&document).expect("YAML")
     )
 }

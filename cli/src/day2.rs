@@ -114,18 +114,18 @@ pub fn join(args: JoinArgs) -> Result<ExitCode, CliError> {
     };
     runtime()?.block_on(async {
         let access = access(&args.target).await?;
-        let token = match ttl {
-            None => access.token.clone(),
+        // Printed from checked values only (see gantry_pki::JoinValues).
+        let join = match ttl {
+            None => access.join.clone(),
             Some(ttl) => {
                 let tenant = tenant_access::tenant_client(&access).await?;
-                tenant_access::mint_token(&tenant, ttl, time::OffsetDateTime::now_utc())
-                    .await?
-                    .expose()
+                let token =
+                    tenant_access::mint_token(&tenant, ttl, time::OffsetDateTime::now_utc())
+                        .await?;
+                access.join.with_token(token)
             }
         };
-        let command =
-            gantry_pki::kubeadm_join_command(&access.endpoint, &token, &access.ca_cert_hash);
-        print(format!("{command}\n").as_bytes())
+        print(format!("{join}\n").as_bytes())
     })
 }
 
@@ -215,7 +215,7 @@ pub fn cloud_init(args: CloudInitArgs) -> Result<ExitCode, CliError> {
             kubernetes_version: version.to_string(),
             preinstalled: args.preinstalled,
         };
-        print(cloud_init::cloud_init(&access, &access.token, &options).as_bytes())
+        print(cloud_init::cloud_init(&access, &options).as_bytes())
     })
 }
 
