@@ -303,7 +303,7 @@ fn without_a_node_network_the_kubelet_picks_its_default_and_flags_are_checked() 
         ),
         (
             vec!["join", "--bundle", "/nonexistent"],
-            "error: --bundle \"/nonexistent\": join-command: No such file or directory",
+            "error: --bundle \"/nonexistent\": No such file or directory",
         ),
     ] {
         let output = gantry(&args);

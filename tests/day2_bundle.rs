@@ -10,9 +10,10 @@
 //!   within the version skew policy and comes from an https repository.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
-use gantry_tests::{gantry, gantry_bin, render_example};
+use gantry_tests::{gantry, gantry_bin, render_example, wait_until};
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
@@ -20,6 +21,11 @@ fn stderr(output: &Output) -> String {
 
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn assert_ok(output: &Output) -> String {
+    assert!(output.status.success(), "{}", stderr(output));
+    stdout(output)
 }
 
 /// Exit 2, nothing on stdout, one line on stderr that holds every one of
@@ -101,4 +107,96 @@ fn a_join_command_that_would_run_a_command_is_refused_and_nothing_runs() {
             );
         }
     }
+}
+
+#[test]
+fn super_admin_conf_is_read_only_for_super_admin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = render_example(tmp.path());
+    let bundle_arg = bundle.to_str().unwrap();
+    // As the README says: super-admin.conf kept away from the tenant's copy.
+    std::fs::rename(
+        bundle.join("super-admin.conf"),
+        tmp.path().join("kept-apart.conf"),
+    )
+    .unwrap();
+    let join = assert_ok(&gantry(&["join", "--bundle", bundle_arg]));
+    assert!(join.starts_with("kubeadm join 203.0.113.10:6443 --token "));
+    let user_data = assert_ok(&gantry(&["cloud-init", "--bundle", bundle_arg]));
+    assert!(user_data.starts_with("#cloud-config\n"));
+    assert_eq!(
+        assert_ok(&gantry(&["kubeconfig", "--bundle", bundle_arg])),
+        std::fs::read_to_string(bundle.join("admin.conf")).unwrap()
+    );
+    assert_refused(
+        &gantry(&["kubeconfig", "--bundle", bundle_arg, "--super-admin"]),
+        &["--bundle", bundle_arg, "super-admin.conf", "not in"],
+        &[],
+    );
+}
+
+#[test]
+fn no_bundle_file_is_read_through_a_link() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = render_example(tmp.path());
+    let bundle_arg = bundle.to_str().unwrap();
+    let outside = tmp.path().join("outside");
+    std::fs::write(&outside, "NOT-FOR-PRINTING\n").unwrap();
+    for (file, args) in [
+        ("admin.conf", vec!["kubeconfig"]),
+        ("super-admin.conf", vec!["kubeconfig", "--super-admin"]),
+        ("join-command", vec!["join"]),
+        ("pki/ca.crt", vec!["join"]),
+    ] {
+        let path = bundle.join(file);
+        let kept = tmp.path().join("kept");
+        std::fs::rename(&path, &kept).unwrap();
+        std::os::unix::fs::symlink(&outside, &path).unwrap();
+        let mut args = args.clone();
+        args.extend(["--bundle", bundle_arg]);
+        assert_refused(
+            &gantry(&args),
+            &["--bundle", file, "symbolic link"],
+            &["NOT-FOR-PRINTING"],
+        );
+        std::fs::remove_file(&path).unwrap();
+        std::fs::rename(&kept, &path).unwrap();
+    }
+    // The folder itself may be reached through a link, as any --out may.
+    let link = tmp.path().join("link-to-bundle");
+    std::os::unix::fs::symlink(&bundle, &link).unwrap();
+    assert_ok(&gantry(&["join", "--bundle", link.to_str().unwrap()]));
+}
+
+#[test]
+fn a_fifo_at_join_command_does_not_block() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = render_example(tmp.path());
+    let bundle_arg = bundle.to_str().unwrap();
+    std::fs::remove_file(bundle.join("join-command")).unwrap();
+    let status = Command::new("mkfifo")
+        .arg(bundle.join("join-command"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut child = Command::new(gantry_bin())
+        .args(["join", "--bundle", bundle_arg])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ended = wait_until(Duration::from_secs(10), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    if !ended {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("gantry join blocked on a FIFO at join-command for 10 s");
+    }
+    assert_refused(
+        &child.wait_with_output().unwrap(),
+        &["--bundle", "join-command", "FIFO"],
+        &[],
+    );
 }

@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 use time::OffsetDateTime;
 
+use crate::bundle_dir::at::Folder;
 use gantry_api::join_secret::{self, JOIN_SECRET};
 use gantry_api::{ConditionType, TenantControlPlane};
 
@@ -24,8 +25,8 @@ pub struct TenantAccess {
     /// is made of these, never of the text it read.
     pub join: JoinValues,
     pub admin_conf: Vec<u8>,
-    /// `None` where the reader may not see it: it is apart from
-    /// `admin.conf`, and only `--super-admin` needs it.
+    /// Read only for `--super-admin`, which alone prints it; `None` too
+    /// where the reader may not see it (it is apart from `admin.conf`).
     pub super_admin_conf: Option<Vec<u8>>,
 }
 
@@ -62,8 +63,14 @@ pub enum Day2Error {
     Tenant { tenant: String, reason: String },
 }
 
-/// Reads `tenant` from the service cluster: its status and its Secrets.
-pub async fn from_cluster(client: &Client, tenant: &str) -> Result<TenantAccess, Day2Error> {
+/// Reads `tenant` from the service cluster: its status and its Secrets;
+/// Secret `super-admin-kubeconfig` only if `super_admin` (`kubeconfig
+/// --super-admin`, the one command that prints it).
+pub async fn from_cluster(
+    client: &Client,
+    tenant: &str,
+    super_admin: bool,
+) -> Result<TenantAccess, Day2Error> {
     // The name goes into user-data: it must be a tenant name.
     gantry_pki::validate_tenant_name(tenant).map_err(|e| Day2Error::Tenant {
         tenant: tenant.to_string(),
@@ -107,7 +114,11 @@ pub async fn from_cluster(client: &Client, tenant: &str) -> Result<TenantAccess,
         .ok_or_else(|| not_ready("no admin-kubeconfig Secret yet"))?;
     // Forbidden is an answer here: whoever may read admin.conf need not
     // see system:masters.
-    let super_admin = match secrets.get_opt("super-admin-kubeconfig").await {
+    let super_admin = match super_admin {
+        false => Ok(None),
+        true => secrets.get_opt("super-admin-kubeconfig").await,
+    };
+    let super_admin = match super_admin {
         Err(kube::Error::Api(response)) if response.code == 403 => None,
         other => other.map_err(api_error(format!(
             "get Secret {namespace}/super-admin-kubeconfig"
@@ -150,70 +161,114 @@ pub async fn from_cluster(client: &Client, tenant: &str) -> Result<TenantAccess,
     })
 }
 
-/// Reads a tenant from a `gantry render` bundle folder.
-pub fn from_bundle(dir: &Path) -> Result<TenantAccess, Day2Error> {
+/// Reads a tenant from a `gantry render` bundle folder. `super_admin`: read
+/// `super-admin.conf` too, which only `kubeconfig --super-admin` prints; a
+/// bundle copied for whoever joins nodes or hands out `admin.conf` is
+/// expected not to hold it.
+///
+/// Every file is read through the opened folder (`bundle_dir::at`): no link
+/// inside it is followed, and a FIFO, a device or a huge file is refused,
+/// not read.
+pub fn from_bundle(dir: &Path, super_admin: bool) -> Result<TenantAccess, Day2Error> {
     let bundle_error = |reason: String| Day2Error::Bundle {
         dir: dir.display().to_string(),
         reason,
     };
-    let read = |name: &str| {
-        std::fs::read(dir.join(name)).map_err(|e| bundle_error(format!("{name}: {e}")))
+    let folder = Folder::open(dir).map_err(|e| bundle_error(e.to_string()))?;
+    let join = bundle_join(&folder).map_err(bundle_error)?;
+    let (name, version) = bundle_tenant(&folder).map_err(bundle_error)?;
+    let admin_conf = bundle_file(&folder, "admin.conf")
+        .map_err(bundle_error)?
+        .ok_or_else(|| bundle_error("admin.conf is not in the bundle; render it again".into()))?;
+    let super_admin_conf = match super_admin {
+        false => None,
+        true => Some(
+            bundle_file(&folder, "super-admin.conf")
+                .map_err(bundle_error)?
+                .ok_or_else(|| {
+                    bundle_error(
+                        "super-admin.conf is not in this bundle (it may be kept apart, as it \
+                         should be from a tenant's copy): --super-admin needs the folder that \
+                         holds it"
+                            .into(),
+                    )
+                })?,
+        ),
     };
-    let command = String::from_utf8(read("join-command")?)
-        .map_err(|_| bundle_error("join-command is not UTF-8".into()))?;
+    Ok(TenantAccess {
+        name,
+        version: Some(version),
+        join,
+        admin_conf,
+        super_admin_conf,
+    })
+}
+
+/// The bundle's file `relative`, `None` if it has none.
+fn bundle_file(folder: &Folder, relative: &str) -> Result<Option<Vec<u8>>, String> {
+    folder.read(relative).map_err(|e| e.to_string())
+}
+
+/// The join values of the bundle's `join-command`, each checked, and its CA
+/// pin that of `pki/ca.crt`; warns when the token's Secret says it expired.
+fn bundle_join(folder: &Folder) -> Result<JoinValues, String> {
+    let command = bundle_file(folder, "join-command")?
+        .ok_or("join-command is not in the bundle; is this a `gantry render` output folder?")?;
+    let command = String::from_utf8(command).map_err(|_| "join-command is not UTF-8")?;
     // The line holds the token: no error repeats it.
     let Some(join) = gantry_pki::JoinCommand::parse(&command) else {
-        return Err(bundle_error(
+        return Err(
             "join-command is not one line `kubeadm join HOST:PORT --token … \
              --discovery-token-ca-cert-hash …` and nothing else; render the bundle again"
                 .into(),
-        ));
+        );
     };
     let join = join
         .check()
-        .map_err(|e| bundle_error(format!("join-command: {e}; render the bundle again")))?;
-    check_ca_pin(dir, join.ca_cert_hash()).map_err(bundle_error)?;
-    if let Some(expiration) = token_expiration(dir, join.token())
+        .map_err(|e| format!("join-command: {e}; render the bundle again"))?;
+    check_ca_pin(folder, join.ca_cert_hash())?;
+    if let Some(expiration) = token_expiration(folder, join.token())?
         && expiration <= OffsetDateTime::now_utc()
     {
         tracing::warn!(
             "the token in {}/join-command expired at {}: kubeadm join will fail with it; \
              run gantry render again for a new one",
-            dir.display(),
+            folder.shown().display(),
             gantry_pki::rfc3339(expiration)
         );
     }
-    // chart/<name>-control-plane-<version>.tgz names the tenant and its version.
-    let chart = std::fs::read_dir(dir.join("chart"))
-        .map_err(|e| bundle_error(format!("chart/: {e}")))?
-        .filter_map(|entry| entry.ok())
-        .filter_map(|entry| entry.file_name().into_string().ok())
+    Ok(join)
+}
+
+/// The tenant's name and version: chart/<name>-control-plane-<version>.tgz
+/// names them.
+fn bundle_tenant(folder: &Folder) -> Result<(String, String), String> {
+    let no_chart = || "no chart/<name>-control-plane-<version>.tgz".to_string();
+    let chart = folder
+        .folder("chart")
+        .map_err(|e| e.to_string())?
+        .ok_or_else(no_chart)?;
+    let (name, version) = chart
+        .names()
+        .map_err(|e| format!("chart/: {e}"))?
+        .into_iter()
+        .filter_map(|(file, _)| file.into_string().ok())
         .find_map(|file| {
             let stem = file.strip_suffix(".tgz")?;
-            let (name, version) = stem.split_once("-control-plane-")?;
+            let (name, version) = stem.rsplit_once("-control-plane-")?;
             Some((name.to_string(), version.to_string()))
         })
-        .ok_or_else(|| bundle_error("no chart/<name>-control-plane-<version>.tgz".into()))?;
+        .ok_or_else(no_chart)?;
     // The name goes into user-data and commands: it must be a tenant name.
-    gantry_pki::validate_tenant_name(&chart.0).map_err(|e| {
-        bundle_error(format!(
-            "chart/: the tenant name {:?} {}",
-            chart.0, e.reason
-        ))
-    })?;
-    Ok(TenantAccess {
-        name: chart.0,
-        version: Some(chart.1),
-        join,
-        admin_conf: read("admin.conf")?,
-        super_admin_conf: Some(read("super-admin.conf")?),
-    })
+    gantry_pki::validate_tenant_name(&name)
+        .map_err(|e| format!("chart/: the tenant name {name:?} {}", e.reason))?;
+    Ok((name, version))
 }
 
 /// The pin of join-command (well-formed: [`JoinValues`] checked it) is the
 /// one of the bundle's own `pki/ca.crt` when the bundle has it.
-fn check_ca_pin(dir: &Path, pin: &str) -> Result<(), String> {
-    if let Ok(ca) = std::fs::read(dir.join("pki/ca.crt")) {
+fn check_ca_pin(folder: &Folder, pin: &str) -> Result<(), String> {
+    if let Some(ca) = bundle_file(folder, "pki/ca.crt")? {
         let actual = gantry_pki::ca_cert_hash(&ca).map_err(|e| format!("pki/ca.crt: {e}"))?;
         if actual != pin {
             return Err(format!(
@@ -225,14 +280,17 @@ fn check_ca_pin(dir: &Path, pin: &str) -> Result<(), String> {
 }
 
 /// When the bundle's bootstrap-token Secret for `token` expires, if the
-/// bundle has it (`tenant/NN-secret-bootstrap-token-<id>.yaml`).
-fn token_expiration(dir: &Path, token: &BootstrapToken) -> Option<OffsetDateTime> {
+/// bundle has it (`tenant/NN-secret-bootstrap-token-<id>.yaml`) and says.
+fn token_expiration(
+    folder: &Folder,
+    token: &BootstrapToken,
+) -> Result<Option<OffsetDateTime>, String> {
     let suffix = format!("-secret-{}.yaml", token.secret_name());
-    let file = std::fs::read_dir(dir.join("tenant"))
-        .ok()?
-        .filter_map(Result::ok)
-        .find(|entry| entry.file_name().to_string_lossy().ends_with(&suffix))?;
-    bootstrap_token_expiration(&std::fs::read(file.path()).ok()?)
+    let files = folder.files_under("tenant").map_err(|e| e.to_string())?;
+    let Some(file) = files.iter().find(|file| file.ends_with(&suffix)) else {
+        return Ok(None);
+    };
+    Ok(bundle_file(folder, file)?.and_then(|secret| bootstrap_token_expiration(&secret)))
 }
 
 /// The `stringData.expiration` of a bootstrap-token Secret manifest.

@@ -77,15 +77,17 @@ async fn service_cluster() -> Result<kube::Client, CliError> {
     })
 }
 
-async fn access(target: &Target) -> Result<TenantAccess, CliError> {
+/// The tenant's access; its super-admin kubeconfig only if `super_admin`.
+async fn access(target: &Target, super_admin: bool) -> Result<TenantAccess, CliError> {
     match (&target.tenant, &target.bundle) {
         // A bundle that cannot be read is bad input (exit 2).
-        (_, Some(dir)) => tenant_access::from_bundle(dir).map_err(|e| match e {
+        (_, Some(dir)) => tenant_access::from_bundle(dir, super_admin).map_err(|e| match e {
             tenant_access::Day2Error::Bundle { dir, reason } => bad_flag("--bundle", &dir, reason),
             other => CliError::Day2(other),
         }),
         (Some(tenant), None) => {
-            Ok(tenant_access::from_cluster(&service_cluster().await?, tenant).await?)
+            let client = service_cluster().await?;
+            Ok(tenant_access::from_cluster(&client, tenant, super_admin).await?)
         }
         (None, None) => unreachable!("clap requires one of them"),
     }
@@ -113,7 +115,7 @@ pub fn join(args: JoinArgs) -> Result<ExitCode, CliError> {
         None => None,
     };
     runtime()?.block_on(async {
-        let access = access(&args.target).await?;
+        let access = access(&args.target, false).await?;
         // Printed from checked values only (see gantry_pki::JoinValues).
         let join = match ttl {
             None => access.join.clone(),
@@ -131,7 +133,7 @@ pub fn join(args: JoinArgs) -> Result<ExitCode, CliError> {
 
 pub fn kubeconfig(args: KubeconfigArgs) -> Result<ExitCode, CliError> {
     runtime()?.block_on(async {
-        let access = access(&args.target).await?;
+        let access = access(&args.target, args.super_admin).await?;
         if !args.super_admin {
             return print(&access.admin_conf);
         }
@@ -182,7 +184,7 @@ pub fn cloud_init(args: CloudInitArgs) -> Result<ExitCode, CliError> {
         None => None,
     };
     runtime()?.block_on(async {
-        let access = access(&args.target).await?;
+        let access = access(&args.target, false).await?;
         let version = match requested {
             Some(version) => version,
             None => {

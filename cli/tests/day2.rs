@@ -31,7 +31,7 @@ async fn reconcile_once(double: &InMemoryApiServerDouble, tenant_api: &InMemoryA
 #[tokio::test]
 async fn errors_name_the_tenant_and_what_is_missing() {
     let double = InMemoryApiServerDouble::new();
-    let error = day2::from_cluster(&double.client(), "tenant-a")
+    let error = day2::from_cluster(&double.client(), "tenant-a", false)
         .await
         .unwrap_err();
     assert!(matches!(error, Day2Error::NoSuchTenant(_)));
@@ -44,7 +44,7 @@ async fn errors_name_the_tenant_and_what_is_missing() {
     TenantBuilder::new("tenant-a").store(&double);
     let tenant_api = InMemoryApiServerDouble::new();
     reconcile_once(&double, &tenant_api).await;
-    let error = day2::from_cluster(&double.client(), "tenant-a")
+    let error = day2::from_cluster(&double.client(), "tenant-a", false)
         .await
         .unwrap_err();
     assert_eq!(
@@ -63,7 +63,15 @@ async fn a_ready_tenant_gives_its_join_command_and_kubeconfigs() {
     masters_running(&double);
     reconcile_once(&double, &tenant_api).await;
 
-    let access = day2::from_cluster(&double.client(), "tenant-a")
+    let super_admin_reads = || {
+        double
+            .reads()
+            .iter()
+            .filter(|read| read.contains("super-admin-kubeconfig"))
+            .count()
+    };
+    let before = super_admin_reads();
+    let access = day2::from_cluster(&double.client(), "tenant-a", false)
         .await
         .unwrap();
     let join = double.get("secrets", "tcp-tenant-a", "join").unwrap();
@@ -84,7 +92,13 @@ async fn a_ready_tenant_gives_its_join_command_and_kubeconfigs() {
     let admin = String::from_utf8(access.admin_conf.clone()).unwrap();
     assert!(admin.contains("server: https://203.0.113.10:6443"));
     assert!(admin.contains("kubernetes-admin"));
-    let super_admin = String::from_utf8(access.super_admin_conf.clone().unwrap()).unwrap();
+    // system:masters is read only when asked for (kubeconfig --super-admin).
+    assert!(access.super_admin_conf.is_none());
+    assert_eq!(super_admin_reads(), before);
+    let with_super_admin = day2::from_cluster(&double.client(), "tenant-a", true)
+        .await
+        .unwrap();
+    let super_admin = String::from_utf8(with_super_admin.super_admin_conf.unwrap()).unwrap();
     assert!(super_admin.contains("kubernetes-super-admin"));
     // Debug output never shows the token.
     assert!(!format!("{access:?}").contains(&access.join.token().expose()));
@@ -127,7 +141,7 @@ async fn a_tampered_join_secret_is_refused_without_showing_the_token() {
     reconcile_once(&double, &tenant_api).await;
     masters_running(&double);
     reconcile_once(&double, &tenant_api).await;
-    let good = day2::from_cluster(&double.client(), "tenant-a")
+    let good = day2::from_cluster(&double.client(), "tenant-a", false)
         .await
         .unwrap();
     let token = good.join.token().expose();
@@ -153,7 +167,7 @@ async fn a_tampered_join_secret_is_refused_without_showing_the_token() {
         let original = double.get("secrets", "tcp-tenant-a", "join").unwrap()["data"][key].clone();
         let pointer = format!("/data/{key}");
         double.set_field("secrets", "tcp-tenant-a", "join", &pointer, encode(value));
-        let error = day2::from_cluster(&double.client(), "tenant-a")
+        let error = day2::from_cluster(&double.client(), "tenant-a", false)
             .await
             .unwrap_err()
             .to_string();
@@ -166,7 +180,7 @@ async fn a_tampered_join_secret_is_refused_without_showing_the_token() {
         double.set_field("secrets", "tcp-tenant-a", "join", &pointer, original);
     }
     assert!(
-        day2::from_cluster(&double.client(), "tenant-a")
+        day2::from_cluster(&double.client(), "tenant-a", false)
             .await
             .is_ok()
     );
