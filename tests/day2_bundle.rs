@@ -200,3 +200,89 @@ fn a_fifo_at_join_command_does_not_block() {
         &[],
     );
 }
+
+/// The user-data's header: `tenant NAME (Kubernetes VERSION)`.
+fn header(user_data: &str) -> &str {
+    user_data.lines().nth(1).unwrap()
+}
+
+#[test]
+fn user_data_is_for_the_recorded_tenant_and_version_not_a_foreign_chart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = render_example(tmp.path());
+    let bundle_arg = bundle.to_str().unwrap();
+    let own = bundle.join("chart/tenant-a-control-plane-1.35.5.tgz");
+    let foreign = bundle.join("chart/tenant-b-control-plane-1.36.3.tgz");
+    // Only another tenant's chart in chart/: the record still says whose
+    // bundle this is.
+    std::fs::rename(&own, &foreign).unwrap();
+    let user_data = assert_ok(&gantry(&["cloud-init", "--bundle", bundle_arg]));
+    assert!(
+        header(&user_data).contains("tenant tenant-a (Kubernetes 1.35.5)"),
+        "{}",
+        header(&user_data)
+    );
+    assert!(user_data.contains("version='1.35.5'"), "{user_data}");
+
+    // A record of an older gantry names the tenant but no version: the
+    // tenant's own chart gives it, not another tenant's beside it.
+    std::fs::copy(&foreign, &own).unwrap();
+    let record_path = bundle.join("gantry-bundle.json");
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&record_path).unwrap()).unwrap();
+    assert_eq!(record["fixed"]["version"], "1.35.5");
+    record.as_object_mut().unwrap().remove("fixed");
+    std::fs::write(&record_path, record.to_string()).unwrap();
+    let user_data = assert_ok(&gantry(&["cloud-init", "--bundle", bundle_arg]));
+    assert!(
+        header(&user_data).contains("tenant tenant-a (Kubernetes 1.35.5)"),
+        "{}",
+        header(&user_data)
+    );
+
+    // No record, two charts: which is the tenant's cannot be told.
+    std::fs::remove_file(&record_path).unwrap();
+    assert_refused(
+        &gantry(&["cloud-init", "--bundle", bundle_arg]),
+        &["--bundle", "gantry-bundle.json", "chart/"],
+        &[],
+    );
+    // No record, one chart: it names the tenant (a bundle of an older gantry).
+    std::fs::remove_file(&foreign).unwrap();
+    let user_data = assert_ok(&gantry(&["cloud-init", "--bundle", bundle_arg]));
+    assert!(
+        header(&user_data).contains("tenant tenant-a (Kubernetes 1.35.5)"),
+        "{}",
+        header(&user_data)
+    );
+}
+
+#[test]
+fn a_kubelet_out_of_skew_and_a_plain_http_package_repo_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = render_example(tmp.path());
+    let bundle_arg = bundle.to_str().unwrap();
+    let cloud_init = |extra: &[&str]| {
+        let mut args = vec!["cloud-init", "--bundle", bundle_arg];
+        args.extend_from_slice(extra);
+        gantry(&args)
+    };
+    // The tenant runs 1.35.5: a kubelet may be as old as 1.32, never newer.
+    for older in ["1.35.5", "1.35.0"] {
+        let user_data = assert_ok(&cloud_init(&["--kubernetes-version", older]));
+        assert!(user_data.contains(&format!("version='{older}'")));
+    }
+    for newer in ["1.35.6", "1.36.0", "1.37"] {
+        assert_refused(
+            &cloud_init(&["--kubernetes-version", newer]),
+            &["--kubernetes-version", newer, "newer than", "1.35.5"],
+            &[],
+        );
+    }
+    let plain = "http://mirror.example.com/kubernetes/deb/";
+    assert_refused(
+        &cloud_init(&["--package-repo", plain]),
+        &["--package-repo", plain, "https"],
+        &[],
+    );
+}

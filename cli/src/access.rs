@@ -11,6 +11,7 @@ use kube::{Api, Client};
 use time::OffsetDateTime;
 
 use crate::bundle_dir::at::Folder;
+use crate::bundle_dir::{BundleRecord, RECORD};
 use gantry_api::join_secret::{self, JOIN_SECRET};
 use gantry_api::{ConditionType, TenantControlPlane};
 
@@ -240,29 +241,80 @@ fn bundle_join(folder: &Folder) -> Result<JoinValues, String> {
     Ok(join)
 }
 
-/// The tenant's name and version: chart/<name>-control-plane-<version>.tgz
-/// names them.
+/// The tenant's name and version, from the bundle's record
+/// (`gantry-bundle.json`), which a render writes for its own tenant alone:
+/// any archive in `chart/` may have been copied in from another bundle.
+/// Without a record (an older gantry's bundle) the chart archive names them,
+/// but only if there is exactly one.
 fn bundle_tenant(folder: &Folder) -> Result<(String, String), String> {
-    let no_chart = || "no chart/<name>-control-plane-<version>.tgz".to_string();
-    let chart = folder
-        .folder("chart")
-        .map_err(|e| e.to_string())?
-        .ok_or_else(no_chart)?;
-    let (name, version) = chart
-        .names()
-        .map_err(|e| format!("chart/: {e}"))?
+    let record = match bundle_file(folder, RECORD)? {
+        None => None,
+        Some(text) => Some(
+            serde_json::from_slice::<BundleRecord>(&text)
+                .map_err(|e| format!("{RECORD} is not a gantry bundle record: {e}"))?,
+        ),
+    };
+    let (name, version, source) = match record {
+        Some(BundleRecord {
+            tenant,
+            fixed: Some(fixed),
+            ..
+        }) => (tenant, fixed.version, RECORD.to_string()),
+        Some(record) => {
+            let why = format!("{RECORD} names no version (an older gantry's)");
+            let version = only_chart(folder, Some(&record.tenant), &why)?.1;
+            (record.tenant, version, RECORD.to_string())
+        }
+        None => {
+            let (name, version) = only_chart(folder, None, &format!("there is no {RECORD}"))?;
+            (name, version, "chart/".to_string())
+        }
+    };
+    // The name goes into user-data and commands: it must be a tenant name.
+    gantry_pki::validate_tenant_name(&name)
+        .map_err(|e| format!("{source}: the tenant name {name:?} {}", e.reason))?;
+    Ok((name, version))
+}
+
+/// The name and version of the one `chart/<name>-control-plane-<version>.tgz`
+/// (of tenant `tenant`, if known); `why` says why the chart is asked.
+fn only_chart(
+    folder: &Folder,
+    tenant: Option<&str>,
+    why: &str,
+) -> Result<(String, String), String> {
+    let names = match folder.folder("chart").map_err(|e| e.to_string())? {
+        Some(chart) => chart.names().map_err(|e| format!("chart/: {e}"))?,
+        None => Vec::new(),
+    };
+    let mut charts: Vec<(String, String)> = names
         .into_iter()
         .filter_map(|(file, _)| file.into_string().ok())
-        .find_map(|file| {
+        .filter_map(|file| {
             let stem = file.strip_suffix(".tgz")?;
+            // The version holds no "-control-plane-"; a tenant name may.
             let (name, version) = stem.rsplit_once("-control-plane-")?;
             Some((name.to_string(), version.to_string()))
         })
-        .ok_or_else(no_chart)?;
-    // The name goes into user-data and commands: it must be a tenant name.
-    gantry_pki::validate_tenant_name(&name)
-        .map_err(|e| format!("chart/: the tenant name {name:?} {}", e.reason))?;
-    Ok((name, version))
+        .filter(|(name, _)| tenant.is_none_or(|tenant| tenant == name))
+        .collect();
+    charts.sort();
+    let wanted = format!("{}-control-plane-<version>.tgz", tenant.unwrap_or("<name>"));
+    match charts.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(format!(
+            "{why} and chart/ holds no {wanted} to name the tenant's version; render the bundle again"
+        )),
+        many => Err(format!(
+            "{why} and chart/ holds {} archives {wanted} ({}): which one is the tenant's cannot \
+             be told; render the bundle again",
+            many.len(),
+            many.iter()
+                .map(|(name, version)| format!("{name} {version}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
 }
 
 /// The pin of join-command (well-formed: [`JoinValues`] checked it) is the

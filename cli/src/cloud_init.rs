@@ -3,6 +3,7 @@
 //! Every value that goes into the script is validated and shell-quoted.
 
 use gantry_pki::JoinValues;
+use gantry_renderer::KubeVersion;
 use ipnet::Ipv4Net;
 
 use crate::access::TenantAccess;
@@ -132,14 +133,17 @@ pub fn shell_quote(value: &str) -> String {
 }
 
 /// Why `repo` is not a package repository URL gantry puts into a script, if
-/// it is not: an http(s) URL of plain URL characters (no quotes, `$`,
+/// it is not: an https URL of plain URL characters (no quotes, `$`,
 /// backticks, parentheses, backslashes, spaces or control characters).
+/// https because the script fetches the repository's signing key from the
+/// same URL: over plain http anyone on the path could hand the node a key of
+/// their own, and then packages of their own, run as root.
 pub fn package_repo_problem(repo: &str) -> Option<&'static str> {
-    let rest = repo
-        .strip_prefix("https://")
-        .or_else(|| repo.strip_prefix("http://"));
-    let Some(rest) = rest else {
-        return Some("must be an http(s) URL");
+    let Some(rest) = repo.strip_prefix("https://") else {
+        return Some(
+            "must be an https URL: the script fetches the repository's signing key from it, \
+             which plain http would let anyone on the path replace",
+        );
     };
     if rest.is_empty() || rest.starts_with('/') {
         return Some("must name a host");
@@ -150,6 +154,31 @@ pub fn package_repo_problem(repo: &str) -> Option<&'static str> {
             "may hold only URL characters (letters, digits and -._~:/?#[]@!&*+,;=%): \
              no quotes, $, backticks, parentheses, backslashes, spaces or control characters",
         );
+    }
+    None
+}
+
+/// How many minor versions a kubelet may be older than its apiserver
+/// (Kubernetes' version skew policy; never newer).
+pub const KUBELET_MINORS_BEHIND: u32 = 3;
+
+/// Why a kubelet (and kubeadm) of `kubelet` may not join a tenant whose
+/// apiserver runs `tenant`, if it may not: Kubernetes' version skew policy
+/// allows a kubelet up to [`KUBELET_MINORS_BEHIND`] minors older than its
+/// apiserver, and never newer (gantry refuses a newer patch too: the node
+/// would run code the control plane does not).
+pub fn kubelet_skew_problem(kubelet: KubeVersion, tenant: KubeVersion) -> Option<String> {
+    if kubelet > tenant {
+        return Some(format!(
+            "is newer than the tenant's {tenant}: a kubelet may not be newer than its apiserver \
+             (Kubernetes' version skew policy); upgrade the tenant first"
+        ));
+    }
+    if tenant.minor - kubelet.minor > KUBELET_MINORS_BEHIND {
+        return Some(format!(
+            "is more than {KUBELET_MINORS_BEHIND} minor versions older than the tenant's \
+             {tenant}, which Kubernetes' version skew policy does not support"
+        ));
     }
     None
 }
@@ -256,17 +285,40 @@ mod tests {
     }
 
     #[test]
-    fn package_repos_are_plain_http_urls() {
+    fn package_repos_are_plain_https_urls() {
         assert_eq!(
             package_repo_problem("https://pkgs.k8s.io/core:/stable:/v1.37/deb/"),
             None
         );
-        assert_eq!(package_repo_problem("http://mirror.local:8080/k8s/"), None);
+        assert_eq!(package_repo_problem("https://mirror.local:8443/k8s/"), None);
+        assert!(package_repo_problem("http://mirror.local:8080/k8s/").is_some());
+        assert!(package_repo_problem("HTTP://mirror.local/").is_some());
         for hostile in &HOSTILE[..4] {
             assert!(package_repo_problem(hostile).is_some(), "{hostile:?}");
         }
         assert!(package_repo_problem("ftp://x/").is_some());
         assert!(package_repo_problem("https://").is_some());
+    }
+
+    #[test]
+    fn a_kubelet_is_never_newer_than_the_tenant_and_at_most_three_minors_older() {
+        let v = |minor, patch| KubeVersion { minor, patch };
+        let tenant = v(37, 2);
+        for ok in [v(37, 2), v(37, 0), v(36, 9), v(34, 0)] {
+            assert_eq!(kubelet_skew_problem(ok, tenant), None, "{ok}");
+        }
+        for (newer, older) in [(v(37, 3), v(33, 9)), (v(38, 0), v(30, 0))] {
+            let problem = kubelet_skew_problem(newer, tenant).unwrap();
+            assert!(
+                problem.starts_with("is newer than the tenant's 1.37.2"),
+                "{problem}"
+            );
+            let problem = kubelet_skew_problem(older, tenant).unwrap();
+            assert!(
+                problem.starts_with("is more than 3 minor versions older"),
+                "{problem}"
+            );
+        }
     }
 
     #[test]
