@@ -14,7 +14,7 @@ pub struct CloudInitOptions {
     /// The kubelet's `node-ip` is the address in this network (VMs often have
     /// several NICs); without it the kubelet picks the default route's.
     pub node_network: Option<Ipv4Net>,
-    /// An apt repository of kubelet and kubeadm packages (pkgs.k8s.io layout).
+    /// An https apt repository of kubelet and kubeadm packages (pkgs.k8s.io layout).
     pub package_repo: String,
     /// `MAJOR.MINOR.PATCH` of the kubelet and kubeadm packages.
     pub kubernetes_version: String,

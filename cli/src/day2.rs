@@ -51,14 +51,14 @@ pub struct CloudInitArgs {
     /// The kubelet's node-ip is the VM's address in this IPv4 network.
     #[arg(long, value_name = "CIDR")]
     node_network: Option<String>,
-    /// apt repository of kubelet and kubeadm (default: pkgs.k8s.io for the tenant's minor).
+    /// https apt repository of kubelet and kubeadm (default: pkgs.k8s.io for the tenant's minor).
     #[arg(long, value_name = "URL", conflicts_with = "preinstalled")]
     package_repo: Option<String>,
     /// The VM image already has containerd, kubelet and kubeadm of the tenant's version, swap off and
     /// kubeadm's kernel settings: install and change nothing, only pick the node IP and join.
     #[arg(long)]
     preinstalled: bool,
-    /// kubelet and kubeadm version (default: the tenant's).
+    /// kubelet and kubeadm version (default: the tenant's): not newer than it, at most 3 minors older.
     #[arg(long, value_name = "VERSION")]
     kubernetes_version: Option<String>,
 }

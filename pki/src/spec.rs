@@ -477,6 +477,21 @@ mod tests {
             let endpoint = Endpoint::parse_host_port("endpoint", good).unwrap();
             assert_eq!(endpoint.to_string(), shown);
         }
+        // Whatever an endpoint of a spec prints (the join Secret's, the
+        // bundle's join-command) reads back as itself.
+        for spec in [
+            "203.0.113.10",
+            "api.example.com",
+            "2001:db8::1",
+            "::ffff:192.0.2.1",
+            "[fd00::10]:443",
+        ] {
+            let endpoint = Endpoint::parse("endpoint", spec).unwrap();
+            assert_eq!(
+                Endpoint::parse_host_port("endpoint", &endpoint.to_string()).unwrap(),
+                endpoint
+            );
+        }
         for bad in [
             "",
             "203.0.113.10",
