@@ -173,7 +173,7 @@ pub async fn from_cluster(
 pub fn from_bundle(dir: &Path, super_admin: bool) -> Result<TenantAccess, Day2Error> {
     let bundle_error = |reason: String| Day2Error::Bundle {
         dir: dir.display().to_string(),
-        reason,
+        reason: one_line(&reason),
     };
     let folder = Folder::open(dir).map_err(|e| bundle_error(e.to_string()))?;
     let join = bundle_join(&folder).map_err(bundle_error)?;
@@ -203,6 +203,18 @@ pub fn from_bundle(dir: &Path, super_admin: bool) -> Result<TenantAccess, Day2Er
         admin_conf,
         super_admin_conf,
     })
+}
+
+/// `text` with control characters escaped: a name in the bundle (a file
+/// under `tenant/`, an archive in `chart/`) may hold a newline, and an
+/// error stays one line.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_default().to_string(),
+            false => c.to_string(),
+        })
+        .collect()
 }
 
 /// The bundle's file `relative`, `None` if it has none.
@@ -310,7 +322,7 @@ fn only_chart(
              be told; render the bundle again",
             many.len(),
             many.iter()
-                .map(|(name, version)| format!("{name} {version}"))
+                .map(|(name, version)| format!("{name}-control-plane-{version}.tgz"))
                 .collect::<Vec<_>>()
                 .join(", ")
         )),
@@ -386,4 +398,15 @@ pub async fn tenant_client(access: &TenantAccess) -> Result<Client, Day2Error> {
             tenant: access.name.clone(),
             reason: e.to_string(),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_bundle_error_stays_one_line_whatever_a_file_name_holds() {
+        assert_eq!(
+            super::one_line("chart/a\n-control-plane-1.tgz\r\t\"quoted\" é"),
+            "chart/a\\n-control-plane-1.tgz\\r\\t\"quoted\" é"
+        );
+    }
 }
