@@ -243,7 +243,7 @@ fn without_a_node_network_the_kubelet_picks_its_default_and_flags_are_checked() 
                 "--package-repo",
                 "ftp://x",
             ],
-            "error: --package-repo \"ftp://x\": must be an http(s) URL",
+            "error: --package-repo \"ftp://x\": must be an https URL",
         ),
         // Values that would run a command on the VM if pasted into its
         // root shell script.
@@ -303,7 +303,7 @@ fn without_a_node_network_the_kubelet_picks_its_default_and_flags_are_checked() 
         ),
         (
             vec!["join", "--bundle", "/nonexistent"],
-            "error: --bundle \"/nonexistent\": join-command: No such file or directory",
+            "error: --bundle \"/nonexistent\": No such file or directory",
         ),
     ] {
         let output = gantry(&args);

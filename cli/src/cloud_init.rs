@@ -2,6 +2,8 @@
 //! installs kubelet and kubeadm, picks the node IP, and runs `kubeadm join`.
 //! Every value that goes into the script is validated and shell-quoted.
 
+use gantry_pki::JoinValues;
+use gantry_renderer::KubeVersion;
 use ipnet::Ipv4Net;
 
 use crate::access::TenantAccess;
@@ -12,7 +14,7 @@ pub struct CloudInitOptions {
     /// The kubelet's `node-ip` is the address in this network (VMs often have
     /// several NICs); without it the kubelet picks the default route's.
     pub node_network: Option<Ipv4Net>,
-    /// An apt repository of kubelet and kubeadm packages (pkgs.k8s.io layout).
+    /// An https apt repository of kubelet and kubeadm packages (pkgs.k8s.io layout).
     pub package_repo: String,
     /// `MAJOR.MINOR.PATCH` of the kubelet and kubeadm packages.
     pub kubernetes_version: String,
@@ -131,14 +133,17 @@ pub fn shell_quote(value: &str) -> String {
 }
 
 /// Why `repo` is not a package repository URL gantry puts into a script, if
-/// it is not: an http(s) URL of plain URL characters (no quotes, `$`,
+/// it is not: an https URL of plain URL characters (no quotes, `$`,
 /// backticks, parentheses, backslashes, spaces or control characters).
+/// https because the script fetches the repository's signing key from the
+/// same URL: over plain http anyone on the path could hand the node a key of
+/// their own, and then packages of their own, run as root.
 pub fn package_repo_problem(repo: &str) -> Option<&'static str> {
-    let rest = repo
-        .strip_prefix("https://")
-        .or_else(|| repo.strip_prefix("http://"));
-    let Some(rest) = rest else {
-        return Some("must be an http(s) URL");
+    let Some(rest) = repo.strip_prefix("https://") else {
+        return Some(
+            "must be an https URL: the script fetches the repository's signing key from it, \
+             which plain http would let anyone on the path replace",
+        );
     };
     if rest.is_empty() || rest.starts_with('/') {
         return Some("must name a host");
@@ -153,6 +158,31 @@ pub fn package_repo_problem(repo: &str) -> Option<&'static str> {
     None
 }
 
+/// How many minor versions a kubelet may be older than its apiserver
+/// (Kubernetes' version skew policy; never newer).
+pub const KUBELET_MINORS_BEHIND: u32 = 3;
+
+/// Why a kubelet (and kubeadm) of `kubelet` may not join a tenant whose
+/// apiserver runs `tenant`, if it may not: Kubernetes' version skew policy
+/// allows a kubelet up to [`KUBELET_MINORS_BEHIND`] minors older than its
+/// apiserver, and never newer (gantry refuses a newer patch too: the node
+/// would run code the control plane does not).
+pub fn kubelet_skew_problem(kubelet: KubeVersion, tenant: KubeVersion) -> Option<String> {
+    if kubelet > tenant {
+        return Some(format!(
+            "is newer than the tenant's {tenant}: a kubelet may not be newer than its apiserver \
+             (Kubernetes' version skew policy); upgrade the tenant first"
+        ));
+    }
+    if tenant.minor - kubelet.minor > KUBELET_MINORS_BEHIND {
+        return Some(format!(
+            "is more than {KUBELET_MINORS_BEHIND} minor versions older than the tenant's \
+             {tenant}, which Kubernetes' version skew policy does not support"
+        ));
+    }
+    None
+}
+
 /// Why `network` cannot be the nodes' network, if it cannot: one that holds
 /// 127.0.0.1 (such as 0.0.0.0/0) would pick the loopback address.
 pub fn node_network_problem(network: &Ipv4Net) -> Option<&'static str> {
@@ -162,15 +192,15 @@ pub fn node_network_problem(network: &Ipv4Net) -> Option<&'static str> {
 }
 
 /// A kubeadm `JoinConfiguration` (v1beta4) that pins the tenant's CA.
-fn join_configuration(access: &TenantAccess, token: &str, node_ip: bool) -> String {
+fn join_configuration(join: &JoinValues, node_ip: bool) -> String {
     let mut configuration = serde_json::json!({
         "apiVersion": "kubeadm.k8s.io/v1beta4",
         "kind": "JoinConfiguration",
         "discovery": {
             "bootstrapToken": {
-                "apiServerEndpoint": access.endpoint,
-                "token": token,
-                "caCertHashes": [access.ca_cert_hash],
+                "apiServerEndpoint": join.endpoint().to_string(),
+                "token": join.token().expose(),
+                "caCertHashes": [join.ca_cert_hash()],
             },
         },
     });
@@ -182,14 +212,16 @@ fn join_configuration(access: &TenantAccess, token: &str, node_ip: bool) -> Stri
     serde_yaml::to_string(&configuration).expect("YAML")
 }
 
-/// `#cloud-config` user-data that joins an OpenStack VM to the tenant.
-pub fn cloud_init(access: &TenantAccess, token: &str, options: &CloudInitOptions) -> String {
+/// `#cloud-config` user-data that joins an OpenStack VM to the tenant. Only
+/// checked values go in: the name is a tenant name, the endpoint, token and
+/// pin are [`JoinValues`], the version a parsed one.
+pub fn cloud_init(access: &TenantAccess, options: &CloudInitOptions) -> String {
     let mut files = vec![
         serde_json::json!({
             "path": "/etc/gantry/join-configuration.yaml",
             "permissions": "0600",
             "owner": "root:root",
-            "content": join_configuration(access, token, options.node_network.is_some()),
+            "content": join_configuration(&access.join, options.node_network.is_some()),
         }),
         serde_json::json!({
             "path": "/usr/local/sbin/gantry-join",
@@ -214,7 +246,7 @@ pub fn cloud_init(access: &TenantAccess, token: &str, options: &CloudInitOptions
         "#cloud-config\n# Joins this VM to tenant {} (Kubernetes {}) at {}. Holds a join token: treat as a secret.\n{}",
         access.name,
         options.kubernetes_version,
-        access.endpoint,
+        access.join.endpoint(),
         serde_yaml::to_string(&document).expect("YAML")
     )
 }
@@ -253,17 +285,40 @@ mod tests {
     }
 
     #[test]
-    fn package_repos_are_plain_http_urls() {
+    fn package_repos_are_plain_https_urls() {
         assert_eq!(
             package_repo_problem("https://pkgs.k8s.io/core:/stable:/v1.37/deb/"),
             None
         );
-        assert_eq!(package_repo_problem("http://mirror.local:8080/k8s/"), None);
+        assert_eq!(package_repo_problem("https://mirror.local:8443/k8s/"), None);
+        assert!(package_repo_problem("http://mirror.local:8080/k8s/").is_some());
+        assert!(package_repo_problem("HTTP://mirror.local/").is_some());
         for hostile in &HOSTILE[..4] {
             assert!(package_repo_problem(hostile).is_some(), "{hostile:?}");
         }
         assert!(package_repo_problem("ftp://x/").is_some());
         assert!(package_repo_problem("https://").is_some());
+    }
+
+    #[test]
+    fn a_kubelet_is_never_newer_than_the_tenant_and_at_most_three_minors_older() {
+        let v = |minor, patch| KubeVersion { minor, patch };
+        let tenant = v(37, 2);
+        for ok in [v(37, 2), v(37, 0), v(36, 9), v(34, 0)] {
+            assert_eq!(kubelet_skew_problem(ok, tenant), None, "{ok}");
+        }
+        for (newer, older) in [(v(37, 3), v(33, 9)), (v(38, 0), v(30, 0))] {
+            let problem = kubelet_skew_problem(newer, tenant).unwrap();
+            assert!(
+                problem.starts_with("is newer than the tenant's 1.37.2"),
+                "{problem}"
+            );
+            let problem = kubelet_skew_problem(older, tenant).unwrap();
+            assert!(
+                problem.starts_with("is more than 3 minor versions older"),
+                "{problem}"
+            );
+        }
     }
 
     #[test]

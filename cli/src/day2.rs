@@ -12,6 +12,7 @@ use super::CliError;
 use crate::access::{self as tenant_access, TenantAccess};
 use crate::cloud_init::{self, CloudInitOptions};
 use gantry_api::{ConditionType, TenantControlPlane};
+use gantry_renderer::KubeVersion;
 
 /// Which tenant: a name in the service cluster, or a bundle folder.
 #[derive(Args)]
@@ -50,14 +51,14 @@ pub struct CloudInitArgs {
     /// The kubelet's node-ip is the VM's address in this IPv4 network.
     #[arg(long, value_name = "CIDR")]
     node_network: Option<String>,
-    /// apt repository of kubelet and kubeadm (default: pkgs.k8s.io for the tenant's minor).
+    /// https apt repository of kubelet and kubeadm (default: pkgs.k8s.io for the tenant's minor).
     #[arg(long, value_name = "URL", conflicts_with = "preinstalled")]
     package_repo: Option<String>,
     /// The VM image already has containerd, kubelet and kubeadm of the tenant's version, swap off and
     /// kubeadm's kernel settings: install and change nothing, only pick the node IP and join.
     #[arg(long)]
     preinstalled: bool,
-    /// kubelet and kubeadm version (default: the tenant's).
+    /// kubelet and kubeadm version (default: the tenant's): not newer than it, at most 3 minors older.
     #[arg(long, value_name = "VERSION")]
     kubernetes_version: Option<String>,
 }
@@ -77,15 +78,17 @@ async fn service_cluster() -> Result<kube::Client, CliError> {
     })
 }
 
-async fn access(target: &Target) -> Result<TenantAccess, CliError> {
+/// The tenant's access; its super-admin kubeconfig only if `super_admin`.
+async fn access(target: &Target, super_admin: bool) -> Result<TenantAccess, CliError> {
     match (&target.tenant, &target.bundle) {
         // A bundle that cannot be read is bad input (exit 2).
-        (_, Some(dir)) => tenant_access::from_bundle(dir).map_err(|e| match e {
+        (_, Some(dir)) => tenant_access::from_bundle(dir, super_admin).map_err(|e| match e {
             tenant_access::Day2Error::Bundle { dir, reason } => bad_flag("--bundle", &dir, reason),
             other => CliError::Day2(other),
         }),
         (Some(tenant), None) => {
-            Ok(tenant_access::from_cluster(&service_cluster().await?, tenant).await?)
+            let client = service_cluster().await?;
+            Ok(tenant_access::from_cluster(&client, tenant, super_admin).await?)
         }
         (None, None) => unreachable!("clap requires one of them"),
     }
@@ -113,25 +116,25 @@ pub fn join(args: JoinArgs) -> Result<ExitCode, CliError> {
         None => None,
     };
     runtime()?.block_on(async {
-        let access = access(&args.target).await?;
-        let token = match ttl {
-            None => access.token.clone(),
+        let access = access(&args.target, false).await?;
+        // Printed from checked values only (see gantry_pki::JoinValues).
+        let join = match ttl {
+            None => access.join.clone(),
             Some(ttl) => {
                 let tenant = tenant_access::tenant_client(&access).await?;
-                tenant_access::mint_token(&tenant, ttl, time::OffsetDateTime::now_utc())
-                    .await?
-                    .expose()
+                let token =
+                    tenant_access::mint_token(&tenant, ttl, time::OffsetDateTime::now_utc())
+                        .await?;
+                access.join.with_token(token)
             }
         };
-        let command =
-            gantry_pki::kubeadm_join_command(&access.endpoint, &token, &access.ca_cert_hash);
-        print(format!("{command}\n").as_bytes())
+        print(format!("{join}\n").as_bytes())
     })
 }
 
 pub fn kubeconfig(args: KubeconfigArgs) -> Result<ExitCode, CliError> {
     runtime()?.block_on(async {
-        let access = access(&args.target).await?;
+        let access = access(&args.target, args.super_admin).await?;
         if !args.super_admin {
             return print(&access.admin_conf);
         }
@@ -147,61 +150,21 @@ pub fn kubeconfig(args: KubeconfigArgs) -> Result<ExitCode, CliError> {
 }
 
 pub fn cloud_init(args: CloudInitArgs) -> Result<ExitCode, CliError> {
-    let node_network = match &args.node_network {
-        None => None,
-        Some(cidr) => {
-            let network: ipnet::IpNet = cidr.parse().map_err(|_| {
-                bad_flag("--node-network", cidr, "is not a CIDR such as 10.0.0.0/24")
-            })?;
-            match network {
-                ipnet::IpNet::V4(network) => {
-                    if let Some(problem) = cloud_init::node_network_problem(&network) {
-                        return Err(bad_flag("--node-network", cidr, problem));
-                    }
-                    Some(network.trunc())
-                }
-                ipnet::IpNet::V6(_) => {
-                    return Err(bad_flag(
-                        "--node-network",
-                        cidr,
-                        "IPv6 node networks are not supported yet (the node IP is picked among IPv4 addresses)",
-                    ));
-                }
-            }
-        }
-    };
+    let node_network = args.node_network.as_deref().map(node_network).transpose()?;
     if let Some(repo) = &args.package_repo
         && let Some(problem) = cloud_init::package_repo_problem(repo)
     {
         return Err(bad_flag("--package-repo", repo, problem));
     }
-    let requested: Option<gantry_renderer::KubeVersion> = match &args.kubernetes_version {
+    let requested: Option<KubeVersion> = match &args.kubernetes_version {
         Some(v) => Some(v.parse().map_err(|e: gantry_renderer::VersionError| {
             bad_flag("--kubernetes-version", v, e.to_string())
         })?),
         None => None,
     };
     runtime()?.block_on(async {
-        let access = access(&args.target).await?;
-        let version = match requested {
-            Some(version) => version,
-            None => {
-                let running = access.version.clone().ok_or_else(|| {
-                    CliError::Failed(format!(
-                        "tenant {:?} reports no running version yet: pass --kubernetes-version",
-                        access.name
-                    ))
-                })?;
-                running
-                    .parse()
-                    .map_err(|e: gantry_renderer::VersionError| {
-                        CliError::Failed(format!(
-                            "tenant {:?}: version {running}: {e}",
-                            access.name
-                        ))
-                    })?
-            }
-        };
+        let access = access(&args.target, false).await?;
+        let version = kubelet_version(&args, requested, &access)?;
         let mut package_repo = args
             .package_repo
             .clone()
@@ -215,8 +178,68 @@ pub fn cloud_init(args: CloudInitArgs) -> Result<ExitCode, CliError> {
             kubernetes_version: version.to_string(),
             preinstalled: args.preinstalled,
         };
-        print(cloud_init::cloud_init(&access, &access.token, &options).as_bytes())
+        print(cloud_init::cloud_init(&access, &options).as_bytes())
     })
+}
+
+/// `--node-network`: an IPv4 network without 127.0.0.1.
+fn node_network(cidr: &str) -> Result<ipnet::Ipv4Net, CliError> {
+    let network: ipnet::IpNet = cidr
+        .parse()
+        .map_err(|_| bad_flag("--node-network", cidr, "is not a CIDR such as 10.0.0.0/24"))?;
+    match network {
+        ipnet::IpNet::V4(network) => match cloud_init::node_network_problem(&network) {
+            Some(problem) => Err(bad_flag("--node-network", cidr, problem)),
+            None => Ok(network.trunc()),
+        },
+        ipnet::IpNet::V6(_) => Err(bad_flag(
+            "--node-network",
+            cidr,
+            "IPv6 node networks are not supported yet (the node IP is picked among IPv4 addresses)",
+        )),
+    }
+}
+
+/// The kubelet and kubeadm version of the user-data: `--kubernetes-version`
+/// if given and within the version skew policy of the tenant's version
+/// (checked whenever the tenant's version is known), else the tenant's.
+fn kubelet_version(
+    args: &CloudInitArgs,
+    requested: Option<KubeVersion>,
+    access: &TenantAccess,
+) -> Result<KubeVersion, CliError> {
+    let tenant = match (&access.version, &args.target.bundle) {
+        (None, _) => None,
+        (Some(version), bundle) => Some(version.parse().map_err(
+            |e: gantry_renderer::VersionError| match bundle {
+                // A bundle's version is bad input; a running tenant's is not.
+                Some(dir) => bad_flag(
+                    "--bundle",
+                    &dir.display().to_string(),
+                    format!("the tenant's version {version:?} {e}"),
+                ),
+                None => {
+                    CliError::Failed(format!("tenant {:?}: version {version}: {e}", access.name))
+                }
+            },
+        )?),
+    };
+    match (requested, tenant) {
+        (Some(kubelet), Some(tenant)) => match cloud_init::kubelet_skew_problem(kubelet, tenant) {
+            Some(problem) => Err(bad_flag(
+                "--kubernetes-version",
+                args.kubernetes_version.as_deref().unwrap_or_default(),
+                problem,
+            )),
+            None => Ok(kubelet),
+        },
+        (Some(kubelet), None) => Ok(kubelet),
+        (None, Some(tenant)) => Ok(tenant),
+        (None, None) => Err(CliError::Failed(format!(
+            "tenant {:?} reports no running version yet: pass --kubernetes-version",
+            access.name
+        ))),
+    }
 }
 
 /// `gantry get`: one line per tenant.

@@ -31,7 +31,7 @@ async fn reconcile_once(double: &InMemoryApiServerDouble, tenant_api: &InMemoryA
 #[tokio::test]
 async fn errors_name_the_tenant_and_what_is_missing() {
     let double = InMemoryApiServerDouble::new();
-    let error = day2::from_cluster(&double.client(), "tenant-a")
+    let error = day2::from_cluster(&double.client(), "tenant-a", false)
         .await
         .unwrap_err();
     assert!(matches!(error, Day2Error::NoSuchTenant(_)));
@@ -44,7 +44,7 @@ async fn errors_name_the_tenant_and_what_is_missing() {
     TenantBuilder::new("tenant-a").store(&double);
     let tenant_api = InMemoryApiServerDouble::new();
     reconcile_once(&double, &tenant_api).await;
-    let error = day2::from_cluster(&double.client(), "tenant-a")
+    let error = day2::from_cluster(&double.client(), "tenant-a", false)
         .await
         .unwrap_err();
     assert_eq!(
@@ -63,7 +63,15 @@ async fn a_ready_tenant_gives_its_join_command_and_kubeconfigs() {
     masters_running(&double);
     reconcile_once(&double, &tenant_api).await;
 
-    let access = day2::from_cluster(&double.client(), "tenant-a")
+    let super_admin_reads = || {
+        double
+            .reads()
+            .iter()
+            .filter(|read| read.contains("super-admin-kubeconfig"))
+            .count()
+    };
+    let before = super_admin_reads();
+    let access = day2::from_cluster(&double.client(), "tenant-a", false)
         .await
         .unwrap();
     let join = double.get("secrets", "tcp-tenant-a", "join").unwrap();
@@ -77,17 +85,23 @@ async fn a_ready_tenant_gives_its_join_command_and_kubeconfigs() {
         .unwrap()
     };
     assert_eq!(
-        gantry_pki::kubeadm_join_command(&access.endpoint, &access.token, &access.ca_cert_hash),
+        access.join.to_string(),
         decode(&join["data"]["join-command"])
     );
     assert_eq!(access.version.as_deref(), Some("1.35.5"));
     let admin = String::from_utf8(access.admin_conf.clone()).unwrap();
     assert!(admin.contains("server: https://203.0.113.10:6443"));
     assert!(admin.contains("kubernetes-admin"));
-    let super_admin = String::from_utf8(access.super_admin_conf.clone().unwrap()).unwrap();
+    // system:masters is read only when asked for (kubeconfig --super-admin).
+    assert!(access.super_admin_conf.is_none());
+    assert_eq!(super_admin_reads(), before);
+    let with_super_admin = day2::from_cluster(&double.client(), "tenant-a", true)
+        .await
+        .unwrap();
+    let super_admin = String::from_utf8(with_super_admin.super_admin_conf.unwrap()).unwrap();
     assert!(super_admin.contains("kubernetes-super-admin"));
     // Debug output never shows the token.
-    assert!(!format!("{access:?}").contains(&access.token));
+    assert!(!format!("{access:?}").contains(&access.join.token().expose()));
 
     // gantry get.
     let tenants: Vec<gantry_controller::api::TenantControlPlane> = double
@@ -113,6 +127,62 @@ async fn a_ready_tenant_gives_its_join_command_and_kubeconfigs() {
             "203.0.113.10:6443",
             "-"
         ]
+    );
+}
+
+/// A join Secret someone edited: no value of it reaches a printed command
+/// or a node's script unchecked, and the error never shows the token.
+#[tokio::test]
+async fn a_tampered_join_secret_is_refused_without_showing_the_token() {
+    use base64::Engine as _;
+    let double = InMemoryApiServerDouble::new();
+    let tenant_api = InMemoryApiServerDouble::new();
+    TenantBuilder::new("tenant-a").store(&double);
+    reconcile_once(&double, &tenant_api).await;
+    masters_running(&double);
+    reconcile_once(&double, &tenant_api).await;
+    let good = day2::from_cluster(&double.client(), "tenant-a", false)
+        .await
+        .unwrap();
+    let token = good.join.token().expose();
+    let encode = |s: &str| serde_json::json!(base64::engine::general_purpose::STANDARD.encode(s));
+    for (key, value, expected) in [
+        (
+            "endpoint",
+            "$(touch${IFS}/tmp/PWNED):6443",
+            "its endpoint \"$(touch${IFS}/tmp/PWNED):6443\" ",
+        ),
+        ("endpoint", "203.0.113.10", "has no port"),
+        (
+            "token",
+            &format!("{token};touch x"),
+            "its token is not ID.SECRET",
+        ),
+        (
+            "ca-cert-hash",
+            "sha256:$(id)",
+            "its CA hash \"sha256:$(id)\"",
+        ),
+    ] {
+        let original = double.get("secrets", "tcp-tenant-a", "join").unwrap()["data"][key].clone();
+        let pointer = format!("/data/{key}");
+        double.set_field("secrets", "tcp-tenant-a", "join", &pointer, encode(value));
+        let error = day2::from_cluster(&double.client(), "tenant-a", false)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("tenant \"tenant-a\": Secret tcp-tenant-a/join: "),
+            "{error}"
+        );
+        assert!(error.contains(expected), "{error}");
+        assert!(!error.contains(good.join.token().secret()), "{error}");
+        double.set_field("secrets", "tcp-tenant-a", "join", &pointer, original);
+    }
+    assert!(
+        day2::from_cluster(&double.client(), "tenant-a", false)
+            .await
+            .is_ok()
     );
 }
 

@@ -24,6 +24,7 @@ pub mod csr;
 mod error;
 mod hash;
 mod issue;
+mod join;
 pub mod jws;
 pub mod kubeconfig;
 mod spec;
@@ -38,6 +39,7 @@ pub use issue::{
     Action, Decision, ENCRYPTION_CONFIG, FIRST_KEY_NAME, FileSet, Issued, PkiBundle, PkiFile,
     Reason, issue,
 };
+pub use join::{JoinCommand, JoinValueError, JoinValues, is_ca_cert_hash, kubeadm_join_command};
 pub use spec::{
     DEFAULT_API_SERVER_PORT, Endpoint, KeyAlgorithm, MAX_EXTRA_SANS, MAX_TENANT_NAME_LEN,
     MAX_VALIDITY_DAYS, PkiSpec, San, default_namespace, nth_address, parse_cidr,
@@ -45,42 +47,6 @@ pub use spec::{
     validate_tenant_name,
 };
 pub use token::{BootstrapToken, BootstrapTokenSecret, DEFAULT_NODE_TOKEN_GROUP, DEFAULT_TTL};
-
-/// The `kubeadm join` command line: `endpoint` (`HOST:PORT`), the token
-/// (`ID.SECRET`) and the CA pin (`sha256:<hex>`). One place, so the bundle's
-/// `join-command`, the `join` Secret and `gantry join` always agree.
-pub fn kubeadm_join_command(endpoint: &str, token: &str, ca_cert_hash: &str) -> String {
-    format!("kubeadm join {endpoint} --token {token} --discovery-token-ca-cert-hash {ca_cert_hash}")
-}
-
-/// The values of a [`kubeadm_join_command`] line, read back (a render
-/// bundle's `join-command`). No `Debug`: it holds the token.
-#[derive(Clone, PartialEq, Eq)]
-pub struct JoinCommand {
-    pub endpoint: String,
-    pub token: String,
-    pub ca_cert_hash: String,
-}
-
-impl JoinCommand {
-    /// `None` unless `line` is `kubeadm join ENDPOINT` followed by `--token`
-    /// and `--discovery-token-ca-cert-hash`, each with a value.
-    pub fn parse(line: &str) -> Option<Self> {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let after = |flag: &str| {
-            let at = words.iter().position(|w| *w == flag)?;
-            words.get(at + 1).map(|value| value.to_string())
-        };
-        let ["kubeadm", "join", endpoint, ..] = words[..] else {
-            return None;
-        };
-        Some(Self {
-            endpoint: endpoint.to_string(),
-            token: after("--token")?,
-            ca_cert_hash: after("--discovery-token-ca-cert-hash")?,
-        })
-    }
-}
 
 /// RFC 3339 in UTC with a `Z` and whole seconds, as Kubernetes writes times.
 pub fn rfc3339(t: time::OffsetDateTime) -> String {
@@ -94,30 +60,4 @@ pub fn rfc3339(t: time::OffsetDateTime) -> String {
         t.minute(),
         t.second()
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_join_command_reads_back_what_it_was_made_of() {
-        let line = kubeadm_join_command(
-            "203.0.113.10:6443",
-            "abcdef.0123456789abcdef",
-            "sha256:00ff",
-        );
-        let parsed = JoinCommand::parse(&format!("{line}\n")).expect("parses");
-        assert_eq!(parsed.endpoint, "203.0.113.10:6443");
-        assert_eq!(parsed.token, "abcdef.0123456789abcdef");
-        assert_eq!(parsed.ca_cert_hash, "sha256:00ff");
-        for bad in [
-            "",
-            "kubeadm init 203.0.113.10:6443 --token a.b --discovery-token-ca-cert-hash sha256:00",
-            "kubeadm join 203.0.113.10:6443 --discovery-token-ca-cert-hash sha256:00",
-            "kubeadm join 203.0.113.10:6443 --token a.b --discovery-token-ca-cert-hash",
-        ] {
-            assert!(JoinCommand::parse(bad).is_none(), "{bad:?} parsed");
-        }
-    }
 }

@@ -364,6 +364,44 @@ impl Endpoint {
         Ok(Self { host, port })
     }
 
+    /// Parses `HOST:PORT` as `kubeadm join` takes it and as gantry prints it
+    /// into a command line or a node's script: the port spelled out in
+    /// digits, brackets around an IPv6 address and nowhere else. Stricter
+    /// than [`Endpoint::parse`], which fills in a missing port, because the
+    /// value comes back from a file or a Secret anyone may have edited.
+    pub fn parse_host_port(field: &'static str, value: &str) -> Result<Self, InvalidInput> {
+        let Some((_, port)) = split_host_port(value) else {
+            return Err(InvalidInput::new(field, value, "is not HOST:PORT"));
+        };
+        match port {
+            None => {
+                return Err(InvalidInput::new(
+                    field,
+                    value,
+                    "has no port: expected HOST:PORT such as 203.0.113.10:6443 or [2001:db8::1]:6443",
+                ));
+            }
+            Some(port) if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) => {
+                return Err(InvalidInput::new(
+                    field,
+                    value,
+                    "has a port outside 1-65535",
+                ));
+            }
+            Some(_) => {}
+        }
+        let endpoint = Self::parse(field, value)?;
+        let ipv6 = matches!(endpoint.host, San::Ip(IpAddr::V6(_)));
+        if value.starts_with('[') != ipv6 {
+            return Err(InvalidInput::new(
+                field,
+                value,
+                "must put an IPv6 address in brackets, and nothing else",
+            ));
+        }
+        Ok(endpoint)
+    }
+
     /// `https://host:port`, with IPv6 addresses in brackets.
     pub fn url(&self) -> String {
         format!("https://{self}")
@@ -504,6 +542,54 @@ mod tests {
             "[::1",
         ] {
             assert!(Endpoint::parse("endpoint", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_join_endpoint_is_host_and_port_spelled_out() {
+        for (good, shown) in [
+            ("203.0.113.10:6443", "203.0.113.10:6443"),
+            ("api.example.com:443", "api.example.com:443"),
+            ("[2001:db8::1]:7443", "[2001:db8::1]:7443"),
+        ] {
+            let endpoint = Endpoint::parse_host_port("endpoint", good).unwrap();
+            assert_eq!(endpoint.to_string(), shown);
+        }
+        // Whatever an endpoint of a spec prints (the join Secret's, the
+        // bundle's join-command) reads back as itself.
+        for spec in [
+            "203.0.113.10",
+            "api.example.com",
+            "2001:db8::1",
+            "::ffff:192.0.2.1",
+            "[fd00::10]:443",
+        ] {
+            let endpoint = Endpoint::parse("endpoint", spec).unwrap();
+            assert_eq!(
+                Endpoint::parse_host_port("endpoint", &endpoint.to_string()).unwrap(),
+                endpoint
+            );
+        }
+        for bad in [
+            "",
+            "203.0.113.10",
+            "2001:db8::1",
+            "2001:db8::1:6443",
+            "host:",
+            "host:+6443",
+            "host:6443 ",
+            "host:0",
+            "[api.example.com]:6443",
+            "[203.0.113.10]:6443",
+            "$(touch${IFS}/tmp/PWNED):6443",
+            "`touch PWNED`:6443",
+            "203.0.113.10:6443;touch${IFS}PWNED",
+            "203.0.113.10:6443\ntouch PWNED",
+        ] {
+            assert!(
+                Endpoint::parse_host_port("endpoint", bad).is_err(),
+                "{bad:?}"
+            );
         }
     }
 
