@@ -431,3 +431,18 @@ fn run_refuses_a_reconcile_timeout_outside_10s_to_1h() {
         );
     }
 }
+
+#[test]
+fn run_refuses_a_default_route_as_the_service_clusters_network_in_one_line() {
+    for value in ["0.0.0.0/0", "10.96.0.0/12,::/0"] {
+        let output = gantry(&["run", "--service-cluster-cidrs", value]);
+        assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+        let text = stderr(&output);
+        assert_eq!(text.trim().lines().count(), 1, "{text}");
+        assert!(
+            text.contains("--service-cluster-cidrs")
+                && text.contains("must not be a default route"),
+            "{value}: {text}"
+        );
+    }
+}

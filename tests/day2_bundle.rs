@@ -267,12 +267,13 @@ fn a_kubelet_out_of_skew_and_a_plain_http_package_repo_are_refused() {
         args.extend_from_slice(extra);
         gantry(&args)
     };
-    // The tenant runs 1.35.5: a kubelet may be as old as 1.32, never newer.
-    for older in ["1.35.5", "1.35.0"] {
+    // The tenant runs 1.35.5: a kubelet may be as old as 1.32, never of a
+    // newer minor (a newer patch is within the skew policy).
+    for older in ["1.35.5", "1.35.0", "1.35.6"] {
         let user_data = assert_ok(&cloud_init(&["--kubernetes-version", older]));
         assert!(user_data.contains(&format!("version='{older}'")));
     }
-    for newer in ["1.35.6", "1.36.0", "1.37"] {
+    for newer in ["1.36.0", "1.37"] {
         assert_refused(
             &cloud_init(&["--kubernetes-version", newer]),
             &["--kubernetes-version", newer, "newer than", "1.35.5"],

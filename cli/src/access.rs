@@ -359,7 +359,11 @@ fn token_expiration(
 
 /// The `stringData.expiration` of a bootstrap-token Secret manifest.
 pub fn bootstrap_token_expiration(secret: &[u8]) -> Option<OffsetDateTime> {
-    let secret: serde_yaml::Value = serde_yaml::from_slice(secret).ok()?;
+    let secret = std::str::from_utf8(secret).ok()?;
+    if gantry_api::yaml_guard::flow_nesting_problem(secret).is_some() {
+        return None;
+    }
+    let secret: serde_yaml::Value = serde_yaml::from_str(secret).ok()?;
     let expiration = secret.get("stringData")?.get("expiration")?.as_str()?;
     OffsetDateTime::parse(expiration, &time::format_description::well_known::Rfc3339).ok()
 }

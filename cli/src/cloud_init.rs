@@ -165,10 +165,11 @@ pub const KUBELET_MINORS_BEHIND: u32 = 3;
 /// Why a kubelet (and kubeadm) of `kubelet` may not join a tenant whose
 /// apiserver runs `tenant`, if it may not: Kubernetes' version skew policy
 /// allows a kubelet up to [`KUBELET_MINORS_BEHIND`] minors older than its
-/// apiserver, and never newer (gantry refuses a newer patch too: the node
-/// would run code the control plane does not).
+/// apiserver, and never of a newer minor. A newer patch of the same minor is
+/// within the policy (and kubeadm's preflight check): node images often
+/// carry a patch release before the masters are upgraded.
 pub fn kubelet_skew_problem(kubelet: KubeVersion, tenant: KubeVersion) -> Option<String> {
-    if kubelet > tenant {
+    if kubelet.minor > tenant.minor {
         return Some(format!(
             "is newer than the tenant's {tenant}: a kubelet may not be newer than its apiserver \
              (Kubernetes' version skew policy); upgrade the tenant first"
@@ -304,10 +305,10 @@ mod tests {
     fn a_kubelet_is_never_newer_than_the_tenant_and_at_most_three_minors_older() {
         let v = |minor, patch| KubeVersion { minor, patch };
         let tenant = v(37, 2);
-        for ok in [v(37, 2), v(37, 0), v(36, 9), v(34, 0)] {
+        for ok in [v(37, 2), v(37, 0), v(37, 3), v(36, 9), v(34, 0)] {
             assert_eq!(kubelet_skew_problem(ok, tenant), None, "{ok}");
         }
-        for (newer, older) in [(v(37, 3), v(33, 9)), (v(38, 0), v(30, 0))] {
+        for (newer, older) in [(v(38, 0), v(33, 9)), (v(39, 1), v(30, 0))] {
             let problem = kubelet_skew_problem(newer, tenant).unwrap();
             assert!(
                 problem.starts_with("is newer than the tenant's 1.37.2"),

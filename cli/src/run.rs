@@ -53,6 +53,15 @@ fn reconcile_timeout(value: &str) -> Result<std::time::Duration, String> {
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
+    // Checked here, not by clap, so the refusal is one line; a default route
+    // would make every tenant's egress NetworkPolicy invalid.
+    for cidr in &args.service_cluster_cidrs {
+        if let Some(problem) = gantry_pki::service_cluster_cidr_problem(cidr) {
+            return Err(
+                gantry_pki::InvalidInput::new("service-cluster-cidrs", cidr, problem).into(),
+            );
+        }
+    }
     // The pod name (downward API) identifies this replica in the Lease and Events.
     let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
         format!(

@@ -173,6 +173,10 @@ pub fn write_files(
         .collect();
     let narrowed =
         narrow_secret_modes(folder, files, &changed).map_err(|e| unwritable(e.to_string()))?;
+    // What a killed writer left goes now, even when nothing else changes.
+    folder
+        .remove_tree(STAGING)
+        .map_err(|e| unwritable(format!("cannot remove {STAGING}: {e}")))?;
     if changed.is_empty() && stale.is_empty() {
         return Ok(Written {
             narrowed,
