@@ -136,9 +136,13 @@ fn pki_init_and_render_write_only_into_their_own_tenants_bundle() {
         before,
         "pki init rewrote another tenant's bundle"
     );
-    // Its own tenant's bundle it may renew; the record keeps the render's files.
-    assert_ok(&pki_init("tenant-a", &bundle_a, &[]));
-    assert_ok(&render(&a, &bundle_a, &[]));
+    // Nor its own tenant's rendered bundle: its flags would replace what the
+    // manifests and the chart were made with.
+    assert_refused(
+        &pki_init("tenant-a", &bundle_a, &[]),
+        &["holds a rendered bundle", "gantry render"],
+    );
+    assert_eq!(files_under(&bundle_a), before);
 
     // A backup of kubeadm's certificates: only pki/ca.{crt,key}.
     let backup = tmp.path().join("backup");
@@ -466,9 +470,21 @@ fn special_files_are_refused_at_once_and_odd_names_never_panic() {
             std::fs::write(&path, saved).unwrap();
         }
     }
-    // A device as the manifest, and a manifest larger than any object.
+    // A device as the manifest ends at the bound; a pipe is read as asked.
     let output = gantry_within(&["render", "/dev/zero", "--out", out_arg], limit);
-    assert_refused(&output, &["MANIFEST \"/dev/zero\"", "a character device"]);
+    assert_refused(
+        &output,
+        &["MANIFEST \"/dev/zero\"", "more than gantry reads"],
+    );
+    let piped = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "{} render <(cat {a_arg}) --out {out_arg}",
+            gantry_bin().display()
+        ))
+        .output()
+        .unwrap();
+    assert_ok(&piped);
     let huge = tmp.path().join("huge.yaml");
     std::fs::File::create(&huge)
         .unwrap()
@@ -511,12 +527,14 @@ fn new_ca_does_what_the_refusal_says() {
         String::from_utf8_lossy(&check.stdout)
     );
     // pki init keeps the same rule.
-    std::fs::remove_file(out.join("pki/front-proxy-ca.key")).unwrap();
+    let pki_only = tmp.path().join("pki-only");
+    assert_ok(&pki_init("tenant-a", &pki_only, &[]));
+    std::fs::remove_file(pki_only.join("pki/front-proxy-ca.key")).unwrap();
     assert_refused(
-        &pki_init("tenant-a", &out, &[]),
+        &pki_init("tenant-a", &pki_only, &[]),
         &["pki/front-proxy-ca.key is missing"],
     );
-    assert_ok(&pki_init("tenant-a", &out, &["--new-ca"]));
+    assert_ok(&pki_init("tenant-a", &pki_only, &["--new-ca"]));
 }
 
 /// Item 16: a refused command leaves no folder behind, a widened key mode is
@@ -576,4 +594,181 @@ fn small_things_a_careful_user_notices() {
         "nothing was logged, so the check below proves nothing"
     );
     assert!(!text.contains(&0x1b), "colour codes in a log file");
+}
+
+/// A staging folder in gantry's name, left by a kill or planted, which a
+/// review found to stand in for a record: it never makes a folder gantry's,
+/// never lets a key be made again, and never prunes.
+#[test]
+fn a_staged_record_is_only_a_hint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = manifest(tmp.path(), "tenant-a", "ECDSA-P256");
+    let bundle_a = tmp.path().join("A");
+    assert_ok(&render(&a, &bundle_a, &[]));
+    let plant = |dir: &Path, record: &[u8]| {
+        std::fs::create_dir_all(dir.join(".gantry-staging")).unwrap();
+        std::fs::write(dir.join(".gantry-staging/gantry-bundle.json"), record).unwrap();
+    };
+
+    // A kubeadm folder with a staged record of no files.
+    let kubeadm = tmp.path().join("node");
+    let node = kubeadm_folder(&kubeadm, &bundle_a);
+    plant(
+        &kubeadm,
+        br#"{"tenant":"node1","namespace":"tcp-node1","files":[]}"#,
+    );
+    let node = [node, files_under(&kubeadm)].concat();
+    assert_refused(
+        &pki_init("node1", &kubeadm, &[]),
+        &["is not a gantry bundle"],
+    );
+    assert_refused(&render(&a, &kubeadm, &[]), &["is not a gantry bundle"]);
+    assert!(files_under(&kubeadm).iter().all(|f| node.contains(f)));
+
+    // A bundle whose record moved into staging and whose keys are gone.
+    let keys_gone = tmp.path().join("A2");
+    assert_ok(&render(&a, &keys_gone, &[]));
+    let own_record = std::fs::read(keys_gone.join("gantry-bundle.json")).unwrap();
+    std::fs::remove_file(keys_gone.join("gantry-bundle.json")).unwrap();
+    plant(&keys_gone, &own_record);
+    for key in ["pki/ca.key", "pki/sa.key", "pki/encryption-config.yaml"] {
+        std::fs::remove_file(keys_gone.join(key)).unwrap();
+    }
+    let ca = std::fs::read(keys_gone.join("pki/ca.crt")).unwrap();
+    assert_refused(&render(&a, &keys_gone, &[]), &["pki/ca.key", "missing"]);
+    assert_eq!(std::fs::read(keys_gone.join("pki/ca.crt")).unwrap(), ca);
+
+    // User files a staged record lists are never pruned.
+    let users = tmp.path().join("E");
+    assert_ok(&render(&a, &users, &[]));
+    let own_record = std::fs::read(users.join("gantry-bundle.json")).unwrap();
+    std::fs::remove_file(users.join("gantry-bundle.json")).unwrap();
+    std::fs::write(users.join("service/99-mine.yaml"), "x").unwrap();
+    let mut record: serde_json::Value = serde_json::from_slice(&own_record).unwrap();
+    record["files"]
+        .as_array_mut()
+        .unwrap()
+        .push("service/99-mine.yaml".into());
+    plant(&users, &serde_json::to_vec(&record).unwrap());
+    let output = render(&a, &users, &[]);
+    assert_ok(&output);
+    assert!(String::from_utf8_lossy(&output.stdout).contains(", 0 removed"));
+    assert_eq!(
+        std::fs::read(users.join("service/99-mine.yaml")).unwrap(),
+        b"x"
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("removed .gantry-staging/"));
+
+    // An empty staged record (a power cut) blocks nothing.
+    plant(&bundle_a, b"");
+    assert_ok(&render(&a, &bundle_a, &[]));
+    // No --out inside a staging folder, which gantry removes whole.
+    std::fs::create_dir_all(bundle_a.join(".gantry-staging")).unwrap();
+    assert_refused(
+        &render(&a, &bundle_a.join(".gantry-staging/tenant-b"), &[]),
+        &["inside a .gantry-staging folder"],
+    );
+}
+
+/// The rest of the review: nesting hidden in files the manifest guard never
+/// saw, pki init --adopt of another tenant's bundle, a full disk, odd
+/// leftovers beside the bundle, a deep tree, a user's large file.
+#[test]
+fn what_a_review_found_holds_now() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = manifest(tmp.path(), "tenant-a", "ECDSA-P256");
+    let b = manifest(tmp.path(), "tenant-b", "ECDSA-P256");
+    let bundle = tmp.path().join("A");
+    assert_ok(&render(&a, &bundle, &[]));
+    let limit = Duration::from_secs(20);
+    let (out_arg, a_arg) = (bundle.to_str().unwrap(), a.to_str().unwrap());
+
+    // Deep nesting in a kubeconfig, and behind a quote in a token Secret.
+    let admin = std::fs::read(bundle.join("admin.conf")).unwrap();
+    let deep = format!("a: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+    std::fs::write(bundle.join("admin.conf"), &deep).unwrap();
+    let output = gantry_within(&["pki", "check", out_arg], limit);
+    assert!(stderr(&output).len() + output.stdout.len() < 10_000);
+    std::fs::write(bundle.join("admin.conf"), admin).unwrap();
+    let secret = std::fs::read_dir(bundle.join("tenant"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("-secret-bootstrap-token-"))
+        .unwrap();
+    let saved = std::fs::read(&secret).unwrap();
+    std::fs::write(&secret, format!("a: it 's\nb: {deep}")).unwrap();
+    gantry_within(&["join", "--bundle", out_arg], limit);
+    assert_ok(&gantry_within(&["render", a_arg, "--out", out_arg], limit));
+    std::fs::write(&secret, saved).unwrap();
+
+    // pki init --adopt of tenant-b's bundle without its record.
+    let bundle_b = tmp.path().join("UB");
+    assert_ok(&render(&b, &bundle_b, &[]));
+    std::fs::remove_file(bundle_b.join("gantry-bundle.json")).unwrap();
+    let before = files_under(&bundle_b);
+    assert_refused(
+        &pki_init("tenant-a", &bundle_b, &["--adopt"]),
+        &["holds a tenant of namespace tcp-tenant-b"],
+    );
+    assert_eq!(files_under(&bundle_b), before);
+
+    // Leftovers beside the bundle that are not a dead gantry's staging.
+    for odd in [".A.gantry-tmp--7", ".A.gantry-tmp-0"] {
+        std::fs::create_dir(tmp.path().join(odd)).unwrap();
+        std::fs::write(tmp.path().join(odd).join("mine.txt"), "mine").unwrap();
+    }
+    assert_ok(&render(
+        &a,
+        &bundle,
+        &["--token", "abcdef.0123456789abcdef"],
+    ));
+    for odd in [".A.gantry-tmp--7", ".A.gantry-tmp-0"] {
+        assert!(
+            tmp.path().join(odd).join("mine.txt").exists(),
+            "{odd} was removed"
+        );
+    }
+
+    // A tree deeper than gantry writes in its staging folder.
+    let mut deep_dir = bundle.join(".gantry-staging");
+    for _ in 0..40 {
+        deep_dir.push("d");
+    }
+    std::fs::create_dir_all(&deep_dir).unwrap();
+    let output = gantry_within(&["render", a_arg, "--out", out_arg], limit);
+    assert_refused(&output, &["deeper than any gantry writes"]);
+    std::fs::remove_dir_all(bundle.join(".gantry-staging")).unwrap();
+
+    // A user's file larger than gantry reads, in a rendered folder: not read.
+    std::fs::File::create(bundle.join("tenant/dump.bin"))
+        .unwrap()
+        .set_len(8 << 20)
+        .unwrap();
+    assert_ok(&render(&a, &bundle, &[]));
+}
+
+/// A full disk while staging: nothing staged stays, no key, and the folder
+/// the refused render made is gone. Needs root (a small tmpfs).
+#[test]
+fn a_full_disk_leaves_nothing_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = manifest(tmp.path(), "tenant-a", "ECDSA-P256");
+    let small = tmp.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=200k", "tmpfs"])
+        .arg(&small)
+        .status()
+        .expect("mount(8): this test needs root and util-linux (apt-get install mount)");
+    assert!(mounted.success(), "mounting a tmpfs needs root");
+    let out = small.join("X");
+    let output = render(&a, &out, &[]);
+    let listing = files_under(&small);
+    let _ = Command::new("umount").arg(&small).status();
+    assert_refused(&output, &["No space left on device"]);
+    assert!(
+        listing.is_empty(),
+        "left on the full disk: {:?}",
+        listing.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
 }

@@ -12,7 +12,7 @@ pub mod labels;
 mod manifest;
 mod status;
 mod tenant;
-pub mod yaml_guard;
+pub use gantry_pki::yaml_guard;
 
 pub use manifest::{METADATA_FIELDS, ManifestError, TOLERATION_FIELDS};
 pub use status::{ConditionType, Phase};

@@ -105,15 +105,14 @@ impl CliError {
     }
 }
 
-/// Reads a file named by a flag; the error names the flag and the path. Only
-/// a regular file of at most `limit` bytes is read: a FIFO or a device never
-/// blocks or fills memory.
+/// Reads a file named by a flag; the error names the flag and the path. At
+/// most `limit` bytes are read: `/dev/zero` never fills memory.
 fn read_flag_file(
     flag: &'static str,
     path: &std::path::Path,
     limit: u64,
 ) -> Result<Vec<u8>, CliError> {
-    bundle_dir::at::read_regular_file(path, limit).map_err(|e| CliError::BadFile {
+    bundle_dir::at::read_user_file(path, limit).map_err(|e| CliError::BadFile {
         flag,
         value: path.display().to_string(),
         reason: match e {

@@ -153,13 +153,19 @@ fn init(args: InitArgs) -> Result<ExitCode, CliError> {
     // The same ownership rules as `gantry render`: no foreign folder, no other
     // tenant's bundle, no lost key replaced without --new-ca.
     let owner = Owner::of(folder)?;
-    owner.check(
-        folder,
-        &spec.tenant_name,
-        &spec.namespace,
-        args.adopt,
-        || None,
-    )?;
+    owner.check(folder, &spec.tenant_name, &spec.namespace, args.adopt)?;
+    if owner.record().is_some_and(|record| record.fixed.is_some()) {
+        // Its flags would replace what the render made the certificates
+        // for (endpoint, SANs, networks), and service/ and chart/ would keep
+        // the old ones: the bundle would no longer agree with itself.
+        return Err(bundle_dir::BundleDirError::Refused {
+            path: args.out.clone(),
+            reason: "holds a rendered bundle; renew its PKI with gantry render, which keeps \
+                     its manifests and chart in step"
+                .into(),
+        }
+        .into());
+    }
     let mut existing = bundle_dir::read_catalog("--out", folder)?;
     bundle_dir::guard_keys(folder, &owner, &mut existing, args.new_ca)?;
     let issued = gantry_pki::issue(&spec, &existing, OffsetDateTime::now_utc())?;

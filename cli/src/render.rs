@@ -15,6 +15,7 @@ use time::OffsetDateTime;
 use super::{CliError, read_flag_file};
 use crate::bundle_dir::{
     self, BundleRecord, FixedSpec, JOIN_COMMAND, LockedBundle, Owner, RECORD, RENDERED_FOLDERS,
+    STAGING,
 };
 use gantry_api::TenantControlPlane;
 use gantry_controller::resolve::{offline_endpoint, resolve};
@@ -73,9 +74,20 @@ pub fn run(args: RenderArgs) -> Result<ExitCode, CliError> {
     let bundle = LockedBundle::acquire(&args.out, LOCK_WAIT)?;
     let folder = bundle.folder();
     let owner = Owner::of(folder)?;
-    let mut existing =
-        bundle_dir::read_tree("--out", folder, &[JOIN_COMMAND, RECORD], &RENDERED_FOLDERS)?;
-    let (token, expiration) = choose_token(token_flag, &existing, now);
+    let listed = bundle_dir::list_files("--out", folder, &RENDERED_FOLDERS)?;
+    let mut existing = bundle_dir::read_catalog("--out", folder)?;
+    bundle_dir::read_files("--out", folder, &mut existing, [JOIN_COMMAND, RECORD])?;
+    // Of the rendered folders, only what a decision below needs: the files
+    // gantry wrote (the record's), or an unrecorded bundle's service
+    // manifests (whether its apiserver encrypts Secrets at rest).
+    let needed = listed.iter().filter(|path| match &owner {
+        Owner::Recorded { record } => record.files.contains(*path),
+        Owner::Unrecorded => path.starts_with("service/"),
+        Owner::Nobody | Owner::Interrupted(_) => false,
+    });
+    bundle_dir::read_files("--out", folder, &mut existing, needed.map(String::as_str))?;
+    let previous = previous_token(folder, &existing, &listed)?;
+    let (token, expiration) = choose_token(token_flag, previous, now);
     let endpoint = offline_endpoint(&manifest)?;
     let resolved = resolve(
         &manifest,
@@ -89,9 +101,7 @@ pub fn run(args: RenderArgs) -> Result<ExitCode, CliError> {
         },
     )?;
     let input = &resolved.input;
-    owner.check(folder, &input.name, &input.namespace, args.adopt, || {
-        earlier_namespace(&existing)
-    })?;
+    owner.check(folder, &input.name, &input.namespace, args.adopt)?;
     if let Some(previous) = owner.record().and_then(|record| record.fixed.as_ref()) {
         refuse_fixed_changes(previous, input)?;
     }
@@ -99,9 +109,17 @@ pub fn run(args: RenderArgs) -> Result<ExitCode, CliError> {
     let issued = gantry_pki::issue(&resolved.pki, &existing, now)?;
     let rendered = gantry_renderer::render(input, &issued.bundle)?;
     let files = bundle_files(input, &issued, &rendered)?;
+    // The files this render writes over, to write only what changed.
+    let overwritten = files.keys().filter(|path| listed.contains(*path));
+    bundle_dir::read_files(
+        "--out",
+        folder,
+        &mut existing,
+        overwritten.map(String::as_str),
+    )?;
     let written = bundle_dir::write_files(folder, &files, &existing, &owner.written_before())?;
-    bundle.keep();
     let old_staging = bundle_dir::remove_old_staging(&args.out);
+    bundle.keep();
     print_summary(&args.out, input, &issued, &rendered, &written)?;
     for path in old_staging {
         say!(
@@ -128,10 +146,10 @@ fn read_manifest(path: &std::path::Path) -> Result<TenantControlPlane, CliError>
 /// one; with the expiration to keep when the token is the previous one.
 fn choose_token(
     flag: Option<BootstrapToken>,
-    existing: &gantry_pki::FileSet,
+    previous: Option<(BootstrapToken, OffsetDateTime)>,
     now: OffsetDateTime,
 ) -> (BootstrapToken, Option<OffsetDateTime>) {
-    let previous = previous_token(existing).filter(|(_, expiration)| *expiration > now);
+    let previous = previous.filter(|(_, expiration)| *expiration > now);
     match (flag, previous) {
         (Some(token), Some((old, expiration))) if token == old => (token, Some(expiration)),
         (Some(token), _) => (token, None),
@@ -214,6 +232,9 @@ fn print_summary(
     for path in &written.narrowed {
         say!("  mode of {path} set to 0600 again (it holds a secret)")?;
     }
+    if written.cleaned_staging {
+        say!("  removed {STAGING}/ (left by a gantry that was killed)")?;
+    }
     say!(
         "  pki/, *.conf        PKI and kubeconfigs: {} created, {} kept, {} reissued",
         count(|a| *a == Action::Created),
@@ -281,36 +302,33 @@ fn add_manifests(files: &mut BTreeMap<String, PkiFile>, folder: &str, objects: &
 
 /// The token of a previous render in the same folder, with its expiration,
 /// so that rendering again changes nothing until the token runs out.
-fn previous_token(existing: &gantry_pki::FileSet) -> Option<(BootstrapToken, OffsetDateTime)> {
-    let command =
-        gantry_pki::JoinCommand::parse(&String::from_utf8_lossy(existing.get(JOIN_COMMAND)?))?;
-    let token = BootstrapToken::parse(&command.token).ok()?;
+fn previous_token(
+    folder: &bundle_dir::at::Folder,
+    existing: &gantry_pki::FileSet,
+    listed: &std::collections::BTreeSet<String>,
+) -> Result<Option<(BootstrapToken, OffsetDateTime)>, CliError> {
+    let Some(command) = existing.get(JOIN_COMMAND) else {
+        return Ok(None);
+    };
+    let Some(command) = gantry_pki::JoinCommand::parse(&String::from_utf8_lossy(command)) else {
+        return Ok(None);
+    };
+    let Ok(token) = BootstrapToken::parse(&command.token) else {
+        return Ok(None);
+    };
     let suffix = format!("-secret-{}.yaml", token.secret_name());
-    let (_, secret) = existing
+    let Some(path) = listed
         .iter()
-        .find(|(path, _)| path.starts_with("tenant/") && path.ends_with(&suffix))?;
-    Some((token, crate::access::bootstrap_token_expiration(secret)?))
-}
-
-/// The namespace of an earlier render's service manifests, if it has any.
-fn earlier_namespace(existing: &gantry_pki::FileSet) -> Option<String> {
-    existing
-        .iter()
-        .filter(|(path, _)| path.starts_with("service/"))
-        .find_map(|(_, text)| {
-            let text = std::str::from_utf8(text).ok()?;
-            if gantry_api::yaml_guard::flow_nesting_problem(text).is_some() {
-                return None;
-            }
-            let object: serde_yaml::Value = serde_yaml::from_str(text).ok()?;
-            Some(
-                object
-                    .get("metadata")?
-                    .get("namespace")?
-                    .as_str()?
-                    .to_string(),
-            )
-        })
+        .find(|path| path.starts_with("tenant/") && path.ends_with(&suffix))
+    else {
+        return Ok(None);
+    };
+    let mut secret = gantry_pki::FileSet::new();
+    bundle_dir::read_files("--out", folder, &mut secret, [path.as_str()])?;
+    Ok(secret
+        .get(path)
+        .and_then(|secret| crate::access::bootstrap_token_expiration(secret))
+        .map(|expiration| (token, expiration)))
 }
 
 fn fixed_spec(input: &gantry_renderer::RenderInput) -> FixedSpec {

@@ -131,6 +131,12 @@ impl Kubeconfig {
         // serde's messages quote the value they could not read, which in a
         // kubeconfig may be its private key (a whole file base64-encoded is
         // one YAML string): say only where it failed.
+        if let Some(problem) = std::str::from_utf8(text)
+            .ok()
+            .and_then(crate::yaml_guard::flow_nesting_problem)
+        {
+            return Err(format!("is not a kubeconfig: it {problem}"));
+        }
         serde_yaml::from_slice(text).map_err(|e| match e.location() {
             Some(at) => format!(
                 "is not a kubeconfig (YAML error at line {}, column {})",

@@ -29,6 +29,7 @@ pub mod jws;
 pub mod kubeconfig;
 mod spec;
 mod token;
+pub mod yaml_guard;
 
 pub use catalog::OPERATOR_KUBECONFIG;
 pub use cert::{CertInfo, generate_key, load_key};

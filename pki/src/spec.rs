@@ -561,7 +561,6 @@ mod tests {
             "203.0.113.10",
             "api.example.com",
             "2001:db8::1",
-            "::ffff:192.0.2.1",
             "[fd00::10]:443",
         ] {
             let endpoint = Endpoint::parse("endpoint", spec).unwrap();
@@ -581,6 +580,7 @@ mod tests {
             "host:0",
             "[api.example.com]:6443",
             "[203.0.113.10]:6443",
+            "[::ffff:192.0.2.1]:6443",
             "$(touch${IFS}/tmp/PWNED):6443",
             "`touch PWNED`:6443",
             "203.0.113.10:6443;touch${IFS}PWNED",

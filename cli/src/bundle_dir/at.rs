@@ -21,6 +21,11 @@ use rustix::io::Errno;
 /// at most what etcd stores for one object (1.5 MiB).
 pub const MAX_FILE_BYTES: u64 = 4 << 20;
 
+/// The deepest tree of folders gantry removes (its staging folder is three
+/// levels deep): a deeper one is not its own, and removing it would recurse
+/// without bound.
+const MAX_TREE_DEPTH: usize = 16;
+
 /// Why an operation on a path inside a folder failed. `path` is relative to
 /// the folder. No variant holds a file's contents.
 #[derive(Debug)]
@@ -100,25 +105,31 @@ pub fn describe(kind: FileType) -> &'static str {
     }
 }
 
-/// Reads a regular file named by the user (a flag or an argument), following
-/// links as any command does, but never a FIFO, a device or a file larger
-/// than `limit` bytes.
-pub fn read_regular_file(path: &Path, limit: u64) -> Result<Vec<u8>, AtError> {
+/// Reads a file named by the user (a flag or an argument), following links
+/// as any command does, up to `limit` bytes: a pipe (`<(cat tcp.yaml)`) is
+/// read as the user asked, and `/dev/zero` ends at the bound.
+pub fn read_user_file(path: &Path, limit: u64) -> Result<Vec<u8>, AtError> {
     let shown = path.display().to_string();
     let fd = rustix::fs::open(
         path,
-        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+        OFlags::RDONLY | OFlags::NOCTTY | OFlags::CLOEXEC,
         Mode::empty(),
     )
     .map_err(|e| AtError::io(&shown, e))?;
-    read_opened(fd, &shown, limit)
+    read_bounded(fd, &shown, limit, true)
 }
 
-/// Reads an opened file: a regular one, up to the size bound.
+/// Reads an opened regular file, up to the size bound.
 fn read_opened(fd: OwnedFd, shown: &str, limit: u64) -> Result<Vec<u8>, AtError> {
+    read_bounded(fd, shown, limit, false)
+}
+
+/// Reads an opened file up to `limit` bytes; a regular file only, unless
+/// `any_kind` (then a folder fails at the read).
+fn read_bounded(fd: OwnedFd, shown: &str, limit: u64, any_kind: bool) -> Result<Vec<u8>, AtError> {
     let stat = rustix::fs::fstat(&fd).map_err(|e| AtError::io(shown, e))?;
     let kind = FileType::from_raw_mode(stat.st_mode);
-    if kind != FileType::RegularFile {
+    if kind != FileType::RegularFile && !any_kind {
         return Err(AtError::WrongType {
             path: shown.into(),
             found: describe(kind),
@@ -473,9 +484,20 @@ impl Folder {
     /// Removes the folder `relative` and everything in it, following no
     /// link (a link inside is removed, not followed). Nothing if it does not exist.
     pub fn remove_tree(&self, relative: &str) -> Result<(), AtError> {
+        self.remove_tree_within(relative, MAX_TREE_DEPTH)
+    }
+
+    /// [`Folder::remove_tree`], refusing a tree deeper than `depth` levels.
+    fn remove_tree_within(&self, relative: &str, depth: usize) -> Result<(), AtError> {
         let Some(folder) = self.folder(relative)? else {
             return Ok(());
         };
+        if depth == 0 {
+            return Err(AtError::WrongType {
+                path: relative.into(),
+                found: "a tree of folders deeper than any gantry writes",
+            });
+        }
         for (name, kind) in folder.names().map_err(|e| AtError::io(relative, e))? {
             let shown = format!("{relative}/{}", name.to_string_lossy());
             let kind = match kind {
@@ -489,7 +511,7 @@ impl Folder {
                 let child = name
                     .to_str()
                     .ok_or_else(|| AtError::io(&shown, Errno::INVAL))?;
-                folder.remove_tree(child)?;
+                folder.remove_tree_within(child, depth - 1)?;
             } else {
                 rustix::fs::unlinkat(&folder.fd, name.as_os_str(), AtFlags::empty())
                     .map_err(|e| AtError::io(&shown, e))?;

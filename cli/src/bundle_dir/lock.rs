@@ -35,6 +35,19 @@ impl LockedBundle {
             path: dir.into(),
             reason,
         };
+        let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+        if absolute
+            .components()
+            .any(|part| part.as_os_str() == super::STAGING)
+        {
+            return Err(BundleDirError::Refused {
+                path: dir.into(),
+                reason: format!(
+                    "is inside a {} folder, which gantry removes whole; write elsewhere",
+                    super::STAGING
+                ),
+            });
+        }
         let mut created = Vec::new();
         let deadline = Instant::now() + wait;
         // A folder removed while this process waited for its lock (another
@@ -161,9 +174,10 @@ fn lock(folder: &Folder, deadline: Instant, wait: Duration) -> Result<(), String
     }
 }
 
-/// Removes the staging folders that gantry before 0.1 (issue 25) left beside
-/// `dir` when it was killed, `.<name>.gantry-tmp-<pid>`, whose process is
-/// gone: they hold keys and a join token. Returns the paths removed.
+/// Removes the staging folders that earlier gantry versions left beside
+/// `dir` when they were killed, `.<name>.gantry-tmp-<pid>`, whose process is
+/// gone and which hold only what gantry staged: they hold keys and a join
+/// token. Call it holding the bundle's lock. Returns the paths removed.
 pub fn remove_old_staging(dir: &Path) -> Vec<PathBuf> {
     let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
     let (Some(parent), Some(name)) = (absolute.parent(), absolute.file_name()) else {
@@ -176,19 +190,37 @@ pub fn remove_old_staging(dir: &Path) -> Vec<PathBuf> {
     let mut removed = Vec::new();
     for entry in entries.flatten() {
         let file_name = entry.file_name().to_string_lossy().into_owned();
+        // A process ID as gantry wrote it: digits only, above 0.
         let Some(pid) = file_name
             .strip_prefix(&prefix)
+            .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|pid| pid.parse::<i32>().ok())
+            .and_then(rustix::process::Pid::from_raw)
         else {
             continue;
         };
-        let running = rustix::process::Pid::from_raw(pid).is_some_and(|pid| {
-            !matches!(rustix::process::test_kill_process(pid), Err(Errno::SRCH))
-        });
+        let running = !matches!(rustix::process::test_kill_process(pid), Err(Errno::SRCH));
         let is_folder = entry.file_type().is_ok_and(|kind| kind.is_dir());
-        if !running && is_folder && std::fs::remove_dir_all(entry.path()).is_ok() {
+        if !running
+            && is_folder
+            && looks_like_old_staging(&entry.path())
+            && std::fs::remove_dir_all(entry.path()).is_ok()
+        {
             removed.push(entry.path());
         }
     }
     removed
+}
+
+/// Whether `path` holds only what an earlier gantry staged: names of a bundle
+/// at its top (and `.previous`, its backups), no link.
+fn looks_like_old_staging(path: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return false;
+    };
+    entries.flatten().all(|entry| {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let plain = entry.file_type().is_ok_and(|kind| !kind.is_symlink());
+        plain && (name == ".previous" || super::owner::is_bundle_name(&name))
+    })
 }

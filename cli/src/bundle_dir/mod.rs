@@ -102,29 +102,42 @@ pub fn read_catalog(flag: &'static str, folder: &Folder) -> Result<FileSet, Bund
     Ok(files)
 }
 
-/// Reads the catalog's files, the top-level `extra_files` and every file under
-/// each of `folders`: everything a render may replace or prune.
-pub fn read_tree(
+/// The regular files under each of `folders`, listed, not read: what is
+/// not gantry's is never read (a user's large files cost nothing).
+pub fn list_files(
     flag: &'static str,
     folder: &Folder,
-    extra_files: &[&str],
     folders: &[&str],
-) -> Result<FileSet, BundleDirError> {
-    let mut files = read_catalog(flag, folder)?;
-    let under = folders.iter().map(|f| folder.files_under(f));
-    let mut paths: Vec<String> = extra_files.iter().map(|f| f.to_string()).collect();
-    for listed in under {
-        paths.extend(listed.map_err(|e| BundleDirError::read(flag, folder, e))?);
+) -> Result<BTreeSet<String>, BundleDirError> {
+    let mut listed = BTreeSet::new();
+    for name in folders {
+        let files = folder
+            .files_under(name)
+            .map_err(|e| BundleDirError::read(flag, folder, e))?;
+        listed.extend(files);
     }
+    Ok(listed)
+}
+
+/// Reads each of `paths` that exists and is not in `files` yet into `files`.
+pub fn read_files<'a>(
+    flag: &'static str,
+    folder: &Folder,
+    files: &mut FileSet,
+    paths: impl IntoIterator<Item = &'a str>,
+) -> Result<(), BundleDirError> {
     for path in paths {
+        if files.contains_key(path) {
+            continue;
+        }
         if let Some(contents) = folder
-            .read(&path)
+            .read(path)
             .map_err(|e| BundleDirError::read(flag, folder, e))?
         {
-            files.insert(path, contents);
+            files.insert(path.to_string(), contents);
         }
     }
-    Ok(files)
+    Ok(())
 }
 
 /// What a write changed.
@@ -136,6 +149,8 @@ pub struct Written {
     pub removed: Vec<String>,
     /// Secret files whose mode was made 0600 again.
     pub narrowed: Vec<String>,
+    /// Whether a staging folder a killed writer left was removed.
+    pub cleaned_staging: bool,
 }
 
 /// The mode of a file gantry writes.
@@ -171,23 +186,33 @@ pub fn write_files(
         .filter(|path| !files.contains_key(*path) && written_before.contains(*path))
         .map(String::as_str)
         .collect();
-    let narrowed =
-        narrow_secret_modes(folder, files, &changed).map_err(|e| unwritable(e.to_string()))?;
+    let narrowed = narrow_secret_modes(folder, files, &changed)
+        .map_err(|e| unwritable(format!("cannot set a secret file's mode to 0600: {e}")))?;
     // What a killed writer left goes now, even when nothing else changes.
+    let cleaned_staging = matches!(folder.kind_of(STAGING), Ok(Some(_)));
     folder
         .remove_tree(STAGING)
         .map_err(|e| unwritable(format!("cannot remove {STAGING}: {e}")))?;
     if changed.is_empty() && stale.is_empty() {
         return Ok(Written {
             narrowed,
+            cleaned_staging,
             ..Written::default()
         });
     }
-    stage(folder, &changed).map_err(|e| unwritable(format!("cannot stage the new files: {e}")))?;
-    // Every staged file reaches the disk before any rename makes it visible.
-    folder
-        .sync_file_system()
-        .map_err(|e| unwritable(format!("cannot sync: {e}")))?;
+    // A failure before any rename leaves no staged file behind (keys among them).
+    let staged = stage(folder, &changed)
+        .map_err(|e| format!("cannot stage the new files: {e}"))
+        .and_then(|()| {
+            // Every staged file reaches the disk before any rename makes it visible.
+            folder
+                .sync_file_system()
+                .map_err(|e| format!("cannot sync: {e}"))
+        });
+    if let Err(e) = staged {
+        let _ = folder.remove_tree(STAGING);
+        return Err(unwritable(e));
+    }
     let mut journal = Journal::new(folder);
     if let Err(e) = journal.replace_all(&changed, &stale) {
         if journal.undo() {
@@ -213,6 +238,7 @@ pub fn write_files(
         written: changed.iter().map(|(path, _)| path.to_string()).collect(),
         removed: stale.iter().map(|path| path.to_string()).collect(),
         narrowed,
+        cleaned_staging,
     })
 }
 

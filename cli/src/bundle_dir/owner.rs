@@ -59,14 +59,12 @@ pub const KEPT_PREFIX: &str = ".gantry-previous-";
 pub enum Owner {
     /// Nothing: the folder is new or empty.
     Nobody,
-    /// A bundle with its record. `interrupted` is the record a later command
-    /// was about to write when it was killed: its files may be in place too.
-    Recorded {
-        record: BundleRecord,
-        interrupted: Option<BundleRecord>,
-    },
+    /// A bundle with its record.
+    Recorded { record: BundleRecord },
     /// Gantry's first command in this folder was killed before it finished:
-    /// everything in the folder is what it wrote (its staged record lists it).
+    /// everything in the folder is what it wrote (the record it was staging
+    /// lists every file in place). Its keys are guarded, none of its files is
+    /// ever removed.
     Interrupted(BundleRecord),
     /// No record, but nothing gantry does not write either: a bundle of a
     /// gantry older than the record. Written only with `--adopt`, and none of
@@ -102,26 +100,20 @@ impl Owner {
         let names = folder
             .names()
             .map_err(|e| refused(format!("cannot list it: {e}")))?;
-        let interrupted = read_record(folder, &format!("{STAGING}/{RECORD}"))?;
-        if names.iter().all(|(name, _)| name == STAGING) {
-            return Ok(match interrupted {
-                Some(record) => Owner::Interrupted(record),
-                None => Owner::Nobody,
-            });
+        let gantrys_own = |name: &str| name == STAGING || name.starts_with(KEPT_PREFIX);
+        if names
+            .iter()
+            .all(|(name, _)| gantrys_own(&name.to_string_lossy()))
+        {
+            return Ok(Owner::Nobody);
         }
         if let Some(record) = read_record(folder, RECORD)? {
-            return Ok(Owner::Recorded {
-                record,
-                interrupted,
-            });
-        }
-        if let Some(record) = interrupted {
-            return Ok(Owner::Interrupted(record));
+            return Ok(Owner::Recorded { record });
         }
         let foreign: Vec<String> = names
             .iter()
             .map(|(name, _)| name.to_string_lossy().into_owned())
-            .filter(|name| !GANTRY_NAMES.contains(&name.as_str()) && !name.starts_with(KEPT_PREFIX))
+            .filter(|name| !GANTRY_NAMES.contains(&name.as_str()) && !gantrys_own(name))
             .collect();
         if !foreign.is_empty() {
             return Err(refused(format!(
@@ -130,19 +122,27 @@ impl Owner {
                 quote_some(&foreign)
             )));
         }
+        // The record a killed first command was staging counts only if it
+        // lists every file in place: then all of them are that command's.
+        if let Some(staged) = staged_record(folder)
+            && files_in_place(folder)?
+                .iter()
+                .all(|path| staged.files.contains(path))
+        {
+            return Ok(Owner::Interrupted(staged));
+        }
         Ok(Owner::Unrecorded)
     }
 
     /// Refuses a bundle of another tenant, and a bundle without a record
-    /// unless `adopt` says to take it over. `namespace_of_unrecorded` reads
-    /// the namespace an unrecorded bundle's manifests name, if any.
+    /// unless `adopt` says to take it over (then the namespace its service
+    /// manifests name, if any, must be the tenant's).
     pub fn check(
         &self,
         folder: &Folder,
         tenant: &str,
         namespace: &str,
         adopt: bool,
-        namespace_of_unrecorded: impl FnOnce() -> Option<String>,
     ) -> Result<(), BundleDirError> {
         let refused = |reason: String| BundleDirError::Refused {
             path: folder.shown().into(),
@@ -161,7 +161,7 @@ impl Owner {
                      (its keys are kept and none of its files is removed)"
                 )));
             }
-            Owner::Unrecorded => match namespace_of_unrecorded() {
+            Owner::Unrecorded => match namespace_in_manifests(folder) {
                 Some(namespace) => (None, namespace),
                 None => return Ok(()),
             },
@@ -178,28 +178,19 @@ impl Owner {
         )))
     }
 
-    /// The files gantry wrote here before: the only ones it may remove.
+    /// The files gantry wrote here before: the only ones it may remove. Only
+    /// a record in place says so; a staged one may be anyone's.
     pub fn written_before(&self) -> BTreeSet<String> {
         match self {
-            Owner::Recorded {
-                record,
-                interrupted,
-            } => {
-                let mut files = record.files.clone();
-                if let Some(staged) = interrupted.as_ref().filter(|s| s.tenant == record.tenant) {
-                    files.extend(staged.files.iter().cloned());
-                }
-                files
-            }
-            Owner::Interrupted(staged) => staged.files.clone(),
-            Owner::Nobody | Owner::Unrecorded => BTreeSet::new(),
+            Owner::Recorded { record } => record.files.clone(),
+            Owner::Interrupted(_) | Owner::Nobody | Owner::Unrecorded => BTreeSet::new(),
         }
     }
 
     /// The record, if the folder has one.
     pub fn record(&self) -> Option<&BundleRecord> {
         match self {
-            Owner::Recorded { record, .. } => Some(record),
+            Owner::Recorded { record } => Some(record),
             _ => None,
         }
     }
@@ -218,6 +209,63 @@ fn read_record(folder: &Folder, relative: &str) -> Result<Option<BundleRecord>, 
     serde_json::from_slice(&text)
         .map(Some)
         .map_err(|e| refused(format!("{relative} is not a gantry bundle record: {e}")))
+}
+
+/// The record a killed command left in its staging folder, if it can be
+/// read (one that cannot, a power cut's empty file, is no hint at all).
+fn staged_record(folder: &Folder) -> Option<BundleRecord> {
+    let text = folder.read(&format!("{STAGING}/{RECORD}")).ok()??;
+    serde_json::from_slice(&text).ok()
+}
+
+/// Every file of the folder outside gantry's staging folders.
+fn files_in_place(folder: &Folder) -> Result<Vec<String>, BundleDirError> {
+    let refused = |reason: String| BundleDirError::Refused {
+        path: folder.shown().into(),
+        reason,
+    };
+    let mut files = Vec::new();
+    for (name, kind) in folder.names().map_err(|e| refused(e.to_string()))? {
+        let name = name.to_string_lossy().into_owned();
+        if name == STAGING || name.starts_with(KEPT_PREFIX) {
+            continue;
+        }
+        if kind == rustix::fs::FileType::Directory {
+            files.extend(
+                folder
+                    .files_under(&name)
+                    .map_err(|e| refused(e.to_string()))?,
+            );
+        } else {
+            files.push(name);
+        }
+    }
+    Ok(files)
+}
+
+/// Whether `name` is one gantry writes at the top of a bundle.
+pub fn is_bundle_name(name: &str) -> bool {
+    GANTRY_NAMES.contains(&name)
+}
+
+/// How many of an unrecorded bundle's service manifests are read for their
+/// namespace (each is one object; the first with a namespace answers).
+const MANIFESTS_READ_FOR_NAMESPACE: usize = 16;
+
+/// The namespace the first service manifests of an unrecorded bundle name.
+fn namespace_in_manifests(folder: &Folder) -> Option<String> {
+    let mut manifests = folder.files_under("service").ok()?;
+    manifests.sort();
+    manifests
+        .iter()
+        .filter(|path| path.ends_with(".yaml"))
+        .take(MANIFESTS_READ_FOR_NAMESPACE)
+        .find_map(|path| {
+            let text = folder.read(path).ok()??;
+            let object: serde_yaml::Value = gantry_pki::yaml_guard::parse(&text).ok()?;
+            let namespace = object.get("metadata")?.get("namespace")?.as_str()?;
+            Some(namespace.to_string())
+        })
 }
 
 /// Up to three names, quoted, and how many more.

@@ -68,7 +68,7 @@ fn new_config() -> String {
 /// The configuration is an `EncryptionConfiguration` with providers for
 /// Secrets. The apiserver checks the rest when it starts; never names a key.
 fn check(contents: &[u8]) -> Result<(), String> {
-    let config: Value = serde_yaml::from_slice(contents).map_err(|_| "is not YAML".to_string())?;
+    let config: Value = crate::yaml_guard::parse(contents)?;
     if config["kind"].as_str() != Some("EncryptionConfiguration") {
         return Err("is not an EncryptionConfiguration".into());
     }
@@ -107,7 +107,11 @@ mod tests {
     #[test]
     fn the_check_refuses_what_the_apiserver_could_not_use() {
         for (contents, reason) in [
-            ("{", "is not YAML"),
+            ("{", "is not valid YAML (error at line 2, column 1)"),
+            (
+                &format!("a: {}{}", "[".repeat(65), "]".repeat(65)),
+                "nests [ and { more than 64 deep; gantry does not parse that",
+            ),
             ("kind: ConfigMap", "is not an EncryptionConfiguration"),
             (
                 "kind: EncryptionConfiguration\nresources:\n  - resources: [configmaps]\n    providers: [identity: {}]",
