@@ -342,6 +342,8 @@ enum Done {
     },
     /// A file this run removed; `previous` holds it.
     Removed { target: String, previous: String },
+    /// A folder this run moved into place whole from the staging folder.
+    Moved(String),
 }
 
 /// Where the old versions are kept while a write runs.
@@ -362,7 +364,14 @@ impl<'a> Journal<'a> {
         self.folder
             .create_folders(PREVIOUS, 0o700, &mut created)
             .map_err(|e| format!("cannot keep the old files: {e}"))?;
+        let moved = self.move_new_folders(changed)?;
         for (path, _) in changed {
+            if moved
+                .iter()
+                .any(|folder| is_under(path, &[folder.as_str()]))
+            {
+                continue;
+            }
             if let Some((parent, _)) = path.rsplit_once('/') {
                 let mut created = Vec::new();
                 let result = self.folder.create_folders(parent, 0o755, &mut created);
@@ -399,6 +408,35 @@ impl<'a> Journal<'a> {
         Ok(())
     }
 
+    /// Moves each top-level folder of `changed` that the bundle does not have
+    /// yet into place whole, in one rename: its staged copy holds exactly the
+    /// changed files under it. (A rename dirties the inode it moves, which
+    /// the final `syncfs` writes back one by one on some disks: a new bundle
+    /// costs four renames instead of eighty.) Returns the folders moved.
+    fn move_new_folders(&mut self, changed: &[(&str, &PkiFile)]) -> Result<Vec<String>, String> {
+        let tops: BTreeSet<&str> = changed
+            .iter()
+            .filter_map(|(path, _)| path.split_once('/').map(|(top, _)| top))
+            .collect();
+        let mut moved = Vec::new();
+        for top in tops {
+            let missing = self
+                .folder
+                .kind_of(top)
+                .map_err(|e| format!("cannot read {top}: {e}"))?
+                .is_none();
+            if !missing {
+                continue;
+            }
+            self.folder
+                .rename(&format!("{STAGING}/{top}"), self.folder, top)
+                .map_err(|e| format!("cannot create {top}: {e}"))?;
+            self.done.push(Done::Moved(top.to_string()));
+            moved.push(top.to_string());
+        }
+        Ok(moved)
+    }
+
     /// A hard link to the current version of `relative`, if it exists.
     fn keep(&self, relative: &str) -> Result<Option<String>, AtError> {
         if self.folder.kind_of(relative)?.is_none() {
@@ -427,6 +465,10 @@ impl<'a> Journal<'a> {
                     target,
                     previous: None,
                 } => self.folder.remove_file(&target),
+                Done::Moved(folder) => {
+                    self.folder
+                        .rename(&folder, self.folder, &format!("{STAGING}/{folder}"))
+                }
             };
             all_back &= put_back.is_ok();
         }
