@@ -11,9 +11,10 @@
 //! - a render that fails part-way leaves the previous bundle as it was.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use gantry_tests::bundle::{assert_ok, assert_refused, render, stderr};
 use gantry_tests::{KillOnDrop, files_under, gantry, gantry_bin, repo_root};
 
 fn manifest(dir: &Path, name: &str, version: &str, apiservers: u32) -> PathBuf {
@@ -28,35 +29,6 @@ fn manifest(dir: &Path, name: &str, version: &str, apiservers: u32) -> PathBuf {
     let path = dir.join(format!("{name}-{version}-{apiservers}.yaml"));
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn render(manifest: &Path, out: &Path, extra: &[&str]) -> Output {
-    let mut args = vec![
-        "render",
-        manifest.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    gantry(&args)
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn assert_ok(output: &Output) {
-    assert!(output.status.success(), "{}", stderr(output));
-}
-
-/// Exit 2 with one line on stderr that contains every one of `needles`.
-fn assert_refused(output: &Output, needles: &[&str]) {
-    assert_eq!(output.status.code(), Some(2), "{}", stderr(output));
-    let text = stderr(output);
-    assert_eq!(text.trim().lines().count(), 1, "one line: {text}");
-    for needle in needles {
-        assert!(text.contains(needle), "{needle:?} missing from: {text}");
-    }
 }
 
 #[test]

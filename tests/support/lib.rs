@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 pub mod approver;
 pub mod audit;
+pub mod bundle;
 pub mod control_plane;
 pub mod images;
 pub mod kubelet;
