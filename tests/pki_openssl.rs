@@ -29,7 +29,7 @@ const SERVER: &str = "TLS Web Server Authentication";
 const CLIENT: &str = "TLS Web Client Authentication";
 const BOTH: &str = "TLS Web Server Authentication, TLS Web Client Authentication";
 
-const LEAVES: [Expected; 7] = [
+const LEAVES: [Expected; 8] = [
     Expected {
         file: "pki/apiserver.crt",
         ca: "pki/ca.crt",
@@ -69,6 +69,13 @@ const LEAVES: [Expected; 7] = [
         file: "pki/etcd/healthcheck-client.crt",
         ca: "pki/etcd/ca.crt",
         subject: "CN = kube-etcd-healthcheck-client",
+        eku: CLIENT,
+        sans: Sans::None,
+    },
+    Expected {
+        file: "pki/konnectivity-agent.crt",
+        ca: "pki/ca.crt",
+        subject: "CN = gantry-konnectivity-agent",
         eku: CLIENT,
         sans: Sans::None,
     },

@@ -35,6 +35,7 @@ pub mod access;
 pub mod bundle_dir;
 pub mod cloud_init;
 pub mod day2;
+pub mod konnectivity;
 pub mod pki;
 pub mod render;
 pub mod run;

@@ -44,6 +44,14 @@ enum Command {
     CloudInit(cli::day2::CloudInitArgs),
     /// List the tenants: versions, phase, endpoint, conditions not yet True.
     Get,
+    /// Run the tunnel's server beside a tenant apiserver (its egress to the
+    /// tenant's networks): the apiserver dials through a Unix socket, agents
+    /// connect over mutual TLS.
+    KonnectivityServer(cli::konnectivity::ServerArgs),
+    /// Run the tunnel's agent in a tenant cluster: it connects to every
+    /// server and carries the apiserver's dials to kubelets, webhooks and
+    /// aggregated APIs.
+    KonnectivityAgent(cli::konnectivity::AgentArgs),
 }
 
 /// Appended to every log filter, whatever GANTRY_LOG asks for (a later
@@ -65,7 +73,10 @@ fn main() -> ExitCode {
     };
     // The operator logs JSON at info (one object per line, with the tenant's
     // span); the one-shot commands only warn, as text. GANTRY_LOG overrides the level.
-    let operator = matches!(cli.command, Command::Run(_));
+    let operator = matches!(
+        cli.command,
+        Command::Run(_) | Command::KonnectivityServer(_) | Command::KonnectivityAgent(_)
+    );
     let stdout_only = matches!(
         cli.command,
         Command::Pki(_) | Command::Crd | Command::Render(_) | Command::Token(_)
@@ -121,6 +132,8 @@ fn main() -> ExitCode {
         Command::Kubeconfig(args) => cli::day2::kubeconfig(args),
         Command::CloudInit(args) => cli::day2::cloud_init(args),
         Command::Get => cli::day2::get(),
+        Command::KonnectivityServer(args) => cli::konnectivity::run_server(args),
+        Command::KonnectivityAgent(args) => cli::konnectivity::run_agent(args),
     };
     match result {
         Ok(code) => code,

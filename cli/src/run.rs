@@ -106,7 +106,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
 }
 
 /// SIGTERM (what the kubelet sends) or Ctrl-C.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("installing a SIGTERM handler");
     tokio::select! {

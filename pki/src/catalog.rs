@@ -81,7 +81,7 @@ pub const CAS: [CaProfile; 3] = [
     },
 ];
 
-pub const LEAVES: [LeafProfile; 7] = [
+pub const LEAVES: [LeafProfile; 8] = [
     LeafProfile {
         base: "pki/apiserver",
         common_name: "kube-apiserver",
@@ -128,6 +128,16 @@ pub const LEAVES: [LeafProfile; 7] = [
         organization: None,
         usage: Usage::Client,
         issuer: Authority::Etcd,
+        sans: SanSet::None,
+    },
+    // The konnectivity agent's identity, in the tenant cluster: the tunnel's
+    // server accepts a client certificate of this CA with only this name.
+    LeafProfile {
+        base: "pki/konnectivity-agent",
+        common_name: KONNECTIVITY_AGENT_COMMON_NAME,
+        organization: None,
+        usage: Usage::Client,
+        issuer: Authority::Cluster,
         sans: SanSet::None,
     },
     LeafProfile {
@@ -179,6 +189,11 @@ pub const KUBECONFIGS: [KubeconfigProfile; 5] = [
 /// The kubeconfig the operator connects to the tenant with, apart from the
 /// super-admin one it uses only to grant itself its RBAC.
 pub const OPERATOR_KUBECONFIG: &str = "operator.conf";
+
+/// The common name of the konnectivity agent's client certificate: the
+/// tunnel's server (gantry konnectivity-server) accepts a client certificate
+/// of the tenant CA only with this name.
+pub const KONNECTIVITY_AGENT_COMMON_NAME: &str = "gantry-konnectivity-agent";
 
 /// The service-account signing key pair.
 pub const SA_KEY: &str = "pki/sa.key";

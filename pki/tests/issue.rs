@@ -66,6 +66,8 @@ fn a_first_issue_creates_every_file_of_the_layout() {
         "pki/front-proxy-ca.key",
         "pki/front-proxy-client.crt",
         "pki/front-proxy-client.key",
+        "pki/konnectivity-agent.crt",
+        "pki/konnectivity-agent.key",
         "pki/sa.key",
         "pki/sa.pub",
         "scheduler.conf",

@@ -129,6 +129,17 @@ pub const SECRET_FILES: &[SecretFiles] = &[
         files: &[("scheduler.conf", "scheduler.conf")],
         create_only: false,
     },
+    // The konnectivity agent's client credential. Kept here as the PKI's
+    // record and copied into the tenant cluster (kube-system/konnectivity-agent),
+    // where the agent mounts it; no pod of the service cluster mounts it.
+    SecretFiles {
+        name: "konnectivity-agent",
+        files: &[
+            ("tls.crt", "pki/konnectivity-agent.crt"),
+            ("tls.key", "pki/konnectivity-agent.key"),
+        ],
+        create_only: false,
+    },
     // The operator's own tenant credential; no pod mounts it.
     SecretFiles {
         name: "operator-kubeconfig",
