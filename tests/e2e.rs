@@ -20,9 +20,15 @@
 //!    the user-data of `gantry cloud-init tenant-a --preinstalled`, and its
 //!    Node turns Ready (`e2e/tenant_worker.rs` says what stands in for the VM
 //!    image and for cloud-init).
-//! 6. A web server's Deployment and Service run in the tenant: its page comes
-//!    back through the Service from the worker, and `kubectl logs` and
-//!    `kubectl exec` work through the tenant's apiserver. `gantry get` and
+//! 6. The worker sits behind a "router" (nothing in the service cluster can
+//!    connect to it, as for a VM on an OpenStack tenant network without a
+//!    floating IP): the tenant's apiserver reaches it only through the
+//!    konnectivity tunnel, whose agent on the worker connects out. A web
+//!    server's Deployment and Service run in the tenant: its page comes
+//!    back through the Service from the worker, and `kubectl logs`, `exec`
+//!    and `port-forward` (10 MiB and more, intact) work through the tunnel;
+//!    an admission webhook served by a pod on the worker refuses a labelled
+//!    object with its own message and admits another. `gantry get` and
 //!    `gantry join` show the tenant.
 //! 7. At rest for [`AT_REST`]: the service apiserver's audit log shows no
 //!    write by the operator's ServiceAccount; the masters' memory and CPU
@@ -74,7 +80,8 @@ fn a_tenant_installed_with_helm_runs_its_masters_as_pods_and_serves() {
         .into_iter()
         .rfind(|v| *v != version)
         .expect("two supported minors");
-    let mut images = vec![gantry_image(tmp.path())];
+    let gantry = gantry_image(tmp.path());
+    let mut images = vec![gantry.clone()];
     images.extend(tenant_images(&previous));
     images.extend(tenant_images(&version));
     let mut cluster = ServiceCluster::start(tmp.path(), 140, &images);
@@ -130,12 +137,21 @@ fn a_tenant_installed_with_helm_runs_its_masters_as_pods_and_serves() {
         &version,
         &kubeconfig,
         tmp.path(),
+        &gantry,
     );
     eprintln!(
         "TIMING end-to-end {version}: cloud-init's join script to Node Ready {:.1} s",
         joining.elapsed().as_secs_f64()
     );
+    tenant_worker::the_tunnel_agent_is_connected(&cluster, &worker, &kubeconfig);
     a_workload_serves_through_its_service(&cluster, &worker, &kubeconfig, tmp.path());
+    tenant_worker::port_forward_carries_a_payload_intact(
+        &cluster,
+        &worker,
+        &kubeconfig,
+        tmp.path(),
+    );
+    tenant_worker::a_webhook_in_the_tenant_refuses_and_admits(&cluster, &kubeconfig, tmp.path());
     gantry_get_and_join_show_the_tenant(&cluster, TENANT, &version, &kubeconfig);
     the_operator_writes_nothing_for_a_settled_tenant(
         &cluster,
@@ -152,6 +168,15 @@ fn a_tenant_installed_with_helm_runs_its_masters_as_pods_and_serves() {
         seen.failures,
         seen.checks,
         seen.longest_outage.as_secs_f64()
+    );
+    let again = tenant_worker::logs_and_the_webhook_work_through_the_tunnel(
+        &cluster,
+        &kubeconfig,
+        tmp.path(),
+    );
+    eprintln!(
+        "TIMING end-to-end {version}: after the apiserver pod came back, logs and the webhook worked through the tunnel {:.1} s later",
+        again.as_secs_f64()
     );
     a_single_replica_tenant_at_rest(&cluster, &version);
     tenant_life::helm_uninstall_removes_the_tenant(&cluster, TENANT, NAMESPACE, &kubeconfig);

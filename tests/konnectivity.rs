@@ -389,3 +389,124 @@ fn the_agent_reconnects_when_its_server_restarts() {
     );
     drop(tunnel.network);
 }
+
+/// The figures of docs/benchmarks.md ("The konnectivity tunnel"): the same
+/// client, through the tunnel and directly (from the tenant's side, where the
+/// target is reachable), in one run; and the server's and agent's memory at
+/// rest and with 100 connections open. Opt-in, and it asserts only that
+/// every byte and every dial arrived:
+///
+///   cargo test --release -p gantry-tests --test konnectivity -- --ignored --nocapture
+#[test]
+#[ignore = "a benchmark: run it with --ignored (docs/benchmarks.md)"]
+fn measure_the_tunnel_beside_the_direct_path() {
+    let tunnel = Tunnel::start("198.18.129");
+    let agent_pid = tunnel._agent.0.id();
+    let rss = |pid: u32| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    };
+    let direct = |args: &[&str]| -> String {
+        let output = tunnel
+            .tenant
+            .command(tool("konnectivity-frontend"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", output_text(&output));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let seconds = |line: &str, field: usize| -> f64 {
+        line.split_whitespace().nth(field).unwrap().parse().unwrap()
+    };
+    eprintln!(
+        "MEASURE at rest: server RSS {} KiB, agent RSS {} KiB",
+        tunnel.server_rss_kib(),
+        rss(agent_pid)
+    );
+    for round in 1..=3 {
+        let size = (64u64 << 20).to_string();
+        let through = seconds(
+            &tunnel.frontend_ok(&["copy", "-address", ECHO, "-bytes", &size]),
+            2,
+        );
+        let plain = seconds(&direct(&["copy", "-address", ECHO, "-bytes", &size]), 2);
+        eprintln!(
+            "MEASURE round {round}: 64 MiB echoed: tunnel {:.0} MiB/s, direct {:.0} MiB/s, ratio {:.1}x",
+            64.0 / through,
+            64.0 / plain,
+            through / plain
+        );
+        // "ok COUNT SECONDS" over 1000 dials: seconds per 1000 = ms per dial.
+        let through = seconds(
+            &tunnel.frontend_ok(&[
+                "dials",
+                "-address",
+                ECHO,
+                "-count",
+                "1000",
+                "-parallel",
+                "1",
+            ]),
+            2,
+        );
+        let plain = seconds(
+            &direct(&[
+                "dials",
+                "-address",
+                ECHO,
+                "-count",
+                "1000",
+                "-parallel",
+                "1",
+            ]),
+            2,
+        );
+        eprintln!(
+            "MEASURE round {round}: one dial and one echoed line, sequential: tunnel {:.2} ms, direct {:.3} ms, ratio {:.0}x",
+            through,
+            plain,
+            through / plain
+        );
+    }
+    // 100 connections open at once.
+    let mut hold = tunnel
+        .control
+        .command(tool("konnectivity-frontend"))
+        .current_dir(tunnel.socket.parent().unwrap())
+        .args([
+            "hold",
+            "-uds",
+            "konnectivity-server.socket",
+            "-address",
+            ECHO,
+            "-count",
+            "100",
+            "-seconds",
+            "4",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(hold.stdout.take().unwrap()));
+    let first = lines.next().unwrap().unwrap();
+    assert_eq!(first, "held 100");
+    std::thread::sleep(Duration::from_millis(500));
+    eprintln!(
+        "MEASURE 100 connections open: server RSS {} KiB, agent RSS {} KiB; server metrics:\n{}",
+        tunnel.server_rss_kib(),
+        rss(agent_pid),
+        tunnel
+            .server_metrics()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(hold.wait().unwrap().success());
+    drop(tunnel.network);
+}

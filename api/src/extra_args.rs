@@ -121,6 +121,9 @@ pub const API_SERVER: &[FlagRule] = &[
         },
         why: "must keep NodeRestriction and DenyServiceExternalIPs and must not hold AlwaysAdmit",
     },
+    // The tunnel (spec.konnectivity) is configured by gantry; another egress
+    // configuration could send the apiserver's dials into the service cluster.
+    owned("egress-selector-config-file"),
     owned("enable-bootstrap-token-auth"),
     owned("encryption-provider-config"),
     owned("encryption-provider-config-automatic-reload"),

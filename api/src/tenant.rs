@@ -99,6 +99,44 @@ pub struct TenantControlPlaneSpec {
     pub tolerations: Vec<k8s_openapi::api::core::v1::Toleration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority_class_name: Option<String>,
+    #[serde(default)]
+    pub konnectivity: KonnectivitySpec,
+}
+
+/// The tunnel through which the apiserver reaches the tenant's own networks
+/// (kubelets for logs and exec, webhooks, aggregated APIs): a konnectivity
+/// server beside each apiserver replica, agents in the tenant cluster that
+/// connect out to it (docs/architecture.md, "The konnectivity tunnel").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("!has(self.nodePort) || self.enabled").message("konnectivity.nodePort needs konnectivity.enabled"))]
+pub struct KonnectivitySpec {
+    /// On by default. Turn it off only where the service cluster routes to
+    /// every tenant network: the apiserver then dials kubelets, webhooks
+    /// and aggregated APIs directly, and its egress policy must allow them.
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    /// Where agents reach the tunnel, `HOST:PORT`. Default: the endpoint's
+    /// host, on port 8132 (the kube-apiserver Service's `konnectivity`
+    /// port), or on the tunnel's node port for service type NodePort.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 261))]
+    pub address: Option<String>,
+    /// For service type NodePort: the tunnel's node port (30000–32767);
+    /// allocated by the service cluster when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 30000, max = 32767))]
+    pub node_port: Option<i32>,
+}
+
+impl Default for KonnectivitySpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            address: None,
+            node_port: None,
+        }
+    }
 }
 
 /// What the controller observed. Never holds keys or tokens.
@@ -449,6 +487,9 @@ mod rules {
 }
 
 mod defaults {
+    pub fn yes() -> bool {
+        true
+    }
     pub fn two() -> i32 {
         2
     }

@@ -244,7 +244,9 @@ pub fn cloud_init(access: &TenantAccess, options: &CloudInitOptions) -> String {
         "runcmd": [["/usr/local/sbin/gantry-join"]],
     });
     format!(
-        "#cloud-config\n# Joins this VM to tenant {} (Kubernetes {}) at {}. Holds a join token: treat as a secret.\n{}",
+        "#cloud-config\n# Joins this VM to tenant {} (Kubernetes {}) at {}. Holds a join token: treat as a secret.\n\
+         # The VM's network must reach that endpoint, and the tenant's konnectivity tunnel\n\
+         # (port 8132 of the endpoint's host, or the tunnel's node port; docs/operations.md).\n{}",
         access.name,
         options.kubernetes_version,
         access.join.endpoint(),

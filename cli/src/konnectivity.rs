@@ -22,7 +22,7 @@ pub struct ServerArgs {
     )]
     pub uds_path: PathBuf,
     /// Where agents connect.
-    #[arg(long, default_value = "0.0.0.0:8132")]
+    #[arg(long, default_value = "[::]:8132")]
     pub agent_address: String,
     /// The server's certificate, of the tenant CA (the apiserver's serving certificate).
     #[arg(long)]
@@ -42,7 +42,7 @@ pub struct ServerArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub server_count: u32,
     /// /healthz, /readyz and /metrics.
-    #[arg(long, default_value = "0.0.0.0:8133")]
+    #[arg(long, default_value = "[::]:8133")]
     pub health_address: String,
 }
 
@@ -65,6 +65,12 @@ pub struct AgentArgs {
     /// This agent's ID [default: $POD_NAME, else the host name].
     #[arg(long)]
     pub agent_id: Option<String>,
+    /// The node this agent runs on: dials to its name or address go to this
+    /// agent first (upstream's agent identifiers).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    #[arg(long)]
+    pub node_ip: Option<std::net::IpAddr>,
     /// Seconds a dial may take.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub dial_timeout: u64,
@@ -97,6 +103,22 @@ fn host_of(address: &str) -> Option<String> {
     port.parse::<u16>().ok()?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     (!host.is_empty()).then(|| host.to_string())
+}
+
+fn identifiers(
+    node_name: Option<String>,
+    node_ip: Option<std::net::IpAddr>,
+) -> Vec<(&'static str, String)> {
+    let mut identifiers = Vec::new();
+    if let Some(name) = node_name.filter(|n| !n.is_empty()) {
+        identifiers.push(("host", name));
+    }
+    match node_ip {
+        Some(ip @ std::net::IpAddr::V4(_)) => identifiers.push(("ipv4", ip.to_string())),
+        Some(ip @ std::net::IpAddr::V6(_)) => identifiers.push(("ipv6", ip.to_string())),
+        None => {}
+    }
+    identifiers
 }
 
 fn run_until_signal(
@@ -148,6 +170,7 @@ pub fn run_agent(args: AgentArgs) -> Result<ExitCode, CliError> {
             key: args.key,
         },
         agent_id: args.agent_id.unwrap_or_else(this_host),
+        identifiers: identifiers(args.node_name, args.node_ip),
         dial_timeout: Duration::from_secs(args.dial_timeout),
         idle_timeout: Duration::from_secs(args.idle_timeout),
         health_address: args.health_address,

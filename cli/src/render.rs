@@ -54,6 +54,20 @@ pub struct RenderArgs {
     /// masters' egress NetworkPolicy keeps them out of reach.
     #[arg(long, value_name = "CIDR,...", value_delimiter = ',', value_parser = service_cluster_cidr)]
     service_cluster_cidrs: Vec<ipnet::IpNet>,
+    /// gantry's image as the nodes pull it: the tenant's konnectivity server
+    /// and agent run from it.
+    #[arg(long, value_name = "IMAGE", default_value_t = gantry_renderer::default_gantry_image(), value_parser = image_reference)]
+    gantry_image: String,
+}
+
+/// `--gantry-image`: an image reference, `REPOSITORY[:TAG][@DIGEST]`, one
+/// token of at most 512 printable characters.
+pub(crate) fn image_reference(value: &str) -> Result<String, String> {
+    let printable = value.bytes().all(|b| b.is_ascii_graphic());
+    if value.is_empty() || value.len() > 512 || !printable {
+        return Err("an image reference: REPOSITORY[:TAG][@DIGEST], no spaces".into());
+    }
+    Ok(value.to_string())
 }
 
 /// One `--service-cluster-cidrs` entry: a CIDR such as `10.244.0.0/16`.
@@ -98,6 +112,7 @@ pub fn run(args: RenderArgs) -> Result<ExitCode, CliError> {
         &gantry_renderer::ServiceCluster {
             domain: args.service_cluster_domain.clone(),
             cidrs: args.service_cluster_cidrs.clone(),
+            gantry_image: args.gantry_image.clone(),
         },
     )?;
     let input = &resolved.input;

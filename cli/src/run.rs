@@ -35,6 +35,10 @@ pub struct RunArgs {
     /// masters' egress NetworkPolicy keeps them out of reach.
     #[arg(long, value_name = "CIDR,...", value_delimiter = ',', value_parser = crate::render::service_cluster_cidr)]
     service_cluster_cidrs: Vec<ipnet::IpNet>,
+    /// gantry's image as the nodes pull it: every tenant's konnectivity
+    /// server and agent run from it (the chart passes the operator's own).
+    #[arg(long, value_name = "IMAGE", default_value_t = gantry_renderer::default_gantry_image(), value_parser = crate::render::image_reference)]
+    gantry_image: String,
     /// The longest one tenant's pass may take before it is stopped and
     /// retried (a tenant apiserver that stops answering must not hold a worker).
     #[arg(long, default_value = "120s", value_name = "DURATION", value_parser = reconcile_timeout)]
@@ -83,6 +87,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         concurrency: args.concurrency,
         service_cluster: gantry_renderer::ServiceCluster {
             domain: args.service_cluster_domain,
+            gantry_image: args.gantry_image,
             cidrs: args.service_cluster_cidrs,
         },
         reconcile_timeout: args.reconcile_timeout,

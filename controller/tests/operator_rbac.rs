@@ -128,9 +128,11 @@ fn needed(objects: &[RenderedObject]) -> BTreeSet<Atom> {
     for object in objects {
         let (group, resource) = resource_of(&object.kind);
         let scope = namespace(object);
+        let bootstrap_token = object.value["type"] == "bootstrap.kubernetes.io/token";
         let requests: &[(&str, &str)] = match (object.is_privileged(), object.kind.as_str()) {
             (true, _) => &[("get", object.name.as_str())],
-            (false, "Secret") => &[("create", "*")],
+            // A bootstrap token is created blind; other Secrets are applied.
+            (false, "Secret") if bootstrap_token => &[("create", "*")],
             (false, _) => &[
                 ("get", object.name.as_str()),
                 ("patch", object.name.as_str()),

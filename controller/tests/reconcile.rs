@@ -183,7 +183,7 @@ async fn once_the_apiserver_runs_the_tenant_is_bootstrapped_and_joinable() {
     assert_eq!(outcome.status.phase.as_deref(), Some("Ready"));
     assert_eq!(outcome.status.version.as_deref(), Some("1.35.5"));
     assert_eq!(outcome.status.join_secret.as_deref(), Some("join"));
-    assert_eq!(tenant_api.len(), 35, "the whole tenant set");
+    assert_eq!(tenant_api.len(), 38, "the whole tenant set");
     assert!(
         tenant_api
             .get("configmaps", "kube-system", "kubeadm-config")

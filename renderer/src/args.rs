@@ -23,6 +23,15 @@ pub const ETCD_METRICS_PORT: u16 = 2381;
 /// Where the apiserver finds gantry's audit policy and authentication
 /// configuration: ConfigMap `kube-apiserver-config`, from `renderer/files/`.
 pub const API_SERVER_CONFIG_DIR: &str = "/etc/kubernetes/config";
+/// The apiserver's `EgressSelectorConfiguration`, in [`API_SERVER_CONFIG_DIR`].
+pub const EGRESS_SELECTOR_FILE: &str = "egress-selector.yaml";
+/// Where the apiserver and the konnectivity server share the server's Unix
+/// socket. It is also the apiserver's working directory, because the socket
+/// is named by a bare file name: the apiserver's gRPC client sends the name
+/// as the HTTP/2 `:authority`, escaping every `/` as `%2F`, which the
+/// server's HTTP/2 stack (h2) refuses as malformed.
+pub const KONNECTIVITY_SOCKET_DIR: &str = "/run/konnectivity";
+pub const KONNECTIVITY_SOCKET: &str = "konnectivity-server.socket";
 /// Where the apiserver finds the key of Secrets at rest (Secret `encryption-config`).
 pub const ENCRYPTION_CONFIG_DIR: &str = "/etc/kubernetes/encryption";
 
@@ -120,6 +129,12 @@ pub fn api_server(input: &RenderInput) -> Result<Vec<String>, RenderError> {
         ("tls-min-version", "VersionTLS12".into()),
         ("tls-private-key-file", pki("apiserver.key")),
     ];
+    let mut defaults = defaults.to_vec();
+    if input.konnectivity.is_some() {
+        // Dials into the tenant cluster (kubelets, webhooks, aggregated
+        // APIs, Services) go through the konnectivity server beside it.
+        defaults.push(("egress-selector-config-file", config(EGRESS_SELECTOR_FILE)));
+    }
     merge(
         "spec.apiServer.extraArgs",
         &defaults,

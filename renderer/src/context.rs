@@ -19,10 +19,13 @@ pub const API_SERVER_AUTHENTICATION_CONFIG: &str =
 
 /// SHA-256 over the apiserver's configuration files: a pod template
 /// annotation, so a gantry release that changes them rolls the apiservers.
-fn config_checksum() -> String {
+fn config_checksum(input: &RenderInput) -> String {
     let mut hasher = Sha256::new();
     hasher.update(API_SERVER_AUDIT_POLICY);
     hasher.update(API_SERVER_AUTHENTICATION_CONFIG);
+    if input.konnectivity.is_some() {
+        hasher.update(EGRESS_SELECTOR);
+    }
     gantry_pki::lower_hex(&hasher.finalize())
 }
 
@@ -43,6 +46,75 @@ fn egress_denied(input: &RenderInput) -> Value {
     let mut ipv4 = of_family(true);
     ipv4.push(LINK_LOCAL.into());
     json!({"ipv4_except": ipv4, "ipv6_except": of_family(false)})
+}
+
+/// The apiserver's `EgressSelectorConfiguration` when the tunnel is on: the
+/// `cluster` selection (everything the apiserver dials in the tenant's
+/// cluster) goes through the konnectivity server's Unix socket, by gRPC.
+pub const EGRESS_SELECTOR: &str = "apiVersion: apiserver.k8s.io/v1beta1
+kind: EgressSelectorConfiguration
+egressSelections:
+  - name: cluster
+    connection:
+      proxyProtocol: GRPC
+      transport:
+        uds:
+          udsName: konnectivity-server.socket
+";
+
+/// Ports of the tunnel's server (beside the apiserver) and agent (on the
+/// tenant's nodes) for /healthz, /readyz and /metrics.
+pub const KONNECTIVITY_SERVER_HEALTH_PORT: u16 = 8133;
+pub const KONNECTIVITY_AGENT_HEALTH_PORT: u16 = 8134;
+
+/// The tunnel's part of the context: `null` when it is off.
+fn konnectivity(input: &RenderInput, secrets: &[SecretData]) -> Result<Value, RenderError> {
+    use crate::args::{KONNECTIVITY_SOCKET, KONNECTIVITY_SOCKET_DIR, PKI_DIR};
+    use crate::input::KONNECTIVITY_PORT;
+    let Some(tunnel) = &input.konnectivity else {
+        return Ok(Value::Null);
+    };
+    let agent_address = tunnel.agent_address.clone().ok_or_else(|| RenderError::InvalidField {
+        field: "spec.konnectivity.nodePort".into(),
+        value: String::new(),
+        reason: "the tunnel's node port is not known yet: set it (or spec.konnectivity.address) to render a NodePort tenant offline".into(),
+    })?;
+    let server_args = vec![
+        "konnectivity-server".to_string(),
+        format!("--uds-path={KONNECTIVITY_SOCKET_DIR}/{KONNECTIVITY_SOCKET}"),
+        format!("--agent-address=[::]:{KONNECTIVITY_PORT}"),
+        format!("--cert={PKI_DIR}/apiserver.crt"),
+        format!("--key={PKI_DIR}/apiserver.key"),
+        format!("--agent-ca={PKI_DIR}/ca.crt"),
+        format!("--server-count={}", input.api_server.replicas),
+        format!("--health-address=[::]:{KONNECTIVITY_SERVER_HEALTH_PORT}"),
+    ];
+    let agent_args = vec![
+        "konnectivity-agent".to_string(),
+        format!("--server={agent_address}"),
+        format!("--server-name={}", tunnel.server_name),
+        "--ca-cert=/etc/konnectivity/ca.crt".into(),
+        "--cert=/etc/konnectivity/tls.crt".into(),
+        "--key=/etc/konnectivity/tls.key".into(),
+        "--node-name=$(NODE_NAME)".into(),
+        "--node-ip=$(NODE_IP)".into(),
+        format!("--health-address=0.0.0.0:{KONNECTIVITY_AGENT_HEALTH_PORT}"),
+    ];
+    let mut agent_labels = common_labels(input);
+    agent_labels["k8s-app"] = "konnectivity-agent".into();
+    Ok(json!({
+        "image": tunnel.image,
+        "port": KONNECTIVITY_PORT,
+        "health_port": KONNECTIVITY_SERVER_HEALTH_PORT,
+        "agent_health_port": KONNECTIVITY_AGENT_HEALTH_PORT,
+        "socket_dir": KONNECTIVITY_SOCKET_DIR,
+        "egress_selector": EGRESS_SELECTOR,
+        "server_args": server_args,
+        "agent_args": agent_args,
+        "agent_labels": agent_labels,
+        "agent_selector": {"k8s-app": "konnectivity-agent"},
+        "agent_checksum": checksum(secrets, &["konnectivity-agent", "ca"]),
+    }))
 }
 
 fn component_labels(tenant: &str, component: &str) -> Value {
@@ -68,6 +140,10 @@ pub(crate) fn bootstrap_context(input: &BootstrapInput) -> Value {
         "service_annotations": input.service_annotations,
         "load_balancer_ip": input.load_balancer_ip.map(|ip| ip.to_string()),
         "node_port": input.node_port,
+        "konnectivity": input.konnectivity.map(|node_port| json!({
+            "port": crate::input::KONNECTIVITY_PORT,
+            "node_port": node_port,
+        })),
     })
 }
 
@@ -127,6 +203,7 @@ pub(crate) fn context(
         },
         "common_labels": common_labels(input),
         "privileged_labels": privileged_labels(input),
+        "konnectivity": konnectivity(input, secrets)?,
         "egress": egress_denied(input),
         "etcd": {
             "component": component("etcd", input.etcd.replicas, &input.etcd.resources, args::etcd(input), &["etcd-certs"]),
@@ -155,7 +232,7 @@ pub(crate) fn context(
             "config": {
                 "audit_policy": API_SERVER_AUDIT_POLICY,
                 "authentication_config": API_SERVER_AUTHENTICATION_CONFIG,
-                "checksum": config_checksum(),
+                "checksum": config_checksum(input),
             },
         },
         "controller_manager": component(

@@ -33,7 +33,30 @@ pub struct RenderInput {
     pub token: BootstrapToken,
     pub token_expiration: OffsetDateTime,
     pub placement: Placement,
+    /// The konnectivity tunnel; `None` when `spec.konnectivity.enabled` is false.
+    pub konnectivity: Option<KonnectivityInput>,
 }
+
+/// The tunnel from the apiserver into the tenant's networks: a server beside
+/// each apiserver, agents in the tenant (gantry-tunnel).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KonnectivityInput {
+    /// gantry's own image, which runs both ends.
+    pub image: String,
+    /// Where agents reach the servers, `HOST:PORT`. `None` until the
+    /// tunnel's node port is known (service type NodePort, allocated by the
+    /// service cluster): the tenant set cannot be rendered before.
+    pub agent_address: Option<String>,
+    /// The name agents check the server's certificate against: the
+    /// endpoint's host, which the apiserver certificate carries.
+    pub server_name: String,
+    /// For service type NodePort: the node port the spec fixes.
+    pub node_port: Option<u16>,
+}
+
+/// The port of the kube-apiserver Service (and of the server's container)
+/// where agents connect; upstream's default.
+pub const KONNECTIVITY_PORT: u16 = 8132;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum ServiceType {
@@ -94,6 +117,14 @@ pub struct ServiceCluster {
     pub domain: String,
     /// Its own pod and Service CIDRs.
     pub cidrs: Vec<IpNet>,
+    /// gantry's image, as the nodes pull it: the tunnel's server and agent
+    /// run from it (the operator passes its own image).
+    pub gantry_image: String,
+}
+
+/// gantry's image as its chart names it by default.
+pub fn default_gantry_image() -> String {
+    format!("ghcr.io/gantry-dev/gantry:{}", env!("CARGO_PKG_VERSION"))
 }
 
 impl Default for ServiceCluster {
@@ -101,6 +132,7 @@ impl Default for ServiceCluster {
         Self {
             domain: "cluster.local".into(),
             cidrs: Vec::new(),
+            gantry_image: default_gantry_image(),
         }
     }
 }
@@ -145,6 +177,8 @@ pub struct BootstrapInput {
     pub load_balancer_ip: Option<IpAddr>,
     /// A node port the spec fixes; `None` lets the API server allocate one.
     pub node_port: Option<u16>,
+    /// The tunnel's port on the Service; `Some(node port the spec fixes)`.
+    pub konnectivity: Option<Option<u16>>,
 }
 
 impl From<&RenderInput> for BootstrapInput {
@@ -156,6 +190,7 @@ impl From<&RenderInput> for BootstrapInput {
             service_annotations: input.api_server.service_annotations.clone(),
             load_balancer_ip: input.api_server.load_balancer_ip,
             node_port: input.api_server.node_port,
+            konnectivity: input.konnectivity.as_ref().map(|k| k.node_port),
         }
     }
 }

@@ -24,8 +24,9 @@ pub mod versions;
 pub use check::{check_as, check_object};
 pub use error::RenderError;
 pub use input::{
-    ApiServerInput, BootstrapInput, ComponentInput, EtcdInput, NetworkingInput, Placement,
-    RenderInput, Resources, ServiceCluster, ServiceType,
+    ApiServerInput, BootstrapInput, ComponentInput, EtcdInput, KONNECTIVITY_PORT,
+    KonnectivityInput, NetworkingInput, Placement, RenderInput, Resources, ServiceCluster,
+    ServiceType, default_gantry_image,
 };
 pub use render::{
     Rendered, RenderedObject, TEMPLATES, Target, compile_templates_in_background, is_privileged,

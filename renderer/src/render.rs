@@ -31,6 +31,9 @@ pub enum Target {
 /// templates, this keeps the main context small: handlebars copies the whole
 /// context for each partial called with parameters.
 const SECRETS_TEMPLATE: &str = "service/02-secrets.json";
+/// The tenant set's one template with key material: the konnectivity
+/// agent's credential. It gets the same small context.
+const AGENT_SECRET_TEMPLATE: &str = "tenant/08-konnectivity-agent-secret.json";
 
 /// The templates, in apply order within each set. Each may hold several documents.
 pub const TEMPLATES: &[(Target, &str, &str)] = &[
@@ -113,6 +116,16 @@ pub const TEMPLATES: &[(Target, &str, &str)] = &[
         Target::Tenant,
         "tenant/07-operator-rbac.yaml",
         include_str!("../templates/tenant/07-operator-rbac.yaml"),
+    ),
+    (
+        Target::Tenant,
+        AGENT_SECRET_TEMPLATE,
+        include_str!("../templates/tenant/08-konnectivity-agent-secret.json"),
+    ),
+    (
+        Target::Tenant,
+        "tenant/09-konnectivity-agent.yaml",
+        include_str!("../templates/tenant/09-konnectivity-agent.yaml"),
     ),
 ];
 
@@ -293,10 +306,11 @@ pub fn render(input: &RenderInput, pki: &PkiBundle) -> Result<Rendered, RenderEr
         "namespace": input.namespace,
         "common_labels": common_labels(input),
         "secrets": secrets.iter().map(|s| json!({"name": s.name, "data": s.data, "create_only": s.create_only})).collect::<Vec<_>>(),
+        "konnectivity_agent": agent_secret_data(input, &secrets),
     }))?;
     let render_one = |index: usize| {
         let (target, name, _) = TEMPLATES[index];
-        let data = if name == SECRETS_TEMPLATE {
+        let data = if name == SECRETS_TEMPLATE || name == AGENT_SECRET_TEMPLATE {
             &secrets_context
         } else if BOOTSTRAP_TEMPLATES.contains(&name) {
             &bootstrap_context
@@ -319,6 +333,23 @@ pub fn render(input: &RenderInput, pki: &PkiBundle) -> Result<Rendered, RenderEr
         }
     }
     Ok(rendered)
+}
+
+/// The data of the agent's Secret in the tenant (`tls.crt`, `tls.key`,
+/// `ca.crt`, base64), or `null` when the tunnel is off.
+fn agent_secret_data(input: &RenderInput, secrets: &[crate::secrets::SecretData]) -> Value {
+    if input.konnectivity.is_none() {
+        return Value::Null;
+    }
+    let find = |name: &str| secrets.iter().find(|s| s.name == name).map(|s| &s.data);
+    let (Some(agent), Some(ca)) = (find("konnectivity-agent"), find("ca")) else {
+        return Value::Null;
+    };
+    json!({
+        "tls.crt": agent["tls.crt"],
+        "tls.key": agent["tls.key"],
+        "ca.crt": ca["ca.crt"],
+    })
 }
 
 /// `(0..count).map(job)` on all cores, results in index order. Workers take

@@ -247,35 +247,32 @@ fn the_policies_let_each_master_reach_only_what_it_needs() {
     );
     assert!(!can(&apiserver, &etcd, 2381));
 
-    // The apiserver: anyone reaches it on 6443; it reaches the tenant's
-    // kubelets and webhooks outside the service cluster, and nothing inside.
+    // The apiserver: anyone reaches it on 6443, and the tunnel's agents on
+    // 8132. With the tunnel (the default) it reaches its etcd and DNS, and
+    // nothing else, of either family: every dial into the tenant's cluster
+    // leaves from the tenant's network through an agent.
     assert!(can(&worker, &apiserver, 6443));
+    assert!(
+        can(&worker, &apiserver, 8132),
+        "an agent reaches the tunnel"
+    );
     assert!(can(&kcm, &apiserver, 6443));
     assert!(can(&scheduler, &apiserver, 6443));
     assert!(!can(&worker, &apiserver, 10250));
-    assert!(
-        can(&apiserver, &worker, 10250),
-        "the apiserver reaches a kubelet"
-    );
-    assert!(
-        can(&apiserver, &address("198.51.100.7"), 8443),
-        "a webhook outside"
-    );
-    for inside in [
+    for outside in [
+        "192.0.2.21",
+        "198.51.100.7",
+        "8.8.8.8",
+        "2001:db8::7",
         "10.96.0.1",
-        "10.100.3.4",
-        "10.244.1.5",
         "169.254.169.254",
-        "169.254.20.10",
     ] {
-        assert!(
-            !can(&apiserver, &address(inside), 443),
-            "the apiserver reaches {inside}"
-        );
-        assert!(
-            !can(&apiserver, &address(inside), 10250),
-            "the apiserver reaches {inside}"
-        );
+        for port in [443, 8443, 10250] {
+            assert!(
+                !can(&apiserver, &address(outside), port),
+                "the apiserver dials {outside}:{port} past the tunnel"
+            );
+        }
     }
     assert!(
         !can(&apiserver, &other_tenant_apiserver, 6443),
@@ -318,9 +315,65 @@ fn the_policies_let_each_master_reach_only_what_it_needs() {
 /// `--service-cluster-cidrs`), only the link-local range is kept out: the
 /// apiserver then reaches other tenants' pods by address. This is why the
 /// operator chart sets them.
+/// With `spec.konnectivity.enabled: false`, the apiserver dials the
+/// tenant's kubelets and webhooks itself: its egress is everything outside
+/// the service cluster and the link-local range.
+#[test]
+fn without_the_tunnel_the_apiserver_reaches_outside_the_service_cluster_only() {
+    let mut input = fixture::input();
+    input.konnectivity = None;
+    let rendered = gantry_renderer::render(&input, &fixture::pki(&input)).unwrap();
+    let policies = network_policies(&rendered);
+    let apiserver = master("kube-apiserver");
+    let worker = address("192.0.2.21");
+    let other_tenant_apiserver = pod(
+        "tcp-tenant-b",
+        &[
+            ("app.kubernetes.io/name", "kube-apiserver"),
+            ("gantry.dev/tenant", "tenant-b"),
+        ],
+        &[("app.kubernetes.io/managed-by", "gantry")],
+    );
+    let can = |from: &Peer, to: &Peer, port: u16| connects(&policies, from, to, port, "TCP");
+    assert!(
+        !can(&worker, &apiserver, 8132),
+        "no tunnel port without the tunnel"
+    );
+    assert!(
+        can(&apiserver, &worker, 10250),
+        "the apiserver reaches a kubelet"
+    );
+    assert!(
+        can(&apiserver, &address("198.51.100.7"), 8443),
+        "a webhook outside"
+    );
+    for inside in [
+        "10.96.0.1",
+        "10.100.3.4",
+        "10.244.1.5",
+        "169.254.169.254",
+        "169.254.20.10",
+    ] {
+        assert!(
+            !can(&apiserver, &address(inside), 443),
+            "the apiserver reaches {inside}"
+        );
+        assert!(
+            !can(&apiserver, &address(inside), 10250),
+            "the apiserver reaches {inside}"
+        );
+    }
+    assert!(
+        !can(&apiserver, &other_tenant_apiserver, 6443),
+        "the apiserver reaches another tenant"
+    );
+}
+
 #[test]
 fn without_the_service_cluster_cidrs_only_link_local_is_kept_out() {
     let mut input = fixture::input();
+    // Without the tunnel: with it, the apiserver dials nothing outside.
+    input.konnectivity = None;
     input.networking.service_cluster_cidrs.clear();
     let rendered = gantry_renderer::render(&input, &fixture::pki(&input)).unwrap();
     let policies = network_policies(&rendered);

@@ -57,6 +57,7 @@ fn the_service_set_holds_every_object_of_the_architecture() {
         ("Secret", "operator-kubeconfig"),
         ("Secret", "controller-manager-kubeconfig"),
         ("Secret", "scheduler-kubeconfig"),
+        ("Secret", "konnectivity-agent"),
         ("Service", "etcd"),
         ("StatefulSet", "etcd"),
         ("PodDisruptionBudget", "etcd"),

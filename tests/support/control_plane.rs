@@ -96,6 +96,10 @@ pub fn render_tenant(dir: &Path, shape: &TenantShape) -> PathBuf {
 }
 
 /// Renders a tenant of `shape` whose endpoint is `endpoint` (`IP:PORT`).
+/// Without the konnectivity tunnel: this runner starts one process per pod,
+/// the apiserver's alone, and its nodes share the test network with the
+/// masters. The tunnel runs for real in tests/konnectivity.rs and in the
+/// end-to-end test, where the masters are pods of a real kubelet.
 pub fn render_with_endpoint(dir: &Path, shape: &TenantShape, endpoint: &str) -> PathBuf {
     let manifest = dir.join(format!("{}.yaml", shape.name));
     std::fs::write(
@@ -105,7 +109,7 @@ pub fn render_with_endpoint(dir: &Path, shape: &TenantShape, endpoint: &str) -> 
              spec:\n  version: {version}\n  apiServer:\n    replicas: {apiservers}\n    \
              endpoint: {endpoint}\n  controllerManager:\n    replicas: 1\n  \
              scheduler:\n    replicas: 1\n  etcd:\n    replicas: {etcd}\n  \
-             networking:\n    podCIDR: {pod_cidr}\n",
+             networking:\n    podCIDR: {pod_cidr}\n  konnectivity:\n    enabled: false\n",
             pod_cidr = pod_cidr(shape),
             name = shape.name,
             version = shape.version,

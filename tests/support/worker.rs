@@ -71,6 +71,7 @@ fn require_node_tools() {
         ("runc", "runc"),
         ("nsenter", "util-linux"),
         ("unshare", "util-linux"),
+        ("nft", "nftables"),
     ] {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {program}")])
@@ -172,6 +173,23 @@ impl Worker {
             );
         }
         worker
+    }
+
+    /// Puts the node behind a router, as a VM on a tenant network of an
+    /// OpenStack cloud without a floating IP: it connects out (to the
+    /// tenant's endpoint), and nothing outside can open a connection to it
+    /// or to its pods. A stateful filter of the node's own network
+    /// namespace drops every new connection that arrives on its uplink;
+    /// replies to its own connections pass.
+    pub fn behind_a_router(&self) {
+        let rules = "table inet gantry-router {
+  chain input { type filter hook input priority -10; policy accept; iifname \"eth0\" ct state new drop; }
+  chain forward { type filter hook forward priority -10; policy accept; iifname \"eth0\" ct state new drop; }
+}
+";
+        let file = self.dir.join("router.nft");
+        std::fs::write(&file, rules).unwrap();
+        run_ok(self.host.command("nft").arg("-f").arg(&file));
     }
 
     /// `nsenter` into the node's mount, UTS and network namespaces: a command

@@ -35,6 +35,9 @@ pub struct AgentConfig {
     pub server_name: String,
     pub tls: tls::AgentFiles,
     pub agent_id: String,
+    /// What this agent is the best route to (its node's name and
+    /// addresses), sent as upstream's agent identifiers.
+    pub identifiers: Vec<(&'static str, String)>,
     pub dial_timeout: Duration,
     /// A connection with no data either way for this long is closed.
     pub idle_timeout: Duration,
@@ -55,9 +58,7 @@ pub async fn run(config: AgentConfig) -> Result<(), Error> {
     // again at every connect.
     tls::client_config(&config.tls)?;
     let state = Arc::new(AgentState::default());
-    let health_listener = tokio::net::TcpListener::bind(&config.health_address)
-        .await
-        .map_err(|e| Error::Bind(config.health_address.clone(), e))?;
+    let health_listener = crate::server::bind(&config.health_address).await?;
     let health = health::serve(health_listener, health::Source::Agent(state.clone()));
     tokio::select! {
         result = health => result,
@@ -145,10 +146,20 @@ async fn open_session(config: &AgentConfig) -> Result<Session, Error> {
         .await
         .map_err(|e| Error::Connect(config.server_address.clone(), describe(&e)))?;
     let (outbound, rx) = mpsc::channel(STREAM_BUFFER);
-    let response =
-        crate::grpc::open_agent_stream(channel, &config.agent_id, ReceiverStream::new(rx))
-            .await
-            .map_err(|e| Error::Connect(config.server_address.clone(), e.message().to_string()))?;
+    let pairs: Vec<(&str, &str)> = config
+        .identifiers
+        .iter()
+        .map(|(k, v)| (*k, v.as_str()))
+        .collect();
+    let identifiers = proto::encode_identifiers(&pairs);
+    let response = crate::grpc::open_agent_stream(
+        channel,
+        &config.agent_id,
+        &identifiers,
+        ReceiverStream::new(rx),
+    )
+    .await
+    .map_err(|e| Error::Connect(config.server_address.clone(), e.message().to_string()))?;
     let header = |name: &str| {
         response
             .metadata()
@@ -268,10 +279,12 @@ async fn serve_session(config: Arc<AgentConfig>, state: Arc<AgentState>, mut ses
                         Ok(stream) => {
                             next_connect_id += 1;
                             let connect_id = next_connect_id;
+                            // The answer goes first: the target may speak
+                            // first, and its data must follow the answer.
+                            send(&out, Frame::DialResponse(proto::DialResponse { error: String::new(), connect_id, random })).await;
                             let conn = start_connection(connect_id, stream, out.clone(), events_tx.clone(), config.idle_timeout);
                             conns.insert(connect_id, conn);
                             state.connections.fetch_add(1, Ordering::Relaxed);
-                            send(&out, Frame::DialResponse(proto::DialResponse { error: String::new(), connect_id, random })).await;
                         }
                     }
                 }
@@ -299,8 +312,11 @@ fn close(conns: &mut HashMap<i64, Connection>, state: &AgentState, connect_id: i
     }
 }
 
+/// Queues a packet for the server, waiting for room: the stream's flow
+/// control is the back-pressure, and a dead connection is ended by HTTP/2's
+/// keepalive, which ends the session.
 async fn send(out: &mpsc::Sender<Packet>, frame: Frame) {
-    let _ = tokio::time::timeout(SEND_TIMEOUT, out.send(frame.into())).await;
+    let _ = out.send(frame.into()).await;
 }
 
 /// Two tasks per connection: the reader sends what the target says as DATA

@@ -88,6 +88,7 @@ impl<H: StreamHandler> tower::Service<http::Request<Body>> for OneStreamService<
 pub async fn open_agent_stream(
     channel: tonic::transport::Channel,
     agent_id: &str,
+    identifiers: &str,
     outbound: impl Stream<Item = Packet> + Send + 'static,
 ) -> Result<Response<Streaming<Packet>>, Status> {
     let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(MAX_PACKET);
@@ -101,6 +102,13 @@ pub async fn open_agent_stream(
     request
         .metadata_mut()
         .insert(crate::proto::HEADER_AGENT_ID, id);
+    if let Ok(value) = identifiers.parse() {
+        if !identifiers.is_empty() {
+            request
+                .metadata_mut()
+                .insert(crate::proto::HEADER_AGENT_IDENTIFIERS, value);
+        }
+    }
     grpc.streaming(
         request,
         http::uri::PathAndQuery::from_static(crate::proto::AGENT_PATH),

@@ -43,6 +43,8 @@ struct AgentEntry {
     agent_id: String,
     tx: AgentTx,
     draining: bool,
+    /// The hosts (node name, addresses) this agent is the best route to.
+    identifiers: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -98,7 +100,7 @@ impl Hub {
         routes.agents.values().map(|a| a.agent_id.clone()).collect()
     }
 
-    pub fn add_agent(&self, agent_id: &str, tx: AgentTx) -> StreamId {
+    pub fn add_agent(&self, agent_id: &str, identifiers: Vec<String>, tx: AgentTx) -> StreamId {
         let mut routes = self.routes.lock().unwrap();
         routes.next_stream += 1;
         let id = routes.next_stream;
@@ -108,6 +110,7 @@ impl Hub {
                 agent_id: agent_id.to_string(),
                 tx,
                 draining: false,
+                identifiers,
             },
         );
         id
@@ -121,8 +124,10 @@ impl Hub {
         id
     }
 
-    /// A frontend asks for a dial: picks an agent at random, preferring
-    /// those not draining, and records the dial as pending there.
+    /// A frontend asks for a dial: picks an agent at random among those
+    /// that name the dial's host (a node's own agent for its kubelet), else
+    /// among all, preferring agents not draining; records the dial as
+    /// pending there.
     pub fn dial(&self, frontend: StreamId, tx: &FrontendTx, request: Frame) -> DialRoute {
         let Frame::DialRequest(dial) = request else {
             unreachable!("dial() takes a dial request")
@@ -132,7 +137,7 @@ impl Hub {
             return refuse("only tcp is carried");
         }
         let mut routes = self.routes.lock().unwrap();
-        let Some(agent) = routes.pick_agent() else {
+        let Some(agent) = routes.pick_agent(dial_host(&dial.address)) else {
             return refuse("no agent is connected to this server");
         };
         if routes.pending.contains_key(&(agent, dial.random)) {
@@ -262,6 +267,29 @@ impl Hub {
         Some(Delivery::Agent(tx, close.into()))
     }
 
+    /// A frontend's connection whose data the agent did not take: the agent
+    /// closes it and the frontend is told, so no byte is silently lost.
+    pub fn fail_connection(&self, frontend: StreamId, connect_id: i64) -> Vec<Delivery> {
+        let mut routes = self.routes.lock().unwrap();
+        let Some(agent) = routes
+            .frontends
+            .get_mut(&frontend)
+            .and_then(|f| f.conns.remove(&connect_id))
+        else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        if let Some(waiting) = routes.conns.remove(&(agent, connect_id)) {
+            let close = Frame::close_response(connect_id, "the agent did not take the data");
+            out.push(Delivery::Frontend(waiting.tx, close.into()));
+        }
+        if let Some(a) = routes.agents.get(&agent) {
+            let close = Frame::CloseRequest(crate::proto::CloseRequest { connect_id });
+            out.push(Delivery::Agent(a.tx.clone(), close.into()));
+        }
+        out
+    }
+
     /// A frontend's stream ended: its agents close what it had open and
     /// forget what it was dialing.
     pub fn remove_frontend(&self, frontend: StreamId) -> Vec<Delivery> {
@@ -326,23 +354,135 @@ impl Hub {
     }
 }
 
+/// The host of `host:port` or `[v6]:port`, as agents name themselves.
+fn dial_host(address: &str) -> &str {
+    let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
 impl Routes {
-    fn pick_agent(&self) -> Option<StreamId> {
-        let ready: Vec<StreamId> = self
-            .agents
-            .iter()
-            .filter(|(_, a)| !a.draining)
-            .map(|(id, _)| *id)
-            .collect();
-        let candidates: Vec<StreamId> = if ready.is_empty() {
-            self.agents.keys().copied().collect()
-        } else {
-            ready
+    fn pick_agent(&self, host: &str) -> Option<StreamId> {
+        let of = |want: &dyn Fn(&AgentEntry) -> bool| -> Vec<StreamId> {
+            let mut ids: Vec<StreamId> = self
+                .agents
+                .iter()
+                .filter(|(_, a)| want(a))
+                .map(|(id, _)| *id)
+                .collect();
+            ids.sort_unstable();
+            ids
         };
+        let names_host = |a: &AgentEntry| a.identifiers.iter().any(|i| i == host);
+        let candidates = [
+            of(&|a| !a.draining && names_host(a)),
+            of(&|a| names_host(a)),
+            of(&|a| !a.draining),
+            of(&|_| true),
+        ]
+        .into_iter()
+        .find(|ids| !ids.is_empty())
+        .unwrap_or_default();
         if candidates.is_empty() {
             return None;
         }
         let pick = rand::rng().random_range(0..candidates.len());
         Some(candidates[pick])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{DialRequest, DialResponse};
+
+    fn dial(random: i64, address: &str) -> Frame {
+        Frame::DialRequest(DialRequest {
+            protocol: "tcp".into(),
+            address: address.into(),
+            random,
+        })
+    }
+
+    fn agent(hub: &Hub, id: &str, identifiers: &[&str]) -> (StreamId, mpsc::Receiver<Packet>) {
+        let (tx, rx) = mpsc::channel(8);
+        let ids = identifiers.iter().map(|s| s.to_string()).collect();
+        (hub.add_agent(id, ids, tx), rx)
+    }
+
+    #[test]
+    fn a_dial_to_a_nodes_address_goes_to_that_nodes_agent() {
+        let hub = Hub::default();
+        let (_a, mut rx_a) = agent(&hub, "a", &["worker-a", "10.0.0.1"]);
+        let (_b, mut rx_b) = agent(&hub, "b", &["worker-b", "10.0.0.2"]);
+        let (tx, _rx) = mpsc::channel(8);
+        let frontend = hub.add_frontend();
+        for random in 1..=20 {
+            let DialRoute::ToAgent(agent_tx, packet) =
+                hub.dial(frontend, &tx, dial(random, "10.0.0.2:10250"))
+            else {
+                panic!("refused");
+            };
+            agent_tx.try_send(packet).unwrap();
+            assert!(rx_b.try_recv().is_ok(), "dial {random} went elsewhere");
+            assert!(rx_a.try_recv().is_err());
+        }
+        // [v6]:port and names match too.
+        let (_c, mut rx_c) = agent(&hub, "c", &["fd00::3"]);
+        let DialRoute::ToAgent(agent_tx, packet) =
+            hub.dial(frontend, &tx, dial(99, "[fd00::3]:10250"))
+        else {
+            panic!("refused");
+        };
+        agent_tx.try_send(packet).unwrap();
+        assert!(rx_c.try_recv().is_ok());
+    }
+
+    #[test]
+    fn routes_are_freed_by_whichever_side_ends_first() {
+        let hub = Hub::default();
+        let (a, _rx) = agent(&hub, "a", &[]);
+        let (tx, _frx) = mpsc::channel(8);
+        let frontend = hub.add_frontend();
+        let DialRoute::ToAgent(..) = hub.dial(frontend, &tx, dial(7, "10.1.1.1:443")) else {
+            panic!("refused");
+        };
+        let rsp = Frame::DialResponse(DialResponse {
+            error: String::new(),
+            connect_id: 3,
+            random: 7,
+        });
+        assert!(matches!(
+            hub.from_agent(a, rsp),
+            Some(Delivery::Frontend(..))
+        ));
+        assert_eq!(hub.counts().connections, 1);
+        // The agent goes: the frontend is told, and nothing is left.
+        let told = hub.remove_agent(a);
+        assert_eq!(told.len(), 1);
+        assert_eq!(
+            hub.counts(),
+            Counts {
+                agents: 0,
+                frontends: 1,
+                pending_dials: 0,
+                connections: 0
+            }
+        );
+        assert!(hub.remove_frontend(frontend).is_empty());
+        assert_eq!(hub.counts(), Counts::default());
+    }
+
+    #[test]
+    fn without_agents_a_dial_is_refused_with_a_reason() {
+        let hub = Hub::default();
+        let (tx, _rx) = mpsc::channel(8);
+        let frontend = hub.add_frontend();
+        let DialRoute::Refused(Frame::DialResponse(rsp)) =
+            hub.dial(frontend, &tx, dial(1, "10.0.0.1:10250"))
+        else {
+            panic!("not refused");
+        };
+        assert_eq!(rsp.random, 1);
+        assert!(rsp.error.contains("no agent"), "{}", rsp.error);
     }
 }

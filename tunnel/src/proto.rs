@@ -11,6 +11,68 @@ pub const AGENT_PATH: &str = "/AgentService/Connect";
 
 /// Stream metadata an agent sends: its identity.
 pub const HEADER_AGENT_ID: &str = "agentid";
+/// Stream metadata an agent sends: the addresses and names it is the best
+/// route to (its node), as upstream encodes them: `host=NAME&ipv4=ADDR`.
+pub const HEADER_AGENT_IDENTIFIERS: &str = "agentidentifiers";
+
+/// Encodes identifiers as a URL query (keys in order), as upstream does.
+pub fn encode_identifiers(pairs: &[(&str, &str)]) -> String {
+    let mut sorted: Vec<_> = pairs.iter().filter(|(_, v)| !v.is_empty()).collect();
+    sorted.sort();
+    sorted
+        .iter()
+        .map(|(k, v)| format!("{}={}", escape(k), escape(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// The values of `host`, `ipv4` and `ipv6` in an identifiers header: what a
+/// dial's host is matched against. Anything malformed is skipped.
+pub fn decode_identifiers(header: &str) -> Vec<String> {
+    header
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .filter(|(k, _)| matches!(*k, "host" | "ipv4" | "ipv6"))
+        .filter_map(|(_, v)| unescape(v))
+        .filter(|v| !v.is_empty() && v.len() <= 253)
+        .collect()
+}
+
+fn escape(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn unescape(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// Stream metadata a server answers with: its identity and how many servers
 /// there are, so that an agent keeps one stream to each.
 pub const HEADER_SERVER_ID: &str = "serverid";
@@ -220,6 +282,24 @@ mod tests {
     }
 
     #[test]
+    fn identifiers_round_trip_as_a_query() {
+        let header = encode_identifiers(&[
+            ("ipv4", "10.0.0.5"),
+            ("host", "worker-0"),
+            ("ipv6", "fd00::5"),
+        ]);
+        assert_eq!(header, "host=worker-0&ipv4=10.0.0.5&ipv6=fd00%3A%3A5");
+        assert_eq!(
+            decode_identifiers(&header),
+            ["worker-0", "10.0.0.5", "fd00::5"]
+        );
+        assert_eq!(
+            decode_identifiers("host=%zz&cidr=10.0.0.0/8&ipv4=1.2.3.4"),
+            ["1.2.3.4"]
+        );
+    }
+
+    #[test]
     fn a_type_without_its_payload_is_malformed() {
         let packet = Packet {
             r#type: PacketType::Data as i32,
@@ -231,5 +311,41 @@ mod tests {
             payload: None,
         };
         assert_eq!(Frame::try_from(unknown), Err(Malformed("unknown type")));
+    }
+}
+
+#[cfg(test)]
+mod hostile {
+    use super::*;
+    use proptest::prelude::*;
+    use prost::Message;
+
+    proptest! {
+        /// Any bytes a peer sends decode to a packet or an error, and any
+        /// packet to a frame or `Malformed`: never a panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(packet) = Packet::decode(bytes.as_slice()) {
+                let _ = Frame::try_from(packet);
+            }
+        }
+
+        /// Every well-formed frame survives the wire unchanged.
+        #[test]
+        fn frames_round_trip(connect_id in any::<i64>(), random in any::<i64>(), data in proptest::collection::vec(any::<u8>(), 0..256), text in ".{0,40}") {
+            for frame in [
+                Frame::data(connect_id, data.clone().into()),
+                Frame::close_response(connect_id, text.clone()),
+                Frame::dial_failed(random, text.clone()),
+                Frame::DialRequest(DialRequest { protocol: "tcp".into(), address: text.clone(), random }),
+                Frame::CloseRequest(CloseRequest { connect_id }),
+                Frame::CloseDial(CloseDial { random }),
+                Frame::Drain,
+            ] {
+                let bytes = Packet::from(frame.clone()).encode_to_vec();
+                let back = Frame::try_from(Packet::decode(bytes.as_slice()).unwrap()).unwrap();
+                prop_assert_eq!(back, frame);
+            }
+        }
     }
 }

@@ -60,12 +60,8 @@ pub async fn run(config: ServerConfig) -> Result<(), Error> {
     let hub = Arc::new(Hub::default());
     let tls = tls::server_config(&config.tls)?;
     let uds = bind_socket(&config.uds_path)?;
-    let agents = TcpListener::bind(&config.agent_address)
-        .await
-        .map_err(|e| Error::Bind(config.agent_address.clone(), e))?;
-    let health = TcpListener::bind(&config.health_address)
-        .await
-        .map_err(|e| Error::Bind(config.health_address.clone(), e))?;
+    let agents = bind(&config.agent_address).await?;
+    let health = bind(&config.health_address).await?;
     tracing::info!(
         server_id = %config.server_id,
         server_count = config.server_count,
@@ -96,6 +92,20 @@ pub async fn run(config: ServerConfig) -> Result<(), Error> {
         result = frontends => result.map_err(|e| Error::Serve(format!("the apiserver socket: {e}"))),
         result = agents => result.map_err(|e| Error::Serve(format!("the agent port: {e}"))),
         result = health => result,
+    }
+}
+
+/// Binds `address`; `[::]:PORT` falls back to `0.0.0.0:PORT` on a host
+/// without IPv6 (a pod network of one family).
+pub(crate) async fn bind(address: &str) -> Result<TcpListener, Error> {
+    match TcpListener::bind(address).await {
+        Ok(listener) => Ok(listener),
+        Err(e) => match address.strip_prefix("[::]:") {
+            Some(port) => TcpListener::bind(format!("0.0.0.0:{port}"))
+                .await
+                .map_err(|_| Error::Bind(address.to_string(), e)),
+            None => Err(Error::Bind(address.to_string(), e)),
+        },
     }
 }
 
@@ -193,8 +203,25 @@ async fn serve_frontend(
                 }
             }
             Frame::Data(_) | Frame::CloseRequest(_) | Frame::CloseDial(_) => {
+                let connect_id = match &frame {
+                    Frame::Data(d) => Some(d.connect_id),
+                    _ => None,
+                };
                 if let Some(delivery) = hub.from_frontend(id, frame) {
-                    deliver(delivery).await;
+                    if !deliver(delivery).await {
+                        // The agent does not take data: never drop bytes
+                        // silently, end the connection for both sides.
+                        tracing::warn!(
+                            frontend = id,
+                            ?connect_id,
+                            "an agent did not take data for {SEND_TIMEOUT:?}; closing the connection"
+                        );
+                        if let Some(c) = connect_id {
+                            for delivery in hub.fail_connection(id, c) {
+                                deliver(delivery).await;
+                            }
+                        }
+                    }
                 }
             }
             other => {
@@ -232,9 +259,15 @@ impl StreamHandler for Agents {
                 .filter(|v| valid_agent_id(v))
                 .ok_or_else(|| Status::invalid_argument("agentID: missing or not a DNS-like name"))?
                 .to_string();
+            let identifiers = request
+                .metadata()
+                .get(proto::HEADER_AGENT_IDENTIFIERS)
+                .and_then(|v| v.to_str().ok())
+                .map(proto::decode_identifiers)
+                .unwrap_or_default();
             let inbound = request.into_inner();
             let (agent_tx, agent_rx) = mpsc::channel::<Packet>(STREAM_BUFFER);
-            let id = hub.add_agent(&agent_id, agent_tx);
+            let id = hub.add_agent(&agent_id, identifiers, agent_tx);
             tracing::info!(agent = %agent_id, peer = %peer.address, stream = id, "agent connected");
             tokio::spawn(serve_agent(hub, id, agent_id, inbound));
             let mut response =
@@ -275,6 +308,7 @@ async fn serve_agent(
         };
         if let Some(delivery) = hub.from_agent(id, frame) {
             if !deliver(delivery).await {
+                tracing::warn!(agent = %agent_id, ?connect_id, "an apiserver stream did not take data for {SEND_TIMEOUT:?}; closing the connection");
                 // The frontend is gone or does not read: close that one
                 // connection, keep the agent's stream for the others.
                 if let Some(close) = connect_id.and_then(|c| hub.abandon_connection(id, c)) {

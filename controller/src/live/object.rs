@@ -43,6 +43,8 @@ pub struct ObservedService {
     pub load_balancer_ingress: Vec<(Option<String>, Option<String>)>,
     /// `spec.ports[https].nodePort`, once allocated.
     pub node_port: Option<u16>,
+    /// `spec.ports[konnectivity].nodePort`, once allocated.
+    pub konnectivity_node_port: Option<u16>,
 }
 
 /// The status fields a pass decides on, by kind.
@@ -267,15 +269,21 @@ fn details_of(kind: &str, metadata: &ObjectMeta, rest: &Value) -> Details {
                         .collect()
                 })
                 .unwrap_or_default(),
-            node_port: rest
-                .pointer("/spec/ports")
-                .and_then(Value::as_array)
-                .and_then(|ports| ports.iter().find(|p| p["name"] == "https"))
-                .and_then(|p| p["nodePort"].as_u64())
-                .and_then(|p| u16::try_from(p).ok()),
+            node_port: named_node_port(rest, "https"),
+            konnectivity_node_port: named_node_port(rest, "konnectivity"),
         }),
         _ => Details::None,
     }
+}
+
+/// The node port of the Service's port `name`, once allocated.
+fn named_node_port(service: &Value, name: &str) -> Option<u16> {
+    service
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .and_then(|ports| ports.iter().find(|p| p["name"] == name))
+        .and_then(|p| p["nodePort"].as_u64())
+        .and_then(|p| u16::try_from(p).ok())
 }
 
 #[cfg(test)]

@@ -165,6 +165,7 @@ mod tests {
                 (Some("203.0.113.7".into()), None),
             ],
             node_port: None,
+            konnectivity_node_port: None,
         };
         let state = resolve_endpoint(&spec, Some(&assigned), &[]);
         assert!(
@@ -173,6 +174,7 @@ mod tests {
         let hostname_only = ObservedService {
             load_balancer_ingress: vec![(None, Some("lb.example.com".into()))],
             node_port: None,
+            konnectivity_node_port: None,
         };
         let state = resolve_endpoint(&spec, Some(&hostname_only), &[]);
         assert!(
@@ -186,6 +188,7 @@ mod tests {
         let service = ObservedService {
             load_balancer_ingress: vec![],
             node_port: Some(31443),
+            konnectivity_node_port: None,
         };
         let nodes = [
             node("c", true, &[("InternalIP", "10.0.0.3")]),

@@ -49,9 +49,10 @@ pub struct TenantSet {
 
 impl TenantSet {
     /// Splits the tenant objects by `gantry_renderer::is_privileged`.
-    /// Secrets (the bootstrap token, whose name changes at each rotation)
-    /// are created blind: the operator may create Secrets in kube-system but
-    /// not read them.
+    /// Bootstrap tokens (whose name changes at each rotation) are created
+    /// blind: the operator may create Secrets in kube-system but not read
+    /// them. Other Secrets (the konnectivity agent's, renewed with the PKI)
+    /// are applied, with access by name.
     pub fn of<'a>(objects: impl IntoIterator<Item = &'a serde_json::Value>) -> Self {
         let (privileged, operator): (Vec<_>, Vec<_>) = objects
             .into_iter()
@@ -63,8 +64,10 @@ impl TenantSet {
                 .collect(),
             operator: operator
                 .into_iter()
-                .map(|o| match o["kind"].as_str() {
-                    Some("Secret") => DesiredObject::created_blind(o.clone()),
+                .map(|o| match (o["kind"].as_str(), o["type"].as_str()) {
+                    (Some("Secret"), Some("bootstrap.kubernetes.io/token")) => {
+                        DesiredObject::created_blind(o.clone())
+                    }
                     _ => DesiredObject::applied(o.clone()),
                 })
                 .collect(),

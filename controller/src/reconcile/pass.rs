@@ -27,6 +27,9 @@ pub(super) struct PassState<'a> {
     /// Objects applied or pruned in the service cluster.
     pub report: ApplyReport,
     pub notes: Vec<Note>,
+    /// The tunnel's node port on the kube-apiserver Service, as observed
+    /// (service type NodePort): where agents connect when the spec fixes none.
+    pub tunnel_node_port: Option<u16>,
 }
 
 impl<'a> PassState<'a> {
@@ -41,6 +44,7 @@ impl<'a> PassState<'a> {
             status,
             report: ApplyReport::default(),
             notes: Vec::new(),
+            tunnel_node_port: None,
         }
     }
 

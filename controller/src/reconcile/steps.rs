@@ -57,6 +57,7 @@ pub(super) async fn endpoint(
 ) -> Result<Endpoint, Stop> {
     let (service, nodes) =
         observe::endpoint_inputs(pass.ctx.cluster(), pass.tcp, &tenant.namespace).await?;
+    pass.tunnel_node_port = service.as_ref().and_then(|s| s.konnectivity_node_port);
     match resolve_endpoint(&pass.tcp.spec, service.as_ref(), &nodes) {
         EndpointState::Ready { endpoint, .. } => {
             let message = format!("nodes reach the apiserver at {endpoint}");
@@ -121,7 +122,7 @@ pub(super) async fn certificates(
         }
         _ => (BootstrapToken::generate(), pass.now + tenant.token_ttl),
     };
-    let resolved = resolve::resolve(
+    let mut resolved = resolve::resolve(
         pass.tcp,
         endpoint,
         token.clone(),
@@ -130,6 +131,19 @@ pub(super) async fn certificates(
         &pass.ctx.service_cluster,
     )
     .map_err(|error| Halt::failed("InvalidSpec", error.to_string()))?;
+    if let Some(tunnel) = &mut resolved.input.konnectivity {
+        if tunnel.agent_address.is_none() {
+            let Some(port) = pass.tunnel_node_port else {
+                let reason = "waiting for the tunnel's node port to be allocated";
+                return Err(Halt::pending("EndpointPending", reason, Phase::Pending)
+                    .because(ConditionType::EndpointReady, "Pending", reason.into())
+                    .into());
+            };
+            let host = endpoint.to_string();
+            let host = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h);
+            tunnel.agent_address = Some(format!("{host}:{port}"));
+        }
+    }
     let issued = gantry_pki::issue(&resolved.pki, &existing, pass.now).map_err(|error| {
         // Never replace a CA because a read failed: stop and say why.
         let message = error.to_string();

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use gantry_pki::{Endpoint, KeyAlgorithm, PkiSpec, San};
-use gantry_renderer::{NetworkingInput, Placement, Resources, ServiceType};
+use gantry_renderer::{KonnectivityInput, NetworkingInput, Placement, Resources, ServiceType};
 use ipnet::IpNet;
 use time::Duration;
 
@@ -85,6 +85,79 @@ pub(super) fn service_exposure(
         node_port,
         load_balancer_ip,
     })
+}
+
+/// `spec.konnectivity`: the tunnel, or `None` when it is off. Where agents
+/// connect: the explicit address, else the endpoint's host on the
+/// Service's tunnel port (8132) or, for NodePort, on the tunnel's node port
+/// (unknown until allocated unless the spec fixes it).
+pub(super) fn konnectivity(
+    spec: &TenantControlPlaneSpec,
+    endpoint: &Endpoint,
+    exposure: &Exposure,
+    gantry_image: &str,
+) -> Result<Option<KonnectivityInput>, SpecError> {
+    let tunnel = &spec.konnectivity;
+    if !tunnel.enabled {
+        return Ok(None);
+    }
+    const NODE_PORT: &str = "spec.konnectivity.nodePort";
+    let node_port = match tunnel.node_port {
+        None => None,
+        Some(port) if exposure.service_type != ServiceType::NodePort => {
+            return Err(invalid(
+                NODE_PORT,
+                port,
+                "only applies to service type NodePort",
+            ));
+        }
+        Some(port) => {
+            let port = u16::try_from(port)
+                .ok()
+                .filter(|p| NODE_PORT_RANGE.contains(p))
+                .ok_or_else(|| invalid(NODE_PORT, port, "must be within 30000-32767"))?;
+            if Some(port) == exposure.node_port {
+                return Err(invalid(
+                    NODE_PORT,
+                    port,
+                    "must differ from the apiserver's node port",
+                ));
+            }
+            Some(port)
+        }
+    };
+    let host = match &endpoint.host {
+        San::Ip(IpAddr::V6(ip)) => format!("[{ip}]"),
+        San::Ip(ip) => ip.to_string(),
+        San::Dns(name) => name.clone(),
+    };
+    let agent_address = match &tunnel.address {
+        Some(address) => {
+            let parsed = Endpoint::parse("spec.konnectivity.address", address)
+                .map_err(|e| invalid("spec.konnectivity.address", address, e.reason))?;
+            if !address.ends_with(&format!(":{}", parsed.port)) {
+                return Err(invalid(
+                    "spec.konnectivity.address",
+                    address,
+                    "must be HOST:PORT",
+                ));
+            }
+            Some(parsed.to_string())
+        }
+        None => match exposure.service_type {
+            ServiceType::NodePort => node_port.map(|port| format!("{host}:{port}")),
+            _ => Some(format!("{host}:{}", gantry_renderer::KONNECTIVITY_PORT)),
+        },
+    };
+    Ok(Some(KonnectivityInput {
+        image: gantry_image.to_string(),
+        agent_address,
+        server_name: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+        node_port,
+    }))
 }
 
 /// `spec.apiServer.certSANs`: at most [`gantry_pki::MAX_EXTRA_SANS`], each

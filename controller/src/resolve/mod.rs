@@ -114,6 +114,8 @@ pub fn resolve(
         service_cluster_cidrs: service_cluster.cidrs.clone(),
     };
     let pki = fields::pki_spec(name, endpoint, spec, extra_sans, &networks, &durations)?;
+    let konnectivity =
+        fields::konnectivity(spec, endpoint, &exposure, &service_cluster.gantry_image)?;
     let input = RenderInput {
         name: name.clone(),
         namespace,
@@ -175,6 +177,7 @@ pub fn resolve(
         token,
         token_expiration: token_expiration.unwrap_or(now + durations.token_ttl),
         placement: fields::placement(spec),
+        konnectivity,
     };
     Ok(Resolved { input, pki })
 }
@@ -323,6 +326,13 @@ fn bootstrap_input(
         service_annotations: service.annotations.clone(),
         load_balancer_ip,
         node_port: service.node_port.and_then(|p| u16::try_from(p).ok()),
+        konnectivity: manifest.spec.konnectivity.enabled.then(|| {
+            manifest
+                .spec
+                .konnectivity
+                .node_port
+                .and_then(|p| u16::try_from(p).ok())
+        }),
     })
 }
 

@@ -9,6 +9,12 @@
 //	konnectivity-frontend copy   -uds SOCKET -address ADDR -bytes N
 //	konnectivity-frontend dials  -uds SOCKET -address ADDR -count N -parallel P
 //	konnectivity-frontend dial   -uds SOCKET -address ADDR
+//	konnectivity-frontend hold   -uds SOCKET -address ADDR -count N -seconds S
+//
+// Without -uds, copy and dials connect directly (the path without the
+// tunnel, for the benchmarks' ratios). hold opens N connections at once,
+// echoes a line on each, prints "held N", keeps them open S seconds, then
+// closes them and prints "ok".
 //
 // copy sends N bytes of a known pattern, reads them back from the echo
 // server, and prints "ok <bytes> <seconds> <sha256>". dials makes N short
@@ -45,7 +51,8 @@ func main() {
 	address := flags.String("address", "", "host:port to dial through the tunnel")
 	listen := flags.String("listen", "", "echo: where to listen")
 	size := flags.Int64("bytes", 10<<20, "copy: how many bytes")
-	count := flags.Int("count", 1000, "dials: how many")
+	count := flags.Int("count", 1000, "dials, hold: how many")
+	seconds := flags.Int("seconds", 5, "hold: how long")
 	parallel := flags.Int("parallel", 8, "dials: how many at once")
 	_ = flags.Parse(os.Args[2:])
 	switch mode {
@@ -55,6 +62,8 @@ func main() {
 		copyThrough(*uds, *address, *size)
 	case "dials":
 		dials(*uds, *address, *count, *parallel)
+	case "hold":
+		hold(*uds, *address, *count, *seconds)
 	case "dial":
 		conn, err := dial(*uds, *address)
 		if err != nil {
@@ -78,6 +87,9 @@ func fail(err error) {
 // (k8s.io/apiserver/pkg/server/egressselector, udsGRPCConnector): the
 // socket's name is also the gRPC target, so it becomes the :authority.
 func dial(udsName, address string) (net.Conn, error) {
+	if udsName == "" {
+		return net.DialTimeout("tcp", address, 30*time.Second)
+	}
 	dialOption := grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", udsName)
@@ -186,6 +198,30 @@ func dials(uds, address string, count, parallel int) {
 		fail(fmt.Errorf("%d of %d dials failed, the first: %w", len(failures), count, failures[0]))
 	}
 	fmt.Printf("ok %d %.3f\n", count, time.Since(started).Seconds())
+}
+
+func hold(uds, address string, count, seconds int) {
+	conns := make([]net.Conn, 0, count)
+	for i := 0; i < count; i++ {
+		conn, err := dial(uds, address)
+		if err != nil {
+			fail(fmt.Errorf("connection %d: %w", i, err))
+		}
+		line := fmt.Sprintf("hold %d\n", i)
+		if _, err := conn.Write([]byte(line)); err != nil {
+			fail(err)
+		}
+		if reply, err := bufio.NewReader(conn).ReadString('\n'); err != nil || reply != line {
+			fail(fmt.Errorf("connection %d: echo %q: %v", i, reply, err))
+		}
+		conns = append(conns, conn)
+	}
+	fmt.Printf("held %d\n", len(conns))
+	time.Sleep(time.Duration(seconds) * time.Second)
+	for _, c := range conns {
+		c.Close()
+	}
+	fmt.Println("ok")
 }
 
 func oneEcho(uds, address string, i int) error {
