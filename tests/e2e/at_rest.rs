@@ -121,8 +121,10 @@ pub fn watch_at_rest(cluster: &ServiceCluster, namespace: &str, window: Duration
     at_rest
 }
 
-/// Pod name → (component, working-set bytes, CPU nanoseconds used so far)
-/// of every pod in `namespace`, from the node's kubelet (`/stats/summary`).
+/// "pod/container" → (container, working-set bytes, CPU nanoseconds used
+/// so far) of every container in `namespace`, from the node's kubelet
+/// (`/stats/summary`): an apiserver pod's konnectivity server is counted
+/// apart from its apiserver.
 fn pod_stats(cluster: &ServiceCluster, namespace: &str) -> BTreeMap<String, (String, u64, u64)> {
     let summary = cluster.kubectl_ok(&[
         "get",
@@ -135,14 +137,15 @@ fn pod_stats(cluster: &ServiceCluster, namespace: &str) -> BTreeMap<String, (Str
         if pod["podRef"]["namespace"] != namespace {
             continue;
         }
-        let name = pod["podRef"]["name"].as_str().unwrap().to_string();
-        let component = pod["containers"][0]["name"]
-            .as_str()
-            .unwrap_or("?")
-            .to_string();
-        let bytes = pod["memory"]["workingSetBytes"].as_u64().unwrap_or(0);
-        let cpu = pod["cpu"]["usageCoreNanoSeconds"].as_u64().unwrap_or(0);
-        pods.insert(name, (component, bytes, cpu));
+        let name = pod["podRef"]["name"].as_str().unwrap();
+        for container in pod["containers"].as_array().into_iter().flatten() {
+            let component = container["name"].as_str().unwrap_or("?").to_string();
+            let bytes = container["memory"]["workingSetBytes"].as_u64().unwrap_or(0);
+            let cpu = container["cpu"]["usageCoreNanoSeconds"]
+                .as_u64()
+                .unwrap_or(0);
+            pods.insert(format!("{name}/{component}"), (component, bytes, cpu));
+        }
     }
     assert!(!pods.is_empty(), "the kubelet has no stats of {namespace}");
     pods

@@ -131,18 +131,18 @@ pub(super) async fn certificates(
         &pass.ctx.service_cluster,
     )
     .map_err(|error| Halt::failed("InvalidSpec", error.to_string()))?;
-    if let Some(tunnel) = &mut resolved.input.konnectivity {
-        if tunnel.agent_address.is_none() {
-            let Some(port) = pass.tunnel_node_port else {
-                let reason = "waiting for the tunnel's node port to be allocated";
-                return Err(Halt::pending("EndpointPending", reason, Phase::Pending)
-                    .because(ConditionType::EndpointReady, "Pending", reason.into())
-                    .into());
-            };
-            let host = endpoint.to_string();
-            let host = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h);
-            tunnel.agent_address = Some(format!("{host}:{port}"));
-        }
+    if let Some(tunnel) = &mut resolved.input.konnectivity
+        && tunnel.agent_address.is_none()
+    {
+        let Some(port) = pass.tunnel_node_port else {
+            let reason = "waiting for the tunnel's node port to be allocated";
+            return Err(Halt::pending("EndpointPending", reason, Phase::Pending)
+                .because(ConditionType::EndpointReady, "Pending", reason.into())
+                .into());
+        };
+        let host = endpoint.to_string();
+        let host = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h);
+        tunnel.agent_address = Some(format!("{host}:{port}"));
     }
     let issued = gantry_pki::issue(&resolved.pki, &existing, pass.now).map_err(|error| {
         // Never replace a CA because a read failed: stop and say why.
