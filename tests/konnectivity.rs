@@ -428,13 +428,20 @@ fn measure_the_tunnel_beside_the_direct_path() {
         tunnel.server_rss_kib(),
         rss(agent_pid)
     );
+    let size = (64u64 << 20).to_string();
+    let copy = ["copy", "-address", ECHO, "-bytes", size.as_str()];
+    let dials = [
+        "dials",
+        "-address",
+        ECHO,
+        "-count",
+        "1000",
+        "-parallel",
+        "1",
+    ];
     for round in 1..=3 {
-        let size = (64u64 << 20).to_string();
-        let through = seconds(
-            &tunnel.frontend_ok(&["copy", "-address", ECHO, "-bytes", &size]),
-            2,
-        );
-        let plain = seconds(&direct(&["copy", "-address", ECHO, "-bytes", &size]), 2);
+        let through = seconds(&tunnel.frontend_ok(&copy), 2);
+        let plain = seconds(&direct(&copy), 2);
         eprintln!(
             "MEASURE round {round}: 64 MiB echoed: tunnel {:.0} MiB/s, direct {:.0} MiB/s, ratio {:.1}x",
             64.0 / through,
@@ -442,34 +449,10 @@ fn measure_the_tunnel_beside_the_direct_path() {
             through / plain
         );
         // "ok COUNT SECONDS" over 1000 dials: seconds per 1000 = ms per dial.
-        let through = seconds(
-            &tunnel.frontend_ok(&[
-                "dials",
-                "-address",
-                ECHO,
-                "-count",
-                "1000",
-                "-parallel",
-                "1",
-            ]),
-            2,
-        );
-        let plain = seconds(
-            &direct(&[
-                "dials",
-                "-address",
-                ECHO,
-                "-count",
-                "1000",
-                "-parallel",
-                "1",
-            ]),
-            2,
-        );
+        let through = seconds(&tunnel.frontend_ok(&dials), 2);
+        let plain = seconds(&direct(&dials), 2);
         eprintln!(
-            "MEASURE round {round}: one dial and one echoed line, sequential: tunnel {:.2} ms, direct {:.3} ms, ratio {:.0}x",
-            through,
-            plain,
+            "MEASURE round {round}: one dial and one echoed line, sequential: tunnel {through:.2} ms, direct {plain:.3} ms, ratio {:.0}x",
             through / plain
         );
     }
