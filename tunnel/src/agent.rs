@@ -19,9 +19,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::health::{self, Report, metric};
 use crate::proto::{self, Frame, Packet};
-use crate::server::{SEND_TIMEOUT, STREAM_BUFFER};
-use crate::{Error, health, tls};
+use crate::{Error, SEND_TIMEOUT, STREAM_BUFFER, tls};
 
 /// How much of a connection is read into one DATA packet (as upstream).
 const READ_CHUNK: usize = 32 * 1024;
@@ -58,11 +58,52 @@ pub async fn run(config: AgentConfig) -> Result<(), Error> {
     // again at every connect.
     tls::client_config(&config.tls)?;
     let state = Arc::new(AgentState::default());
-    let health_listener = crate::server::bind(&config.health_address).await?;
-    let health = health::serve(health_listener, health::Source::Agent(state.clone()));
+    let health_listener = crate::bind(&config.health_address).await?;
+    let health = health::serve(health_listener, state.clone());
     tokio::select! {
         result = health => result,
         () = keep_sessions(Arc::new(config), state) => Ok(()),
+    }
+}
+
+impl Report for AgentState {
+    /// Ready while it holds a stream to a server.
+    fn ready(&self) -> Result<(), String> {
+        match self.sessions.load(Ordering::Relaxed) {
+            0 => Err("no stream to a server".into()),
+            _ => Ok(()),
+        }
+    }
+
+    fn metrics(&self) -> String {
+        let load = |v: &AtomicU64| v.load(Ordering::Relaxed);
+        [
+            metric(
+                "gauge",
+                "konnectivity_agent_server_streams",
+                "Streams held to servers.",
+                load(&self.sessions),
+            ),
+            metric(
+                "gauge",
+                "konnectivity_agent_connections",
+                "Connections open to targets.",
+                load(&self.connections),
+            ),
+            metric(
+                "counter",
+                "konnectivity_agent_dials_total",
+                "Dials asked for.",
+                load(&self.dials),
+            ),
+            metric(
+                "counter",
+                "konnectivity_agent_failed_dials_total",
+                "Dials that failed.",
+                load(&self.failed_dials),
+            ),
+        ]
+        .concat()
     }
 }
 

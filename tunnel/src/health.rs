@@ -1,11 +1,9 @@
-//! `/healthz`, `/readyz` and `/metrics` of the server and of the agent, on
-//! plain HTTP/1.1 (hyper). The server is ready as soon as it listens: an
-//! apiserver pod must not turn unready because no agent has connected yet
-//! (a new tenant has no workers). The agent is ready when it holds a stream.
+//! `/healthz`, `/readyz` and `/metrics` on plain HTTP/1.1 (hyper), for
+//! whatever [`Report`]s them: the server (`server.rs`) and the agent
+//! (`agent.rs`) say what ready means for each.
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -13,87 +11,33 @@ use hyper::{Request, Response, StatusCode};
 use tokio::net::TcpListener;
 
 use crate::Error;
-use crate::agent::AgentState;
-use crate::hub::Hub;
 
-pub enum Source {
-    Server(Arc<Hub>),
-    Agent(Arc<AgentState>),
+/// What a process reports on its health port.
+pub trait Report: Send + Sync + 'static {
+    /// `/readyz`: `Err(why)` while not ready.
+    fn ready(&self) -> Result<(), String>;
+    /// `/metrics`, in Prometheus' text format.
+    fn metrics(&self) -> String;
 }
 
-impl Source {
-    fn answer(&self, path: &str) -> (StatusCode, String) {
-        match (path, self) {
-            ("/healthz", _) => (StatusCode::OK, "ok\n".into()),
-            ("/readyz", Source::Server(_)) => (StatusCode::OK, "ok\n".into()),
-            ("/readyz", Source::Agent(state)) => {
-                if state.sessions.load(Ordering::Relaxed) > 0 {
-                    (StatusCode::OK, "ok\n".into())
-                } else {
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "no stream to a server\n".into(),
-                    )
-                }
-            }
-            ("/metrics", source) => (StatusCode::OK, source.metrics()),
-            _ => (StatusCode::NOT_FOUND, format!("no such path: {path}\n")),
-        }
-    }
+/// One gauge or counter in Prometheus' text format.
+pub fn metric(kind: &str, name: &str, help: &str, value: u64) -> String {
+    format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n")
+}
 
-    fn metrics(&self) -> String {
-        let gauge = |name: &str, help: &str, value: u64| {
-            format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n")
-        };
-        match self {
-            Source::Server(hub) => {
-                let c = hub.counts();
-                [
-                    gauge(
-                        "konnectivity_server_agent_streams",
-                        "Agent streams connected.",
-                        c.agents as u64,
-                    ),
-                    gauge(
-                        "konnectivity_server_frontend_streams",
-                        "Apiserver streams open.",
-                        c.frontends as u64,
-                    ),
-                    gauge(
-                        "konnectivity_server_pending_dials",
-                        "Dials sent to an agent and not answered.",
-                        c.pending_dials as u64,
-                    ),
-                    gauge(
-                        "konnectivity_server_connections",
-                        "Connections open through agents.",
-                        c.connections as u64,
-                    ),
-                ]
-                .concat()
-            }
-            Source::Agent(state) => {
-                let load = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed);
-                [
-                    gauge("konnectivity_agent_server_streams", "Streams held to servers.", load(&state.sessions)),
-                    gauge("konnectivity_agent_connections", "Connections open to targets.", load(&state.connections)),
-                    format!(
-                        "# HELP konnectivity_agent_dials_total Dials asked for.\n# TYPE konnectivity_agent_dials_total counter\nkonnectivity_agent_dials_total {}\n",
-                        load(&state.dials)
-                    ),
-                    format!(
-                        "# HELP konnectivity_agent_failed_dials_total Dials that failed.\n# TYPE konnectivity_agent_failed_dials_total counter\nkonnectivity_agent_failed_dials_total {}\n",
-                        load(&state.failed_dials)
-                    ),
-                ]
-                .concat()
-            }
-        }
+fn answer(report: &dyn Report, path: &str) -> (StatusCode, String) {
+    match path {
+        "/healthz" => (StatusCode::OK, "ok\n".into()),
+        "/readyz" => match report.ready() {
+            Ok(()) => (StatusCode::OK, "ok\n".into()),
+            Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+        },
+        "/metrics" => (StatusCode::OK, report.metrics()),
+        _ => (StatusCode::NOT_FOUND, format!("no such path: {path}\n")),
     }
 }
 
-pub async fn serve(listener: TcpListener, source: Source) -> Result<(), Error> {
-    let source = Arc::new(source);
+pub async fn serve(listener: TcpListener, report: Arc<dyn Report>) -> Result<(), Error> {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -102,11 +46,11 @@ pub async fn serve(listener: TcpListener, source: Source) -> Result<(), Error> {
                 continue;
             }
         };
-        let source = source.clone();
+        let report = report.clone();
         tokio::spawn(async move {
             let service =
                 hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                    let (status, body) = source.answer(request.uri().path());
+                    let (status, body) = answer(report.as_ref(), request.uri().path());
                     let response = Response::builder()
                         .status(status)
                         .header("content-type", "text/plain; version=0.0.4")

@@ -22,6 +22,29 @@ pub mod server;
 pub mod tls;
 
 use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+/// Packets queued for one stream before its sender waits.
+pub const STREAM_BUFFER: usize = 64;
+/// How long a packet may wait for room on the receiving stream before the
+/// connection it belongs to is given up (upstream's read timeout is 10 s).
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Binds `address`; `[::]:PORT` falls back to `0.0.0.0:PORT` on a host
+/// without IPv6 (a pod network of one family).
+pub async fn bind(address: &str) -> Result<TcpListener, Error> {
+    match TcpListener::bind(address).await {
+        Ok(listener) => Ok(listener),
+        Err(e) => match address.strip_prefix("[::]:") {
+            Some(port) => TcpListener::bind(format!("0.0.0.0:{port}"))
+                .await
+                .map_err(|_| Error::Bind(address.to_string(), e)),
+            None => Err(Error::Bind(address.to_string(), e)),
+        },
+    }
+}
 
 /// Why the server or the agent could not start or serve. Never carries key
 /// material: a key file that does not parse is named, its content is not.

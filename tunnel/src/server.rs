@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::UnixListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::Streaming;
@@ -16,16 +16,11 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 use crate::grpc::{OneStreamService, PacketStream, StreamHandler};
+use crate::health::{self, Report, metric};
 use crate::hub::{Delivery, DialRoute, Hub, StreamId};
 use crate::proto::{self, Frame, Packet};
 use crate::tls;
-use crate::{Error, health};
-
-/// Packets queued for one stream before its sender waits.
-pub const STREAM_BUFFER: usize = 64;
-/// How long a packet may wait for room on the receiving stream before the
-/// connection it belongs to is given up (upstream's read timeout is 10 s).
-pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::{Error, SEND_TIMEOUT, STREAM_BUFFER, bind};
 
 pub struct ServerConfig {
     /// The Unix socket the apiserver dials through.
@@ -87,7 +82,7 @@ pub async fn run(config: ServerConfig) -> Result<(), Error> {
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .serve_with_incoming(agent_service, incoming);
-    let health = health::serve(health, health::Source::Server(hub));
+    let health = health::serve(health, Arc::new(ServerReport(hub)));
     tokio::select! {
         result = frontends => result.map_err(|e| Error::Serve(format!("the apiserver socket: {e}"))),
         result = agents => result.map_err(|e| Error::Serve(format!("the agent port: {e}"))),
@@ -95,17 +90,45 @@ pub async fn run(config: ServerConfig) -> Result<(), Error> {
     }
 }
 
-/// Binds `address`; `[::]:PORT` falls back to `0.0.0.0:PORT` on a host
-/// without IPv6 (a pod network of one family).
-pub(crate) async fn bind(address: &str) -> Result<TcpListener, Error> {
-    match TcpListener::bind(address).await {
-        Ok(listener) => Ok(listener),
-        Err(e) => match address.strip_prefix("[::]:") {
-            Some(port) => TcpListener::bind(format!("0.0.0.0:{port}"))
-                .await
-                .map_err(|_| Error::Bind(address.to_string(), e)),
-            None => Err(Error::Bind(address.to_string(), e)),
-        },
+/// The server's health: ready as soon as it listens (an apiserver pod must
+/// not turn unready because no agent has connected yet: a new tenant has no
+/// workers); its routes as metrics.
+struct ServerReport(Arc<Hub>);
+
+impl Report for ServerReport {
+    fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn metrics(&self) -> String {
+        let c = self.0.counts();
+        [
+            metric(
+                "gauge",
+                "konnectivity_server_agent_streams",
+                "Agent streams connected.",
+                c.agents as u64,
+            ),
+            metric(
+                "gauge",
+                "konnectivity_server_frontend_streams",
+                "Apiserver streams open.",
+                c.frontends as u64,
+            ),
+            metric(
+                "gauge",
+                "konnectivity_server_pending_dials",
+                "Dials sent to an agent and not answered.",
+                c.pending_dials as u64,
+            ),
+            metric(
+                "gauge",
+                "konnectivity_server_connections",
+                "Connections open through agents.",
+                c.connections as u64,
+            ),
+        ]
+        .concat()
     }
 }
 
