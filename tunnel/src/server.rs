@@ -207,11 +207,8 @@ async fn serve_frontend(
             }
         };
         match frame {
-            Frame::DialRequest(_) => {
-                let address = match &frame {
-                    Frame::DialRequest(d) => d.address.clone(),
-                    _ => unreachable!(),
-                };
+            Frame::DialRequest(ref dial) => {
+                let address = dial.address.clone();
                 match hub.dial(id, &tx, frame) {
                     DialRoute::ToAgent(agent, packet) => {
                         tracing::debug!(frontend = id, %address, "dial");
