@@ -493,3 +493,65 @@ fn measure_the_tunnel_beside_the_direct_path() {
     assert!(hold.wait().unwrap().success());
     drop(tunnel.network);
 }
+
+/// An agent with a valid certificate that sends bytes no packet decodes
+/// from: the server ends that one stream and logs why; the process and the
+/// real agent's stream go on serving.
+#[test]
+fn a_malformed_agent_stream_ends_that_stream_only() {
+    let tunnel = Tunnel::start("198.18.130");
+    let pki = tunnel.dir.join("tenant-a");
+    // One gRPC message (flag 0, length 64) of 0xff bytes: not protobuf.
+    let mut body = vec![0u8, 0, 0, 0, 64];
+    body.extend([0xffu8; 64]);
+    let garbage = tunnel.dir.join("garbage");
+    std::fs::write(&garbage, &body).unwrap();
+    let hostile = tunnel
+        .tenant
+        .command("curl")
+        .args(["-s", "--http2", "-m", "10", "-o", "/dev/null"])
+        .arg("--cacert")
+        .arg(pki.join("pki/ca.crt"))
+        .arg("--cert")
+        .arg(pki.join("pki/konnectivity-agent.crt"))
+        .arg("--key")
+        .arg(pki.join("pki/konnectivity-agent.key"))
+        .args([
+            "-H",
+            "content-type: application/grpc",
+            "-H",
+            "te: trailers",
+            "-H",
+            "agentid: hostile",
+        ])
+        .arg("--data-binary")
+        .arg(format!("@{}", garbage.display()))
+        .arg(format!(
+            "https://{}:{AGENT_PORT}/AgentService/Connect",
+            tunnel.control.address
+        ))
+        .output()
+        .unwrap();
+    let ended = wait_until(Duration::from_secs(15), || {
+        tunnel
+            .log(&tunnel.server_log)
+            .lines()
+            .any(|l| l.contains("agent disconnected") && l.contains("hostile"))
+    });
+    assert!(
+        ended,
+        "the server did not end the hostile stream (curl: {})\n{}",
+        output_text(&hostile),
+        tunnel.log(&tunnel.server_log)
+    );
+    // The real agent still carries dials, and only its stream remains.
+    tunnel.frontend_ok(&["dial", "-address", ECHO]);
+    assert_eq!(
+        metric(
+            &tunnel.server_metrics(),
+            "konnectivity_server_agent_streams"
+        ),
+        Some(1)
+    );
+    drop(tunnel.network);
+}
