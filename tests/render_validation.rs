@@ -253,6 +253,22 @@ fn cases() -> Vec<Case> {
             field: "spec.networking.podCIDR",
             value: "10.244.0.0/28",
         },
+        // kube-proxy's conntrack entries per core: 0 (leave the node's
+        // nf_conntrack_max alone) up to 1048576, as the CRD allows.
+        Case {
+            name: "a negative kubeProxy.conntrackMaxPerCore",
+            change: |t| append(t, "  kubeProxy:\n    conntrackMaxPerCore: -1\n"),
+            flags: &[],
+            field: "spec.kubeProxy.conntrackMaxPerCore",
+            value: "-1",
+        },
+        Case {
+            name: "a huge kubeProxy.conntrackMaxPerCore",
+            change: |t| append(t, "  kubeProxy:\n    conntrackMaxPerCore: 1048577\n"),
+            flags: &[],
+            field: "spec.kubeProxy.conntrackMaxPerCore",
+            value: "1048577",
+        },
         // 9. 10 MB of annotations (the value is too long to quote: the key is named).
         Case {
             // 300 KB: over Kubernetes' 256 KiB, under the 1 MiB a manifest may

@@ -101,6 +101,30 @@ pub struct TenantControlPlaneSpec {
     pub priority_class_name: Option<String>,
     #[serde(default)]
     pub konnectivity: KonnectivitySpec,
+    #[serde(default, skip_serializing_if = "KubeProxySpec::is_default")]
+    pub kube_proxy: KubeProxySpec,
+}
+
+/// kube-proxy, as the tenant set runs it on every node (a DaemonSet).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KubeProxySpec {
+    /// kube-proxy's `conntrack.maxPerCore`: it raises the node's
+    /// `nf_conntrack_max` to this many entries per CPU core (upstream's
+    /// default, 32768, when unset). `0` leaves `nf_conntrack_max` as the
+    /// node has it: for nodes where kube-proxy cannot or must not change it,
+    /// such as a node in a container or a network namespace of its own
+    /// (the sysctl is read-only there, and kube-proxy before 1.37 fails
+    /// trying), or one whose sysctls config management owns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1048576))]
+    pub conntrack_max_per_core: Option<i32>,
+}
+
+impl KubeProxySpec {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// The tunnel through which the apiserver reaches the tenant's own networks

@@ -407,6 +407,17 @@ impl Endpoint {
         format!("https://{self}")
     }
 
+    /// `host:port` for the same host on another port, IPv6 in brackets:
+    /// where a second listener of the endpoint's host is reached (the
+    /// konnectivity tunnel's agents).
+    pub fn with_port(&self, port: u16) -> String {
+        Endpoint {
+            host: self.host.clone(),
+            port,
+        }
+        .to_string()
+    }
+
     pub fn ip(&self) -> Option<IpAddr> {
         match self.host {
             San::Ip(ip) => Some(ip),
@@ -528,6 +539,13 @@ mod tests {
         assert_eq!(e.port, 443);
         let e = Endpoint::parse("endpoint", "[2001:db8::1]:7443").unwrap();
         assert_eq!(e.url(), "https://[2001:db8::1]:7443");
+        assert_eq!(e.with_port(8132), "[2001:db8::1]:8132");
+        assert_eq!(
+            Endpoint::parse("endpoint", "api.example.com:443")
+                .unwrap()
+                .with_port(31000),
+            "api.example.com:31000"
+        );
         assert_eq!(
             Endpoint::parse("endpoint", "2001:db8::1").unwrap().port,
             6443

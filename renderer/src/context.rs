@@ -257,6 +257,7 @@ pub(crate) fn context(
         "networking": {
             "service_cidr": input.networking.service_cidr.to_string(),
             "pod_cidr": input.networking.pod_cidr.to_string(),
+            "kube_proxy_conntrack_max_per_core": input.networking.kube_proxy_conntrack_max_per_core,
             "dns_domain": input.networking.dns_domain,
             "dns_service_ip": dns_ip.to_string(),
         },

@@ -107,6 +107,8 @@ pub struct NetworkingInput {
     /// The service cluster's own pod and Service CIDRs: the masters' egress
     /// policy keeps them out of reach, but for the tenant's own pods.
     pub service_cluster_cidrs: Vec<IpNet>,
+    /// kube-proxy's `conntrack.maxPerCore`; `None` keeps upstream's default.
+    pub kube_proxy_conntrack_max_per_core: Option<u32>,
 }
 
 /// What gantry knows of the service cluster it renders for (the operator's

@@ -13,6 +13,20 @@ use gantry_tests::{KillOnDrop, gantry_bin, output_text, tool, wait_until};
 use serde_json::Value;
 
 pub const WORKER: &str = "worker-0";
+/// Where the worker sits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    /// Behind a router: nothing in the service cluster can open a
+    /// connection to it ([`Worker::behind_a_router`]).
+    BehindARouter,
+    /// On the service node's own network, which routes to it (the routed
+    /// setup, for measuring the direct path beside the tunnel).
+    Routed,
+}
+
+/// metrics-server's image (`e2e/metrics-server.yaml` runs it), as
+/// install-test-tools packs it.
+const METRICS_SERVER_IMAGE: &str = "metrics-server-v0.8.0.tar";
 /// The tenant's pod network (its spec's `networking.podCIDR`): a range of
 /// the test's own, which the controller-manager gives whole to the worker.
 pub const TENANT_POD_CIDR: &str = "198.19.141.0/24";
@@ -60,28 +74,34 @@ pub fn gantry_on_service_cluster(cluster: &ServiceCluster, args: &[&str]) -> Vec
 /// and kubeadm of the tenant's version on PATH, where `kubeadm` adds the one
 /// preflight error of this cgroup v1 machine to skip (see
 /// `Worker::kubeadm_join`) to the script's command.
+///
+/// The worker's kubelet and kubeadm are of `version`; it holds the tenant
+/// set's images of `version` and of `upgrade_to` as well, so that the
+/// tenant set's kube-proxy and CoreDNS run after the control plane's
+/// upgrade (no registry is reachable to pull them).
 pub fn a_worker_joins_with_gantrys_cloud_init(
     cluster: &mut ServiceCluster,
     tenant: &str,
-    version: &str,
+    network: Network,
+    (version, upgrade_to): (&str, &str),
     kubeconfig: &Path,
     dir: &Path,
     gantry_image: &Path,
 ) -> Worker {
-    let release =
-        gantry_renderer::versions::release(version.split('.').nth(1).unwrap().parse().unwrap())
-            .unwrap();
-    let images: Vec<PathBuf> = [
-        format!("pause-{}.tar", release.pause),
-        format!("kube-proxy-v{version}.tar"),
-        format!("coredns-{}.tar", release.coredns),
-        "web-1.tar".to_string(),
-        "webhook-1.tar".to_string(),
-    ]
-    .iter()
-    .map(|file| image(file))
-    .chain([gantry_image.to_path_buf()])
-    .collect();
+    let mut files = std::collections::BTreeSet::new();
+    for version in [version, upgrade_to] {
+        let minor = version.split('.').nth(1).unwrap().parse().unwrap();
+        let release = gantry_renderer::versions::release(minor).unwrap();
+        files.insert(format!("pause-{}.tar", release.pause));
+        files.insert(format!("kube-proxy-v{version}.tar"));
+        files.insert(format!("coredns-{}.tar", release.coredns));
+    }
+    files.extend(["web-1.tar", "webhook-1.tar", METRICS_SERVER_IMAGE].map(String::from));
+    let images: Vec<PathBuf> = files
+        .iter()
+        .map(|file| image(file))
+        .chain([gantry_image.to_path_buf()])
+        .collect();
     let mut worker = Worker::start(
         &mut cluster.plane.network,
         WORKER,
@@ -90,7 +110,9 @@ pub fn a_worker_joins_with_gantrys_cloud_init(
         &dir.join(WORKER),
         &images,
     );
-    nothing_reaches_the_worker_from_the_service_cluster(cluster, &worker);
+    if network == Network::BehindARouter {
+        nothing_reaches_the_worker_from_the_service_cluster(cluster, &worker);
+    }
     let kubernetes = kubernetes_bin(version);
     worker.start_kubelet_service(&kubernetes.join("kubelet"));
 
@@ -248,6 +270,11 @@ fn nothing_reaches_the_worker_from_the_service_cluster(cluster: &ServiceCluster,
 /// The tunnel's agent runs on the worker and holds a stream to each
 /// apiserver's server (ready means it does).
 pub fn the_tunnel_agent_is_connected(cluster: &ServiceCluster, worker: &Worker, kubeconfig: &Path) {
+    the_service_node_cannot_reach_the_kubelet(cluster, worker);
+    the_agent_is_ready(cluster, kubeconfig);
+}
+
+fn the_service_node_cannot_reach_the_kubelet(cluster: &ServiceCluster, worker: &Worker) {
     let kubelet = cluster
         .plane
         .node
@@ -266,6 +293,11 @@ pub fn the_tunnel_agent_is_connected(cluster: &ServiceCluster, worker: &Worker, 
         "the service node must not reach the worker's kubelet: {}",
         output_text(&kubelet)
     );
+}
+
+/// The konnectivity agent on the worker is ready: it holds a stream to
+/// every apiserver's server.
+pub fn the_agent_is_ready(cluster: &ServiceCluster, kubeconfig: &Path) {
     wait_tenant(
         cluster,
         kubeconfig,

@@ -249,8 +249,18 @@ impl Worker {
             let lines: Vec<&str> = text.lines().collect();
             lines[lines.len().saturating_sub(40)..].join("\n")
         };
+        // The pods' own logs, a few lines each: why a container crashed.
+        let pods = self
+            .command("sh")
+            .args([
+                "-c",
+                "for f in /var/log/pods/*/*/*.log; do echo \"== $f\"; tail -n 8 \"$f\"; done",
+            ])
+            .output()
+            .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+            .unwrap_or_default();
         format!(
-            "--- containerd (last lines)\n{}\n--- kubelet (last lines)\n{}",
+            "--- containerd (last lines)\n{}\n--- kubelet (last lines)\n{}\n--- pods (last lines)\n{pods}",
             tail(read("containerd.log")),
             tail(read("kubelet.log"))
         )

@@ -140,9 +140,7 @@ pub(super) async fn certificates(
                 .because(ConditionType::EndpointReady, "Pending", reason.into())
                 .into());
         };
-        let host = endpoint.to_string();
-        let host = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h);
-        tunnel.agent_address = Some(format!("{host}:{port}"));
+        tunnel.agent_address = Some(endpoint.with_port(port));
     }
     let issued = gantry_pki::issue(&resolved.pki, &existing, pass.now).map_err(|error| {
         // Never replace a CA because a read failed: stop and say why.

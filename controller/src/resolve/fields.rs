@@ -126,8 +126,9 @@ pub(super) fn konnectivity(
             Some(port)
         }
     };
-    let host = match &endpoint.host {
-        San::Ip(IpAddr::V6(ip)) => format!("[{ip}]"),
+    // The name agents check the server's certificate for: the endpoint's
+    // host, without brackets.
+    let server_name = match &endpoint.host {
         San::Ip(ip) => ip.to_string(),
         San::Dns(name) => name.clone(),
     };
@@ -145,19 +146,33 @@ pub(super) fn konnectivity(
             Some(parsed.to_string())
         }
         None => match exposure.service_type {
-            ServiceType::NodePort => node_port.map(|port| format!("{host}:{port}")),
-            _ => Some(format!("{host}:{}", gantry_renderer::KONNECTIVITY_PORT)),
+            ServiceType::NodePort => node_port.map(|port| endpoint.with_port(port)),
+            _ => Some(endpoint.with_port(gantry_renderer::KONNECTIVITY_PORT)),
         },
     };
     Ok(Some(KonnectivityInput {
         image: gantry_image.to_string(),
         agent_address,
-        server_name: host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string(),
+        server_name,
         node_port,
     }))
+}
+
+/// `spec.kubeProxy.conntrackMaxPerCore`: 0 (leave the node's
+/// `nf_conntrack_max` alone) up to 1048576, as the CRD allows.
+pub(super) fn kube_proxy_conntrack(
+    spec: &TenantControlPlaneSpec,
+) -> Result<Option<u32>, SpecError> {
+    const FIELD: &str = "spec.kubeProxy.conntrackMaxPerCore";
+    spec.kube_proxy
+        .conntrack_max_per_core
+        .map(|value| {
+            u32::try_from(value)
+                .ok()
+                .filter(|v| *v <= 1 << 20)
+                .ok_or_else(|| invalid(FIELD, value, "must be within 0-1048576"))
+        })
+        .transpose()
 }
 
 /// `spec.apiServer.certSANs`: at most [`gantry_pki::MAX_EXTRA_SANS`], each

@@ -112,6 +112,7 @@ pub fn resolve(
         dns_domain: spec.networking.dns_domain.clone(),
         service_cluster_domain: service_cluster.domain.clone(),
         service_cluster_cidrs: service_cluster.cidrs.clone(),
+        kube_proxy_conntrack_max_per_core: fields::kube_proxy_conntrack(spec)?,
     };
     let pki = fields::pki_spec(name, endpoint, spec, extra_sans, &networks, &durations)?;
     let konnectivity =
