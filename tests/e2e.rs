@@ -32,8 +32,10 @@
 //!    intact; metrics-server (built here) is registered as an APIService,
 //!    `kubectl top nodes` and `kubectl top pods` answer, and a
 //!    HorizontalPodAutoscaler scales a Deployment that burns CPU from one
-//!    replica to three (`e2e/metrics.rs`). `gantry get` and `gantry join`
-//!    show the tenant.
+//!    replica to three (`e2e/metrics.rs`). Aimed into the service cluster
+//!    (node proxy to its pod and Service addresses, a webhook on an
+//!    ExternalName of its DNS), the same paths reach nothing
+//!    (`e2e/side_doors.rs`). `gantry get` and `gantry join` show the tenant.
 //! 7. At rest for [`AT_REST`]: the service apiserver's audit log shows no
 //!    write by the operator's ServiceAccount; the masters' memory and CPU
 //!    are printed (`e2e/at_rest.rs`).
@@ -61,6 +63,8 @@ mod at_rest;
 mod metrics;
 #[path = "e2e/routed.rs"]
 mod routed;
+#[path = "e2e/side_doors.rs"]
+mod side_doors;
 #[path = "e2e/tenant_life.rs"]
 mod tenant_life;
 #[path = "e2e/tenant_worker.rs"]
@@ -187,6 +191,14 @@ fn a_tenant_installed_with_helm_runs_its_masters_as_pods_and_serves() {
         top.as_secs_f64()
     );
     metrics::an_autoscaler_scales_a_deployment_that_burns_cpu(&cluster, &kubeconfig, tmp.path());
+    for line in side_doors::aimed_into_the_service_cluster_they_reach_nothing(
+        &cluster,
+        NAMESPACE,
+        &kubeconfig,
+        tmp.path(),
+    ) {
+        eprintln!("NOTE end-to-end: refused through the tunnel: {line}");
+    }
     gantry_get_and_join_show_the_tenant(&cluster, TENANT, &version, &kubeconfig);
     the_operator_writes_nothing_for_a_settled_tenant(
         &cluster,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use gantry_tests::output_text;
 use gantry_tests::service_node::ServiceCluster;
 
-use super::tenant_worker::{tenant_kubectl, wait_tenant};
+use super::tenant_worker::{tenant_apply, tenant_kubectl, wait_tenant};
 
 const METRICS_SERVER: &str = include_str!("metrics-server.yaml");
 
@@ -57,15 +57,14 @@ pub fn kubectl_top_answers_through_the_aggregated_api(
     dir: &Path,
     worker: &str,
 ) -> Duration {
-    let manifest = dir.join("metrics-server.yaml");
-    std::fs::write(&manifest, METRICS_SERVER).unwrap();
     let started = Instant::now();
-    let applied = tenant_kubectl(
+    tenant_apply(
         cluster,
         kubeconfig,
-        &["apply", "-f", manifest.to_str().unwrap()],
+        dir,
+        "metrics-server.yaml",
+        METRICS_SERVER,
     );
-    assert!(applied.status.success(), "{}", output_text(&applied));
     wait_tenant(
         cluster,
         kubeconfig,
@@ -120,15 +119,8 @@ pub fn an_autoscaler_scales_a_deployment_that_burns_cpu(
     kubeconfig: &Path,
     dir: &Path,
 ) -> Duration {
-    let manifest = dir.join("burner.yaml");
-    std::fs::write(&manifest, BURNER).unwrap();
     let started = Instant::now();
-    let applied = tenant_kubectl(
-        cluster,
-        kubeconfig,
-        &["apply", "-f", manifest.to_str().unwrap()],
-    );
-    assert!(applied.status.success(), "{}", output_text(&applied));
+    let manifest = tenant_apply(cluster, kubeconfig, dir, "burner.yaml", BURNER);
     let scaled = std::panic::catch_unwind(|| {
         wait_tenant(
             cluster,

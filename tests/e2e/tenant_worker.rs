@@ -36,6 +36,30 @@ pub fn tenant_kubectl(cluster: &ServiceCluster, kubeconfig: &Path, args: &[&str]
     cluster.plane.kubectl(kubeconfig.to_str().unwrap(), args)
 }
 
+/// Writes `manifest` to `dir/file` and `kubectl apply`s it in the tenant,
+/// which must succeed; returns the file (to delete it by, say).
+pub fn tenant_apply(
+    cluster: &ServiceCluster,
+    kubeconfig: &Path,
+    dir: &Path,
+    file: &str,
+    manifest: &str,
+) -> PathBuf {
+    let path = dir.join(file);
+    std::fs::write(&path, manifest).unwrap();
+    let applied = tenant_kubectl(
+        cluster,
+        kubeconfig,
+        &["apply", "-f", path.to_str().unwrap()],
+    );
+    assert!(
+        applied.status.success(),
+        "kubectl apply {file}: {}",
+        output_text(&applied)
+    );
+    path
+}
+
 /// Waits up to `limit` for kubectl `args` (tenant side) to print what `accept` takes.
 pub fn wait_tenant(
     cluster: &ServiceCluster,
@@ -540,7 +564,6 @@ pub fn a_webhook_in_the_tenant_refuses_and_admits(
         ],
     );
     assert!(secret.status.success(), "{}", output_text(&secret));
-    let manifest = dir.join("webhook.yaml");
     use base64::Engine as _;
     let ca_bundle = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&crt).unwrap());
     let registration = format!(
@@ -561,13 +584,13 @@ webhooks:
     service: {{name: webhook, namespace: default, path: /validate}}
 "
     );
-    std::fs::write(&manifest, format!("{WEBHOOK}{registration}")).unwrap();
-    let applied = tenant_kubectl(
+    tenant_apply(
         cluster,
         kubeconfig,
-        &["apply", "-f", manifest.to_str().unwrap()],
+        dir,
+        "webhook.yaml",
+        &format!("{WEBHOOK}{registration}"),
     );
-    assert!(applied.status.success(), "{}", output_text(&applied));
     wait_tenant(
         cluster,
         kubeconfig,
@@ -722,14 +745,7 @@ pub fn a_workload_serves_through_its_service(
     kubeconfig: &Path,
     dir: &Path,
 ) {
-    let manifest = dir.join("web.yaml");
-    std::fs::write(&manifest, WORKLOAD).unwrap();
-    let applied = tenant_kubectl(
-        cluster,
-        kubeconfig,
-        &["apply", "-f", manifest.to_str().unwrap()],
-    );
-    assert!(applied.status.success(), "{}", output_text(&applied));
+    tenant_apply(cluster, kubeconfig, dir, "web.yaml", WORKLOAD);
     wait_tenant(
         cluster,
         kubeconfig,
