@@ -268,8 +268,14 @@ fn measure_kubectl_and_a_webhook_through_the_tunnel_and_direct() {
     tenant_worker::the_agent_is_ready(&cluster, &kubeconfig);
     a_workload_serves_through_its_service(&cluster, &worker, &kubeconfig, tmp.path());
     tenant_worker::a_webhook_in_the_tenant_refuses_and_admits(&cluster, &kubeconfig, tmp.path());
+    metrics::kubectl_top_answers_through_the_aggregated_api(
+        &cluster,
+        &kubeconfig,
+        tmp.path(),
+        tenant_worker::WORKER,
+    );
     let tunnel = routed::time_the_calls(&cluster, &kubeconfig, tmp.path(), ROUNDS);
-    routed::switch_to_the_routed_path(&cluster, &worker, TENANT, &kubeconfig);
+    routed::switch_to_the_routed_path(&cluster, &worker, TENANT, &kubeconfig, tmp.path());
     let direct = routed::time_the_calls(&cluster, &kubeconfig, tmp.path(), ROUNDS);
     eprintln!(
         "BENCH {ROUNDS} rounds through the tunnel: {}",

@@ -17,4 +17,5 @@ pub mod live;
 pub mod operator;
 pub mod reconcile;
 pub mod resolve;
+pub mod spec_error;
 pub mod spec_rules;

@@ -7,15 +7,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::resolve::SpecError;
-
-fn invalid(field: &str, value: impl std::fmt::Display, reason: impl Into<String>) -> SpecError {
-    SpecError {
-        field: field.into(),
-        value: value.to_string(),
-        reason: reason.into(),
-    }
-}
+use crate::spec_error::{SpecError, invalid};
 
 /// The endpoint as written: no surrounding spaces, and an IPv6 address in
 /// brackets (`2001:db8::10:6443` is itself a valid IPv6 address, so the port
@@ -256,7 +248,7 @@ pub fn toleration(
         && !["Exists", "Equal"].contains(&operator.as_str())
     {
         return Err(invalid(
-            &format!("{field}.operator"),
+            format!("{field}.operator"),
             operator,
             "must be Exists or Equal",
         ));
@@ -265,7 +257,7 @@ pub fn toleration(
         && !["", "NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect.as_str())
     {
         return Err(invalid(
-            &format!("{field}.effect"),
+            format!("{field}.effect"),
             effect,
             "must be NoSchedule, PreferNoSchedule or NoExecute",
         ));
@@ -275,7 +267,7 @@ pub fn toleration(
     let value = toleration.value.as_deref().unwrap_or_default();
     if key.is_empty() && !exists {
         return Err(invalid(
-            &format!("{field}.key"),
+            format!("{field}.key"),
             key,
             "must not be empty unless the operator is Exists (operator Equal is the default)",
         ));
@@ -285,7 +277,7 @@ pub fn toleration(
     }
     if exists && !value.is_empty() {
         return Err(invalid(
-            &format!("{field}.value"),
+            format!("{field}.value"),
             value,
             "must be empty when the operator is Exists",
         ));
@@ -295,7 +287,7 @@ pub fn toleration(
         && toleration.effect.as_deref() != Some("NoExecute")
     {
         return Err(invalid(
-            &format!("{field}.tolerationSeconds"),
+            format!("{field}.tolerationSeconds"),
             seconds,
             "applies only to the effect NoExecute",
         ));

@@ -65,6 +65,26 @@ pub fn find(api_version: &str, kind: &str) -> Option<&'static Kind> {
         .find(|k| k.api_version == api_version && k.kind == kind)
 }
 
+/// Round-trips `object` through the k8s-openapi type of its apiVersion and
+/// kind. `Err((path, reason))` names the first field that differs.
+pub fn check_object(object: &Value) -> Result<(), (String, String)> {
+    let api_version = object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let kind = object
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    match find(api_version, kind) {
+        Some(registered) => (registered.check)(object),
+        None => Err((
+            "kind".into(),
+            format!("{api_version}/{kind} is not a kind gantry renders"),
+        )),
+    }
+}
+
 /// The (apiVersion, kind) of every kind the service set prunes.
 pub fn service_set_kinds() -> Vec<(&'static str, &'static str)> {
     KINDS
@@ -77,6 +97,7 @@ pub fn service_set_kinds() -> Vec<(&'static str, &'static str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn the_service_set_is_pruned_in_its_order() {
@@ -111,5 +132,11 @@ mod tests {
                 kind.plural
             );
         }
+    }
+
+    #[test]
+    fn an_unknown_kind_is_refused() {
+        let x = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}});
+        assert_eq!(check_object(&x).unwrap_err().0, "kind");
     }
 }

@@ -21,13 +21,14 @@ mod render;
 mod secrets;
 pub mod versions;
 
-pub use check::{check_as, check_object};
+pub use check::check_as;
 pub use error::RenderError;
 pub use input::{
     ApiServerInput, BootstrapInput, ComponentInput, EtcdInput, KONNECTIVITY_PORT,
     KonnectivityInput, NetworkingInput, Placement, RenderInput, Resources, ServiceCluster,
     ServiceType, default_gantry_image,
 };
+pub use kinds::check_object;
 pub use render::{
     Rendered, RenderedObject, TEMPLATES, Target, compile_templates_in_background, is_privileged,
     render, render_bootstrap,

@@ -10,10 +10,10 @@ use handlebars::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::check::check_object;
 use crate::context::{bootstrap_context, common_labels, context};
 use crate::error::RenderError;
 use crate::input::{BootstrapInput, RenderInput};
+use crate::kinds::check_object;
 use crate::secrets::secrets;
 
 /// Which cluster an object is applied to.

@@ -5,7 +5,9 @@
 //! tunnel, then the tunnel is turned off (`konnectivity.enabled: false`,
 //! the apiserver rolls) and the service node routes the tenant's Service
 //! and pod networks to the worker, as a platform that routes to every
-//! tenant network would, and the same calls are timed direct.
+//! tenant network would, and the same calls are timed direct. Before the
+//! routes are added, the webhook and metrics-server's API (installed while
+//! the tunnel was on) must fail: what every tenant saw before the tunnel.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -102,12 +104,15 @@ pub fn time_the_calls(
 /// Turns the tunnel off (the apiserver rolls without its server) and
 /// routes the tenant's Service and pod networks from the service node to
 /// the worker, whose kube-proxy takes the Service addresses from there.
-/// Waits until exec and the webhook answer on the direct path.
+/// Between the two, the webhook and metrics-server's API must fail: that is
+/// the tunnel-less code on a routed worker. Waits until exec answers on the
+/// direct path.
 pub fn switch_to_the_routed_path(
     cluster: &ServiceCluster,
     worker: &Worker,
     tenant: &str,
     kubeconfig: &Path,
+    dir: &Path,
 ) {
     let chart = gantry_tests::repo_root().join("chart/tenant");
     let helm = cluster.plane.helm(&[
@@ -145,6 +150,10 @@ pub fn switch_to_the_routed_path(
                     .all(|p| p == "Running:kube-apiserver")
         },
     );
+    let failed = what_fails_without_the_tunnel(cluster, kubeconfig, dir);
+    for line in &failed {
+        eprintln!("NOTE routed: without the tunnel and without routes: {line}");
+    }
     for network in [TENANT_SERVICE_CIDR, TENANT_POD_CIDR] {
         gantry_tests::run_ok(cluster.node.command("ip").args([
             "route",
@@ -164,4 +173,37 @@ pub fn switch_to_the_routed_path(
         exec.status.success() && readyz.status.success()
     });
     assert!(answered, "exec never answered on the direct path");
+}
+
+/// The tunnel off, the worker routable, but no route to the tenant's
+/// Service network (the code as it was before the tunnel, on a routed
+/// worker): a webhook call and metrics-server's API fail, each with the
+/// apiserver's own dial error. Returns those errors, one line each.
+fn what_fails_without_the_tunnel(
+    cluster: &ServiceCluster,
+    kubeconfig: &Path,
+    dir: &Path,
+) -> Vec<String> {
+    let checked = dir.join("checked-configmap.yaml");
+    let checked = checked.to_str().unwrap();
+    let mut seen = Vec::new();
+    for (what, args) in [
+        ("the webhook", ["create", "--dry-run=server", "-f", checked]),
+        (
+            "metrics-server's API",
+            ["get", "--raw", "/apis/metrics.k8s.io/v1beta1/nodes", "-v=0"],
+        ),
+    ] {
+        let failed = tenant_kubectl(cluster, kubeconfig, &args);
+        let text = output_text(&failed);
+        assert!(
+            !failed.status.success(),
+            "{what} answered without the tunnel or a route: {text}"
+        );
+        seen.push(format!(
+            "{what}: {}",
+            text.trim().lines().last().unwrap_or_default()
+        ));
+    }
+    seen
 }

@@ -5,6 +5,7 @@
 
 pub mod ca_guard;
 pub mod conditions;
+mod context;
 pub mod endpoint;
 mod error;
 mod observe;

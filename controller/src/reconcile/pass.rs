@@ -9,9 +9,9 @@ use k8s_openapi::jiff::Timestamp;
 use time::OffsetDateTime;
 
 use super::conditions;
+use super::context::{Context, PENDING_REQUEUE};
 use super::error::ReconcileError;
 use super::outcome::Note;
-use super::pipeline::{Context, PENDING_REQUEUE};
 use crate::api::{ConditionType, Phase, TenantControlPlane, TenantControlPlaneStatus};
 use crate::apply::ApplyReport;
 
@@ -176,4 +176,14 @@ impl From<gantry_renderer::RenderError> for Stop {
     fn from(error: gantry_renderer::RenderError) -> Self {
         Stop::Failed(error.into())
     }
+}
+
+/// How a pass that ran to its end (or halted) ends.
+#[derive(Default)]
+pub(super) struct End {
+    pub requeue_after: Option<Duration>,
+    /// Write requests sent to the tenant's own apiserver.
+    pub tenant_writes: usize,
+    /// When the join token will need replacing.
+    pub token_renewal_due: Option<OffsetDateTime>,
 }

@@ -10,16 +10,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::{Api, Client};
+use kube::Api;
 use time::OffsetDateTime;
 
 use super::error::api_error;
-use super::pass::{PassState, Stop};
+use super::pass::{End, PassState, Stop};
 use super::status;
 use super::steps;
 use crate::api::TenantControlPlane;
-use crate::live::{Cluster, LiveObjects};
 
+pub use super::context::{Context, PENDING_REQUEUE};
 pub use super::error::{ErrorCategory, ReconcileError};
 pub use super::outcome::{Note, Outcome};
 pub use super::tenant_client::{
@@ -28,32 +28,6 @@ pub use super::tenant_client::{
 };
 pub use gantry_api::join_secret::JOIN_SECRET;
 pub use gantry_api::labels::FINALIZER;
-
-/// How long to wait before looking again at something still pending.
-pub const PENDING_REQUEUE: Duration = Duration::from_secs(10);
-
-pub struct Context {
-    /// The service cluster.
-    pub client: Client,
-    /// The service cluster's gantry objects, kept by watches (the operator);
-    /// `None` reads them from the API (one-shot passes, tests).
-    pub live: Option<Arc<LiveObjects>>,
-    pub service_cluster: gantry_renderer::ServiceCluster,
-    pub tenant_client: TenantClientFactory,
-    /// The tenants' kubelet-serving approvers, started once a tenant is
-    /// bootstrapped (the operator); `None` starts none (one-shot passes, tests).
-    pub kubelet_serving: Option<Arc<crate::kubelet_serving::KubeletServingApprovers>>,
-}
-
-impl Context {
-    /// The service cluster as a pass reads and writes it.
-    pub fn cluster(&self) -> Cluster<'_> {
-        Cluster {
-            client: &self.client,
-            live: self.live.as_deref(),
-        }
-    }
-}
 
 /// How long a pass waits for the operator's first list of gantry's objects
 /// before it reports that it is waiting.
@@ -84,16 +58,6 @@ pub async fn reconcile(
         Err(Stop::Failed(error)) => return Err(error),
     };
     status::finish(pass, end).await
-}
-
-/// How a pass that ran to its end (or halted) ends.
-#[derive(Default)]
-pub(super) struct End {
-    pub requeue_after: Option<Duration>,
-    /// Write requests sent to the tenant's own apiserver.
-    pub tenant_writes: usize,
-    /// When the join token will need replacing.
-    pub token_renewal_due: Option<OffsetDateTime>,
 }
 
 async fn full_pass(pass: &mut PassState<'_>) -> Result<End, Stop> {

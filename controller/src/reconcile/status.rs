@@ -12,8 +12,8 @@ use serde_json::json;
 
 use super::error::{ReconcileError, api_error};
 use super::outcome::{Outcome, status_notes};
+use super::pass::End;
 use super::pass::PassState;
-use super::pipeline::End;
 use crate::api::TenantControlPlane;
 use crate::apply::FIELD_MANAGER;
 

@@ -12,11 +12,11 @@ use gantry_renderer::{Images, RenderInput, RenderedObject};
 use time::OffsetDateTime;
 
 use super::ca_guard;
+use super::context::PENDING_REQUEUE;
 use super::endpoint::{EndpointState, resolve_endpoint};
 use super::observe;
 use super::outcome::{Note, list_for_note};
 use super::pass::{Halt, PassState, Stop};
-use super::pipeline::PENDING_REQUEUE;
 use super::upgrade::{self, Rollout, UpgradeDecision, UpgradeStep};
 use crate::api::{ConditionType, Phase};
 use crate::apply::{self, DesiredObject};

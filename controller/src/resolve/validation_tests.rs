@@ -5,6 +5,7 @@
 use time::OffsetDateTime;
 
 use super::*;
+use crate::spec_error::MAX_QUOTED;
 
 const EXAMPLE: &str = include_str!("../../../examples/tenant-a.yaml");
 const END: &str = "  imageRepository: registry.k8s.io\n";
