@@ -32,6 +32,7 @@ pub fn write_stdout(bytes: &[u8]) -> Result<(), CliError> {
 }
 
 pub mod access;
+pub mod backup;
 pub mod bundle_dir;
 pub mod cloud_init;
 pub mod day2;
@@ -69,6 +70,8 @@ pub enum CliError {
     Day2(#[from] crate::access::Day2Error),
     #[error(transparent)]
     Run(#[from] gantry_controller::operator::RunError),
+    #[error(transparent)]
+    Backup(#[from] gantry_backup::Error),
     #[error("{0}")]
     Failed(String),
     #[error("cannot write to stdout: {0}")]
@@ -93,6 +96,11 @@ impl CliError {
             // A bundle that cannot be read is bad input; the service cluster
             // or a tenant that fails is not.
             CliError::Day2(e) if !matches!(e, crate::access::Day2Error::Bundle { .. }) => {
+                ExitCode::from(EXIT_FAILED)
+            }
+            // A peer that refuses or fails, or data that is damaged, is not
+            // the command line's fault.
+            CliError::Backup(e) if e.category() != gantry_backup::Category::BadInput => {
                 ExitCode::from(EXIT_FAILED)
             }
             // A template or chart that fails is gantry's bug, not bad input.

@@ -52,6 +52,10 @@ enum Command {
     /// server and carries the apiserver's dials to kubelets, webhooks and
     /// aggregated APIs.
     KonnectivityAgent(cli::konnectivity::AgentArgs),
+    /// A tenant's etcd snapshots in S3-compatible object storage: take one,
+    /// list them, fetch one for a restore.
+    #[command(subcommand)]
+    Backup(cli::backup::BackupCommand),
 }
 
 /// Appended to every log filter, whatever GANTRY_LOG asks for (a later
@@ -134,6 +138,7 @@ fn main() -> ExitCode {
         Command::Get => cli::day2::get(),
         Command::KonnectivityServer(args) => cli::konnectivity::run_server(args),
         Command::KonnectivityAgent(args) => cli::konnectivity::run_agent(args),
+        Command::Backup(command) => cli::backup::run(command),
     };
     match result {
         Ok(code) => code,

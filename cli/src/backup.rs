@@ -1,0 +1,228 @@
+//! `gantry backup`: a tenant's etcd snapshots in S3-compatible object
+//! storage, with its key material sealed by the platform key (gantry-backup).
+//! `snapshot` is what a scheduled backup runs; `list` and `fetch` are the
+//! first steps of a restore, by hand or from a runbook.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use gantry_backup::etcd::ClientFiles;
+use gantry_backup::layout::TenantPrefix;
+use gantry_backup::run::{self, Fetch, TakeSnapshot};
+use gantry_backup::seal::PlatformKey;
+use gantry_backup::store::{Store, StoreConfig};
+
+use crate::CliError;
+
+#[derive(Subcommand, Debug)]
+pub enum BackupCommand {
+    /// Make a platform key: 32 random bytes, base64, in a new file (0600).
+    /// Keep it apart from the bucket: it opens every backup's keys.
+    PlatformKey {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Take a snapshot of a tenant's etcd, verify it, and write it to the
+    /// bucket with the tenant's keys sealed; then delete what retention says.
+    Snapshot(SnapshotArgs),
+    /// List a tenant's complete snapshots, oldest first.
+    List(StoreArgs),
+    /// Download a snapshot and open its keys into a new folder: etcd.db (for
+    /// `etcdutl snapshot restore`), keys/ and manifest.json.
+    Fetch(FetchArgs),
+}
+
+/// Where the backups are. Credentials come from AWS_ACCESS_KEY_ID and
+/// AWS_SECRET_ACCESS_KEY, never from a flag (a flag shows in `ps`).
+#[derive(Args, Debug)]
+pub struct StoreArgs {
+    /// The tenant, NAMESPACE/NAME.
+    #[arg(long)]
+    pub tenant: String,
+    /// The object store's URL, `https://host[:port]`.
+    #[arg(long)]
+    pub store: String,
+    #[arg(long)]
+    pub bucket: String,
+    #[arg(long, default_value = "us-east-1")]
+    pub region: String,
+    /// The folder in the bucket that holds every tenant's backups.
+    #[arg(long, default_value = "gantry")]
+    pub prefix: String,
+    /// The CA of the store's certificate [default: the system's roots].
+    #[arg(long)]
+    pub store_ca: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct SnapshotArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The tenant's etcd members, `https://host:port`, comma-separated; the
+    /// first that answers is snapshotted.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub etcd: Vec<String>,
+    /// The tenant's etcd CA.
+    #[arg(long)]
+    pub etcd_ca: PathBuf,
+    /// The backup's client certificate and key, of the tenant's etcd CA.
+    #[arg(long)]
+    pub etcd_cert: PathBuf,
+    #[arg(long)]
+    pub etcd_key: PathBuf,
+    /// The tenant's key material, sealed beside the snapshot (every file under it).
+    #[arg(long)]
+    pub keys: PathBuf,
+    #[arg(long)]
+    pub platform_key: PathBuf,
+    /// Complete snapshots to keep.
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub keep: u64,
+    /// Where the snapshot is staged before upload [default: the system's temporary folder].
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct FetchArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The snapshot's name (from `gantry backup list`) [default: the newest].
+    #[arg(long)]
+    pub snapshot: Option<String>,
+    #[arg(long)]
+    pub platform_key: PathBuf,
+    /// A new folder for the snapshot and its keys.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn run(command: BackupCommand) -> Result<ExitCode, CliError> {
+    match command {
+        BackupCommand::PlatformKey { out } => platform_key(&out),
+        BackupCommand::Snapshot(args) => block_on(snapshot(args)),
+        BackupCommand::List(args) => block_on(list(args)),
+        BackupCommand::Fetch(args) => block_on(fetch(args)),
+    }
+}
+
+fn platform_key(out: &std::path::Path) -> Result<ExitCode, CliError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let key = PlatformKey::generate();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .map_err(|e| CliError::BadFile {
+            flag: "--out",
+            value: out.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    file.write_all(format!("{}\n", key.to_base64()).as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| CliError::Failed(format!("{}: {e}", out.display())))?;
+    eprintln!("wrote platform key {} to {}", key.id(), out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn block_on(
+    work: impl std::future::Future<Output = Result<ExitCode, CliError>>,
+) -> Result<ExitCode, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Failed(format!("starting the async runtime: {e}")))?
+        .block_on(work)
+}
+
+fn open_store(args: &StoreArgs) -> Result<(Store, TenantPrefix), CliError> {
+    let tenant = TenantPrefix::new(&args.prefix, &args.tenant)?;
+    let store = Store::new(&StoreConfig {
+        endpoint: args.store.clone(),
+        bucket: args.bucket.clone(),
+        region: args.region.clone(),
+        ca_file: args.store_ca.clone(),
+    })?;
+    Ok((store, tenant))
+}
+
+async fn snapshot(args: SnapshotArgs) -> Result<ExitCode, CliError> {
+    let (store, tenant) = open_store(&args.store)?;
+    let platform_key = PlatformKey::read(&args.platform_key)?;
+    let work_dir = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let taken = run::take_snapshot(
+        &store,
+        &TakeSnapshot {
+            tenant: &tenant,
+            etcd: &args.etcd,
+            etcd_files: ClientFiles {
+                ca: &args.etcd_ca,
+                cert: &args.etcd_cert,
+                key: &args.etcd_key,
+            },
+            keys_dir: &args.keys,
+            platform_key: &platform_key,
+            keep: usize::try_from(args.keep).unwrap_or(usize::MAX),
+            work_dir: &work_dir,
+        },
+    )
+    .await?;
+    let manifest = &taken.manifest;
+    let line = format!(
+        "snapshot {} of {}: revision {}, {} bytes, {} (deleted {} old objects)\n",
+        manifest.name,
+        manifest.tenant,
+        manifest.etcd.revision,
+        manifest.database.bytes,
+        manifest.database.key,
+        taken.deleted.len()
+    );
+    crate::write_stdout(line.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn list(args: StoreArgs) -> Result<ExitCode, CliError> {
+    let (store, tenant) = open_store(&args)?;
+    let manifests = run::list_snapshots(&store, &tenant).await?;
+    let mut out = String::from("NAME\tTAKEN\tREVISION\tBYTES\tETCD\tPLATFORM-KEY\n");
+    for m in &manifests {
+        out.push_str(&format!(
+            "{}\t{}\t{}\t{}\t{}\t{}\n",
+            m.name,
+            m.taken_at,
+            m.etcd.revision,
+            m.database.bytes,
+            m.etcd.version,
+            m.platform_key_id
+        ));
+    }
+    crate::write_stdout(out.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn fetch(args: FetchArgs) -> Result<ExitCode, CliError> {
+    let (store, tenant) = open_store(&args.store)?;
+    let platform_key = PlatformKey::read(&args.platform_key)?;
+    let manifest = run::fetch(
+        &store,
+        &Fetch {
+            tenant: &tenant,
+            snapshot: args.snapshot.as_deref(),
+            platform_key: &platform_key,
+            out: &args.out,
+        },
+    )
+    .await?;
+    let line = format!(
+        "fetched snapshot {} of {} (revision {}) into {}: etcd.db, keys/, manifest.json\n",
+        manifest.name,
+        manifest.tenant,
+        manifest.etcd.revision,
+        args.out.display()
+    );
+    crate::write_stdout(line.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,670 @@
+//! Backups against real peers: etcd (built here, on the certificates `gantry
+//! pki init` wrote), an S3-compatible object store (versitygw, built here,
+//! serving https with its own CA), and etcdutl for the restore. A snapshot of
+//! 10,000 keys goes to the bucket with its keys sealed, retention keeps the
+//! newest, and a fetched snapshot restores into a new etcd with every key.
+//! Then every kind of bad input is refused with a clear line and leaves
+//! nothing behind.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use gantry_tests::{
+    KillOnDrop, free_port, gantry_bin, output_text, pki_init, run_ok, tool, wait_until,
+};
+
+const ACCESS_KEY: &str = "gantrytest";
+const SECRET_KEY: &str = "not-a-real-secret-0123456789";
+const BUCKET: &str = "backups";
+
+/// versitygw over a folder (each subfolder a bucket), serving https.
+struct ObjectStore {
+    _process: KillOnDrop,
+    url: String,
+    ca: PathBuf,
+    root: PathBuf,
+}
+
+fn start_object_store(dir: &Path) -> ObjectStore {
+    let root = dir.join("s3");
+    std::fs::create_dir_all(root.join(BUCKET)).unwrap();
+    let ca = make_serving_pair(dir);
+    let port = free_port();
+    let log = dir.join("versitygw.log");
+    let process = KillOnDrop::spawn(
+        Command::new(tool("versitygw"))
+            .args(["--access", ACCESS_KEY, "--secret", SECRET_KEY])
+            .arg(format!("--port=127.0.0.1:{port}"))
+            .arg(format!("--cert={}", dir.join("s3.crt").display()))
+            .arg(format!("--key={}", dir.join("s3.key").display()))
+            .arg("posix")
+            .arg(&root)
+            .stdout(File::create(&log).unwrap())
+            .stderr(File::create(&log).unwrap()),
+    );
+    let up = wait_until(Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(
+        up,
+        "versitygw did not listen: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    ObjectStore {
+        _process: process,
+        url: format!("https://127.0.0.1:{port}"),
+        ca,
+        root,
+    }
+}
+
+/// A CA and a serving certificate for 127.0.0.1, made with openssl.
+fn make_serving_pair(dir: &Path) -> PathBuf {
+    let openssl = tool("openssl");
+    let file = |name: &str| dir.join(name).display().to_string();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    run_ok(
+        Command::new(&openssl)
+            .args(["req", "-x509"])
+            .args(ec)
+            .args([
+                "-keyout",
+                &file("s3-ca.key"),
+                "-out",
+                &file("s3-ca.crt"),
+                "-days",
+                "1",
+                "-subj",
+                "/CN=s3-ca",
+            ]),
+    );
+    run_ok(Command::new(&openssl).arg("req").args(ec).args([
+        "-keyout",
+        &file("s3.key"),
+        "-out",
+        &file("s3.csr"),
+        "-subj",
+        "/CN=s3",
+    ]));
+    std::fs::write(
+        dir.join("s3.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run_ok(Command::new(&openssl).args(["x509", "-req"]).args([
+        "-in",
+        &file("s3.csr"),
+        "-CA",
+        &file("s3-ca.crt"),
+        "-CAkey",
+        &file("s3-ca.key"),
+        "-days",
+        "1",
+        "-out",
+        &file("s3.crt"),
+        "-extfile",
+        &file("s3.ext"),
+    ]));
+    dir.join("s3-ca.crt")
+}
+
+/// One etcd member on the tenant's etcd certificates.
+struct Etcd {
+    process: KillOnDrop,
+    url: String,
+    log: PathBuf,
+}
+
+fn start_etcd(pki: &Path, data: &Path, log: PathBuf) -> Etcd {
+    let (client, peer) = (free_port(), free_port());
+    let url = format!("https://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let etcd_file = |name: &str| pki.join("pki/etcd").join(name).display().to_string();
+    let process = KillOnDrop::spawn(
+        Command::new(tool("etcd"))
+            .arg("--name=m0")
+            .arg(format!("--data-dir={}", data.display()))
+            .arg(format!("--listen-client-urls={url}"))
+            .arg(format!("--advertise-client-urls={url}"))
+            .arg(format!("--listen-peer-urls={peer_url}"))
+            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+            .arg(format!("--initial-cluster=m0={peer_url}"))
+            .arg("--client-cert-auth=true")
+            .arg(format!("--trusted-ca-file={}", etcd_file("ca.crt")))
+            .arg(format!("--cert-file={}", etcd_file("server.crt")))
+            .arg(format!("--key-file={}", etcd_file("server.key")))
+            .arg("--listen-metrics-urls=http://127.0.0.1:0")
+            .stdout(File::create(&log).unwrap())
+            .stderr(File::create(&log).unwrap()),
+    );
+    let mut etcd = Etcd { process, url, log };
+    let healthy = wait_until(Duration::from_secs(30), || {
+        etcd.process.has_exited()
+            || etcdctl(pki, &etcd.url, &["endpoint", "health"])
+                .status
+                .success()
+    });
+    assert!(
+        healthy && !etcd.process.has_exited(),
+        "etcd did not become healthy: {}",
+        std::fs::read_to_string(&etcd.log).unwrap_or_default()
+    );
+    etcd
+}
+
+fn etcdctl(pki: &Path, url: &str, args: &[&str]) -> Output {
+    let etcd_file = |name: &str| pki.join("pki/etcd").join(name).display().to_string();
+    Command::new(tool("etcdctl"))
+        .arg(format!("--endpoints={url}"))
+        .arg(format!("--cacert={}", etcd_file("ca.crt")))
+        .arg(format!("--cert={}", etcd_file("healthcheck-client.crt")))
+        .arg(format!("--key={}", etcd_file("healthcheck-client.key")))
+        .args(["--dial-timeout=3s", "--command-timeout=30s"])
+        .args(args)
+        .output()
+        .expect("run etcdctl")
+}
+
+/// Writes `count` keys under /registry/configmaps/ in transactions of 100
+/// (etcd's default limit is 128 operations per transaction).
+fn write_keys(pki: &Path, url: &str, count: usize) {
+    for batch in 0..count.div_ceil(100) {
+        let mut script = String::from("\n");
+        for i in batch * 100..((batch + 1) * 100).min(count) {
+            script.push_str(&format!(
+                "put /registry/configmaps/default/cm-{i} value-{i}\n"
+            ));
+        }
+        script.push_str("\n\n");
+        let mut child = Command::new(tool("etcdctl"))
+            .arg(format!("--endpoints={url}"))
+            .arg(format!(
+                "--cacert={}",
+                pki.join("pki/etcd/ca.crt").display()
+            ))
+            .arg(format!(
+                "--cert={}",
+                pki.join("pki/etcd/healthcheck-client.crt").display()
+            ))
+            .arg(format!(
+                "--key={}",
+                pki.join("pki/etcd/healthcheck-client.key").display()
+            ))
+            .arg("txn")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "etcdctl txn failed");
+    }
+}
+
+fn count_keys(pki: &Path, url: &str, prefix: &str) -> u64 {
+    let output = etcdctl(
+        pki,
+        url,
+        &["get", prefix, "--prefix", "--count-only", "-w", "fields"],
+    );
+    assert!(output.status.success(), "{}", output_text(&output));
+    // `"Count" : 10000`
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    text.lines()
+        .find_map(|line| line.strip_prefix("\"Count\" : "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no count in: {text}"))
+}
+
+/// What every `gantry backup` run of one tenant needs.
+struct Setup {
+    dir: PathBuf,
+    pki: PathBuf,
+    store: ObjectStore,
+    etcd: Etcd,
+    keys: PathBuf,
+    platform_key: PathBuf,
+}
+
+impl Setup {
+    fn new(dir: &Path) -> Self {
+        let pki = pki_init(dir, "prod", &["--endpoint", "203.0.113.10"]);
+        let store = start_object_store(dir);
+        let etcd = start_etcd(&pki, &dir.join("etcd.data"), dir.join("etcd.log"));
+        // The key material a tenant's backup carries: its CAs' keys and the
+        // service-account key (the operator mounts the same from Secrets).
+        let keys = dir.join("keys");
+        for file in [
+            "ca.crt",
+            "ca.key",
+            "sa.key",
+            "sa.pub",
+            "etcd/ca.crt",
+            "etcd/ca.key",
+        ] {
+            let target = keys.join(file);
+            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+            std::fs::copy(pki.join("pki").join(file), target).unwrap();
+        }
+        let platform_key = dir.join("platform.key");
+        let made = gantry_backup(
+            &["platform-key", "--out", platform_key.to_str().unwrap()],
+            &[],
+        );
+        assert!(made.status.success(), "{}", output_text(&made));
+        Setup {
+            dir: dir.to_path_buf(),
+            pki,
+            store,
+            etcd,
+            keys,
+            platform_key,
+        }
+    }
+
+    fn store_args(&self, tenant: &str) -> Vec<String> {
+        vec![
+            format!("--tenant={tenant}"),
+            format!("--store={}", self.store.url),
+            format!("--bucket={BUCKET}"),
+            format!("--store-ca={}", self.store.ca.display()),
+        ]
+    }
+
+    fn snapshot(&self, tenant: &str, extra: &[&str]) -> Output {
+        let etcd_file = |name: &str| self.pki.join("pki/etcd").join(name).display().to_string();
+        let mut args = vec!["snapshot".to_string()];
+        args.extend(self.store_args(tenant));
+        args.extend([
+            format!("--etcd-ca={}", etcd_file("ca.crt")),
+            format!("--etcd-cert={}", etcd_file("healthcheck-client.crt")),
+            format!("--etcd-key={}", etcd_file("healthcheck-client.key")),
+            format!("--keys={}", self.keys.display()),
+            format!("--platform-key={}", self.platform_key.display()),
+            format!("--work-dir={}", self.dir.display()),
+        ]);
+        if !extra.iter().any(|a| a.starts_with("--etcd=")) {
+            args.push(format!("--etcd={}", self.etcd.url));
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        gantry_backup_owned(&args, &[])
+    }
+
+    fn list(&self, tenant: &str) -> Output {
+        let mut args = vec!["list".to_string()];
+        args.extend(self.store_args(tenant));
+        gantry_backup_owned(&args, &[])
+    }
+
+    fn fetch(&self, tenant: &str, out: &Path, extra: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut args = vec!["fetch".to_string()];
+        args.extend(self.store_args(tenant));
+        args.push(format!("--out={}", out.display()));
+        if !extra.iter().any(|a| a.starts_with("--platform-key")) {
+            args.push(format!("--platform-key={}", self.platform_key.display()));
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        gantry_backup_owned(&args, env)
+    }
+
+    /// The object's file in versitygw's folder.
+    fn object_file(&self, key: &str) -> PathBuf {
+        self.store.root.join(BUCKET).join(key)
+    }
+}
+
+fn gantry_backup(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let owned: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    gantry_backup_owned(&owned, env)
+}
+
+/// `gantry backup ARGS` with the store's credentials in the environment
+/// (`env` overrides them).
+fn gantry_backup_owned(args: &[String], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(gantry_bin());
+    command
+        .arg("backup")
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().expect("run gantry backup")
+}
+
+fn snapshot_names(listing: &Output) -> Vec<String> {
+    assert!(listing.status.success(), "{}", output_text(listing));
+    String::from_utf8_lossy(&listing.stdout)
+        .lines()
+        .skip(1)
+        .map(|line| line.split('\t').next().unwrap().to_string())
+        .collect()
+}
+
+/// Secrets never show: not the store's secret key, not the platform key,
+/// not a CA's private key.
+fn assert_no_secrets(setup: &Setup, output: &Output) {
+    let text = output_text(output);
+    let platform = std::fs::read_to_string(&setup.platform_key).unwrap();
+    let ca_key = std::fs::read_to_string(setup.keys.join("ca.key")).unwrap();
+    let ca_key_line = ca_key.lines().nth(1).unwrap();
+    for secret in [SECRET_KEY, platform.trim(), ca_key_line, "X-Amz-Signature"] {
+        assert!(
+            !text.contains(secret),
+            "a secret leaked into the output:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn ten_thousand_keys_are_snapshotted_kept_by_retention_and_restored_with_their_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let setup = Setup::new(tmp.path());
+    write_keys(&setup.pki, &setup.etcd.url, 10_000);
+    let secret = etcdctl(
+        &setup.pki,
+        &setup.etcd.url,
+        &["put", "/registry/secrets/default/db", "s3cr3t"],
+    );
+    assert!(secret.status.success());
+
+    // Objects that are not gantry's, beside and inside the tenant's prefix:
+    // retention must never touch them.
+    let stranger = setup.object_file("gantry/team-a/prod/notes.txt");
+    let neighbour = setup.object_file("gantry/team-a/prod-2/20200101T000000Z.db");
+    for file in [&stranger, &neighbour] {
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, "not gantry's").unwrap();
+    }
+
+    let mut taken = Vec::new();
+    for round in 0..3 {
+        if round > 0 {
+            // Names have a second's resolution.
+            std::thread::sleep(Duration::from_millis(1100));
+        }
+        let output = setup.snapshot("team-a/prod", &["--keep=2"]);
+        assert!(output.status.success(), "{}", output_text(&output));
+        assert_no_secrets(&setup, &output);
+        let line = String::from_utf8_lossy(&output.stdout).to_string();
+        assert!(
+            line.starts_with("snapshot ") && line.contains("of team-a/prod"),
+            "{line}"
+        );
+        taken.push(line.split(' ').nth(1).unwrap().to_string());
+    }
+    let listed = snapshot_names(&setup.list("team-a/prod"));
+    assert_eq!(listed, taken[1..], "retention keeps the newest two");
+    for kind in ["db", "keys", "json"] {
+        let first = setup.object_file(&format!("gantry/team-a/prod/{}.{kind}", taken[0]));
+        assert!(!first.exists(), "{} outlived retention", first.display());
+    }
+    assert!(
+        stranger.exists() && neighbour.exists(),
+        "retention touched what is not gantry's"
+    );
+
+    // The snapshot in the bucket: etcd's own format, its hash appended.
+    let stored =
+        std::fs::read(setup.object_file(&format!("gantry/team-a/prod/{}.db", taken[2]))).unwrap();
+    assert_eq!(stored.len() % 512, 32, "etcd's database and its SHA-256");
+    let sealed =
+        std::fs::read(setup.object_file(&format!("gantry/team-a/prod/{}.keys", taken[2]))).unwrap();
+    let ca_key = std::fs::read(setup.keys.join("ca.key")).unwrap();
+    assert!(
+        !sealed
+            .windows(40)
+            .any(|w| ca_key.windows(40).any(|k| k == w)),
+        "the keys are sealed, not stored in the clear"
+    );
+
+    // Fetch the newest and restore it with etcdutl into a new member.
+    let fetched = tmp.path().join("restore");
+    let output = setup.fetch("team-a/prod", &fetched, &[], &[]);
+    assert!(output.status.success(), "{}", output_text(&output));
+    assert_no_secrets(&setup, &output);
+    for file in ["ca.key", "sa.key", "etcd/ca.key"] {
+        assert_eq!(
+            std::fs::read(fetched.join("keys").join(file)).unwrap(),
+            std::fs::read(setup.keys.join(file)).unwrap(),
+            "{file} came back as it was"
+        );
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&fetched).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "the fetched folder holds keys: owner only");
+
+    let restored_data = tmp.path().join("restored.data");
+    let peer = free_port();
+    run_ok(
+        Command::new(tool("etcdutl"))
+            .args(["snapshot", "restore"])
+            .arg(fetched.join("etcd.db"))
+            .arg(format!("--data-dir={}", restored_data.display()))
+            .args(["--name=m0"])
+            .arg(format!("--initial-cluster=m0=http://127.0.0.1:{peer}"))
+            .arg(format!(
+                "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
+            )),
+    );
+    drop(setup.etcd.process);
+    let restored = start_etcd(&setup.pki, &restored_data, tmp.path().join("restored.log"));
+    assert_eq!(
+        count_keys(&setup.pki, &restored.url, "/registry/configmaps/"),
+        10_000
+    );
+    let read = etcdctl(
+        &setup.pki,
+        &restored.url,
+        &["get", "/registry/secrets/default/db", "--print-value-only"],
+    );
+    assert_eq!(String::from_utf8_lossy(&read.stdout).trim(), "s3cr3t");
+}
+
+/// Asserts a refusal: exit `code`, one line naming what is wrong, no output
+/// folder, no secrets.
+fn assert_refused(setup: &Setup, output: &Output, code: i32, needles: &[&str], out: Option<&Path>) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(code), "{}", output_text(output));
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    for needle in needles {
+        assert!(stderr.contains(needle), "{needle:?} not in: {stderr}");
+    }
+    assert_no_secrets(setup, output);
+    if let Some(out) = out {
+        assert!(!out.exists(), "{} was left behind", out.display());
+        assert!(!PathBuf::from(format!("{}.partial", out.display())).exists());
+    }
+}
+
+#[test]
+fn bad_buckets_credentials_snapshots_tenants_and_keys_are_refused_and_leave_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let setup = Setup::new(tmp.path());
+    write_keys(&setup.pki, &setup.etcd.url, 500);
+    let output = setup.snapshot("team-a/prod", &[]);
+    assert!(output.status.success(), "{}", output_text(&output));
+    let name = String::from_utf8_lossy(&output.stdout)
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let out = tmp.path().join("out");
+    let object = |kind: &str| setup.object_file(&format!("gantry/team-a/prod/{name}.{kind}"));
+
+    // A wrong bucket, wrong or missing credentials: named, before any snapshot.
+    let mut args: Vec<String> = vec!["list".into()];
+    args.extend(
+        setup
+            .store_args("team-a/prod")
+            .into_iter()
+            .map(|a| a.replace("--bucket=backups", "--bucket=no-such-bucket")),
+    );
+    assert_refused(
+        &setup,
+        &gantry_backup_owned(&args, &[]),
+        1,
+        &["NoSuchBucket", "no-such-bucket"],
+        None,
+    );
+    let wrong_secret = [("AWS_SECRET_ACCESS_KEY", "wrong-secret-key-000000")];
+    assert_refused(
+        &setup,
+        &setup.fetch("team-a/prod", &out, &[], &wrong_secret),
+        1,
+        &["SignatureDoesNotMatch", "AWS_SECRET_ACCESS_KEY"],
+        Some(&out),
+    );
+    assert_refused(
+        &setup,
+        &setup.fetch("team-a/prod", &out, &[], &[("AWS_ACCESS_KEY_ID", "")]),
+        2,
+        &["AWS_ACCESS_KEY_ID", "is not set"],
+        Some(&out),
+    );
+    let before = snapshot_names(&setup.list("team-a/prod"));
+    let unreachable = setup.snapshot("team-a/prod", &["--etcd=https://127.0.0.1:1"]);
+    assert_refused(
+        &setup,
+        &unreachable,
+        1,
+        &["etcd at https://127.0.0.1:1"],
+        None,
+    );
+    assert_eq!(
+        snapshot_names(&setup.list("team-a/prod")),
+        before,
+        "a failed snapshot writes nothing"
+    );
+
+    // A wrong platform key: named by its id, not opened.
+    let other_key = tmp.path().join("other.key");
+    let made = gantry_backup(&["platform-key", "--out", other_key.to_str().unwrap()], &[]);
+    assert!(made.status.success(), "{}", output_text(&made));
+    // "wrote platform key <id> to <path>"
+    let other_id = String::from_utf8_lossy(&made.stderr)
+        .split(' ')
+        .nth(3)
+        .unwrap()
+        .to_string();
+    let flag = format!("--platform-key={}", other_key.display());
+    let wrong_key = setup.fetch("team-a/prod", &out, &[&flag], &[]);
+    let needle = format!("the key given is {other_id}");
+    assert_refused(
+        &setup,
+        &wrong_key,
+        1,
+        &["sealed with platform key", &needle],
+        Some(&out),
+    );
+    // ... even with the manifest edited to name that key: the keys don't open.
+    let manifest = std::fs::read_to_string(object("json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    let own_id = json["platformKeyId"].as_str().unwrap().to_string();
+    std::fs::write(object("json"), manifest.replace(&own_id, &other_id)).unwrap();
+    let edited = setup.fetch("team-a/prod", &out, &[&flag], &[]);
+    assert_refused(
+        &setup,
+        &edited,
+        1,
+        &["do not open with platform key"],
+        Some(&out),
+    );
+    std::fs::write(object("json"), &manifest).unwrap();
+
+    // A damaged snapshot, then a truncated one: refused, no folder left.
+    let good = std::fs::read(object("db")).unwrap();
+    let mut damaged = good.clone();
+    damaged[good.len() / 2] ^= 0x01;
+    std::fs::write(object("db"), &damaged).unwrap();
+    assert_refused(
+        &setup,
+        &setup.fetch("team-a/prod", &out, &[], &[]),
+        1,
+        &["does not match its SHA-256"],
+        Some(&out),
+    );
+    std::fs::write(object("db"), &good[..good.len() - 1000]).unwrap();
+    assert_refused(
+        &setup,
+        &setup.fetch("team-a/prod", &out, &[], &[]),
+        1,
+        &["truncated"],
+        Some(&out),
+    );
+    std::fs::write(object("db"), &good).unwrap();
+
+    // Another tenant's snapshot copied under this tenant's prefix.
+    for kind in ["db", "keys", "json"] {
+        let target = setup.object_file(&format!("gantry/team-b/other/{name}.{kind}"));
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(object(kind), target).unwrap();
+    }
+    assert_refused(
+        &setup,
+        &setup.fetch("team-b/other", &out, &[], &[]),
+        1,
+        &["a snapshot of tenant team-a/prod, not of team-b/other"],
+        Some(&out),
+    );
+    // ... and with its manifest rewritten to claim it: the keys don't open.
+    let claimed = manifest.replace("team-a/prod", "team-b/other");
+    std::fs::write(
+        setup.object_file(&format!("gantry/team-b/other/{name}.json")),
+        claimed,
+    )
+    .unwrap();
+    assert_refused(
+        &setup,
+        &setup.fetch("team-b/other", &out, &[], &[]),
+        1,
+        &["do not open with platform key"],
+        Some(&out),
+    );
+
+    // Bad flags: one line naming the flag and the value.
+    assert_refused(
+        &setup,
+        &setup.fetch("prod", &out, &[], &[]),
+        2,
+        &["--tenant", "\"prod\""],
+        Some(&out),
+    );
+    assert_refused(
+        &setup,
+        &setup.fetch("team-a/prod", &out, &["--snapshot=20200101T000000Z"], &[]),
+        2,
+        &["--snapshot", "20200101T000000Z", &name],
+        Some(&out),
+    );
+    std::fs::create_dir(&out).unwrap();
+    let existing = setup.fetch("team-a/prod", &out, &[], &[]);
+    assert_eq!(
+        existing.status.code(),
+        Some(2),
+        "{}",
+        output_text(&existing)
+    );
+    assert!(String::from_utf8_lossy(&existing.stderr).contains("already exists"));
+    std::fs::remove_dir(&out).unwrap();
+
+    // After all of it, the good snapshot still fetches and the live etcd
+    // still has every key.
+    let output = setup.fetch("team-a/prod", &out, &[], &[]);
+    assert!(output.status.success(), "{}", output_text(&output));
+    assert_eq!(count_keys(&setup.pki, &setup.etcd.url, "/registry/"), 500);
+}
