@@ -293,11 +293,19 @@ impl Setup {
             format!("--etcd-cert={}", etcd_file("healthcheck-client.crt")),
             format!("--etcd-key={}", etcd_file("healthcheck-client.key")),
             format!("--keys={}", self.keys.display()),
-            format!("--platform-key={}", self.platform_key.display()),
             format!("--work-dir={}", self.dir.display()),
         ]);
         if !extra.iter().any(|a| a.starts_with("--etcd=")) {
             args.push(format!("--etcd={}", self.etcd.url));
+        }
+        if !extra
+            .iter()
+            .any(|a| a.starts_with("--platform-public-key="))
+        {
+            args.push(format!(
+                "--platform-public-key={}.pub",
+                self.platform_key.display()
+            ));
         }
         args.extend(extra.iter().map(|s| s.to_string()));
         gantry_backup_owned(&args, &[])
@@ -550,6 +558,12 @@ fn bad_buckets_credentials_snapshots_tenants_and_keys_are_refused_and_leave_noth
         before,
         "a failed snapshot writes nothing"
     );
+
+    // The private key where only the public half belongs: refused, so a
+    // backup Job is never handed the key that opens every tenant's keys.
+    let private = format!("--platform-public-key={}", setup.platform_key.display());
+    let output = setup.snapshot("team-a/prod", &[&private]);
+    assert_refused(&setup, &output, 2, &["is the platform's private key"], None);
 
     // A wrong platform key: named by its id, not opened.
     let other_key = tmp.path().join("other.key");

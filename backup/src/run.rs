@@ -11,7 +11,7 @@ use tokio::io::AsyncWriteExt;
 use crate::Error;
 use crate::etcd::{ClientFiles, Member};
 use crate::layout::{self, EtcdFacts, Kind, Manifest, ObjectFacts, TenantPrefix};
-use crate::seal::{self, Binding, PlatformKey};
+use crate::seal::{self, Binding, PlatformKey, PlatformPublicKey};
 use crate::snapshot::{self, Hasher, Verified};
 use crate::store::Store;
 
@@ -22,7 +22,8 @@ pub struct TakeSnapshot<'a> {
     pub etcd_files: ClientFiles<'a>,
     /// The key material to seal beside the snapshot.
     pub keys_dir: &'a Path,
-    pub platform_key: &'a PlatformKey,
+    /// Seals the keys; only the platform's private key opens them.
+    pub platform_key: &'a PlatformPublicKey,
     /// Complete snapshots to keep (at least 1).
     pub keep: usize,
     /// Where the snapshot is staged before upload.

@@ -11,15 +11,17 @@ use clap::{Args, Subcommand};
 use gantry_backup::etcd::ClientFiles;
 use gantry_backup::layout::TenantPrefix;
 use gantry_backup::run::{self, Fetch, TakeSnapshot};
-use gantry_backup::seal::PlatformKey;
+use gantry_backup::seal::{PlatformKey, PlatformPublicKey};
 use gantry_backup::store::{Store, StoreConfig};
 
 use crate::CliError;
 
 #[derive(Subcommand, Debug)]
 pub enum BackupCommand {
-    /// Make a platform key: 32 random bytes, base64, in a new file (0600).
-    /// Keep it apart from the bucket: it opens every backup's keys.
+    /// Make the platform's key pair: the private key in a new file (0600),
+    /// the public key beside it in FILE.pub. Backups need only the public
+    /// half; keep the private one apart from the bucket and the service
+    /// cluster: it opens every backup's keys.
     PlatformKey {
         #[arg(long)]
         out: PathBuf,
@@ -75,8 +77,9 @@ pub struct SnapshotArgs {
     /// The tenant's key material, sealed beside the snapshot (every file under it).
     #[arg(long)]
     pub keys: PathBuf,
+    /// The platform's public key (the .pub file of `gantry backup platform-key`).
     #[arg(long)]
-    pub platform_key: PathBuf,
+    pub platform_public_key: PathBuf,
     /// Complete snapshots to keep.
     #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub keep: u64,
@@ -92,6 +95,7 @@ pub struct FetchArgs {
     /// The snapshot's name (from `gantry backup list`) [default: the newest].
     #[arg(long)]
     pub snapshot: Option<String>,
+    /// The platform's private key: it opens the snapshot's sealed keys.
     #[arg(long)]
     pub platform_key: PathBuf,
     /// A new folder for the snapshot and its keys.
@@ -109,23 +113,44 @@ pub fn run(command: BackupCommand) -> Result<ExitCode, CliError> {
 }
 
 fn platform_key(out: &std::path::Path) -> Result<ExitCode, CliError> {
-    use std::os::unix::fs::OpenOptionsExt as _;
     let key = PlatformKey::generate();
+    let public = PathBuf::from(format!("{}.pub", out.display()));
+    // Neither file is replaced: a platform key lost is every backup's keys lost.
+    for path in [out, public.as_path()] {
+        if path.exists() {
+            return Err(CliError::BadFile {
+                flag: "--out",
+                value: path.display().to_string(),
+                reason: "already exists (a platform key is never replaced)".to_string(),
+            });
+        }
+    }
+    write_new(out, key.to_text().as_bytes(), 0o600)?;
+    write_new(&public, key.public().to_text().as_bytes(), 0o644)?;
+    eprintln!(
+        "wrote platform key {} to {} (private) and {}",
+        key.id(),
+        out.display(),
+        public.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_new(path: &std::path::Path, bytes: &[u8], mode: u32) -> Result<(), CliError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
-        .open(out)
+        .mode(mode)
+        .open(path)
         .map_err(|e| CliError::BadFile {
             flag: "--out",
-            value: out.display().to_string(),
+            value: path.display().to_string(),
             reason: e.to_string(),
         })?;
-    file.write_all(format!("{}\n", key.to_base64()).as_bytes())
+    file.write_all(bytes)
         .and_then(|()| file.sync_all())
-        .map_err(|e| CliError::Failed(format!("{}: {e}", out.display())))?;
-    eprintln!("wrote platform key {} to {}", key.id(), out.display());
-    Ok(ExitCode::SUCCESS)
+        .map_err(|e| CliError::Failed(format!("{}: {e}", path.display())))
 }
 
 fn block_on(
@@ -151,7 +176,7 @@ fn open_store(args: &StoreArgs) -> Result<(Store, TenantPrefix), CliError> {
 
 async fn snapshot(args: SnapshotArgs) -> Result<ExitCode, CliError> {
     let (store, tenant) = open_store(&args.store)?;
-    let platform_key = PlatformKey::read(&args.platform_key)?;
+    let platform_key = PlatformPublicKey::read(&args.platform_public_key)?;
     let work_dir = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
     let taken = run::take_snapshot(
         &store,
