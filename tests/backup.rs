@@ -243,7 +243,8 @@ impl Setup {
     fn new(dir: &Path) -> Self {
         let pki = pki_init(dir, "prod", &["--endpoint", "203.0.113.10"]);
         let store = start_object_store(dir);
-        let etcd = start_etcd(&pki, &dir.join("etcd.data"), dir.join("etcd.log"));
+        // A member's volume as the etcd StatefulSet mounts it: data/ inside.
+        let etcd = start_etcd(&pki, &dir.join("volume/data"), dir.join("etcd.log"));
         // The key material a tenant's backup carries: its CAs' keys and the
         // service-account key (the operator mounts the same from Secrets).
         let keys = dir.join("keys");
@@ -290,8 +291,8 @@ impl Setup {
         args.extend(self.store_args(tenant));
         args.extend([
             format!("--etcd-ca={}", etcd_file("ca.crt")),
-            format!("--etcd-cert={}", etcd_file("healthcheck-client.crt")),
-            format!("--etcd-key={}", etcd_file("healthcheck-client.key")),
+            format!("--etcd-cert={}", etcd_file("backup-client.crt")),
+            format!("--etcd-key={}", etcd_file("backup-client.key")),
             format!("--keys={}", self.keys.display()),
             format!("--work-dir={}", self.dir.display()),
         ]);
@@ -363,6 +364,16 @@ fn snapshot_names(listing: &Output) -> Vec<String> {
         .collect()
 }
 
+fn assert_no_secrets_in(output: &Output, secrets: &[&str]) {
+    let text = output_text(output);
+    for secret in secrets {
+        assert!(
+            !text.contains(secret),
+            "a secret leaked into the output:\n{text}"
+        );
+    }
+}
+
 /// Secrets never show: not the store's secret key, not the platform key,
 /// not a CA's private key.
 fn assert_no_secrets(setup: &Setup, output: &Output) {
@@ -392,8 +403,8 @@ fn ten_thousand_keys_are_snapshotted_kept_by_retention_and_restored_with_their_k
 
     // Objects that are not gantry's, beside and inside the tenant's prefix:
     // retention must never touch them.
-    let stranger = setup.object_file("gantry/team-a/prod/notes.txt");
-    let neighbour = setup.object_file("gantry/team-a/prod-2/20200101T000000Z.db");
+    let stranger = setup.object_file("gantry/prod/notes.txt");
+    let neighbour = setup.object_file("gantry/prod-2/20200101T000000Z.db");
     for file in [&stranger, &neighbour] {
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
         std::fs::write(file, "not gantry's").unwrap();
@@ -405,20 +416,20 @@ fn ten_thousand_keys_are_snapshotted_kept_by_retention_and_restored_with_their_k
             // Names have a second's resolution.
             std::thread::sleep(Duration::from_millis(1100));
         }
-        let output = setup.snapshot("team-a/prod", &["--keep=2"]);
+        let output = setup.snapshot("prod", &["--keep=2"]);
         assert!(output.status.success(), "{}", output_text(&output));
         assert_no_secrets(&setup, &output);
         let line = String::from_utf8_lossy(&output.stdout).to_string();
         assert!(
-            line.starts_with("snapshot ") && line.contains("of team-a/prod"),
+            line.starts_with("snapshot ") && line.contains("of prod"),
             "{line}"
         );
         taken.push(line.split(' ').nth(1).unwrap().to_string());
     }
-    let listed = snapshot_names(&setup.list("team-a/prod"));
+    let listed = snapshot_names(&setup.list("prod"));
     assert_eq!(listed, taken[1..], "retention keeps the newest two");
     for kind in ["db", "keys", "json"] {
-        let first = setup.object_file(&format!("gantry/team-a/prod/{}.{kind}", taken[0]));
+        let first = setup.object_file(&format!("gantry/prod/{}.{kind}", taken[0]));
         assert!(!first.exists(), "{} outlived retention", first.display());
     }
     assert!(
@@ -427,11 +438,10 @@ fn ten_thousand_keys_are_snapshotted_kept_by_retention_and_restored_with_their_k
     );
 
     // The snapshot in the bucket: etcd's own format, its hash appended.
-    let stored =
-        std::fs::read(setup.object_file(&format!("gantry/team-a/prod/{}.db", taken[2]))).unwrap();
+    let stored = std::fs::read(setup.object_file(&format!("gantry/prod/{}.db", taken[2]))).unwrap();
     assert_eq!(stored.len() % 512, 32, "etcd's database and its SHA-256");
     let sealed =
-        std::fs::read(setup.object_file(&format!("gantry/team-a/prod/{}.keys", taken[2]))).unwrap();
+        std::fs::read(setup.object_file(&format!("gantry/prod/{}.keys", taken[2]))).unwrap();
     let ca_key = std::fs::read(setup.keys.join("ca.key")).unwrap();
     assert!(
         !sealed
@@ -442,7 +452,7 @@ fn ten_thousand_keys_are_snapshotted_kept_by_retention_and_restored_with_their_k
 
     // Fetch the newest and restore it with etcdutl into a new member.
     let fetched = tmp.path().join("restore");
-    let output = setup.fetch("team-a/prod", &fetched, &[], &[]);
+    let output = setup.fetch("prod", &fetched, &[], &[]);
     assert!(output.status.success(), "{}", output_text(&output));
     assert_no_secrets(&setup, &output);
     for file in ["ca.key", "sa.key", "etcd/ca.key"] {
@@ -456,24 +466,82 @@ fn ten_thousand_keys_are_snapshotted_kept_by_retention_and_restored_with_their_k
     let mode = std::fs::metadata(&fetched).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700, "the fetched folder holds keys: owner only");
 
-    let restored_data = tmp.path().join("restored.data");
+    // A write after the newest snapshot: the restore must not have it.
+    let later = etcdctl(
+        &setup.pki,
+        &setup.etcd.url,
+        &["put", "/registry/configmaps/default/later", "x"],
+    );
+    assert!(later.status.success());
+
+    // The restore on the member's own volume, as the operator's restore Job
+    // does it: the member is stopped, gantry fetches the snapshot into its
+    // staging folder, etcdutl restores it there, gantry puts it in place and
+    // keeps the old data beside.
+    let store_args = setup.store_args("prod");
+    let Etcd { process, .. } = setup.etcd;
+    drop(process);
+    let volume = tmp.path().join("volume");
+    let snapshot = format!("--snapshot={}", taken[2]);
+    let mut prepare: Vec<String> = vec!["restore-member".into(), "prepare".into()];
+    prepare.extend(store_args);
+    prepare.extend([snapshot.clone(), format!("--volume={}", volume.display())]);
+    let output = gantry_backup_owned(&prepare, &[]);
+    assert!(output.status.success(), "{}", output_text(&output));
+    assert_no_secrets_in(&output, &[SECRET_KEY]);
     let peer = free_port();
     run_ok(
         Command::new(tool("etcdutl"))
             .args(["snapshot", "restore"])
-            .arg(fetched.join("etcd.db"))
-            .arg(format!("--data-dir={}", restored_data.display()))
+            .arg(volume.join("gantry-restore/etcd.db"))
+            .arg(format!(
+                "--data-dir={}",
+                volume.join("gantry-restore/data").display()
+            ))
             .args(["--name=m0"])
             .arg(format!("--initial-cluster=m0=http://127.0.0.1:{peer}"))
             .arg(format!(
                 "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
             )),
     );
-    drop(setup.etcd.process);
-    let restored = start_etcd(&setup.pki, &restored_data, tmp.path().join("restored.log"));
+    let install = [
+        "restore-member".to_string(),
+        "install".into(),
+        format!("--volume={}", volume.display()),
+        snapshot,
+    ];
+    let output = gantry_backup_owned(&install, &[]);
+    assert!(output.status.success(), "{}", output_text(&output));
+    let kept = volume.join(format!("data.before-restore-{}", taken[2]));
+    assert!(
+        kept.join("member").is_dir(),
+        "the data before the restore is kept"
+    );
+    assert!(
+        !volume.join("gantry-restore").exists(),
+        "the staging folder is gone"
+    );
+
+    let restored = start_etcd(
+        &setup.pki,
+        &volume.join("data"),
+        tmp.path().join("restored.log"),
+    );
     assert_eq!(
-        count_keys(&setup.pki, &restored.url, "/registry/configmaps/"),
+        count_keys(
+            &setup.pki,
+            &restored.url,
+            "/registry/configmaps/default/cm-"
+        ),
         10_000
+    );
+    assert_eq!(
+        count_keys(
+            &setup.pki,
+            &restored.url,
+            "/registry/configmaps/default/later"
+        ),
+        0
     );
     let read = etcdctl(
         &setup.pki,
@@ -504,7 +572,7 @@ fn bad_buckets_credentials_snapshots_tenants_and_keys_are_refused_and_leave_noth
     let tmp = tempfile::tempdir().unwrap();
     let setup = Setup::new(tmp.path());
     write_keys(&setup.pki, &setup.etcd.url, 500);
-    let output = setup.snapshot("team-a/prod", &[]);
+    let output = setup.snapshot("prod", &[]);
     assert!(output.status.success(), "{}", output_text(&output));
     let name = String::from_utf8_lossy(&output.stdout)
         .split(' ')
@@ -512,13 +580,13 @@ fn bad_buckets_credentials_snapshots_tenants_and_keys_are_refused_and_leave_noth
         .unwrap()
         .to_string();
     let out = tmp.path().join("out");
-    let object = |kind: &str| setup.object_file(&format!("gantry/team-a/prod/{name}.{kind}"));
+    let object = |kind: &str| setup.object_file(&format!("gantry/prod/{name}.{kind}"));
 
     // A wrong bucket, wrong or missing credentials: named, before any snapshot.
     let mut args: Vec<String> = vec!["list".into()];
     args.extend(
         setup
-            .store_args("team-a/prod")
+            .store_args("prod")
             .into_iter()
             .map(|a| a.replace("--bucket=backups", "--bucket=no-such-bucket")),
     );
@@ -532,20 +600,20 @@ fn bad_buckets_credentials_snapshots_tenants_and_keys_are_refused_and_leave_noth
     let wrong_secret = [("AWS_SECRET_ACCESS_KEY", "wrong-secret-key-000000")];
     assert_refused(
         &setup,
-        &setup.fetch("team-a/prod", &out, &[], &wrong_secret),
+        &setup.fetch("prod", &out, &[], &wrong_secret),
         1,
         &["SignatureDoesNotMatch", "AWS_SECRET_ACCESS_KEY"],
         Some(&out),
     );
     assert_refused(
         &setup,
-        &setup.fetch("team-a/prod", &out, &[], &[("AWS_ACCESS_KEY_ID", "")]),
+        &setup.fetch("prod", &out, &[], &[("AWS_ACCESS_KEY_ID", "")]),
         2,
         &["AWS_ACCESS_KEY_ID", "is not set"],
         Some(&out),
     );
-    let before = snapshot_names(&setup.list("team-a/prod"));
-    let unreachable = setup.snapshot("team-a/prod", &["--etcd=https://127.0.0.1:1"]);
+    let before = snapshot_names(&setup.list("prod"));
+    let unreachable = setup.snapshot("prod", &["--etcd=https://127.0.0.1:1"]);
     assert_refused(
         &setup,
         &unreachable,
@@ -554,7 +622,7 @@ fn bad_buckets_credentials_snapshots_tenants_and_keys_are_refused_and_leave_noth
         None,
     );
     assert_eq!(
-        snapshot_names(&setup.list("team-a/prod")),
+        snapshot_names(&setup.list("prod")),
         before,
         "a failed snapshot writes nothing"
     );
@@ -562,7 +630,7 @@ fn bad_buckets_credentials_snapshots_tenants_and_keys_are_refused_and_leave_noth
     // The private key where only the public half belongs: refused, so a
     // backup Job is never handed the key that opens every tenant's keys.
     let private = format!("--platform-public-key={}", setup.platform_key.display());
-    let output = setup.snapshot("team-a/prod", &[&private]);
+    let output = setup.snapshot("prod", &[&private]);
     assert_refused(&setup, &output, 2, &["is the platform's private key"], None);
 
     // A wrong platform key: named by its id, not opened.
@@ -576,7 +644,7 @@ fn bad_buckets_credentials_snapshots_tenants_and_keys_are_refused_and_leave_noth
         .unwrap()
         .to_string();
     let flag = format!("--platform-key={}", other_key.display());
-    let wrong_key = setup.fetch("team-a/prod", &out, &[&flag], &[]);
+    let wrong_key = setup.fetch("prod", &out, &[&flag], &[]);
     let needle = format!("the key given is {other_id}");
     assert_refused(
         &setup,
@@ -590,7 +658,7 @@ fn bad_buckets_credentials_snapshots_tenants_and_keys_are_refused_and_leave_noth
     let json: serde_json::Value = serde_json::from_str(&manifest).unwrap();
     let own_id = json["platformKeyId"].as_str().unwrap().to_string();
     std::fs::write(object("json"), manifest.replace(&own_id, &other_id)).unwrap();
-    let edited = setup.fetch("team-a/prod", &out, &[&flag], &[]);
+    let edited = setup.fetch("prod", &out, &[&flag], &[]);
     assert_refused(
         &setup,
         &edited,
@@ -607,7 +675,7 @@ fn bad_buckets_credentials_snapshots_tenants_and_keys_are_refused_and_leave_noth
     std::fs::write(object("db"), &damaged).unwrap();
     assert_refused(
         &setup,
-        &setup.fetch("team-a/prod", &out, &[], &[]),
+        &setup.fetch("prod", &out, &[], &[]),
         1,
         &["does not match its SHA-256"],
         Some(&out),
@@ -615,7 +683,7 @@ fn bad_buckets_credentials_snapshots_tenants_and_keys_are_refused_and_leave_noth
     std::fs::write(object("db"), &good[..good.len() - 1000]).unwrap();
     assert_refused(
         &setup,
-        &setup.fetch("team-a/prod", &out, &[], &[]),
+        &setup.fetch("prod", &out, &[], &[]),
         1,
         &["truncated"],
         Some(&out),
@@ -624,27 +692,27 @@ fn bad_buckets_credentials_snapshots_tenants_and_keys_are_refused_and_leave_noth
 
     // Another tenant's snapshot copied under this tenant's prefix.
     for kind in ["db", "keys", "json"] {
-        let target = setup.object_file(&format!("gantry/team-b/other/{name}.{kind}"));
+        let target = setup.object_file(&format!("gantry/other/{name}.{kind}"));
         std::fs::create_dir_all(target.parent().unwrap()).unwrap();
         std::fs::copy(object(kind), target).unwrap();
     }
     assert_refused(
         &setup,
-        &setup.fetch("team-b/other", &out, &[], &[]),
+        &setup.fetch("other", &out, &[], &[]),
         1,
-        &["a snapshot of tenant team-a/prod, not of team-b/other"],
+        &["a snapshot of tenant prod, not of other"],
         Some(&out),
     );
     // ... and with its manifest rewritten to claim it: the keys don't open.
-    let claimed = manifest.replace("team-a/prod", "team-b/other");
+    let claimed = manifest.replace("prod", "other");
     std::fs::write(
-        setup.object_file(&format!("gantry/team-b/other/{name}.json")),
+        setup.object_file(&format!("gantry/other/{name}.json")),
         claimed,
     )
     .unwrap();
     assert_refused(
         &setup,
-        &setup.fetch("team-b/other", &out, &[], &[]),
+        &setup.fetch("other", &out, &[], &[]),
         1,
         &["do not open with platform key"],
         Some(&out),
@@ -653,20 +721,20 @@ fn bad_buckets_credentials_snapshots_tenants_and_keys_are_refused_and_leave_noth
     // Bad flags: one line naming the flag and the value.
     assert_refused(
         &setup,
-        &setup.fetch("prod", &out, &[], &[]),
+        &setup.fetch("team/prod", &out, &[], &[]),
         2,
-        &["--tenant", "\"prod\""],
+        &["--tenant", "\"team/prod\""],
         Some(&out),
     );
     assert_refused(
         &setup,
-        &setup.fetch("team-a/prod", &out, &["--snapshot=20200101T000000Z"], &[]),
+        &setup.fetch("prod", &out, &["--snapshot=20200101T000000Z"], &[]),
         2,
         &["--snapshot", "20200101T000000Z", &name],
         Some(&out),
     );
     std::fs::create_dir(&out).unwrap();
-    let existing = setup.fetch("team-a/prod", &out, &[], &[]);
+    let existing = setup.fetch("prod", &out, &[], &[]);
     assert_eq!(
         existing.status.code(),
         Some(2),
@@ -678,7 +746,7 @@ fn bad_buckets_credentials_snapshots_tenants_and_keys_are_refused_and_leave_noth
 
     // After all of it, the good snapshot still fetches and the live etcd
     // still has every key.
-    let output = setup.fetch("team-a/prod", &out, &[], &[]);
+    let output = setup.fetch("prod", &out, &[], &[]);
     assert!(output.status.success(), "{}", output_text(&output));
     assert_eq!(count_keys(&setup.pki, &setup.etcd.url, "/registry/"), 500);
 }

@@ -178,7 +178,7 @@ fn a_second_init_keeps_everything_and_says_so() {
     let text = stdout(&output);
     assert_eq!(
         text.lines().filter(|l| l.starts_with("kept ")).count(),
-        19,
+        20,
         "{text}"
     );
     assert!(text.contains("0 files written"), "{text}");
@@ -237,7 +237,7 @@ fn pki_check_passes_a_fresh_bundle_and_fails_a_tampered_one() {
     assert!(
         rows[0].starts_with("FILE") && rows[0].contains("DAYS LEFT") && rows[0].contains("SANS")
     );
-    assert_eq!(rows.len(), 1 + 17, "{table}");
+    assert_eq!(rows.len(), 1 + 18, "{table}");
     assert!(rows[1..].iter().all(|r| r.contains("   ok   ")), "{table}");
     let apiserver = rows
         .iter()
@@ -258,7 +258,7 @@ fn pki_check_passes_a_fresh_bundle_and_fails_a_tampered_one() {
         stdout(&output)
     );
     assert!(
-        stderr(&output).starts_with("error: 1 of 17 entries"),
+        stderr(&output).starts_with("error: 1 of 18 entries"),
         "{}",
         stderr(&output)
     );

@@ -65,7 +65,7 @@ fn helm_lints_the_chart_and_templates_exactly_the_service_set() {
             serde_yaml::from_str::<serde_json::Value>(&text).unwrap()
         },
     ));
-    assert_eq!(from_gantry.len(), 32);
+    assert_eq!(from_gantry.len(), 33);
     // Everything but the Namespace, which the release is installed into.
     let mut from_gantry = from_gantry;
     let namespace = from_gantry

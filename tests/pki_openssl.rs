@@ -29,7 +29,7 @@ const SERVER: &str = "TLS Web Server Authentication";
 const CLIENT: &str = "TLS Web Client Authentication";
 const BOTH: &str = "TLS Web Server Authentication, TLS Web Client Authentication";
 
-const LEAVES: [Expected; 8] = [
+const LEAVES: [Expected; 9] = [
     Expected {
         file: "pki/apiserver.crt",
         ca: "pki/ca.crt",
@@ -69,6 +69,13 @@ const LEAVES: [Expected; 8] = [
         file: "pki/etcd/healthcheck-client.crt",
         ca: "pki/etcd/ca.crt",
         subject: "CN = kube-etcd-healthcheck-client",
+        eku: CLIENT,
+        sans: Sans::None,
+    },
+    Expected {
+        file: "pki/etcd/backup-client.crt",
+        ca: "pki/etcd/ca.crt",
+        subject: "CN = gantry-etcd-backup",
         eku: CLIENT,
         sans: Sans::None,
     },

@@ -36,7 +36,7 @@ fn the_example_renders_a_complete_bundle_with_private_files_at_0600() {
     );
     let summary = String::from_utf8_lossy(&output.stdout);
     assert!(
-        summary.contains("service/            32 objects"),
+        summary.contains("service/            33 objects"),
         "{summary}"
     );
     // The release (and its Secret, holding every key) in the tenant's
@@ -75,7 +75,7 @@ fn the_example_renders_a_complete_bundle_with_private_files_at_0600() {
         );
     }
     assert!(out.join("chart/tenant-a-control-plane-1.35.5.tgz").exists());
-    assert!(out.join("service/25-statefulset-etcd.yaml").exists());
+    assert!(out.join("service/26-statefulset-etcd.yaml").exists());
     assert!(out.join("tenant/00-configmap-cluster-info.yaml").exists());
 
     // Rendering again changes nothing: same PKI, same token, same bytes.

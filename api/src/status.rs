@@ -52,6 +52,10 @@ pub enum ConditionType {
     TenantBootstrapped,
     /// The summary: the control plane serves and nodes can join.
     Ready,
+    /// Set while backups are on: the last backup succeeded and is no older
+    /// than twice the schedule's interval. Not part of `Ready`: a tenant
+    /// serves without it.
+    BackupsCurrent,
 }
 
 impl ConditionType {
@@ -72,6 +76,7 @@ impl ConditionType {
             ConditionType::APIServerReady => "APIServerReady",
             ConditionType::TenantBootstrapped => "TenantBootstrapped",
             ConditionType::Ready => "Ready",
+            ConditionType::BackupsCurrent => "BackupsCurrent",
         }
     }
 }

@@ -103,6 +103,72 @@ pub struct TenantControlPlaneSpec {
     pub konnectivity: KonnectivitySpec,
     #[serde(default, skip_serializing_if = "KubeProxySpec::is_default")]
     pub kube_proxy: KubeProxySpec,
+    #[serde(default, skip_serializing_if = "BackupSpec::is_default")]
+    pub backup: BackupSpec,
+}
+
+/// Scheduled etcd snapshots of the tenant to S3-compatible object storage,
+/// each with the tenant's key material sealed to the platform's public key
+/// (docs/operations.md, "Backups"). A field left out takes the operator's
+/// default (the chart's `backup` values); a tenant is backed up when a
+/// destination is known, from here or from the operator.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackupSpec {
+    /// `false` turns this tenant's backups off, whatever the operator's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// When, as a CronJob schedule of five fields, in UTC (`17 * * * *`:
+    /// hourly at :17). The operator's default spreads tenants over the hour.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 9, max = 100))]
+    pub schedule: Option<String>,
+    /// How many complete snapshots to keep; older ones are deleted (only
+    /// those gantry wrote, under the tenant's own prefix).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub keep: Option<i32>,
+    /// Where the snapshots go; the operator's destination when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<BackupStoreSpec>,
+}
+
+impl BackupSpec {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// An S3-compatible bucket (Ceph RGW, OpenStack Swift's S3 API, AWS S3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackupStoreSpec {
+    /// The store's URL, `https://host[:port]` (`http://` only on a network
+    /// you trust: the snapshot holds every Secret, encrypted at rest only
+    /// when the tenant's encryption covers them).
+    #[schemars(length(max = 300))]
+    pub endpoint: String,
+    /// The bucket (3 to 63 lowercase letters, digits, `.` and `-`).
+    #[schemars(length(min = 3, max = 63))]
+    pub bucket: String,
+    /// The region the store signs for; `us-east-1` when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub region: Option<String>,
+    /// The folder of every tenant's backups in the bucket; `gantry` when
+    /// left out. A tenant's are under `<prefix>/<tenant>/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 200))]
+    pub prefix: Option<String>,
+    /// A Secret in the tenant's namespace (`tcp-<name>`) with the keys
+    /// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`.
+    #[schemars(length(min = 1, max = 253))]
+    pub credentials_secret: String,
+    /// PEM certificates the store's certificate must chain to; the system's
+    /// roots when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 65536))]
+    pub ca_bundle: Option<String>,
 }
 
 /// kube-proxy, as the tenant set runs it on every node (a DaemonSet).
@@ -204,6 +270,33 @@ pub struct TenantControlPlaneStatus {
     /// acted on: a new value asks for one more grant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operator_access_grant: Option<String>,
+    /// The newest snapshot a backup verified and wrote; set while backups
+    /// are on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupStatus>,
+}
+
+/// The last good backup, as the backup Job reported it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_snapshot: Option<SnapshotStatus>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotStatus {
+    /// Its name (`20261207T172000Z`), for `gantry backup fetch --snapshot`.
+    pub name: String,
+    /// When it was taken (RFC 3339).
+    pub taken_at: String,
+    /// The snapshot's size in bytes.
+    pub bytes: i64,
+    /// `s3://<bucket>/<key>` of the database.
+    pub location: String,
+    /// The etcd revision it holds (at least).
+    pub revision: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]

@@ -2,9 +2,9 @@
 //! and which ones retention deletes. Pure: no I/O here.
 //!
 //! ```text
-//! <prefix>/<namespace>/<tenant>/<name>.db     etcd's snapshot, as etcd sent it
-//! <prefix>/<namespace>/<tenant>/<name>.keys   the key material, sealed
-//! <prefix>/<namespace>/<tenant>/<name>.json   the manifest, written last
+//! <prefix>/<tenant>/<name>.db     etcd's snapshot, as etcd sent it
+//! <prefix>/<tenant>/<name>.keys   the key material, sealed
+//! <prefix>/<tenant>/<name>.json   the manifest, written last
 //! ```
 //!
 //! `<name>` is the UTC time it was taken, `20261207T172000Z`, so names sort
@@ -19,25 +19,25 @@ pub const FORMAT: &str = "gantry.dev/etcd-snapshot/v1";
 /// A tenant's place in the bucket, checked once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantPrefix {
-    /// `namespace/name`.
+    /// The TenantControlPlane's name (cluster-wide unique).
     pub tenant: String,
-    /// `<prefix>/<namespace>/<name>/`.
+    /// `<prefix>/<tenant>/`.
     pub prefix: String,
 }
 
 impl TenantPrefix {
     pub fn new(prefix: &str, tenant: &str) -> Result<Self, Error> {
-        let valid_name = |s: &str| {
-            !s.is_empty()
-                && s.len() <= 253
-                && s.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        };
-        let (namespace, name) = tenant.split_once('/').unwrap_or(("", ""));
-        if !valid_name(namespace) || !valid_name(name) {
+        let valid = !tenant.is_empty()
+            && tenant.len() <= 63
+            && tenant
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !tenant.starts_with('-')
+            && !tenant.ends_with('-');
+        if !valid {
             return Err(Error::input(
                 "--tenant",
-                format!("{tenant:?} is not NAMESPACE/NAME (lowercase DNS names)"),
+                format!("{tenant:?} is not a tenant's name (a DNS label)"),
             ));
         }
         let prefix = prefix.trim_matches('/');
@@ -52,7 +52,7 @@ impl TenantPrefix {
         }
         Ok(TenantPrefix {
             tenant: tenant.to_string(),
-            prefix: format!("{prefix}/{namespace}/{name}/"),
+            prefix: format!("{prefix}/{tenant}/"),
         })
     }
 
@@ -224,20 +224,20 @@ mod tests {
     fn names_sort_by_time_and_only_gantrys_keys_parse() {
         let at = time::macros::datetime!(2026-12-07 17:20:05 UTC);
         assert_eq!(snapshot_name(at), "20261207T172005Z");
-        let prefix = TenantPrefix::new("gantry", "team-a/prod").unwrap();
+        let prefix = TenantPrefix::new("gantry", "prod").unwrap();
         assert_eq!(
             prefix.key("20261207T172005Z", Kind::Keys),
-            "gantry/team-a/prod/20261207T172005Z.keys"
+            "gantry/prod/20261207T172005Z.keys"
         );
         assert_eq!(
-            prefix.parse("gantry/team-a/prod/20261207T172005Z.db"),
+            prefix.parse("gantry/prod/20261207T172005Z.db"),
             Some(("20261207T172005Z".to_string(), Kind::Database))
         );
         for stranger in [
-            "gantry/team-a/prod/notes.txt",
-            "gantry/team-a/prod/20261207T172005Z.tar",
-            "gantry/team-a/prod-2/20261207T172005Z.db",
-            "gantry/team-a/prod/x/20261207T172005Z.db",
+            "gantry/prod/notes.txt",
+            "gantry/prod/20261207T172005Z.tar",
+            "gantry/prod-2/20261207T172005Z.db",
+            "gantry/prod/x/20261207T172005Z.db",
         ] {
             assert_eq!(prefix.parse(stranger), None, "{stranger}");
         }
@@ -246,11 +246,11 @@ mod tests {
     #[test]
     fn bad_tenants_and_prefixes_are_named() {
         for (prefix, tenant, field) in [
-            ("gantry", "prod", "--tenant"),
-            ("gantry", "Team/prod", "--tenant"),
-            ("gantry", "a/b/c", "--tenant"),
-            ("a//b", "a/b", "--prefix"),
-            ("a/../b", "a/b", "--prefix"),
+            ("gantry", "team/prod", "--tenant"),
+            ("gantry", "Prod", "--tenant"),
+            ("gantry", "-prod", "--tenant"),
+            ("a//b", "prod", "--prefix"),
+            ("a/../b", "prod", "--prefix"),
         ] {
             let message = TenantPrefix::new(prefix, tenant).unwrap_err().to_string();
             assert!(message.starts_with(field), "{message}");
@@ -259,7 +259,7 @@ mod tests {
 
     #[test]
     fn retention_keeps_the_newest_and_deletes_manifests_first() {
-        let prefix = TenantPrefix::new("gantry", "a/b").unwrap();
+        let prefix = TenantPrefix::new("gantry", "b").unwrap();
         let objects = listed(
             &prefix,
             &[
@@ -274,10 +274,10 @@ mod tests {
         assert_eq!(
             plan,
             [
-                "gantry/a/b/20261201T000000Z.json",
-                "gantry/a/b/20261201T000000Z.db",
-                "gantry/a/b/20261201T000000Z.keys",
-                "gantry/a/b/20261202T000000Z.db",
+                "gantry/b/20261201T000000Z.json",
+                "gantry/b/20261201T000000Z.db",
+                "gantry/b/20261201T000000Z.keys",
+                "gantry/b/20261202T000000Z.db",
             ]
         );
         // The newest incomplete one may be a run in progress: kept.

@@ -223,7 +223,9 @@ pub struct Fetch<'a> {
     pub tenant: &'a TenantPrefix,
     /// A snapshot's name, or None for the newest.
     pub snapshot: Option<&'a str>,
-    pub platform_key: &'a PlatformKey,
+    /// Opens the sealed keys into `<out>/keys`; `None` fetches the database
+    /// alone (a restore into a tenant whose Secrets are still there).
+    pub platform_key: Option<&'a PlatformKey>,
     /// Created by the fetch; must not exist.
     pub out: &'a Path,
 }
@@ -263,13 +265,15 @@ pub async fn fetch(store: &Store, request: &Fetch<'_>) -> Result<Manifest, Error
         })?,
     };
     let manifest = read_manifest(store, request.tenant, &name).await?;
-    if manifest.platform_key_id != request.platform_key.id() {
+    if let Some(key) = request.platform_key
+        && manifest.platform_key_id != key.id()
+    {
         return Err(Error::Keys {
             name,
             message: format!(
                 "sealed with platform key {}; the key given is {} (--platform-key)",
                 manifest.platform_key_id,
-                request.platform_key.id()
+                key.id()
             ),
         });
     }
@@ -296,7 +300,7 @@ pub async fn fetch(store: &Store, request: &Fetch<'_>) -> Result<Manifest, Error
 async fn fetch_into(
     store: &Store,
     manifest: &Manifest,
-    key: &PlatformKey,
+    key: Option<&PlatformKey>,
     dir: &Path,
 ) -> Result<(), Error> {
     let database = dir.join("etcd.db");
@@ -322,17 +326,19 @@ async fn fetch_into(
             message: "its database is not the one its manifest names (replaced?)".to_string(),
         });
     }
-    let sealed = store.get_bytes(&manifest.keys.key).await?;
-    let plain = seal::open(
-        &sealed,
-        key,
-        &Binding {
-            tenant: &manifest.tenant,
-            snapshot: &manifest.name,
-            database_sha256: &verified.sha256,
-        },
-    )?;
-    seal::unpack(&plain, &dir.join("keys"))?;
+    if let Some(key) = key {
+        let sealed = store.get_bytes(&manifest.keys.key).await?;
+        let plain = seal::open(
+            &sealed,
+            key,
+            &Binding {
+                tenant: &manifest.tenant,
+                snapshot: &manifest.name,
+                database_sha256: &verified.sha256,
+            },
+        )?;
+        seal::unpack(&plain, &dir.join("keys"))?;
+    }
     let json = serde_json::to_vec_pretty(manifest).expect("a manifest serialises");
     let path = dir.join("manifest.json");
     std::fs::write(&path, json).map_err(|e| Error::file(&path, e))
@@ -349,4 +355,69 @@ fn or_none(names: &[String]) -> String {
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     snapshot::hex(&sha2::Sha256::digest(bytes))
+}
+
+/// The folder under an etcd member's volume where a restore stages its
+/// work: gantry's own, so removing it touches nothing else.
+pub const RESTORE_DIR: &str = "gantry-restore";
+
+/// A restore Job's first step on one member's volume: clears gantry's own
+/// staging folder and fetches the snapshot's database into it, verified.
+/// The member's data is not touched.
+pub async fn prepare_member(
+    store: &Store,
+    tenant: &TenantPrefix,
+    snapshot: &str,
+    volume: &Path,
+) -> Result<Manifest, Error> {
+    let staging = volume.join(RESTORE_DIR);
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(|e| Error::file(&staging, e))?;
+    }
+    fetch(
+        store,
+        &Fetch {
+            tenant,
+            snapshot: Some(snapshot),
+            platform_key: None,
+            out: &staging,
+        },
+    )
+    .await
+}
+
+/// A restore Job's last step, after `etcdutl snapshot restore` wrote
+/// `<volume>/gantry-restore/data`: the member's data folder is kept beside
+/// as `data.before-restore-<snapshot>` and the restored one takes its place.
+/// Returns where the old data went, if there was any.
+pub fn install_member(volume: &Path, data: &str, snapshot: &str) -> Result<Option<PathBuf>, Error> {
+    if !layout::is_snapshot_name(snapshot) {
+        return Err(Error::input(
+            "--snapshot",
+            format!("{snapshot:?} is not a snapshot's name"),
+        ));
+    }
+    let staging = volume.join(RESTORE_DIR);
+    let restored = staging.join("data");
+    if !restored.join("member").is_dir() {
+        return Err(Error::file(
+            &restored,
+            "holds no restored member (run etcdutl snapshot restore first)",
+        ));
+    }
+    let current = volume.join(data);
+    let mut kept = None;
+    if current.exists() {
+        let mut aside = volume.join(format!("{data}.before-restore-{snapshot}"));
+        let mut n = 1;
+        while aside.exists() {
+            n += 1;
+            aside = volume.join(format!("{data}.before-restore-{snapshot}-{n}"));
+        }
+        std::fs::rename(&current, &aside).map_err(|e| Error::file(&current, e))?;
+        kept = Some(aside);
+    }
+    std::fs::rename(&restored, &current).map_err(|e| Error::file(&restored, e))?;
+    std::fs::remove_dir_all(&staging).map_err(|e| Error::file(&staging, e))?;
+    Ok(kept)
 }

@@ -34,13 +34,41 @@ pub enum BackupCommand {
     /// Download a snapshot and open its keys into a new folder: etcd.db (for
     /// `etcdutl snapshot restore`), keys/ and manifest.json.
     Fetch(FetchArgs),
+    /// The steps of a restore on one etcd member's volume, around `etcdutl
+    /// snapshot restore` (the operator's restore Jobs run them).
+    #[command(subcommand)]
+    RestoreMember(RestoreMemberCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RestoreMemberCommand {
+    /// Fetch the snapshot's database, verified, into VOLUME/gantry-restore/
+    /// (cleared first; nothing else on the volume is touched).
+    Prepare {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        snapshot: String,
+        /// The member's volume (etcd's data folder is `data` in it).
+        #[arg(long)]
+        volume: PathBuf,
+    },
+    /// Put VOLUME/gantry-restore/data (what `etcdutl snapshot restore`
+    /// wrote) in place of VOLUME/data, which is kept beside as
+    /// data.before-restore-SNAPSHOT.
+    Install {
+        #[arg(long)]
+        volume: PathBuf,
+        #[arg(long)]
+        snapshot: String,
+    },
 }
 
 /// Where the backups are. Credentials come from AWS_ACCESS_KEY_ID and
 /// AWS_SECRET_ACCESS_KEY, never from a flag (a flag shows in `ps`).
 #[derive(Args, Debug)]
 pub struct StoreArgs {
-    /// The tenant, NAMESPACE/NAME.
+    /// The tenant (its TenantControlPlane's name).
     #[arg(long)]
     pub tenant: String,
     /// The object store's URL, `https://host[:port]`.
@@ -86,6 +114,10 @@ pub struct SnapshotArgs {
     /// Where the snapshot is staged before upload [default: the system's temporary folder].
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
+    /// Also write the snapshot's manifest (JSON, no secrets) here: the
+    /// backup Job's termination message, which the operator's status reads.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -95,9 +127,10 @@ pub struct FetchArgs {
     /// The snapshot's name (from `gantry backup list`) [default: the newest].
     #[arg(long)]
     pub snapshot: Option<String>,
-    /// The platform's private key: it opens the snapshot's sealed keys.
+    /// The platform's private key: it opens the snapshot's sealed keys into
+    /// keys/. Without it, only etcd.db and manifest.json are fetched.
     #[arg(long)]
-    pub platform_key: PathBuf,
+    pub platform_key: Option<PathBuf>,
     /// A new folder for the snapshot and its keys.
     #[arg(long)]
     pub out: PathBuf,
@@ -109,7 +142,45 @@ pub fn run(command: BackupCommand) -> Result<ExitCode, CliError> {
         BackupCommand::Snapshot(args) => block_on(snapshot(args)),
         BackupCommand::List(args) => block_on(list(args)),
         BackupCommand::Fetch(args) => block_on(fetch(args)),
+        BackupCommand::RestoreMember(RestoreMemberCommand::Prepare {
+            store,
+            snapshot,
+            volume,
+        }) => block_on(prepare_member(store, snapshot, volume)),
+        BackupCommand::RestoreMember(RestoreMemberCommand::Install { volume, snapshot }) => {
+            let kept = run::install_member(&volume, "data", &snapshot)?;
+            let line = match kept {
+                Some(old) => format!(
+                    "restored {snapshot} into {}/data; the data before is kept in {}\n",
+                    volume.display(),
+                    old.display()
+                ),
+                None => format!("restored {snapshot} into {}/data\n", volume.display()),
+            };
+            crate::write_stdout(line.as_bytes())?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+async fn prepare_member(
+    store_args: StoreArgs,
+    snapshot: String,
+    volume: PathBuf,
+) -> Result<ExitCode, CliError> {
+    let (store, tenant) = open_store(&store_args)?;
+    let manifest = run::prepare_member(&store, &tenant, &snapshot, &volume).await?;
+    let line = format!(
+        "fetched snapshot {} of {} (revision {}, {} bytes), verified, into {}/{}\n",
+        manifest.name,
+        manifest.tenant,
+        manifest.etcd.revision,
+        manifest.database.bytes,
+        volume.display(),
+        run::RESTORE_DIR
+    );
+    crate::write_stdout(line.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn platform_key(out: &std::path::Path) -> Result<ExitCode, CliError> {
@@ -196,6 +267,11 @@ async fn snapshot(args: SnapshotArgs) -> Result<ExitCode, CliError> {
     )
     .await?;
     let manifest = &taken.manifest;
+    if let Some(report) = &args.report {
+        let json = serde_json::to_vec(manifest).expect("a manifest serialises");
+        std::fs::write(report, json)
+            .map_err(|e| CliError::Failed(format!("--report {}: {e}", report.display())))?;
+    }
     let line = format!(
         "snapshot {} of {}: revision {}, {} bytes, {} (deleted {} old objects)\n",
         manifest.name,
@@ -230,24 +306,143 @@ async fn list(args: StoreArgs) -> Result<ExitCode, CliError> {
 
 async fn fetch(args: FetchArgs) -> Result<ExitCode, CliError> {
     let (store, tenant) = open_store(&args.store)?;
-    let platform_key = PlatformKey::read(&args.platform_key)?;
+    let platform_key = args
+        .platform_key
+        .as_deref()
+        .map(PlatformKey::read)
+        .transpose()?;
     let manifest = run::fetch(
         &store,
         &Fetch {
             tenant: &tenant,
             snapshot: args.snapshot.as_deref(),
-            platform_key: &platform_key,
+            platform_key: platform_key.as_ref(),
             out: &args.out,
         },
     )
     .await?;
     let line = format!(
-        "fetched snapshot {} of {} (revision {}) into {}: etcd.db, keys/, manifest.json\n",
+        "fetched snapshot {} of {} (revision {}) into {}: etcd.db, {}manifest.json\n",
         manifest.name,
         manifest.tenant,
         manifest.etcd.revision,
-        args.out.display()
+        args.out.display(),
+        if platform_key.is_some() {
+            "keys/, "
+        } else {
+            ""
+        }
     );
     crate::write_stdout(line.as_bytes())?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The operator's (or `gantry render`'s) backup defaults: every tenant
+/// whose `spec.backup` leaves a field out takes these.
+#[derive(Args, Debug, Clone, Default)]
+pub struct BackupDefaultArgs {
+    /// The default object store, `https://host[:port]`: every tenant is
+    /// backed up there unless its spec says otherwise.
+    #[arg(long, value_name = "URL")]
+    pub backup_store: Option<String>,
+    #[arg(long, value_name = "BUCKET", requires = "backup_store")]
+    pub backup_bucket: Option<String>,
+    #[arg(long, value_name = "REGION", default_value = "us-east-1")]
+    pub backup_region: String,
+    /// The folder of every tenant's backups in the bucket.
+    #[arg(long, value_name = "PREFIX", default_value = "gantry")]
+    pub backup_prefix: String,
+    /// PEM certificates the store's certificate chains to [default: the system's roots].
+    #[arg(long, value_name = "FILE")]
+    pub backup_store_ca: Option<PathBuf>,
+    /// The default schedule, five cron fields in UTC [default: hourly, at a
+    /// minute that depends on the tenant's name].
+    #[arg(long, value_name = "CRON")]
+    pub backup_schedule: Option<String>,
+    /// Complete snapshots kept per tenant.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub backup_keep: Option<u32>,
+    /// The platform's public key (the .pub file of `gantry backup
+    /// platform-key`): backups seal each tenant's keys to it.
+    #[arg(long, value_name = "FILE")]
+    pub backup_platform_public_key: Option<PathBuf>,
+}
+
+impl BackupDefaultArgs {
+    pub fn to_defaults(&self) -> Result<gantry_renderer::BackupDefaults, CliError> {
+        use gantry_controller::resolve::{check_schedule, store_endpoint};
+        let bad = |flag: &'static str, value: &str, reason: String| CliError::BadFile {
+            flag,
+            value: value.to_string(),
+            reason,
+        };
+        let read = |flag: &'static str, path: &PathBuf| {
+            crate::read_flag_file(flag, path, 1 << 20).and_then(|bytes| {
+                String::from_utf8(bytes).map_err(|_| {
+                    bad(
+                        flag,
+                        &path.display().to_string(),
+                        "is not UTF-8 text".into(),
+                    )
+                })
+            })
+        };
+        let store = match (&self.backup_store, &self.backup_bucket) {
+            (Some(endpoint), Some(bucket)) => {
+                let (endpoint, port) = store_endpoint("--backup-store", endpoint)
+                    .map_err(|e| bad("--backup-store", endpoint, e.reason))?;
+                let ca_bundle = self
+                    .backup_store_ca
+                    .as_ref()
+                    .map(|path| read("--backup-store-ca", path))
+                    .transpose()?;
+                Some(gantry_renderer::BackupStore {
+                    endpoint,
+                    port,
+                    bucket: bucket.clone(),
+                    region: self.backup_region.clone(),
+                    prefix: self.backup_prefix.clone(),
+                    credentials_secret: gantry_renderer::BACKUP_CREDENTIALS_SECRET.to_string(),
+                    ca_bundle,
+                })
+            }
+            (Some(endpoint), None) => {
+                return Err(bad(
+                    "--backup-store",
+                    endpoint,
+                    "needs --backup-bucket".into(),
+                ));
+            }
+            (None, _) => None,
+        };
+        let schedule = self
+            .backup_schedule
+            .as_ref()
+            .map(|s| {
+                check_schedule("--backup-schedule", s)
+                    .map_err(|e| bad("--backup-schedule", s, e.reason))
+            })
+            .transpose()?;
+        let platform_public_key = match &self.backup_platform_public_key {
+            Some(path) => {
+                let text = read("--backup-platform-public-key", path)?;
+                PlatformPublicKey::read(path).map_err(|e| {
+                    bad(
+                        "--backup-platform-public-key",
+                        &path.display().to_string(),
+                        e.to_string(),
+                    )
+                })?;
+                Some(text.trim().to_string())
+            }
+            None => None,
+        };
+        Ok(gantry_renderer::BackupDefaults {
+            schedule,
+            keep: self.backup_keep,
+            store,
+            platform_public_key,
+            credentials_from: None,
+        })
+    }
 }

@@ -58,6 +58,8 @@ pub struct RenderArgs {
     /// and agent run from it.
     #[arg(long, value_name = "IMAGE", default_value_t = gantry_renderer::default_gantry_image(), value_parser = image_reference)]
     gantry_image: String,
+    #[command(flatten)]
+    backup: crate::backup::BackupDefaultArgs,
 }
 
 /// `--gantry-image`: an image reference, `REPOSITORY[:TAG][@DIGEST]`, one
@@ -113,6 +115,7 @@ pub fn run(args: RenderArgs) -> Result<ExitCode, CliError> {
             domain: args.service_cluster_domain.clone(),
             cidrs: args.service_cluster_cidrs.clone(),
             gantry_image: args.gantry_image.clone(),
+            backup: args.backup.to_defaults()?,
         },
     )?;
     let input = &resolved.input;

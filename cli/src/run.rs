@@ -43,6 +43,13 @@ pub struct RunArgs {
     /// retried (a tenant apiserver that stops answering must not hold a worker).
     #[arg(long, default_value = "120s", value_name = "DURATION", value_parser = reconcile_timeout)]
     reconcile_timeout: std::time::Duration,
+    #[command(flatten)]
+    backup: crate::backup::BackupDefaultArgs,
+    /// A Secret in the operator's namespace with the default store's
+    /// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY: the operator copies it
+    /// into every tenant namespace that backs up there.
+    #[arg(long, value_name = "NAME")]
+    backup_credentials_secret: Option<String>,
 }
 
 /// `--reconcile-timeout`: 10s to 1h, written as 90s, 2m or 1h.
@@ -74,14 +81,26 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
             rand::random::<u32>()
         )
     });
+    let lease_namespace = args
+        .lease_namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .unwrap_or_else(|| "default".into());
+    let mut backup = args.backup.to_defaults()?;
+    if let Some(name) = &args.backup_credentials_secret {
+        gantry_pki::validate_namespace(name).map_err(|e| CliError::BadFile {
+            flag: "--backup-credentials-secret",
+            value: name.clone(),
+            reason: e.reason.to_string(),
+        })?;
+        // The operator's own namespace, where the chart puts the Secret.
+        backup.credentials_from = Some((lease_namespace.clone(), name.clone()));
+    }
     let settings = Settings {
         metrics_addr: args.metrics_addr,
         health_addr: args.health_addr,
         leader_elect: args.leader_elect,
-        lease_namespace: args
-            .lease_namespace
-            .or_else(|| std::env::var("POD_NAMESPACE").ok())
-            .unwrap_or_else(|| "default".into()),
+        lease_namespace,
         lease_name: args.lease_name,
         identity,
         concurrency: args.concurrency,
@@ -89,6 +108,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
             domain: args.service_cluster_domain,
             gantry_image: args.gantry_image,
             cidrs: args.service_cluster_cidrs,
+            backup,
         },
         reconcile_timeout: args.reconcile_timeout,
     };

@@ -62,9 +62,9 @@ async fn an_unchanged_tenant_costs_zero_writes() {
     let client = double.client();
     let (objects, _) = render(&manifest(), &FileSet::new());
     let first = apply(&client, &objects).await;
-    assert_eq!(first.applied.len(), 32, "{first:?}");
-    assert_eq!(double.len(), 32);
-    assert_eq!(double.writes().len(), 32);
+    assert_eq!(first.applied.len(), 33, "{first:?}");
+    assert_eq!(double.len(), 33);
+    assert_eq!(double.writes().len(), 33);
     let namespace = double.get("namespaces", "", "tcp-tenant-a").unwrap();
     assert_eq!(namespace["metadata"]["labels"]["gantry.dev/tenant"], TENANT);
     assert_eq!(
@@ -76,7 +76,7 @@ async fn an_unchanged_tenant_costs_zero_writes() {
     let second = apply(&client, &objects).await;
     assert_eq!(second.writes(), 0, "{second:?}");
     assert_eq!(double.writes(), Vec::<String>::new());
-    assert_eq!((second.unchanged, second.kept.len()), (27, 5));
+    assert_eq!((second.unchanged, second.kept.len()), (28, 5));
 }
 
 #[tokio::test]

@@ -54,7 +54,7 @@ async fn a_pending_load_balancer_gets_only_the_bootstrap_objects_then_everything
     assert_eq!(condition(&second, "EtcdReady"), ("False", "NoQuorum"));
     assert_eq!(condition(&second, "Ready"), ("False", "APIServerNotReady"));
     assert_eq!(second.status.endpoint.as_deref(), Some("203.0.113.10:6443"));
-    assert_eq!(second.applied.applied.len(), 30, "{:?}", second.applied);
+    assert_eq!(second.applied.applied.len(), 31, "{:?}", second.applied);
     let reasons: Vec<&str> = second.notes.iter().map(|n| n.reason.as_str()).collect();
     assert_eq!(
         reasons,

@@ -81,7 +81,10 @@ pub const CAS: [CaProfile; 3] = [
     },
 ];
 
-pub const LEAVES: [LeafProfile; 8] = [
+/// The common name of the backup's etcd client certificate.
+pub const ETCD_BACKUP_COMMON_NAME: &str = "gantry-etcd-backup";
+
+pub const LEAVES: [LeafProfile; 9] = [
     LeafProfile {
         base: "pki/apiserver",
         common_name: "kube-apiserver",
@@ -138,6 +141,17 @@ pub const LEAVES: [LeafProfile; 8] = [
         organization: None,
         usage: Usage::Client,
         issuer: Authority::Cluster,
+        sans: SanSet::None,
+    },
+    // The scheduled backup's own identity at etcd (`gantry backup
+    // snapshot`): apart from the apiserver's, so a backup Job holds no key
+    // the apiserver uses, and etcd's log names who took a snapshot.
+    LeafProfile {
+        base: "pki/etcd/backup-client",
+        common_name: ETCD_BACKUP_COMMON_NAME,
+        organization: None,
+        usage: Usage::Client,
+        issuer: Authority::Etcd,
         sans: SanSet::None,
     },
     LeafProfile {

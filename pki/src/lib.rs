@@ -31,7 +31,7 @@ mod spec;
 mod token;
 pub mod yaml_guard;
 
-pub use catalog::{KONNECTIVITY_AGENT_COMMON_NAME, OPERATOR_KUBECONFIG};
+pub use catalog::{ETCD_BACKUP_COMMON_NAME, KONNECTIVITY_AGENT_COMMON_NAME, OPERATOR_KUBECONFIG};
 pub use cert::{CertInfo, generate_key, load_key};
 pub use check::{CertReport, Health, check};
 pub use error::{InvalidInput, PkiError};

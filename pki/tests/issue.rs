@@ -56,6 +56,8 @@ fn a_first_issue_creates_every_file_of_the_layout() {
         "pki/encryption-config.yaml",
         "pki/etcd/ca.crt",
         "pki/etcd/ca.key",
+        "pki/etcd/backup-client.crt",
+        "pki/etcd/backup-client.key",
         "pki/etcd/healthcheck-client.crt",
         "pki/etcd/healthcheck-client.key",
         "pki/etcd/peer.crt",

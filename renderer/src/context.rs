@@ -117,7 +117,83 @@ fn konnectivity(input: &RenderInput, secrets: &[SecretData]) -> Result<Value, Re
     }))
 }
 
-fn component_labels(tenant: &str, component: &str) -> Value {
+/// Where the backup Job's files are mounted.
+const BACKUP_ETCD_DIR: &str = "/etc/gantry/etcd";
+const BACKUP_KEYS_DIR: &str = "/etc/gantry/keys";
+const BACKUP_CONFIG_DIR: &str = "/etc/gantry/backup";
+
+/// The scheduled backup's part of the context: `null` when it is off.
+fn backup(input: &RenderInput, secrets: &[SecretData]) -> Value {
+    let Some(backup) = &input.backup else {
+        return Value::Null;
+    };
+    let store = &backup.store;
+    let members: Vec<String> = (0..input.etcd.replicas)
+        .map(|i| {
+            format!(
+                "https://{}:{}",
+                args::etcd_member_host(input, i),
+                args::ETCD_CLIENT_PORT
+            )
+        })
+        .collect();
+    let mut command_args = vec![
+        "backup".to_string(),
+        "snapshot".into(),
+        format!("--tenant={}", input.name),
+        format!("--store={}", store.endpoint),
+        format!("--bucket={}", store.bucket),
+        format!("--region={}", store.region),
+        format!("--prefix={}", store.prefix),
+        format!("--etcd={}", members.join(",")),
+        format!("--etcd-ca={BACKUP_ETCD_DIR}/ca.crt"),
+        format!("--etcd-cert={BACKUP_ETCD_DIR}/backup-client.crt"),
+        format!("--etcd-key={BACKUP_ETCD_DIR}/backup-client.key"),
+        format!("--keys={BACKUP_KEYS_DIR}"),
+        format!("--platform-public-key={BACKUP_CONFIG_DIR}/platform.pub"),
+        format!("--keep={}", backup.keep),
+        "--work-dir=/work".into(),
+        "--report=/dev/termination-log".into(),
+    ];
+    if store.ca_bundle.is_some() {
+        command_args.push(format!("--store-ca={BACKUP_CONFIG_DIR}/store-ca.crt"));
+    }
+    // The key material: every Secret gantry never replaces, each in a
+    // folder of its name (a restore makes the Secrets again from them).
+    let keys: Vec<Value> = crate::secrets::create_only_secrets()
+        .map(|secret| {
+            let items: Vec<Value> = secret
+                .files
+                .iter()
+                .map(|(key, _)| json!({"key": key, "path": format!("{}/{key}", secret.name)}))
+                .collect();
+            json!({"secret": {"name": secret.name, "items": items}})
+        })
+        .collect();
+    let secret_names: Vec<&str> = crate::secrets::create_only_secrets()
+        .map(|s| s.name)
+        .chain([crate::secrets::ETCD_BACKUP_SECRET])
+        .collect();
+    json!({
+        "image": backup.image,
+        "schedule": backup.schedule,
+        "args": command_args,
+        "labels": component_labels(&input.name, "etcd-backup"),
+        "selector": component_selector(&input.name, "etcd-backup"),
+        "credentials_secret": store.credentials_secret,
+        "store_port": store.port,
+        "platform_public_key": format!("{}\n", backup.platform_public_key.trim()),
+        "ca_bundle": store.ca_bundle,
+        "key_sources": keys,
+        "etcd_secret": crate::secrets::ETCD_BACKUP_SECRET,
+        "etcd_dir": BACKUP_ETCD_DIR,
+        "keys_dir": BACKUP_KEYS_DIR,
+        "config_dir": BACKUP_CONFIG_DIR,
+        "checksum": checksum(secrets, &secret_names),
+    })
+}
+
+pub(crate) fn component_labels(tenant: &str, component: &str) -> Value {
     json!({
         "app.kubernetes.io/name": component,
         "app.kubernetes.io/instance": tenant,
@@ -204,6 +280,7 @@ pub(crate) fn context(
         "common_labels": common_labels(input),
         "privileged_labels": privileged_labels(input),
         "konnectivity": konnectivity(input, secrets)?,
+        "backup": backup(input, secrets),
         "egress": egress_denied(input),
         "etcd": {
             "component": component("etcd", input.etcd.replicas, &input.etcd.resources, args::etcd(input), &["etcd-certs"]),

@@ -35,6 +35,8 @@ pub struct RenderInput {
     pub placement: Placement,
     /// The konnectivity tunnel; `None` when `spec.konnectivity.enabled` is false.
     pub konnectivity: Option<KonnectivityInput>,
+    /// Scheduled etcd snapshots; `None` when the tenant has no backups.
+    pub backup: Option<BackupInput>,
 }
 
 /// The tunnel from the apiserver into the tenant's networks: a server beside
@@ -53,6 +55,57 @@ pub struct KonnectivityInput {
     /// For service type NodePort: the node port the spec fixes.
     pub node_port: Option<u16>,
 }
+
+/// Scheduled backups of the tenant's etcd: a CronJob in its namespace runs
+/// `gantry backup snapshot` from gantry's image (gantry-backup).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupInput {
+    pub image: String,
+    /// Five cron fields, UTC.
+    pub schedule: String,
+    pub keep: u32,
+    pub store: BackupStore,
+    /// The platform's public key, as `gantry backup platform-key` wrote it.
+    pub platform_public_key: String,
+}
+
+/// An S3-compatible bucket, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupStore {
+    /// `scheme://host[:port]`, no path.
+    pub endpoint: String,
+    /// The port the backup's egress policy opens.
+    pub port: u16,
+    pub bucket: String,
+    pub region: String,
+    pub prefix: String,
+    /// The Secret in the tenant's namespace with `AWS_ACCESS_KEY_ID` and
+    /// `AWS_SECRET_ACCESS_KEY`.
+    pub credentials_secret: String,
+    pub ca_bundle: Option<String>,
+}
+
+/// What the operator (or `gantry render`) applies to a tenant whose
+/// `spec.backup` leaves a field out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackupDefaults {
+    /// `None` spreads tenants over the hour: minute = a hash of the name.
+    pub schedule: Option<String>,
+    /// `None`: 24.
+    pub keep: Option<u32>,
+    /// The default destination; its `credentials_secret` is the operator's
+    /// copy in each tenant namespace.
+    pub store: Option<BackupStore>,
+    pub platform_public_key: Option<String>,
+    /// The operator's: the Secret (namespace, name) it copies into each
+    /// tenant namespace that backs up to the default store, as
+    /// [`BACKUP_CREDENTIALS_SECRET`]. Rendering ignores it.
+    pub credentials_from: Option<(String, String)>,
+}
+
+/// The Secret the operator copies its default store credentials to, in
+/// each tenant namespace.
+pub const BACKUP_CREDENTIALS_SECRET: &str = "etcd-backup-credentials";
 
 /// The port of the kube-apiserver Service (and of the server's container)
 /// where agents connect; upstream's default.
@@ -122,6 +175,8 @@ pub struct ServiceCluster {
     /// gantry's image, as the nodes pull it: the tunnel's server and agent
     /// run from it (the operator passes its own image).
     pub gantry_image: String,
+    /// Backups of every tenant that does not say otherwise.
+    pub backup: BackupDefaults,
 }
 
 /// gantry's image as its chart names it by default.
@@ -135,6 +190,7 @@ impl Default for ServiceCluster {
             domain: "cluster.local".into(),
             cidrs: Vec::new(),
             gantry_image: default_gantry_image(),
+            backup: BackupDefaults::default(),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! one row.
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -41,11 +42,12 @@ macro_rules! kind {
 }
 
 /// The service set's kinds come first, in the order they are pruned.
-pub const KINDS: [Kind; 14] = [
+pub const KINDS: [Kind; 15] = [
     kind!("v1", Secret, "secrets", namespaced: true, service_set: true),
     kind!("v1", Service, "services", namespaced: true, service_set: true),
     kind!("apps/v1", StatefulSet, "statefulsets", namespaced: true, service_set: true),
     kind!("apps/v1", Deployment, "deployments", namespaced: true, service_set: true),
+    kind!("batch/v1", CronJob, "cronjobs", namespaced: true, service_set: true),
     kind!("policy/v1", PodDisruptionBudget, "poddisruptionbudgets", namespaced: true, service_set: true),
     kind!("networking.k8s.io/v1", NetworkPolicy, "networkpolicies", namespaced: true, service_set: true),
     kind!("v1", ConfigMap, "configmaps", namespaced: true, service_set: true),
@@ -109,6 +111,7 @@ mod tests {
                 "Service",
                 "StatefulSet",
                 "Deployment",
+                "CronJob",
                 "PodDisruptionBudget",
                 "NetworkPolicy",
                 "ConfigMap"

@@ -4,9 +4,7 @@
 use std::sync::{LazyLock, OnceLock};
 
 use gantry_pki::PkiBundle;
-use handlebars::{
-    Handlebars, RenderContext, Renderable, StringOutput, Template, handlebars_helper,
-};
+use handlebars::{Handlebars, RenderContext, Renderable, StringOutput, Template};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -76,6 +74,11 @@ pub const TEMPLATES: &[(Target, &str, &str)] = &[
         Target::Service,
         "service/07-kube-scheduler.yaml",
         include_str!("../templates/service/07-kube-scheduler.yaml"),
+    ),
+    (
+        Target::Service,
+        "service/08-etcd-backup.yaml",
+        include_str!("../templates/service/08-etcd-backup.yaml"),
     ),
     (
         Target::Tenant,
@@ -149,8 +152,6 @@ const PARTIALS: &[(&str, &str)] = &[
     ),
 ];
 
-handlebars_helper!(json_helper: |value: Json| serde_json::to_string(value).expect("JSON values serialise"));
-
 /// The registry: strict mode (a missing value is an error), no HTML
 /// escaping, one helper (`json`, quoting values as YAML-safe JSON) and the
 /// partials. The templates themselves are compiled on first use
@@ -161,7 +162,7 @@ static REGISTRY: LazyLock<Result<Handlebars<'static>, String>> = LazyLock::new(|
     let mut registry = Handlebars::new();
     registry.set_strict_mode(true);
     registry.register_escape_fn(handlebars::no_escape);
-    registry.register_helper("json", Box::new(json_helper));
+    registry.register_helper("json", Box::new(crate::json_helper));
     for (name, text) in PARTIALS {
         registry
             .register_partial(name, *text)

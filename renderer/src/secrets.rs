@@ -42,6 +42,9 @@ impl SecretFiles {
 /// The Secret of the `EncryptionConfiguration`, the key of Secrets at rest.
 pub const ENCRYPTION_SECRET: &str = "encryption-config";
 
+/// The Secret of the backup's etcd client pair.
+pub const ETCD_BACKUP_SECRET: &str = "etcd-backup-client";
+
 /// How the PKI is stored in the service cluster: each Secret of the service
 /// set and its files (architecture.md's list).
 pub const SECRET_FILES: &[SecretFiles] = &[
@@ -103,6 +106,17 @@ pub const SECRET_FILES: &[SecretFiles] = &[
             ("peer.key", "pki/etcd/peer.key"),
             ("healthcheck-client.crt", "pki/etcd/healthcheck-client.crt"),
             ("healthcheck-client.key", "pki/etcd/healthcheck-client.key"),
+        ],
+        create_only: false,
+    },
+    // The scheduled backup's client pair at etcd, apart from etcd's own
+    // Secret (which holds the members' serving and peer keys).
+    SecretFiles {
+        name: ETCD_BACKUP_SECRET,
+        files: &[
+            ("ca.crt", "pki/etcd/ca.crt"),
+            ("backup-client.crt", "pki/etcd/backup-client.crt"),
+            ("backup-client.key", "pki/etcd/backup-client.key"),
         ],
         create_only: false,
     },

@@ -247,6 +247,40 @@ fn the_policies_let_each_master_reach_only_what_it_needs() {
     );
     assert!(!can(&apiserver, &etcd, 2381));
 
+    // The backup Job: it reaches etcd's client port (not the peer port) and
+    // the object store's port outside the service cluster; nothing else.
+    let backup = master("etcd-backup");
+    assert!(can(&backup, &etcd, 2379), "the backup reaches etcd");
+    assert!(
+        !can(&backup, &etcd, 2380),
+        "the backup reaches etcd's peer port"
+    );
+    assert!(
+        !can(&backup, &apiserver, 6443),
+        "the backup reaches the apiserver"
+    );
+    assert!(
+        can(&backup, &address("198.51.100.7"), 443),
+        "the backup reaches the store"
+    );
+    assert!(
+        can(&backup, &address("2001:db8::7"), 443),
+        "the backup reaches an IPv6 store"
+    );
+    for (outside, port) in [
+        ("198.51.100.7", 80),
+        ("198.51.100.7", 8443),
+        ("10.96.0.1", 443),
+        ("10.244.3.3", 443),
+        ("169.254.169.254", 443),
+    ] {
+        assert!(
+            !can(&backup, &address(outside), port),
+            "the backup dials {outside}:{port}"
+        );
+    }
+    assert!(!can(&unlabelled, &backup, 443));
+
     // The apiserver: anyone reaches it on 6443, and the tunnel's agents on
     // 8132. With the tunnel (the default) it reaches its etcd and DNS, and
     // nothing else, of either family: every dial into the tenant's cluster

@@ -3,6 +3,7 @@
 //! step here computes a decision from observed state and touches no API, so it
 //! is tested without a cluster; the API calls come in a thin layer around them.
 
+mod backup;
 pub mod ca_guard;
 pub mod conditions;
 mod context;

@@ -69,6 +69,8 @@ async fn full_pass(pass: &mut PassState<'_>) -> Result<End, Stop> {
     let applied =
         steps::apply_service_set(pass, &tenant, &certificates, &decision, &bootstrap_keys).await?;
     super::ca_guard::disarm(pass, certificates.recreate_ca.as_ref()).await?;
+    let backup = certificates.resolved.input.backup.as_ref();
+    super::backup::step(pass, &tenant.namespace, backup).await;
     let quorum = steps::readiness(pass, &applied.live)?;
     let tenant_writes = super::tenant_bootstrap::bootstrap_tenant(
         pass,

@@ -2,6 +2,7 @@
 //! fully resolved [`RenderInput`] and the PKI's [`PkiSpec`]. Pure: every
 //! default applied, every value checked, each error naming its field.
 
+mod backup;
 mod fields;
 mod quantity;
 
@@ -17,6 +18,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::api::{self, TenantControlPlane};
 use crate::spec_rules;
+pub use backup::{DEFAULT_KEEP, check_schedule, spread_hourly, store_endpoint};
 pub use fields::{MAX_DURATION, parse_duration};
 use fields::{parse_load_balancer_ip, renderer_service_type};
 
@@ -142,6 +144,12 @@ pub fn resolve(
         token_expiration: token_expiration.unwrap_or(now + durations.token_ttl),
         placement: fields::placement(spec),
         konnectivity,
+        backup: backup::backup(
+            name,
+            spec,
+            &service_cluster.backup,
+            &service_cluster.gantry_image,
+        )?,
     };
     Ok(Resolved { input, pki })
 }
