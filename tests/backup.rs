@@ -15,105 +15,12 @@ use gantry_tests::{
     KillOnDrop, free_port, gantry_bin, output_text, pki_init, run_ok, tool, wait_until,
 };
 
-const ACCESS_KEY: &str = "gantrytest";
-const SECRET_KEY: &str = "not-a-real-secret-0123456789";
-const BUCKET: &str = "backups";
-
-/// versitygw over a folder (each subfolder a bucket), serving https.
-struct ObjectStore {
-    _process: KillOnDrop,
-    url: String,
-    ca: PathBuf,
-    root: PathBuf,
-}
+use gantry_tests::object_store::{ACCESS_KEY, BUCKET, ObjectStore, SECRET_KEY};
 
 fn start_object_store(dir: &Path) -> ObjectStore {
-    let root = dir.join("s3");
-    std::fs::create_dir_all(root.join(BUCKET)).unwrap();
-    let ca = make_serving_pair(dir);
-    let port = free_port();
-    let log = dir.join("versitygw.log");
-    let process = KillOnDrop::spawn(
-        Command::new(tool("versitygw"))
-            .args(["--access", ACCESS_KEY, "--secret", SECRET_KEY])
-            .arg(format!("--port=127.0.0.1:{port}"))
-            .arg(format!("--cert={}", dir.join("s3.crt").display()))
-            .arg(format!("--key={}", dir.join("s3.key").display()))
-            .arg("posix")
-            .arg(&root)
-            .stdout(File::create(&log).unwrap())
-            .stderr(File::create(&log).unwrap()),
-    );
-    let up = wait_until(Duration::from_secs(20), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    assert!(
-        up,
-        "versitygw did not listen: {}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
-    ObjectStore {
-        _process: process,
-        url: format!("https://127.0.0.1:{port}"),
-        ca,
-        root,
-    }
-}
-
-/// A CA and a serving certificate for 127.0.0.1, made with openssl.
-fn make_serving_pair(dir: &Path) -> PathBuf {
-    let openssl = tool("openssl");
-    let file = |name: &str| dir.join(name).display().to_string();
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    run_ok(
-        Command::new(&openssl)
-            .args(["req", "-x509"])
-            .args(ec)
-            .args([
-                "-keyout",
-                &file("s3-ca.key"),
-                "-out",
-                &file("s3-ca.crt"),
-                "-days",
-                "1",
-                "-subj",
-                "/CN=s3-ca",
-            ]),
-    );
-    run_ok(Command::new(&openssl).arg("req").args(ec).args([
-        "-keyout",
-        &file("s3.key"),
-        "-out",
-        &file("s3.csr"),
-        "-subj",
-        "/CN=s3",
-    ]));
-    std::fs::write(
-        dir.join("s3.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    run_ok(Command::new(&openssl).args(["x509", "-req"]).args([
-        "-in",
-        &file("s3.csr"),
-        "-CA",
-        &file("s3-ca.crt"),
-        "-CAkey",
-        &file("s3-ca.key"),
-        "-days",
-        "1",
-        "-out",
-        &file("s3.crt"),
-        "-extfile",
-        &file("s3.ext"),
-    ]));
-    dir.join("s3-ca.crt")
+    ObjectStore::start(dir, "127.0.0.1", free_port(), |program| {
+        Command::new(program)
+    })
 }
 
 /// One etcd member on the tenant's etcd certificates.
@@ -331,7 +238,7 @@ impl Setup {
 
     /// The object's file in versitygw's folder.
     fn object_file(&self, key: &str) -> PathBuf {
-        self.store.root.join(BUCKET).join(key)
+        self.store.object_file(key)
     }
 }
 

@@ -59,6 +59,8 @@ use gantry_tests::{output_text, repo_root, tool};
 
 #[path = "e2e/at_rest.rs"]
 mod at_rest;
+#[path = "e2e/backup.rs"]
+mod backup;
 #[path = "e2e/metrics.rs"]
 mod metrics;
 #[path = "e2e/routed.rs"]
@@ -79,6 +81,9 @@ const NAMESPACE: &str = "tcp-tenant-a";
 /// The longest the tenant may stop answering `/readyz` during an upgrade:
 /// a client retrying for this long sees no failure.
 const UPGRADE_OUTAGE_BOUND: std::time::Duration = std::time::Duration::from_secs(10);
+/// A backup schedule that does not fire while the test runs (the backup
+/// step sets one that does, once).
+const FAR_AWAY: &str = "0 0 1 1 *";
 /// How long a settled tenant is watched for writes by the operator.
 const AT_REST: Duration = Duration::from_secs(120);
 
@@ -97,8 +102,11 @@ fn a_tenant_installed_with_helm_runs_its_masters_as_pods_and_serves() {
     images.extend(tenant_images(&previous));
     images.extend(tenant_images(&version));
     let mut cluster = ServiceCluster::start(tmp.path(), 140, &images);
+    // The operator's default backup store: every tenant is backed up there.
+    let store = backup::start_object_store(&cluster, tmp.path());
+    let backup_values = backup::operator_backup_values(&cluster, &store, tmp.path());
 
-    install_operator(&cluster);
+    install_operator(&cluster, &backup_values);
     let installed = Instant::now();
     cluster.add_volumes("etcd", 3, "10Gi");
     // The worker is a network namespace of the test's, where
@@ -110,7 +118,8 @@ fn a_tenant_installed_with_helm_runs_its_masters_as_pods_and_serves() {
         &format!(
             "version: \"{previous}\"\napiServer:\n  service:\n    type: NodePort\n\
              networking:\n  podCIDR: {TENANT_POD_CIDR}\n\
-             kubeProxy:\n  conntrackMaxPerCore: 0\n"
+             kubeProxy:\n  conntrackMaxPerCore: 0\n\
+             backup:\n  schedule: \"{FAR_AWAY}\"\n"
         ),
     );
     wait_ready(&cluster);
@@ -200,6 +209,22 @@ fn a_tenant_installed_with_helm_runs_its_masters_as_pods_and_serves() {
         eprintln!("NOTE end-to-end: refused through the tunnel: {line}");
     }
     gantry_get_and_join_show_the_tenant(&cluster, TENANT, &version, &kubeconfig);
+    let restored = backup::a_scheduled_snapshot_restores_a_tenant_whose_volumes_are_gone(
+        &cluster,
+        &store,
+        TENANT,
+        NAMESPACE,
+        &kubeconfig,
+        tmp.path(),
+    );
+    eprintln!(
+        "TIMING end-to-end {version}: {} ConfigMaps and Secrets written in {:.1} s; snapshot {} in the status {:.1} s after its schedule was set; volumes wiped -> restored, Ready, worker Ready in {:.1} s",
+        backup::OBJECTS,
+        restored.write.as_secs_f64(),
+        restored.snapshot,
+        restored.snapshot_after_schedule.as_secs_f64(),
+        restored.recovery.as_secs_f64()
+    );
     the_operator_writes_nothing_for_a_settled_tenant(
         &cluster,
         "HA: 3 etcd, 2 of each other master",
@@ -243,7 +268,7 @@ fn measure_kubectl_and_a_webhook_through_the_tunnel_and_direct() {
     let mut images = vec![gantry.clone()];
     images.extend(tenant_images(&version));
     let mut cluster = ServiceCluster::start(tmp.path(), 140, &images);
-    install_operator(&cluster);
+    install_operator(&cluster, &[]);
     cluster.add_volumes("etcd", 1, "10Gi");
     cluster.helm_install_tenant(
         TENANT,
@@ -326,7 +351,8 @@ fn a_single_replica_tenant_at_rest(cluster: &ServiceCluster, version: &str) {
         SINGLE,
         &format!(
             "version: \"{version}\"\napiServer:\n  replicas: 1\n  service:\n    type: NodePort\n\
-             controllerManager:\n  replicas: 1\nscheduler:\n  replicas: 1\netcd:\n  replicas: 1\n"
+             controllerManager:\n  replicas: 1\nscheduler:\n  replicas: 1\netcd:\n  replicas: 1\n\
+             backup:\n  schedule: \"{FAR_AWAY}\"\n"
         ),
     );
     wait_tenant_ready(cluster, SINGLE);
@@ -369,8 +395,9 @@ fn the_test_image_is_the_dockerfiles() {
     assert_eq!(gantry_image_name(), "ghcr.io/gantry-dev/gantry:0.1.0");
 }
 
-fn install_operator(cluster: &ServiceCluster) {
-    let helm = cluster.plane.helm_install_operator_chart(&[]);
+fn install_operator(cluster: &ServiceCluster, values: &[String]) {
+    let values: Vec<&str> = values.iter().map(String::as_str).collect();
+    let helm = cluster.plane.helm_install_operator_chart(&values);
     assert!(
         helm.status.success(),
         "helm install gantry: {}",

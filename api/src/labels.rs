@@ -23,3 +23,8 @@ pub const FINALIZER: &str = "gantry.dev/cleanup";
 /// status records none) to make new CAs for Secrets that are gone. Tied to the
 /// hash so that it acts once: after the new CA, the hash no longer matches.
 pub const RECREATE_CA_ANNOTATION: &str = "gantry.dev/recreate-ca";
+/// Set to a snapshot's name (`20261207T172000Z`, from `status.backup` or
+/// `gantry backup list`), or `TENANT/NAME` for another tenant's snapshot, to
+/// restore the tenant's etcd from it. The operator removes it when the
+/// restore is done, so it acts once.
+pub const RESTORE_ANNOTATION: &str = "gantry.dev/restore-from";

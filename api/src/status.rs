@@ -20,6 +20,8 @@ pub enum Phase {
     Degraded,
     /// A person must act: the spec, the endpoint or the PKI is unusable.
     Failed,
+    /// etcd is being restored from a snapshot (`gantry.dev/restore-from`).
+    Restoring,
 }
 
 impl Phase {
@@ -31,6 +33,7 @@ impl Phase {
             Phase::Ready => "Ready",
             Phase::Degraded => "Degraded",
             Phase::Failed => "Failed",
+            Phase::Restoring => "Restoring",
         }
     }
 }

@@ -282,6 +282,23 @@ pub struct TenantControlPlaneStatus {
 pub struct BackupStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_snapshot: Option<SnapshotStatus>,
+    /// The restore asked for by `gantry.dev/restore-from`, or the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreStatus>,
+}
+
+/// A restore of the tenant's etcd from a snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreStatus {
+    /// The annotation's value: `NAME` or `TENANT/NAME`.
+    pub from: String,
+    /// `Stopping` (etcd and the apiservers scale to zero), `Restoring` (one
+    /// Job per member), `Starting`, then `Done`; or `Failed`, with etcd's
+    /// data as it was before.
+    pub phase: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

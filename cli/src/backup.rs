@@ -34,6 +34,17 @@ pub enum BackupCommand {
     /// Download a snapshot and open its keys into a new folder: etcd.db (for
     /// `etcdutl snapshot restore`), keys/ and manifest.json.
     Fetch(FetchArgs),
+    /// Print the tenant's key Secrets (CAs, service-account key, encryption
+    /// key) from the keys/ of `gantry backup fetch`, for `kubectl apply -f -`
+    /// in a new namespace before a recovery there.
+    Secrets {
+        /// The keys/ folder `gantry backup fetch --platform-key` wrote.
+        #[arg(long)]
+        keys: PathBuf,
+        /// The tenant the Secrets are for (its namespace is tcp-TENANT).
+        #[arg(long)]
+        tenant: String,
+    },
     /// The steps of a restore on one etcd member's volume, around `etcdutl
     /// snapshot restore` (the operator's restore Jobs run them).
     #[command(subcommand)]
@@ -142,6 +153,7 @@ pub fn run(command: BackupCommand) -> Result<ExitCode, CliError> {
         BackupCommand::Snapshot(args) => block_on(snapshot(args)),
         BackupCommand::List(args) => block_on(list(args)),
         BackupCommand::Fetch(args) => block_on(fetch(args)),
+        BackupCommand::Secrets { keys, tenant } => key_secrets(&keys, &tenant),
         BackupCommand::RestoreMember(RestoreMemberCommand::Prepare {
             store,
             snapshot,
@@ -180,6 +192,45 @@ async fn prepare_member(
         run::RESTORE_DIR
     );
     crate::write_stdout(line.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The create-only Secrets of `tenant` from a fetched keys/ folder, as YAML.
+/// Every file must be there: a partial set is refused, never printed.
+fn key_secrets(keys: &std::path::Path, tenant: &str) -> Result<ExitCode, CliError> {
+    use base64::Engine as _;
+    gantry_pki::validate_tenant_name(tenant)?;
+    let namespace = gantry_pki::default_namespace(tenant);
+    let mut documents = Vec::new();
+    for secret in gantry_renderer::create_only_secrets() {
+        let mut data = serde_json::Map::new();
+        for (key, _) in secret.files {
+            let path = keys.join(secret.name).join(key);
+            let bytes = crate::read_flag_file("--keys", &path, 1 << 20)?;
+            data.insert(
+                (*key).to_string(),
+                base64::engine::general_purpose::STANDARD
+                    .encode(bytes)
+                    .into(),
+            );
+        }
+        let object = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": secret.name,
+                "namespace": namespace,
+                "labels": {
+                    gantry_api::labels::MANAGED_BY.0: gantry_api::labels::MANAGED_BY.1,
+                    gantry_api::labels::TENANT_LABEL: tenant,
+                },
+            },
+            "type": "Opaque",
+            "data": data,
+        });
+        documents.push(serde_yaml::to_string(&object).expect("a Secret serialises"));
+    }
+    crate::write_stdout(documents.join("---\n").as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }
 

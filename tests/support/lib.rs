@@ -17,6 +17,7 @@ pub mod control_plane;
 pub mod images;
 pub mod kubelet;
 pub mod netns;
+pub mod object_store;
 mod ports;
 pub mod service_node;
 pub mod worker;

@@ -50,6 +50,17 @@ pub(super) async fn copy_credentials(
             ))
         })?;
     let data = secret.data.unwrap_or_default();
+    let target: Api<Secret> = Api::namespaced(pass.ctx.client.clone(), namespace);
+    let existing = target
+        .get_opt(BACKUP_CREDENTIALS_SECRET)
+        .await
+        .map_err(api_error(format!(
+            "get Secret {namespace}/{BACKUP_CREDENTIALS_SECRET}"
+        )))?;
+    // A settled tenant costs no write: the copy is written only when it differs.
+    if existing.is_some_and(|e| e.data.unwrap_or_default() == data) {
+        return Ok(());
+    }
     let copy = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Secret",
@@ -64,7 +75,6 @@ pub(super) async fn copy_credentials(
         "type": "Opaque",
         "data": data,
     });
-    let target: Api<Secret> = Api::namespaced(pass.ctx.client.clone(), namespace);
     target
         .patch(
             BACKUP_CREDENTIALS_SECRET,
@@ -335,8 +345,10 @@ pub(super) async fn step(pass: &mut PassState<'_>, namespace: &str, backup: Opti
         .status
         .condition(ConditionType::BackupsCurrent)
         .map(|c| c.reason.clone());
+    let restore = pass.status.backup.as_ref().and_then(|b| b.restore.clone());
     pass.status.backup = Some(BackupStatus {
         last_snapshot: observed.last_snapshot,
+        restore,
     });
     pass.condition(ConditionType::BackupsCurrent, ok, reason, &message);
     if !ok && (was_ok || before.as_deref() != Some(reason)) && reason != "NoBackupYet" {

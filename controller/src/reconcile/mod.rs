@@ -14,6 +14,7 @@ pub mod operator_access;
 mod outcome;
 mod pass;
 pub mod pipeline;
+mod restore;
 mod status;
 pub mod steady;
 mod steps;

@@ -66,6 +66,7 @@ async fn full_pass(pass: &mut PassState<'_>) -> Result<End, Stop> {
     let endpoint = steps::endpoint(pass, &tenant).await?;
     let decision = steps::version(pass, &tenant)?;
     let certificates = steps::certificates(pass, &tenant, &endpoint).await?;
+    super::restore::step(pass, &tenant.namespace, &certificates.resolved.input).await?;
     let applied =
         steps::apply_service_set(pass, &tenant, &certificates, &decision, &bootstrap_keys).await?;
     super::ca_guard::disarm(pass, certificates.recreate_ca.as_ref()).await?;

@@ -44,6 +44,7 @@ pub fn fingerprint(tcp: &TenantControlPlane) -> u64 {
     let annotations = tcp.metadata.annotations.as_ref();
     for asked in [
         gantry_api::labels::RECREATE_CA_ANNOTATION,
+        gantry_api::labels::RESTORE_ANNOTATION,
         super::operator_access::GRANT_ANNOTATION,
     ] {
         annotations.and_then(|a| a.get(asked)).hash(&mut hasher);
