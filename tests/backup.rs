@@ -31,6 +31,10 @@ struct Etcd {
 }
 
 fn start_etcd(pki: &Path, data: &Path, log: PathBuf) -> Etcd {
+    start_etcd_with(pki, data, log, &[])
+}
+
+fn start_etcd_with(pki: &Path, data: &Path, log: PathBuf, extra: &[&str]) -> Etcd {
     let (client, peer) = (free_port(), free_port());
     let url = format!("https://127.0.0.1:{client}");
     let peer_url = format!("http://127.0.0.1:{peer}");
@@ -49,6 +53,7 @@ fn start_etcd(pki: &Path, data: &Path, log: PathBuf) -> Etcd {
             .arg(format!("--cert-file={}", etcd_file("server.crt")))
             .arg(format!("--key-file={}", etcd_file("server.key")))
             .arg("--listen-metrics-urls=http://127.0.0.1:0")
+            .args(extra)
             .stdout(File::create(&log).unwrap())
             .stderr(File::create(&log).unwrap()),
     );
@@ -154,18 +159,15 @@ impl Setup {
         let etcd = start_etcd(&pki, &dir.join("volume/data"), dir.join("etcd.log"));
         // The key material a tenant's backup carries: its CAs' keys and the
         // service-account key (the operator mounts the same from Secrets).
+        // As the backup CronJob mounts them: keys/<Secret>/<key>, for every
+        // Secret gantry never replaces.
         let keys = dir.join("keys");
-        for file in [
-            "ca.crt",
-            "ca.key",
-            "sa.key",
-            "sa.pub",
-            "etcd/ca.crt",
-            "etcd/ca.key",
-        ] {
-            let target = keys.join(file);
-            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-            std::fs::copy(pki.join("pki").join(file), target).unwrap();
+        for secret in gantry_renderer::create_only_secrets() {
+            for (key, path) in secret.files {
+                let target = keys.join(secret.name).join(key);
+                std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+                std::fs::copy(pki.join(path), target).unwrap();
+            }
         }
         let platform_key = dir.join("platform.key");
         let made = gantry_backup(
@@ -286,7 +288,7 @@ fn assert_no_secrets_in(output: &Output, secrets: &[&str]) {
 fn assert_no_secrets(setup: &Setup, output: &Output) {
     let text = output_text(output);
     let platform = std::fs::read_to_string(&setup.platform_key).unwrap();
-    let ca_key = std::fs::read_to_string(setup.keys.join("ca.key")).unwrap();
+    let ca_key = std::fs::read_to_string(setup.keys.join("ca/ca.key")).unwrap();
     let ca_key_line = ca_key.lines().nth(1).unwrap();
     for secret in [SECRET_KEY, platform.trim(), ca_key_line, "X-Amz-Signature"] {
         assert!(
@@ -349,7 +351,7 @@ fn ten_thousand_keys_are_snapshotted_kept_by_retention_and_restored_with_their_k
     assert_eq!(stored.len() % 512, 32, "etcd's database and its SHA-256");
     let sealed =
         std::fs::read(setup.object_file(&format!("gantry/prod/{}.keys", taken[2]))).unwrap();
-    let ca_key = std::fs::read(setup.keys.join("ca.key")).unwrap();
+    let ca_key = std::fs::read(setup.keys.join("ca/ca.key")).unwrap();
     assert!(
         !sealed
             .windows(40)
@@ -362,13 +364,51 @@ fn ten_thousand_keys_are_snapshotted_kept_by_retention_and_restored_with_their_k
     let output = setup.fetch("prod", &fetched, &[], &[]);
     assert!(output.status.success(), "{}", output_text(&output));
     assert_no_secrets(&setup, &output);
-    for file in ["ca.key", "sa.key", "etcd/ca.key"] {
+    for file in [
+        "ca/ca.key",
+        "sa/sa.key",
+        "etcd-ca/ca.key",
+        "encryption-config/encryption-config.yaml",
+    ] {
         assert_eq!(
             std::fs::read(fetched.join("keys").join(file)).unwrap(),
             std::fs::read(setup.keys.join(file)).unwrap(),
             "{file} came back as it was"
         );
     }
+    // The disaster-recovery runbook's next step: the Secrets of a new
+    // namespace, from the fetched keys, byte for byte.
+    let secrets = gantry_backup(
+        &[
+            "secrets",
+            "--keys",
+            fetched.join("keys").to_str().unwrap(),
+            "--tenant",
+            "prod-dr",
+        ],
+        &[],
+    );
+    assert!(secrets.status.success(), "{}", output_text(&secrets));
+    let text = String::from_utf8(secrets.stdout).unwrap();
+    let mut seen = 0;
+    for document in text.split("---\n") {
+        let secret: serde_json::Value = serde_yaml::from_str(document).unwrap();
+        assert_eq!(secret["metadata"]["namespace"], "tcp-prod-dr");
+        let name = secret["metadata"]["name"].as_str().unwrap();
+        for (key, value) in secret["data"].as_object().unwrap() {
+            use base64::Engine as _;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(value.as_str().unwrap())
+                .unwrap();
+            assert_eq!(
+                bytes,
+                std::fs::read(setup.keys.join(name).join(key)).unwrap(),
+                "{name}/{key}"
+            );
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 9, "every key file of the five Secrets");
     use std::os::unix::fs::PermissionsExt as _;
     let mode = std::fs::metadata(&fetched).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700, "the fetched folder holds keys: owner only");
@@ -656,4 +696,117 @@ fn bad_buckets_credentials_snapshots_tenants_and_keys_are_refused_and_leave_noth
     let output = setup.fetch("prod", &out, &[], &[]);
     assert!(output.status.success(), "{}", output_text(&output));
     assert_eq!(count_keys(&setup.pki, &setup.etcd.url, "/registry/"), 500);
+}
+
+/// `gantry etcd defragment` against `url` with the backup's client pair.
+fn defragment(pki: &Path, url: &str, above: &str) -> Output {
+    let etcd_file = |name: &str| pki.join("pki/etcd").join(name).display().to_string();
+    Command::new(gantry_bin())
+        .args(["etcd", "defragment"])
+        .arg(format!("--etcd={url}"))
+        .arg(format!("--etcd-ca={}", etcd_file("ca.crt")))
+        .arg(format!("--etcd-cert={}", etcd_file("backup-client.crt")))
+        .arg(format!("--etcd-key={}", etcd_file("backup-client.key")))
+        .arg(format!("--above={above}"))
+        .output()
+        .expect("run gantry etcd defragment")
+}
+
+/// etcd at its quota refuses every write (the NOSPACE alarm); the runbook's
+/// fix (delete what filled it, then `gantry etcd defragment`: compaction,
+/// defragmentation, the alarm disarmed) brings writes back.
+#[test]
+fn a_full_quota_is_given_back_by_compaction_defragmentation_and_disarming() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = pki_init(tmp.path(), "full", &["--endpoint", "203.0.113.10"]);
+    let quota = (16u64 << 20).to_string();
+    let quota_flag = format!("--quota-backend-bytes={quota}");
+    let etcd = start_etcd_with(
+        &pki,
+        &tmp.path().join("data"),
+        tmp.path().join("etcd.log"),
+        &[&quota_flag],
+    );
+    let value = "x".repeat(4096);
+    let mut full = false;
+    for batch in 0..200 {
+        let mut script = String::from("\n");
+        for i in 0..50 {
+            script.push_str(&format!("put /registry/bulk/k-{batch}-{i} {value}\n"));
+        }
+        script.push_str("\n\n");
+        let mut child = Command::new(tool("etcdctl"))
+            .arg(format!("--endpoints={}", etcd.url))
+            .arg(format!(
+                "--cacert={}",
+                pki.join("pki/etcd/ca.crt").display()
+            ))
+            .arg(format!(
+                "--cert={}",
+                pki.join("pki/etcd/healthcheck-client.crt").display()
+            ))
+            .arg(format!(
+                "--key={}",
+                pki.join("pki/etcd/healthcheck-client.key").display()
+            ))
+            .arg("txn")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        if !output.status.success() {
+            let text = output_text(&output);
+            assert!(text.contains("database space exceeded"), "{text}");
+            full = true;
+            break;
+        }
+    }
+    assert!(full, "a 16 MiB quota took 40 MiB of writes");
+    let alarms = etcdctl(&pki, &etcd.url, &["alarm", "list"]);
+    assert!(
+        output_text(&alarms).contains("NOSPACE"),
+        "{}",
+        output_text(&alarms)
+    );
+    let refused = etcdctl(&pki, &etcd.url, &["put", "/registry/after", "x"]);
+    assert!(!refused.status.success(), "a write passed the full quota");
+
+    // The fix: what filled it is deleted (deletes pass the alarm), then the upkeep.
+    let deleted = etcdctl(&pki, &etcd.url, &["del", "/registry/bulk/", "--prefix"]);
+    assert!(deleted.status.success(), "{}", output_text(&deleted));
+    let fixed = defragment(&pki, &etcd.url, "0.5");
+    assert!(fixed.status.success(), "{}", output_text(&fixed));
+    let report: serde_json::Value = serde_json::from_slice(&fixed.stdout).unwrap();
+    assert_eq!(report["alarms"], serde_json::json!(["NOSPACE"]), "{report}");
+    assert_eq!(report["disarmed"], true, "{report}");
+    let member = &report["defragmented"][0];
+    let (before, after) = (
+        member["bytesBefore"].as_u64().unwrap(),
+        member["bytesAfter"].as_u64().unwrap(),
+    );
+    eprintln!(
+        "NOSPACE: the member's database {before} bytes before, {after} after (quota {quota})"
+    );
+    assert!(after < before / 2, "{report}");
+    let alarms = etcdctl(&pki, &etcd.url, &["alarm", "list"]);
+    assert_eq!(
+        String::from_utf8_lossy(&alarms.stdout).trim(),
+        "",
+        "the alarm is disarmed"
+    );
+    let written = etcdctl(&pki, &etcd.url, &["put", "/registry/after", "x"]);
+    assert!(written.status.success(), "{}", output_text(&written));
+    // Nothing to give back now: the next run defragments nothing.
+    let again = defragment(&pki, &etcd.url, "0.5");
+    let report: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert!(report.get("defragmented").is_none(), "{report}");
 }

@@ -65,6 +65,9 @@ fn ha_tenant_serves_and_survives_losing_an_apiserver_and_an_etcd_member(version:
     eprintln!("MEMORY {version}: {total_mib} MiB resident in all: {memory:?}");
 
     the_bootstrap_controllers_run(&plane);
+    if version == gantry_renderer::versions::newest().to_string() {
+        defragmentation_keeps_the_tenant_serving(&plane);
+    }
 
     // One apiserver and one etcd member die; the load balancer moves on.
     plane.etcd[2].process.kill();
@@ -202,4 +205,152 @@ fn ha_tenant_1_36() {
 #[test]
 fn ha_tenant_1_37() {
     ha_tenant_serves_and_survives_losing_an_apiserver_and_an_etcd_member("1.37.2", 137);
+}
+
+/// etcdctl on the plane's host against every member, with `args` and `stdin`.
+fn etcdctl_members(plane: &ControlPlane, args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write as _;
+    let pki = |file: &str| plane.bundle.join("pki").join(file);
+    let mut child = plane
+        .node
+        .command(gantry_tests::tool("etcdctl"))
+        .arg(format!("--endpoints={}", members(plane).join(",")))
+        .arg(format!("--cacert={}", pki("etcd/ca.crt").display()))
+        .arg(format!(
+            "--cert={}",
+            pki("etcd/backup-client.crt").display()
+        ))
+        .arg(format!("--key={}", pki("etcd/backup-client.key").display()))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run etcdctl");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn members(plane: &ControlPlane) -> Vec<String> {
+    (0..plane.etcd.len())
+        .map(|i| format!("https://etcd-{i}.etcd.{}.svc:2379", plane.namespace))
+        .collect()
+}
+
+/// After churn (30,000 keys of 1 KiB written, deleted, compacted), `gantry
+/// etcd defragment` shrinks every member's database, one at a time and the
+/// leader last, while `/readyz` is asked every 250 ms: no failure.
+fn defragmentation_keeps_the_tenant_serving(plane: &ControlPlane) {
+    let value = "x".repeat(1024);
+    for batch in 0..300 {
+        let mut script = String::from("\n");
+        for i in 0..100 {
+            script.push_str(&format!("put /registry/churn/k-{batch}-{i} {value}\n"));
+        }
+        script.push_str("\n\n");
+        let output = etcdctl_members(plane, &["txn"], &script);
+        assert!(
+            output.status.success(),
+            "{}",
+            gantry_tests::output_text(&output)
+        );
+    }
+    let deleted = etcdctl_members(
+        plane,
+        &["del", "/registry/churn/", "--prefix", "-w", "json"],
+        "",
+    );
+    assert!(
+        deleted.status.success(),
+        "{}",
+        gantry_tests::output_text(&deleted)
+    );
+    let header: serde_json::Value = serde_json::from_slice(&deleted.stdout).unwrap();
+    let revision = header["header"]["revision"].as_i64().unwrap().to_string();
+    let compacted = etcdctl_members(plane, &["compact", &revision, "--physical"], "");
+    assert!(
+        compacted.status.success(),
+        "{}",
+        gantry_tests::output_text(&compacted)
+    );
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readyz = format!("https://{}:6443/readyz", plane.vip);
+    let (checks, failures) = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            let (mut checks, mut failures) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let status = plane.curl_status(&readyz, &[]);
+                checks += 1;
+                if status != "200" {
+                    failures.push(status);
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            (checks, failures)
+        });
+        // Some checks before, during and after.
+        std::thread::sleep(Duration::from_secs(2));
+        let pki = |file: &str| plane.bundle.join("pki").join(file);
+        let output = plane
+            .node
+            .command(gantry_tests::gantry_bin())
+            .args(["etcd", "defragment", "--above=0.5"])
+            .arg(format!("--etcd={}", members(plane).join(",")))
+            .arg(format!("--etcd-ca={}", pki("etcd/ca.crt").display()))
+            .arg(format!(
+                "--etcd-cert={}",
+                pki("etcd/backup-client.crt").display()
+            ))
+            .arg(format!(
+                "--etcd-key={}",
+                pki("etcd/backup-client.key").display()
+            ))
+            .output()
+            .unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            output.status.success(),
+            "{}",
+            gantry_tests::output_text(&output)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        let done = report["defragmented"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(
+            done.len(),
+            plane.etcd.len(),
+            "every member, after churn: {report}"
+        );
+        for member in &done {
+            let (before, after) = (
+                member["bytesBefore"].as_u64().unwrap(),
+                member["bytesAfter"].as_u64().unwrap(),
+            );
+            eprintln!(
+                "DEFRAG {}: {before} bytes before, {after} after",
+                member["endpoint"]
+            );
+            assert!(after < before / 2, "{report}");
+        }
+        watcher.join().unwrap()
+    });
+    eprintln!(
+        "DEFRAG /readyz every 250 ms: {} of {checks} checks failed",
+        failures.len()
+    );
+    assert!(checks > 8, "too few checks ({checks}) to say anything");
+    assert_eq!(
+        failures,
+        Vec::<String>::new(),
+        "/readyz failed during defragmentation"
+    );
 }

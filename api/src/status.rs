@@ -59,6 +59,9 @@ pub enum ConditionType {
     /// than twice the schedule's interval. Not part of `Ready`: a tenant
     /// serves without it.
     BackupsCurrent,
+    /// Set while backups are on, from what each backup run found: False
+    /// when etcd raised NOSPACE (its quota full, every write refused).
+    EtcdBelowQuota,
 }
 
 impl ConditionType {
@@ -80,6 +83,7 @@ impl ConditionType {
             ConditionType::TenantBootstrapped => "TenantBootstrapped",
             ConditionType::Ready => "Ready",
             ConditionType::BackupsCurrent => "BackupsCurrent",
+            ConditionType::EtcdBelowQuota => "EtcdBelowQuota",
         }
     }
 }

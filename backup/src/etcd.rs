@@ -65,6 +65,61 @@ pub struct SnapshotResponse {
     pub version: String,
 }
 
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DefragmentRequest {}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DefragmentResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+}
+
+/// `AlarmRequest.AlarmAction`: GET = 0, ACTIVATE = 1, DEACTIVATE = 2.
+pub const ALARM_GET: i32 = 0;
+pub const ALARM_DEACTIVATE: i32 = 2;
+/// `AlarmType`: NONE = 0, NOSPACE = 1, CORRUPT = 2.
+pub const ALARM_NOSPACE: i32 = 1;
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AlarmRequest {
+    #[prost(int32, tag = "1")]
+    pub action: i32,
+    #[prost(uint64, tag = "2")]
+    pub member_id: u64,
+    #[prost(int32, tag = "3")]
+    pub alarm: i32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AlarmMember {
+    #[prost(uint64, tag = "1")]
+    pub member_id: u64,
+    #[prost(int32, tag = "2")]
+    pub alarm: i32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AlarmResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(message, repeated, tag = "2")]
+    pub alarms: Vec<AlarmMember>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CompactionRequest {
+    #[prost(int64, tag = "1")]
+    pub revision: i64,
+    #[prost(bool, tag = "2")]
+    pub physical: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CompactionResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+}
+
 /// The client's files: the tenant's etcd CA and a client pair it signed.
 #[derive(Debug, Clone)]
 pub struct ClientFiles<'a> {
@@ -136,18 +191,8 @@ impl Member {
     }
 
     pub async fn status(&mut self) -> Result<StatusResponse, Error> {
-        self.ready().await?;
-        let path = http::uri::PathAndQuery::from_static("/etcdserverpb.Maintenance/Status");
-        let response = self
-            .grpc
-            .unary(
-                tonic::Request::new(StatusRequest {}),
-                path,
-                ProstCodec::<StatusRequest, StatusResponse>::default(),
-            )
+        self.unary("/etcdserverpb.Maintenance/Status", StatusRequest {})
             .await
-            .map_err(|s| self.refused(&s))?;
-        Ok(response.into_inner())
     }
 
     /// Opens the snapshot stream: the database, then its SHA-256.
@@ -160,6 +205,54 @@ impl Member {
                 tonic::Request::new(SnapshotRequest {}),
                 path,
                 ProstCodec::<SnapshotRequest, SnapshotResponse>::default(),
+            )
+            .await
+            .map_err(|s| self.refused(&s))?;
+        Ok(response.into_inner())
+    }
+
+    /// Defragments this member: it stops serving while it rewrites its
+    /// database (seconds for a large one).
+    pub async fn defragment(&mut self) -> Result<(), Error> {
+        self.unary::<DefragmentRequest, DefragmentResponse>(
+            "/etcdserverpb.Maintenance/Defragment",
+            DefragmentRequest {},
+        )
+        .await
+        .map(drop)
+    }
+
+    /// The cluster's alarms, or with `ALARM_DEACTIVATE` one disarmed.
+    pub async fn alarm(&mut self, request: AlarmRequest) -> Result<AlarmResponse, Error> {
+        self.unary("/etcdserverpb.Maintenance/Alarm", request).await
+    }
+
+    /// Compacts the keyspace up to `revision`, waiting until it is applied.
+    pub async fn compact(&mut self, revision: i64) -> Result<(), Error> {
+        self.unary::<CompactionRequest, CompactionResponse>(
+            "/etcdserverpb.KV/Compact",
+            CompactionRequest {
+                revision,
+                physical: true,
+            },
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn unary<Q, R>(&mut self, path: &'static str, request: Q) -> Result<R, Error>
+    where
+        Q: prost::Message + Send + Sync + 'static,
+        R: prost::Message + Default + Send + Sync + 'static,
+    {
+        self.ready().await?;
+        let path = http::uri::PathAndQuery::from_static(path);
+        let response = self
+            .grpc
+            .unary(
+                tonic::Request::new(request),
+                path,
+                ProstCodec::<Q, R>::default(),
             )
             .await
             .map_err(|s| self.refused(&s))?;

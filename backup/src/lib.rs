@@ -10,6 +10,7 @@
 pub mod error;
 pub mod etcd;
 pub mod layout;
+pub mod maintain;
 pub mod run;
 pub mod seal;
 pub mod snapshot;

@@ -129,6 +129,72 @@ pub struct SnapshotArgs {
     /// backup Job's termination message, which the operator's status reads.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// After the snapshot, the upkeep of `gantry etcd defragment --above`
+    /// (defragment members whose free share passes it; on NOSPACE, compact,
+    /// defragment and disarm). Its result joins the report.
+    #[arg(long, value_name = "SHARE", value_parser = share)]
+    pub defragment_above: Option<f64>,
+}
+
+/// A share of a database, 0.05 to 0.95.
+fn share(value: &str) -> Result<f64, String> {
+    value
+        .parse::<f64>()
+        .ok()
+        .filter(|v| (0.05..=0.95).contains(v))
+        .ok_or_else(|| format!("{value:?} is not a share from 0.05 to 0.95"))
+}
+
+/// `gantry etcd`: a tenant's etcd upkeep.
+#[derive(Subcommand, Debug)]
+pub enum EtcdCommand {
+    /// Defragment the members whose database holds more free space than
+    /// --above (followers first, the leader last, one at a time); when etcd
+    /// raised NOSPACE, compact and defragment every member, then disarm it.
+    /// Prints what it did as JSON. Nothing runs while the members'
+    /// versions differ (an upgrade rolling).
+    Defragment(DefragmentArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DefragmentArgs {
+    /// Every member, `https://host:port`, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub etcd: Vec<String>,
+    #[arg(long)]
+    pub etcd_ca: PathBuf,
+    #[arg(long)]
+    pub etcd_cert: PathBuf,
+    #[arg(long)]
+    pub etcd_key: PathBuf,
+    #[arg(long, default_value = "0.5", value_parser = share)]
+    pub above: f64,
+}
+
+pub fn run_etcd(command: EtcdCommand) -> Result<ExitCode, CliError> {
+    match command {
+        EtcdCommand::Defragment(args) => block_on(async move {
+            let files = ClientFiles {
+                ca: &args.etcd_ca,
+                cert: &args.etcd_cert,
+                key: &args.etcd_key,
+            };
+            let report = gantry_backup::maintain::upkeep(&args.etcd, &files, args.above).await?;
+            let mut json = serde_json::to_vec(&report).expect("a report serialises");
+            json.push(b'\n');
+            crate::write_stdout(&json)?;
+            Ok(ExitCode::SUCCESS)
+        }),
+    }
+}
+
+/// What `--report` holds: the manifest, and the upkeep when it ran.
+#[derive(serde::Serialize)]
+struct Report<'a> {
+    #[serde(flatten)]
+    manifest: &'a gantry_backup::layout::Manifest,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upkeep: Option<gantry_backup::maintain::Upkeep>,
 }
 
 #[derive(Args, Debug)]
@@ -318,8 +384,26 @@ async fn snapshot(args: SnapshotArgs) -> Result<ExitCode, CliError> {
     )
     .await?;
     let manifest = &taken.manifest;
+    // The snapshot is safe: an upkeep that fails is reported, not fatal.
+    let upkeep = match args.defragment_above {
+        Some(above) => {
+            let files = ClientFiles {
+                ca: &args.etcd_ca,
+                cert: &args.etcd_cert,
+                key: &args.etcd_key,
+            };
+            match gantry_backup::maintain::upkeep(&args.etcd, &files, above).await {
+                Ok(upkeep) => Some(upkeep),
+                Err(e) => Some(gantry_backup::maintain::Upkeep {
+                    skipped: Some(format!("upkeep failed: {e}")),
+                    ..Default::default()
+                }),
+            }
+        }
+        None => None,
+    };
     if let Some(report) = &args.report {
-        let json = serde_json::to_vec(manifest).expect("a manifest serialises");
+        let json = serde_json::to_vec(&Report { manifest, upkeep }).expect("a report serialises");
         std::fs::write(report, json)
             .map_err(|e| CliError::Failed(format!("--report {}: {e}", report.display())))?;
     }

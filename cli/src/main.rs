@@ -56,6 +56,9 @@ enum Command {
     /// list them, fetch one for a restore.
     #[command(subcommand)]
     Backup(cli::backup::BackupCommand),
+    /// A tenant's etcd upkeep: defragmentation, and the way out of NOSPACE.
+    #[command(subcommand)]
+    Etcd(cli::backup::EtcdCommand),
 }
 
 /// Appended to every log filter, whatever GANTRY_LOG asks for (a later
@@ -139,6 +142,7 @@ fn main() -> ExitCode {
         Command::KonnectivityServer(args) => cli::konnectivity::run_server(args),
         Command::KonnectivityAgent(args) => cli::konnectivity::run_agent(args),
         Command::Backup(command) => cli::backup::run(command),
+        Command::Etcd(command) => cli::backup::run_etcd(command),
     };
     match result {
         Ok(code) => code,

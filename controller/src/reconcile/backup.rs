@@ -94,6 +94,9 @@ pub(super) struct Observed {
     pub last_snapshot: Option<SnapshotStatus>,
     /// The newest failed Job's message, when it ended after the last success.
     pub failure: Option<String>,
+    /// What the newest successful run found of etcd's quota: `Some(true)`
+    /// when it found NOSPACE (and whether it disarmed it).
+    pub nospace: Option<(bool, bool)>,
 }
 
 /// Reads the backup Jobs and their pods' termination messages.
@@ -138,6 +141,7 @@ pub(super) async fn observe(
         let name = job.metadata.name.clone().unwrap_or_default();
         let message = termination_message(&pods, &name).await?;
         if succeeded {
+            observed.nospace = message.as_deref().and_then(nospace);
             if let Some(snapshot) = message.as_deref().and_then(|m| snapshot_status(m, bucket)) {
                 let newer = observed
                     .last_snapshot
@@ -193,6 +197,45 @@ fn snapshot_status(message: &str, bucket: &str) -> Option<SnapshotStatus> {
     })
 }
 
+/// Whether the run's upkeep found NOSPACE, and disarmed it; `None` when it
+/// reported no upkeep.
+fn nospace(message: &str) -> Option<(bool, bool)> {
+    let manifest: gantry_backup_manifest::Manifest = serde_json::from_str(message.trim()).ok()?;
+    let upkeep = manifest.upkeep?;
+    Some((
+        upkeep.alarms.iter().any(|a| a == "NOSPACE"),
+        upkeep.disarmed,
+    ))
+}
+
+/// `EtcdBelowQuota` from the last run's upkeep: (ok, reason, message).
+pub(super) fn quota_condition(
+    nospace: (bool, bool),
+    namespace: &str,
+) -> (bool, &'static str, String) {
+    match nospace {
+        (false, _) => (
+            true,
+            "BelowQuota",
+            "the last backup found no NOSPACE alarm".to_string(),
+        ),
+        (true, disarmed) => (
+            false,
+            "QuotaReached",
+            format!(
+                "etcd reached its quota and refused writes (NOSPACE){}; delete what filled it or raise \
+                 spec.etcd.storage.quota, then run the upkeep: kubectl -n {namespace} create job \
+                 --from=cronjob/etcd-backup upkeep-$(date +%s)",
+                if disarmed {
+                    "; the backup compacted, defragmented and disarmed it, and it returns if the data still fill the quota"
+                } else {
+                    ""
+                }
+            ),
+        ),
+    }
+}
+
 /// The end of a failed Job's log, on one line, bounded.
 fn failure_message(message: Option<&str>, job: &str) -> String {
     let text = message.unwrap_or("").trim();
@@ -218,6 +261,14 @@ mod gantry_backup_manifest {
         pub taken_at: String,
         pub etcd: Etcd,
         pub database: Object,
+        #[serde(default)]
+        pub upkeep: Option<Upkeep>,
+    }
+    #[derive(serde::Deserialize, Default)]
+    #[serde(default)]
+    pub struct Upkeep {
+        pub alarms: Vec<String>,
+        pub disarmed: bool,
     }
     #[derive(serde::Deserialize)]
     pub struct Etcd {
@@ -356,6 +407,17 @@ pub(super) async fn step(pass: &mut PassState<'_>, namespace: &str, backup: Opti
     } else if ok && !was_ok {
         pass.notes.push(Note::normal(reason, message));
     }
+    if let Some(found) = observed.nospace {
+        let (ok, reason, message) = quota_condition(found, namespace);
+        let was = pass
+            .status
+            .condition(ConditionType::EtcdBelowQuota)
+            .map(|c| c.status.clone());
+        pass.condition(ConditionType::EtcdBelowQuota, ok, reason, &message);
+        if !ok && was.as_deref() != Some("False") {
+            pass.notes.push(Note::warning(reason, message));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -424,6 +486,29 @@ mod tests {
         assert_eq!(
             judge(&Observed::default(), "17 * * * *", now).1,
             "NoBackupYet"
+        );
+    }
+
+    #[test]
+    fn nospace_names_the_fix() {
+        let report = |upkeep: &str| {
+            format!(
+                r#"{{"name":"20261207T100000Z","takenAt":"t","etcd":{{"revision":1}},"database":{{"key":"k","bytes":1}}{upkeep}}}"#
+            )
+        };
+        assert_eq!(nospace(&report("")), None);
+        assert_eq!(nospace(&report(r#","upkeep":{}"#)), Some((false, false)));
+        let found = nospace(&report(
+            r#","upkeep":{"alarms":["NOSPACE"],"disarmed":true}"#,
+        ))
+        .unwrap();
+        assert_eq!(found, (true, true));
+        let (ok, reason, message) = quota_condition(found, "tcp-a");
+        assert!(!ok && reason == "QuotaReached");
+        assert!(
+            message.contains("spec.etcd.storage.quota")
+                && message.contains("create job --from=cronjob/etcd-backup"),
+            "{message}"
         );
     }
 
