@@ -25,7 +25,8 @@ use gantry_api::join_secret::{self, JOIN_SECRET};
 
 /// Step 1, validate: an invalid spec changes nothing but its status.
 pub(super) fn validate(pass: &PassState) -> Result<ValidatedTenant, Halt> {
-    resolve::validate(pass.tcp).map_err(|error| Halt::failed("InvalidSpec", error.to_string()))
+    resolve::validate_for(pass.tcp, &pass.ctx.service_cluster)
+        .map_err(|error| Halt::failed("InvalidSpec", error.to_string()))
 }
 
 /// Step 2: The bootstrap set (Namespace, kube-apiserver Service), which the

@@ -223,6 +223,15 @@ pub struct ValidatedTenant {
 /// port the service type implies); the real endpoint is checked again when
 /// it is known.
 pub fn validate(manifest: &TenantControlPlane) -> Result<ValidatedTenant, SpecError> {
+    validate_for(manifest, &ServiceCluster::default())
+}
+
+/// [`validate`] for the service cluster the operator was told of: its
+/// defaults (a backup store) complete the spec as they will in the render.
+pub fn validate_for(
+    manifest: &TenantControlPlane,
+    service_cluster: &ServiceCluster,
+) -> Result<ValidatedTenant, SpecError> {
     let endpoint = match manifest.spec.api_server.endpoint {
         Some(_) => offline_endpoint(manifest)?,
         None => {
@@ -246,7 +255,7 @@ pub fn validate(manifest: &TenantControlPlane) -> Result<ValidatedTenant, SpecEr
         BootstrapToken::generate(),
         None,
         now,
-        &ServiceCluster::default(),
+        service_cluster,
     )?;
     // extraArgs are checked where the flags are made: a flag gantry owns is
     // an invalid spec (InvalidSpec), not a render failure retried forever.

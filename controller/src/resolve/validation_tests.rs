@@ -454,3 +454,49 @@ fn errors_quote_values_as_written() {
     );
     assert_eq!(invalid("f", "a\nb", "why").to_string(), "f \"a\\nb\": why");
 }
+
+/// `spec.backup` is validated with the operator's defaults, as it is
+/// rendered: a schedule alone is fine where the operator has a store, and
+/// refused (naming the store) where it has none.
+#[test]
+fn backup_fields_take_the_operators_defaults() {
+    let manifest = example_with(
+        END,
+        &format!("{END}  backup:\n    schedule: \"0 0 1 1 *\"\n"),
+    );
+    let field = |e: SpecError| (e.field, e.reason);
+    let (name, reason) = field(validate(&manifest).map(|_| ()).unwrap_err());
+    assert_eq!(name, "spec.backup.store");
+    assert!(reason.contains("no default destination"), "{reason}");
+    let mut cluster = ServiceCluster::default();
+    cluster.backup.store = Some(gantry_renderer::BackupStore {
+        endpoint: "https://s3.example".into(),
+        port: 443,
+        bucket: "backups".into(),
+        region: "us-east-1".into(),
+        prefix: "gantry".into(),
+        credentials_secret: gantry_renderer::BACKUP_CREDENTIALS_SECRET.into(),
+        ca_bundle: None,
+    });
+    let (name, reason) = field(validate_for(&manifest, &cluster).map(|_| ()).unwrap_err());
+    assert_eq!(name, "spec.backup");
+    assert!(reason.contains("no platform public key"), "{reason}");
+    cluster.backup.platform_public_key = Some("gantry-platform-public-key-v1:AQ==".into());
+    assert!(validate_for(&manifest, &cluster).is_ok());
+    for (bad, named) in [
+        ("    schedule: \"61 * * * *\"\n", "spec.backup.schedule"),
+        ("    keep: 0\n", "spec.backup.keep"),
+        (
+            "    store:\n      endpoint: ftp://s3\n      bucket: backups\n      credentialsSecret: s3\n",
+            "spec.backup.store.endpoint",
+        ),
+        (
+            "    store:\n      endpoint: https://s3\n      bucket: Backups\n      credentialsSecret: s3\n",
+            "spec.backup.store.bucket",
+        ),
+    ] {
+        let manifest = example_with(END, &format!("{END}  backup:\n{bad}"));
+        let error = validate_for(&manifest, &cluster).map(|_| ()).unwrap_err();
+        assert_eq!(error.field, named, "{bad}: {error}");
+    }
+}
