@@ -96,34 +96,37 @@ fn write_keys(pki: &Path, url: &str, count: usize) {
             ));
         }
         script.push_str("\n\n");
-        let mut child = Command::new(tool("etcdctl"))
-            .arg(format!("--endpoints={url}"))
-            .arg(format!(
-                "--cacert={}",
-                pki.join("pki/etcd/ca.crt").display()
-            ))
-            .arg(format!(
-                "--cert={}",
-                pki.join("pki/etcd/healthcheck-client.crt").display()
-            ))
-            .arg(format!(
-                "--key={}",
-                pki.join("pki/etcd/healthcheck-client.key").display()
-            ))
-            .arg("txn")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        use std::io::Write as _;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(script.as_bytes())
-            .unwrap();
-        assert!(child.wait().unwrap().success(), "etcdctl txn failed");
+        let output = etcdctl_txn(pki, url, &script);
+        assert!(
+            output.status.success(),
+            "etcdctl txn: {}",
+            output_text(&output)
+        );
     }
+}
+
+/// `etcdctl txn` with `script` (etcdctl's interactive format) on stdin.
+fn etcdctl_txn(pki: &Path, url: &str, script: &str) -> Output {
+    use std::io::Write as _;
+    let etcd_file = |name: &str| pki.join("pki/etcd").join(name).display().to_string();
+    let mut child = Command::new(tool("etcdctl"))
+        .arg(format!("--endpoints={url}"))
+        .arg(format!("--cacert={}", etcd_file("ca.crt")))
+        .arg(format!("--cert={}", etcd_file("healthcheck-client.crt")))
+        .arg(format!("--key={}", etcd_file("healthcheck-client.key")))
+        .arg("txn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run etcdctl");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
 }
 
 fn count_keys(pki: &Path, url: &str, prefix: &str) -> u64 {
@@ -735,34 +738,7 @@ fn a_full_quota_is_given_back_by_compaction_defragmentation_and_disarming() {
             script.push_str(&format!("put /registry/bulk/k-{batch}-{i} {value}\n"));
         }
         script.push_str("\n\n");
-        let mut child = Command::new(tool("etcdctl"))
-            .arg(format!("--endpoints={}", etcd.url))
-            .arg(format!(
-                "--cacert={}",
-                pki.join("pki/etcd/ca.crt").display()
-            ))
-            .arg(format!(
-                "--cert={}",
-                pki.join("pki/etcd/healthcheck-client.crt").display()
-            ))
-            .arg(format!(
-                "--key={}",
-                pki.join("pki/etcd/healthcheck-client.key").display()
-            ))
-            .arg("txn")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write as _;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(script.as_bytes())
-            .unwrap();
-        let output = child.wait_with_output().unwrap();
+        let output = etcdctl_txn(&pki, &etcd.url, &script);
         if !output.status.success() {
             let text = output_text(&output);
             assert!(text.contains("database space exceeded"), "{text}");

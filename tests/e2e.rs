@@ -43,7 +43,10 @@
 //!    etcd volume is wiped and the members restart empty; `kubectl annotate
 //!    tcp tenant-a gantry.dev/restore-from=<snapshot>` brings every object
 //!    back, Secrets decrypt, the worker is Ready without a new join, and the
-//!    web Deployment runs.
+//!    web Deployment runs. Then a new tenant, in its own namespace, recovers
+//!    that snapshot from the bucket and the platform's private key alone
+//!    (`gantry backup fetch`, `gantry backup secrets`, a TenantControlPlane
+//!    with `gantry.dev/restore-from: tenant-a/<snapshot>`), and is deleted.
 //! 7. At rest for [`AT_REST`]: the service apiserver's audit log shows no
 //!    write by the operator's ServiceAccount; the masters' memory and CPU
 //!    are printed (`e2e/at_rest.rs`).
@@ -232,6 +235,18 @@ fn a_tenant_installed_with_helm_runs_its_masters_as_pods_and_serves() {
         restored.snapshot,
         restored.snapshot_after_schedule.as_secs_f64(),
         restored.recovery.as_secs_f64()
+    );
+    let recovered = backup::a_new_tenant_recovers_from_the_bucket_and_the_platform_key(
+        &cluster,
+        &store,
+        TENANT,
+        &restored.snapshot,
+        &version,
+        tmp.path(),
+    );
+    eprintln!(
+        "TIMING end-to-end {version}: a new tenant recovered {TENANT}'s snapshot from the bucket and the platform key, Ready in {:.1} s",
+        recovered.as_secs_f64()
     );
     the_operator_writes_nothing_for_a_settled_tenant(
         &cluster,

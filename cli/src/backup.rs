@@ -101,18 +101,8 @@ pub struct StoreArgs {
 pub struct SnapshotArgs {
     #[command(flatten)]
     pub store: StoreArgs,
-    /// The tenant's etcd members, `https://host:port`, comma-separated; the
-    /// first that answers is snapshotted.
-    #[arg(long, value_delimiter = ',', required = true)]
-    pub etcd: Vec<String>,
-    /// The tenant's etcd CA.
-    #[arg(long)]
-    pub etcd_ca: PathBuf,
-    /// The backup's client certificate and key, of the tenant's etcd CA.
-    #[arg(long)]
-    pub etcd_cert: PathBuf,
-    #[arg(long)]
-    pub etcd_key: PathBuf,
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
     /// The tenant's key material, sealed beside the snapshot (every file under it).
     #[arg(long)]
     pub keys: PathBuf,
@@ -156,17 +146,37 @@ pub enum EtcdCommand {
     Defragment(DefragmentArgs),
 }
 
+/// A tenant's etcd, as the backup reaches it.
 #[derive(Args, Debug)]
-pub struct DefragmentArgs {
-    /// Every member, `https://host:port`, comma-separated.
+pub struct EtcdArgs {
+    /// The tenant's etcd members, `https://host:port`, comma-separated (a
+    /// snapshot is taken from the first that answers; the upkeep needs all).
     #[arg(long, value_delimiter = ',', required = true)]
     pub etcd: Vec<String>,
+    /// The tenant's etcd CA.
     #[arg(long)]
     pub etcd_ca: PathBuf,
+    /// The backup's client certificate and key, of the tenant's etcd CA.
     #[arg(long)]
     pub etcd_cert: PathBuf,
     #[arg(long)]
     pub etcd_key: PathBuf,
+}
+
+impl EtcdArgs {
+    fn files(&self) -> ClientFiles<'_> {
+        ClientFiles {
+            ca: &self.etcd_ca,
+            cert: &self.etcd_cert,
+            key: &self.etcd_key,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct DefragmentArgs {
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
     #[arg(long, default_value = "0.5", value_parser = share)]
     pub above: f64,
 }
@@ -174,12 +184,9 @@ pub struct DefragmentArgs {
 pub fn run_etcd(command: EtcdCommand) -> Result<ExitCode, CliError> {
     match command {
         EtcdCommand::Defragment(args) => block_on(async move {
-            let files = ClientFiles {
-                ca: &args.etcd_ca,
-                cert: &args.etcd_cert,
-                key: &args.etcd_key,
-            };
-            let report = gantry_backup::maintain::upkeep(&args.etcd, &files, args.above).await?;
+            let report =
+                gantry_backup::maintain::upkeep(&args.etcd.etcd, &args.etcd.files(), args.above)
+                    .await?;
             let mut json = serde_json::to_vec(&report).expect("a report serialises");
             json.push(b'\n');
             crate::write_stdout(&json)?;
@@ -370,12 +377,8 @@ async fn snapshot(args: SnapshotArgs) -> Result<ExitCode, CliError> {
         &store,
         &TakeSnapshot {
             tenant: &tenant,
-            etcd: &args.etcd,
-            etcd_files: ClientFiles {
-                ca: &args.etcd_ca,
-                cert: &args.etcd_cert,
-                key: &args.etcd_key,
-            },
+            etcd: &args.etcd.etcd,
+            etcd_files: args.etcd.files(),
             keys_dir: &args.keys,
             platform_key: &platform_key,
             keep: usize::try_from(args.keep).unwrap_or(usize::MAX),
@@ -387,12 +390,8 @@ async fn snapshot(args: SnapshotArgs) -> Result<ExitCode, CliError> {
     // The snapshot is safe: an upkeep that fails is reported, not fatal.
     let upkeep = match args.defragment_above {
         Some(above) => {
-            let files = ClientFiles {
-                ca: &args.etcd_ca,
-                cert: &args.etcd_cert,
-                key: &args.etcd_key,
-            };
-            match gantry_backup::maintain::upkeep(&args.etcd, &files, above).await {
+            match gantry_backup::maintain::upkeep(&args.etcd.etcd, &args.etcd.files(), above).await
+            {
                 Ok(upkeep) => Some(upkeep),
                 Err(e) => Some(gantry_backup::maintain::Upkeep {
                     skipped: Some(format!("upkeep failed: {e}")),

@@ -179,20 +179,7 @@ pub fn a_scheduled_snapshot_restores_a_tenant_whose_volumes_are_gone(
 ) -> Restored {
     let write = write_objects(cluster, kubeconfig, dir);
     let schedule = schedule_soon();
-    let chart = gantry_tests::repo_root().join("chart/tenant");
-    let upgrade = cluster.plane.helm(&[
-        "upgrade",
-        tenant,
-        chart.to_str().unwrap(),
-        "--reuse-values",
-        "--set",
-        &format!("backup.schedule={schedule}"),
-    ]);
-    assert!(
-        upgrade.status.success(),
-        "helm upgrade: {}",
-        output_text(&upgrade)
-    );
+    cluster.helm_upgrade_tenant(tenant, &format!("backup.schedule={schedule}"));
     let scheduled = Instant::now();
     let snapshot = cluster.wait_for_within(
         "the scheduled backup's snapshot shows in the tenant's status",
@@ -345,4 +332,124 @@ pub fn a_scheduled_snapshot_restores_a_tenant_whose_volumes_are_gone(
         snapshot_after_schedule,
         recovery,
     }
+}
+
+/// A new tenant, `tenant-dr` in its own namespace, recovers `from`'s
+/// snapshot with the bucket and the platform's private key alone, as
+/// docs/operations.md's disaster-recovery runbook says: `gantry backup
+/// fetch` opens the keys, `gantry backup secrets` makes the new namespace's
+/// key Secrets, and the TenantControlPlane carries `gantry.dev/restore-from:
+/// <from>/<snapshot>`. Every object is back and a Secret decrypts with the
+/// restored encryption key. The tenant is deleted after.
+pub fn a_new_tenant_recovers_from_the_bucket_and_the_platform_key(
+    cluster: &ServiceCluster,
+    store: &ObjectStore,
+    from: &str,
+    snapshot: &str,
+    version: &str,
+    dir: &Path,
+) -> Duration {
+    const DR: &str = "tenant-dr";
+    let started = Instant::now();
+    cluster.add_volumes("etcd-dr", 1, "10Gi");
+    let host = &cluster.plane.node;
+    let recovery = dir.join("recovery");
+    let fetched = host
+        .command(gantry_tests::gantry_bin())
+        .args([
+            "backup",
+            "fetch",
+            "--tenant",
+            from,
+            "--bucket",
+            object_store::BUCKET,
+        ])
+        .arg(format!("--store={}", store.url))
+        .arg(format!("--store-ca={}", store.ca.display()))
+        .arg(format!(
+            "--platform-key={}",
+            dir.join("platform.key").display()
+        ))
+        .arg(format!("--snapshot={snapshot}"))
+        .arg(format!("--out={}", recovery.display()))
+        .env("AWS_ACCESS_KEY_ID", object_store::ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", object_store::SECRET_KEY)
+        .output()
+        .unwrap();
+    assert!(
+        fetched.status.success(),
+        "gantry backup fetch: {}",
+        output_text(&fetched)
+    );
+    cluster.kubectl_ok(&["create", "namespace", &format!("tcp-{DR}")]);
+    let secrets = host
+        .command(gantry_tests::gantry_bin())
+        .args(["backup", "secrets", "--tenant", DR])
+        .arg(format!("--keys={}", recovery.join("keys").display()))
+        .output()
+        .unwrap();
+    assert!(
+        secrets.status.success(),
+        "gantry backup secrets: {}",
+        output_text(&secrets)
+    );
+    let secrets_file = dir.join("recovery-secrets.yaml");
+    std::fs::write(&secrets_file, &secrets.stdout).unwrap();
+    cluster.kubectl_ok(&["apply", "-f", secrets_file.to_str().unwrap()]);
+    let manifest = format!(
+        "apiVersion: gantry.dev/v1alpha1\nkind: TenantControlPlane\nmetadata:\n  name: {DR}\n  \
+         annotations:\n    gantry.dev/restore-from: {from}/{snapshot}\nspec:\n  version: \"{version}\"\n  \
+         apiServer:\n    replicas: 1\n    service:\n      type: NodePort\n  controllerManager:\n    replicas: 1\n  \
+         scheduler:\n    replicas: 1\n  etcd:\n    replicas: 1\n  backup:\n    schedule: \"{}\"\n",
+        super::FAR_AWAY
+    );
+    let manifest_file = dir.join("tenant-dr.yaml");
+    std::fs::write(&manifest_file, manifest).unwrap();
+    cluster.kubectl_ok(&["apply", "-f", manifest_file.to_str().unwrap()]);
+    cluster.wait_for_within(
+        "the recovered tenant's restore is done and it is Ready",
+        Duration::from_secs(600),
+        &[
+            "get",
+            "tcp",
+            DR,
+            "-o",
+            "jsonpath={.status.backup.restore.phase} {.status.conditions[?(@.type==\"Ready\")].status}",
+        ],
+        |out| out == "Done True",
+    );
+    let took = started.elapsed();
+    let kubeconfig = dir.join("tenant-dr.conf");
+    std::fs::write(
+        &kubeconfig,
+        super::tenant_worker::gantry_on_service_cluster(cluster, &["kubeconfig", DR]),
+    )
+    .unwrap();
+    assert_eq!(count(cluster, &kubeconfig, "configmaps"), OBJECTS + 1);
+    let read = tenant_kubectl(
+        cluster,
+        &kubeconfig,
+        &[
+            "-n",
+            RESTORE_NAMESPACE,
+            "get",
+            "secret",
+            "secret-3",
+            "-o",
+            "jsonpath={.data.password}",
+        ],
+    );
+    use base64::Engine as _;
+    let value = base64::engine::general_purpose::STANDARD
+        .decode(String::from_utf8_lossy(&read.stdout).trim())
+        .unwrap_or_default();
+    assert_eq!(
+        String::from_utf8_lossy(&value),
+        "s3cr3t-3",
+        "{}",
+        output_text(&read)
+    );
+    let deleted = cluster.kubectl(&["delete", "tcp", DR, "--wait=true", "--timeout=300s"]);
+    assert!(deleted.status.success(), "{}", output_text(&deleted));
+    took
 }

@@ -114,20 +114,7 @@ pub fn switch_to_the_routed_path(
     kubeconfig: &Path,
     dir: &Path,
 ) {
-    let chart = gantry_tests::repo_root().join("chart/tenant");
-    let helm = cluster.plane.helm(&[
-        "upgrade",
-        tenant,
-        chart.to_str().unwrap(),
-        "--reuse-values",
-        "--set",
-        "konnectivity.enabled=false",
-    ]);
-    assert!(
-        helm.status.success(),
-        "helm upgrade: {}",
-        output_text(&helm)
-    );
+    cluster.helm_upgrade_tenant(tenant, "konnectivity.enabled=false");
     let namespace = format!("tcp-{tenant}");
     cluster.wait_for_within(
         "the apiservers run without the tunnel's server",

@@ -155,20 +155,7 @@ pub fn a_minor_upgrade_rolls_while_the_tenant_serves(
 ) -> (Duration, ReadyzSeen) {
     let watch = ReadyzWatch::start(cluster, kubeconfig);
     let started = Instant::now();
-    let chart = gantry_tests::repo_root().join("chart/tenant");
-    let upgrade = cluster.plane.helm(&[
-        "upgrade",
-        tenant,
-        chart.to_str().unwrap(),
-        "--reuse-values",
-        "--set",
-        &format!("version={version}"),
-    ]);
-    assert!(
-        upgrade.status.success(),
-        "helm upgrade: {}",
-        output_text(&upgrade)
-    );
+    cluster.helm_upgrade_tenant(tenant, &format!("version={version}"));
     cluster.wait_for_within(
         "the tenant runs the new minor and is Ready",
         Duration::from_secs(600),

@@ -199,6 +199,25 @@ impl ServiceCluster {
         );
     }
 
+    /// `helm upgrade <name> chart/tenant --reuse-values --set <set>`, which
+    /// must succeed.
+    pub fn helm_upgrade_tenant(&self, name: &str, set: &str) {
+        let chart = crate::repo_root().join("chart/tenant");
+        let helm = self.plane.helm(&[
+            "upgrade",
+            name,
+            chart.to_str().unwrap(),
+            "--reuse-values",
+            "--set",
+            set,
+        ]);
+        assert!(
+            helm.status.success(),
+            "helm upgrade {name} --set {set}: {}",
+            output_text(&helm)
+        );
+    }
+
     /// `count` hostPath PersistentVolumes of `size` on the node, without a
     /// storage class (so claims without one bind to them), writable by any
     /// user (a pod's `fsGroup` does not apply to hostPath).

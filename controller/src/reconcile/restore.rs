@@ -130,6 +130,18 @@ pub(super) async fn step(
         None => {
             // Checked before anything stops: the tenant needs a store.
             render_restore_jobs(input, &request)?;
+            // A new tenant (a recovery elsewhere) first gets its etcd, empty:
+            // its volumes are what the restore Jobs restore into.
+            let statefulsets: Api<StatefulSet> =
+                Api::namespaced(pass.ctx.client.clone(), namespace);
+            let exists = statefulsets
+                .get_opt("etcd")
+                .await
+                .map_err(api_error("get StatefulSet etcd"))?
+                .is_some();
+            if !exists {
+                return Ok(());
+            }
             pass.notes.push(Note::warning(
                 "RestoreStarted",
                 format!(
