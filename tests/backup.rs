@@ -683,6 +683,14 @@ fn bad_buckets_credentials_snapshots_tenants_and_keys_are_refused_and_leave_noth
         &["--snapshot", "20200101T000000Z", &name],
         Some(&out),
     );
+    let restore = gantry_backup(&["restore", "prod", "--snapshot", "latest"], &[]);
+    assert_refused(
+        &setup,
+        &restore,
+        2,
+        &["--snapshot", "\"latest\"", "gantry backup list"],
+        None,
+    );
     std::fs::create_dir(&out).unwrap();
     let existing = setup.fetch("prod", &out, &[], &[]);
     assert_eq!(

@@ -34,6 +34,18 @@ pub enum BackupCommand {
     /// Download a snapshot and open its keys into a new folder: etcd.db (for
     /// `etcdutl snapshot restore`), keys/ and manifest.json.
     Fetch(FetchArgs),
+    /// Ask the operator to restore a tenant's etcd from a snapshot (the
+    /// annotation gantry.dev/restore-from): etcd and the apiservers stop,
+    /// each member is restored, and they start again. The tenant keeps its
+    /// CA, so its workers come back without a new join.
+    Restore {
+        /// The TenantControlPlane.
+        tenant: String,
+        /// The snapshot's name (`gantry backup list`), or TENANT/NAME for
+        /// another tenant's.
+        #[arg(long)]
+        snapshot: String,
+    },
     /// Print the tenant's key Secrets (CAs, service-account key, encryption
     /// key) from the keys/ of `gantry backup fetch`, for `kubectl apply -f -`
     /// in a new namespace before a recovery there.
@@ -227,6 +239,7 @@ pub fn run(command: BackupCommand) -> Result<ExitCode, CliError> {
         BackupCommand::List(args) => block_on(list(args)),
         BackupCommand::Fetch(args) => block_on(fetch(args)),
         BackupCommand::Secrets { keys, tenant } => key_secrets(&keys, &tenant),
+        BackupCommand::Restore { tenant, snapshot } => ask_restore(&tenant, &snapshot),
         BackupCommand::RestoreMember(RestoreMemberCommand::Prepare {
             store,
             snapshot,
@@ -266,6 +279,55 @@ async fn prepare_member(
     );
     crate::write_stdout(line.as_bytes())?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Sets the restore annotation on the tenant, unless another restore runs.
+fn ask_restore(tenant: &str, snapshot: &str) -> Result<ExitCode, CliError> {
+    use gantry_api::labels::RESTORE_ANNOTATION;
+    let (from, name) = snapshot.split_once('/').unwrap_or((tenant, snapshot));
+    gantry_backup::layout::TenantPrefix::new("gantry", from)?;
+    if !gantry_backup::layout::is_snapshot_name(name) {
+        return Err(CliError::BadFile {
+            flag: "--snapshot",
+            value: snapshot.to_string(),
+            reason: "is not NAME or TENANT/NAME, NAME a snapshot's (20261207T172000Z; gantry backup list)".into(),
+        });
+    }
+    crate::day2::runtime()?.block_on(async {
+        let client = crate::day2::service_cluster().await?;
+        let api: kube::Api<gantry_api::TenantControlPlane> = kube::Api::all(client);
+        let tcp = api
+            .get_opt(tenant)
+            .await
+            .map_err(|e| CliError::Failed(format!("get TenantControlPlane {tenant}: {e}")))?
+            .ok_or_else(|| CliError::Failed(format!("no TenantControlPlane {tenant}")))?;
+        let running = tcp
+            .status
+            .and_then(|s| s.backup)
+            .and_then(|b| b.restore)
+            .filter(|r| r.phase != "Done" && r.phase != "Failed" && r.from != snapshot);
+        if let Some(running) = running {
+            return Err(CliError::Failed(format!(
+                "tenant {tenant} is being restored from {} (phase {}): wait until it is done",
+                running.from, running.phase
+            )));
+        }
+        let patch = serde_json::json!({"metadata": {"annotations": {RESTORE_ANNOTATION: snapshot}}});
+        api.patch(
+            tenant,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .map_err(|e| CliError::Failed(format!("annotate TenantControlPlane {tenant}: {e}")))?;
+        crate::write_stdout(
+            format!(
+                "restore of {tenant} from {snapshot} asked: kubectl get tcp {tenant} -w (phase Restoring, then Ready)\n"
+            )
+            .as_bytes(),
+        )?;
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 /// The create-only Secrets of `tenant` from a fetched keys/ folder, as YAML.

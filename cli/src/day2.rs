@@ -63,14 +63,14 @@ pub struct CloudInitArgs {
     kubernetes_version: Option<String>,
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError::Failed(format!("starting the async runtime: {e}")))
 }
 
-async fn service_cluster() -> Result<kube::Client, CliError> {
+pub(crate) async fn service_cluster() -> Result<kube::Client, CliError> {
     kube::Client::try_default().await.map_err(|e| {
         CliError::Failed(format!(
             "no service cluster to talk to (KUBECONFIG, ~/.kube/config or in-cluster): {e}"
