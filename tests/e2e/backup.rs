@@ -334,12 +334,44 @@ pub fn a_scheduled_snapshot_restores_a_tenant_whose_volumes_are_gone(
         "{}",
         output_text(&kept)
     );
+    the_upkeep_runbook_takes_a_backup_now(cluster, tenant, namespace, &snapshot);
     Restored {
         snapshot,
         write,
         snapshot_after_schedule,
         recovery,
     }
+}
+
+/// docs/operations.md's way to run a backup and its upkeep now, rather than
+/// at the schedule's time: a Job from the CronJob. A new snapshot shows in
+/// the status, and `EtcdBelowQuota` says what the upkeep found.
+fn the_upkeep_runbook_takes_a_backup_now(
+    cluster: &ServiceCluster,
+    tenant: &str,
+    namespace: &str,
+    previous: &str,
+) {
+    cluster.kubectl_ok(&[
+        "-n",
+        namespace,
+        "create",
+        "job",
+        "--from=cronjob/etcd-backup",
+        "upkeep-now",
+    ]);
+    cluster.wait_for_within(
+        "a backup Job from the CronJob writes a new snapshot",
+        Duration::from_secs(180),
+        &[
+            "get",
+            "tcp",
+            tenant,
+            "-o",
+            "jsonpath={.status.backup.lastSnapshot.name} {.status.conditions[?(@.type==\"EtcdBelowQuota\")].status}",
+        ],
+        |out| !out.starts_with(previous) && out.ends_with(" True"),
+    );
 }
 
 /// A new tenant, `tenant-dr` in its own namespace, recovers `from`'s
