@@ -36,14 +36,15 @@
 //!    (node proxy to its pod and Service addresses, a webhook on an
 //!    ExternalName of its DNS), the same paths reach nothing
 //!    (`e2e/side_doors.rs`). `gantry get` and `gantry join` show the tenant.
-//! 6b. Backups (`e2e/backup.rs`): the operator's default store is versitygw
+//!    Backups (`e2e/backup.rs`): the operator's default store is versitygw
 //!    (built here) on the service cluster's network. 10,000 ConfigMaps and
 //!    20 Secrets are written; the tenant's schedule is set to the next
 //!    minute but one, and its CronJob's snapshot shows in the status. Every
 //!    etcd volume is wiped and the members restart empty; `kubectl annotate
 //!    tcp tenant-a gantry.dev/restore-from=<snapshot>` brings every object
 //!    back, Secrets decrypt, the worker is Ready without a new join, and the
-//!    web Deployment runs. Then a new tenant, in its own namespace, recovers
+//!    web Deployment runs; a Job from the backup CronJob (the upkeep
+//!    runbook) writes a new snapshot. Then a new tenant, in its own namespace, recovers
 //!    that snapshot from the bucket and the platform's private key alone
 //!    (`gantry backup fetch`, `gantry backup secrets`, a TenantControlPlane
 //!    with `gantry.dev/restore-from: tenant-a/<snapshot>`), and is deleted.
