@@ -394,7 +394,15 @@ fn ten_thousand_keys_are_snapshotted_kept_by_retention_and_restored_with_their_k
     assert!(secrets.status.success(), "{}", output_text(&secrets));
     let text = String::from_utf8(secrets.stdout).unwrap();
     let mut seen = 0;
-    for document in text.split("---\n") {
+    let mut documents = text.split("---\n");
+    let namespace: serde_json::Value = serde_yaml::from_str(documents.next().unwrap()).unwrap();
+    assert_eq!(namespace["kind"], "Namespace");
+    assert_eq!(namespace["metadata"]["name"], "tcp-prod-dr");
+    assert_eq!(
+        namespace["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "gantry"
+    );
+    for document in documents {
         let secret: serde_json::Value = serde_yaml::from_str(document).unwrap();
         assert_eq!(secret["metadata"]["namespace"], "tcp-prod-dr");
         let name = secret["metadata"]["name"].as_str().unwrap();

@@ -46,9 +46,9 @@ pub enum BackupCommand {
         #[arg(long)]
         snapshot: String,
     },
-    /// Print the tenant's key Secrets (CAs, service-account key, encryption
-    /// key) from the keys/ of `gantry backup fetch`, for `kubectl apply -f -`
-    /// in a new namespace before a recovery there.
+    /// Print the tenant's Namespace and key Secrets (CAs, service-account
+    /// key, encryption key) from the keys/ of `gantry backup fetch`, for
+    /// `kubectl apply -f -` before a recovery into a new namespace.
     Secrets {
         /// The keys/ folder `gantry backup fetch --platform-key` wrote.
         #[arg(long)]
@@ -336,7 +336,22 @@ fn key_secrets(keys: &std::path::Path, tenant: &str) -> Result<ExitCode, CliErro
     use base64::Engine as _;
     gantry_pki::validate_tenant_name(tenant)?;
     let namespace = gantry_pki::default_namespace(tenant);
-    let mut documents = Vec::new();
+    // The tenant's Namespace first, as gantry renders it: the operator
+    // writes only in namespaces labelled as its own.
+    let bootstrap = gantry_renderer::render_bootstrap(&gantry_renderer::BootstrapInput {
+        name: tenant.to_string(),
+        namespace: namespace.clone(),
+        service_type: gantry_renderer::ServiceType::ClusterIP,
+        service_annotations: Default::default(),
+        load_balancer_ip: None,
+        node_port: None,
+        konnectivity: None,
+    })?;
+    let mut documents: Vec<String> = bootstrap
+        .iter()
+        .filter(|object| object.kind == "Namespace")
+        .map(|object| object.to_yaml().to_string())
+        .collect();
     for secret in gantry_renderer::create_only_secrets() {
         let mut data = serde_json::Map::new();
         for (key, _) in secret.files {

@@ -421,7 +421,6 @@ pub fn a_new_tenant_recovers_from_the_bucket_and_the_platform_key(
         "gantry backup fetch: {}",
         output_text(&fetched)
     );
-    cluster.kubectl_ok(&["create", "namespace", &format!("tcp-{DR}")]);
     let secrets = host
         .command(gantry_tests::gantry_bin())
         .args(["backup", "secrets", "--tenant", DR])
