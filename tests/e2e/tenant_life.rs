@@ -122,6 +122,8 @@ pub fn losing_an_apiserver_and_an_etcd_member_keeps_it_serving(
             namespace,
             "get",
             "pods",
+            // Not the backup Jobs' finished pods.
+            "--field-selector=status.phase!=Succeeded",
             "-o",
             "jsonpath={range .items[*]}{.metadata.name}={.status.containerStatuses[0].ready} {end}",
         ],
