@@ -10,6 +10,7 @@ pub mod extra_args;
 pub mod join_secret;
 pub mod labels;
 mod manifest;
+pub mod restore;
 mod status;
 mod tenant;
 pub use gantry_pki::yaml_guard;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{PrivateKeyDer, ServerName};
 use tonic::codec::Streaming;
 use tonic_prost::ProstCodec;
 
@@ -291,32 +291,12 @@ fn describe(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 fn client_config(files: &ClientFiles<'_>) -> Result<Arc<rustls::ClientConfig>, Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in certificates(files.ca)? {
-        roots
-            .add(cert)
-            .map_err(|e| Error::file(files.ca, format!("not a usable CA: {e}")))?;
-    }
     // Never the parser's message for a key: it could quote the key's bytes.
     let key = PrivateKeyDer::from_pem_file(files.key)
         .map_err(|_| Error::file(files.key, "no PEM private key"))?;
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::file(files.ca, e))?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(certificates(files.cert)?, key)
+    let mut config = crate::tls::client_builder(crate::tls::roots_from(files.ca)?)
+        .with_client_auth_cert(crate::tls::certificates(files.cert)?, key)
         .map_err(|e| Error::file(files.cert, format!("does not go with its key: {e}")))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
-}
-
-fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| Error::file(path, format!("cannot read certificates: {e}")))?;
-    if certs.is_empty() {
-        return Err(Error::file(path, "no CERTIFICATE block"));
-    }
-    Ok(certs)
 }

@@ -13,6 +13,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+/// The bucket's names are the restore's: one rule (`gantry-api`).
+pub use gantry_api::restore::is_snapshot_name;
 
 pub const FORMAT: &str = "gantry.dev/etcd-snapshot/v1";
 
@@ -108,17 +110,6 @@ pub fn snapshot_name(at: time::OffsetDateTime) -> String {
         at.minute(),
         at.second()
     )
-}
-
-pub fn is_snapshot_name(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    bytes.len() == 16
-        && bytes[8] == b'T'
-        && bytes[15] == b'Z'
-        && bytes[..8]
-            .iter()
-            .chain(&bytes[9..15])
-            .all(u8::is_ascii_digit)
 }
 
 /// What one snapshot is, written beside it last.

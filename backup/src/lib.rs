@@ -15,5 +15,6 @@ pub mod run;
 pub mod seal;
 pub mod snapshot;
 pub mod store;
+mod tls;
 
 pub use error::{Category, Error};

@@ -120,13 +120,10 @@ impl Store {
             .sign(SIGNED_FOR);
         let chunks = read_chunks(file).map_ok(Frame::data);
         let body = BodyExt::boxed(StreamBody::new(chunks));
-        let mut request = http::Request::put(url.as_str())
+        let request = http::Request::put(url.as_str())
             .header(http::header::CONTENT_LENGTH, length)
             .body(body)
             .expect("a valid request");
-        request
-            .headers_mut()
-            .remove(http::header::TRANSFER_ENCODING);
         let response = self.request("put", key, request).await?;
         self.expect_success("put", key, response).await.map(drop)
     }
@@ -361,27 +358,13 @@ fn credentials_from_env() -> Result<Credentials, Error> {
 }
 
 fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, Error> {
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            use rustls::pki_types::{CertificateDer, pem::PemObject};
-            let certs = CertificateDer::pem_file_iter(path)
-                .and_then(|c| c.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| Error::file(path, format!("cannot read certificates: {e}")))?;
-            let (added, _) = roots.add_parsable_certificates(certs);
-            if added == 0 {
-                return Err(Error::file(path, "holds no usable CA certificate"));
-            }
-        }
+    let roots = match ca_file {
+        Some(path) => crate::tls::roots_from(path)?,
         None => {
-            let native = rustls_native_certs::load_native_certs();
-            roots.add_parsable_certificates(native.certs);
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            roots
         }
-    }
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("ring supports TLS 1.2 and 1.3")
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+    };
+    Ok(crate::tls::client_builder(roots).with_no_client_auth())
 }

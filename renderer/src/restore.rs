@@ -9,19 +9,12 @@ use serde_json::{Value, json};
 use crate::args::{self, ETCD_PEER_PORT};
 use crate::error::RenderError;
 use crate::input::RenderInput;
+pub use gantry_api::restore::RestoreRequest;
 
 const TEMPLATE_NAME: &str = "restore/etcd-restore-job.yaml";
 const TEMPLATE: &str = include_str!("../templates/restore/etcd-restore-job.yaml");
 /// Where the member's volume is mounted in the Job (as in etcd's pod).
 const VOLUME: &str = "/var/lib/etcd";
-
-/// What to restore: a snapshot of `tenant` (this one, or another for a
-/// recovery into a new tenant).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RestoreRequest {
-    pub tenant: String,
-    pub snapshot: String,
-}
 
 /// The name of member `index`'s restore Job.
 pub fn restore_job_name(index: u32) -> String {

@@ -141,8 +141,9 @@ pub(super) async fn observe(
         let name = job.metadata.name.clone().unwrap_or_default();
         let message = termination_message(&pods, &name).await?;
         if succeeded {
-            observed.nospace = message.as_deref().and_then(nospace);
-            if let Some(snapshot) = message.as_deref().and_then(|m| snapshot_status(m, bucket)) {
+            let report = message.as_deref().and_then(read_report);
+            observed.nospace = report.as_ref().and_then(nospace);
+            if let Some(snapshot) = report.map(|r| snapshot_status(r, bucket)) {
                 let newer = observed
                     .last_snapshot
                     .as_ref()
@@ -185,23 +186,27 @@ async fn termination_message(pods: &Api<Pod>, job: &str) -> Result<Option<String
     }))
 }
 
-/// The manifest a successful Job reported, as status shows it.
-fn snapshot_status(message: &str, bucket: &str) -> Option<SnapshotStatus> {
-    let manifest: gantry_backup_manifest::Manifest = serde_json::from_str(message.trim()).ok()?;
-    Some(SnapshotStatus {
+/// The report a successful Job left (its termination message): the
+/// snapshot's manifest, with the upkeep's findings.
+fn read_report(message: &str) -> Option<gantry_backup_manifest::Manifest> {
+    serde_json::from_str(message.trim()).ok()
+}
+
+/// The snapshot a Job reported, as status shows it.
+fn snapshot_status(manifest: gantry_backup_manifest::Manifest, bucket: &str) -> SnapshotStatus {
+    SnapshotStatus {
         name: manifest.name,
         taken_at: manifest.taken_at,
         bytes: i64::try_from(manifest.database.bytes).unwrap_or(i64::MAX),
         location: format!("s3://{bucket}/{}", manifest.database.key),
         revision: manifest.etcd.revision,
-    })
+    }
 }
 
 /// Whether the run's upkeep found NOSPACE, and disarmed it; `None` when it
 /// reported no upkeep.
-fn nospace(message: &str) -> Option<(bool, bool)> {
-    let manifest: gantry_backup_manifest::Manifest = serde_json::from_str(message.trim()).ok()?;
-    let upkeep = manifest.upkeep?;
+fn nospace(manifest: &gantry_backup_manifest::Manifest) -> Option<(bool, bool)> {
+    let upkeep = manifest.upkeep.as_ref()?;
     Some((
         upkeep.alarms.iter().any(|a| a == "NOSPACE"),
         upkeep.disarmed,
@@ -496,9 +501,10 @@ mod tests {
                 r#"{{"name":"20261207T100000Z","takenAt":"t","etcd":{{"revision":1}},"database":{{"key":"k","bytes":1}}{upkeep}}}"#
             )
         };
-        assert_eq!(nospace(&report("")), None);
-        assert_eq!(nospace(&report(r#","upkeep":{}"#)), Some((false, false)));
-        let found = nospace(&report(
+        let nospace_in = |text: String| nospace(&read_report(&text).unwrap());
+        assert_eq!(nospace_in(report("")), None);
+        assert_eq!(nospace_in(report(r#","upkeep":{}"#)), Some((false, false)));
+        let found = nospace_in(report(
             r#","upkeep":{"alarms":["NOSPACE"],"disarmed":true}"#,
         ))
         .unwrap();
@@ -515,9 +521,9 @@ mod tests {
     #[test]
     fn a_report_becomes_status() {
         let report = r#"{"format":"gantry.dev/etcd-snapshot/v1","tenant":"t","name":"20261207T100000Z","takenAt":"2026-12-07T10:00:00Z","etcd":{"endpoint":"e","version":"3.6.8","clusterId":"1","memberId":"2","revision":42},"database":{"key":"gantry/t/20261207T100000Z.db","bytes":20512,"sha256":"ab"},"keys":{"key":"k","bytes":1,"sha256":"cd"},"platformKeyId":"x"}"#;
-        let status = snapshot_status(report, "backups").unwrap();
+        let status = snapshot_status(read_report(report).unwrap(), "backups");
         assert_eq!(status.location, "s3://backups/gantry/t/20261207T100000Z.db");
         assert_eq!((status.bytes, status.revision), (20512, 42));
-        assert!(snapshot_status("error: not json", "b").is_none());
+        assert!(read_report("error: not json").is_none());
     }
 }

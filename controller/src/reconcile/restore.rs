@@ -71,27 +71,8 @@ impl RestorePhase {
 /// The annotation's value as a request: `NAME` (this tenant's snapshot) or
 /// `TENANT/NAME`.
 pub(super) fn parse_request(tenant: &str, value: &str) -> Result<RestoreRequest, String> {
-    let (from, snapshot) = match value.trim().split_once('/') {
-        Some((from, snapshot)) => (from, snapshot),
-        None => (tenant, value.trim()),
-    };
-    let name_ok = gantry_pki::validate_namespace(from).is_ok();
-    let snapshot_ok = snapshot.len() == 16
-        && snapshot.as_bytes()[8] == b'T'
-        && snapshot.ends_with('Z')
-        && snapshot[..8]
-            .bytes()
-            .chain(snapshot[9..15].bytes())
-            .all(|b| b.is_ascii_digit());
-    if !name_ok || !snapshot_ok {
-        return Err(format!(
-            "annotation {RESTORE_ANNOTATION}={value:?} is not NAME or TENANT/NAME, NAME a snapshot's (20261207T172000Z)"
-        ));
-    }
-    Ok(RestoreRequest {
-        tenant: from.to_string(),
-        snapshot: snapshot.to_string(),
-    })
+    RestoreRequest::parse(tenant, value)
+        .map_err(|reason| format!("annotation {RESTORE_ANNOTATION}={value:?} {reason}"))
 }
 
 /// Where the tenant's restore stands: `Some(phase)` while one is asked for
@@ -399,28 +380,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn requests_name_a_snapshot_of_this_tenant_or_another() {
-        assert_eq!(
-            parse_request("tenant-a", "20261207T172000Z").unwrap(),
-            RestoreRequest {
-                tenant: "tenant-a".into(),
-                snapshot: "20261207T172000Z".into()
-            }
+    fn a_bad_annotation_is_named_with_its_value() {
+        let error = parse_request("tenant-a", "latest").unwrap_err();
+        assert!(
+            error.starts_with("annotation gantry.dev/restore-from=\"latest\" is not NAME"),
+            "{error}"
         );
-        assert_eq!(
-            parse_request("tenant-a-dr", "tenant-a/20261207T172000Z")
-                .unwrap()
-                .tenant,
-            "tenant-a"
-        );
-        for bad in [
-            "latest",
-            "tenant-a/",
-            "/20261207T172000Z",
-            "Tenant/20261207T172000Z",
-            "20261207-172000",
-        ] {
-            assert!(parse_request("tenant-a", bad).is_err(), "{bad}");
-        }
     }
 }

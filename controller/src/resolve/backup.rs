@@ -46,7 +46,7 @@ pub(super) fn backup(
         invalid(
             "spec.backup",
             "",
-            "the operator has no platform public key (--backup-platform-public-key): backups cannot seal the tenant's keys",
+            "no platform public key (--backup-platform-public-key): backups cannot seal the tenant's keys",
         )
     })?;
     let schedule = match (&wanted.schedule, &defaults.schedule) {
