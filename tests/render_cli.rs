@@ -311,3 +311,131 @@ fn chart_values_given_to_render_get_a_hint() {
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
+
+/// `--restore-from` (docs/operations.md, "Restore a tenant rendered
+/// offline"): one restore Job per etcd member, each naming the snapshot, and
+/// the steps printed; without a store or with a bad name, one line naming
+/// the field and nothing written; the next render without it removes them.
+#[test]
+fn restore_from_writes_one_job_per_member_and_the_next_render_removes_them() {
+    const SNAPSHOT: &str = "20261207T171340Z";
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest = tmp.path().join("tenant-a.yaml");
+    std::fs::write(&manifest, example()).unwrap();
+    let out = tmp.path().join("bundle");
+    let render_with = |extra: &[&str]| {
+        let mut args = vec![
+            "render",
+            manifest.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        gantry(&args)
+    };
+    let key = tmp.path().join("platform.key");
+    let made = gantry(&["backup", "platform-key", "--out", key.to_str().unwrap()]);
+    assert!(
+        made.status.success(),
+        "{}",
+        gantry_tests::output_text(&made)
+    );
+    let public_key = format!("--backup-platform-public-key={}.pub", key.display());
+    let store = [
+        "--backup-store=https://s3.example.internal",
+        "--backup-bucket=tenant-backups",
+        public_key.as_str(),
+    ];
+    let refusals = [
+        (
+            vec![format!("--restore-from={SNAPSHOT}")],
+            "spec.backup".to_string(),
+        ),
+        (
+            [&store[..], &["--restore-from=latest"]]
+                .concat()
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            "--restore-from \"latest\": is not NAME or TENANT/NAME".to_string(),
+        ),
+        (
+            [&store[..], &["--restore-from=Tenant/20261207T171340Z"]]
+                .concat()
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            "--restore-from \"Tenant/20261207T171340Z\"".to_string(),
+        ),
+    ];
+    for (extra, expected) in &refusals {
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let refused = render_with(&extra);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(2), "{extra:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(
+            stderr.contains(expected.as_str()),
+            "{expected:?} in {stderr}"
+        );
+        assert!(!out.exists(), "{extra:?} wrote {out:?}");
+    }
+
+    let from = format!("--restore-from={SNAPSHOT}");
+    let rendered = render_with(&[store[0], store[1], store[2], &from]);
+    let stdout = String::from_utf8_lossy(&rendered.stdout);
+    assert!(
+        rendered.status.success(),
+        "{}",
+        gantry_tests::output_text(&rendered)
+    );
+    let mut jobs: Vec<String> = files_under(&out.join("restore"))
+        .into_iter()
+        .map(|(path, _)| path)
+        .collect();
+    jobs.sort();
+    assert_eq!(
+        jobs,
+        [
+            "etcd-restore-0.yaml",
+            "etcd-restore-1.yaml",
+            "etcd-restore-2.yaml"
+        ],
+        "one Job per member of the example's 3"
+    );
+    for (index, file) in jobs.iter().enumerate() {
+        let job: serde_json::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(out.join("restore").join(file)).unwrap())
+                .unwrap();
+        assert_eq!(job["kind"], "Job");
+        assert_eq!(job["metadata"]["namespace"], "tcp-tenant-a");
+        assert_eq!(job["metadata"]["name"], format!("etcd-restore-{index}"));
+        let text = job.to_string();
+        assert!(text.contains(SNAPSHOT), "{file} names the snapshot");
+        assert!(
+            text.contains(&format!("data-etcd-{index}")),
+            "{file} mounts its member's volume"
+        );
+    }
+    for step in [
+        "scale statefulset/etcd deployment/kube-apiserver --replicas=0",
+        &format!("kubectl apply -f {}/restore/", out.display()),
+        "scale statefulset/etcd --replicas=3",
+    ] {
+        assert!(stdout.contains(step), "{step:?} in {stdout}");
+    }
+
+    let again = render_with(&store);
+    assert!(
+        again.status.success(),
+        "{}",
+        gantry_tests::output_text(&again)
+    );
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("removed restore/etcd-restore-0.yaml"),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
+    let restore = out.join("restore");
+    assert!(!restore.exists() || files_under(&restore).is_empty());
+}

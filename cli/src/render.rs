@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::Args;
 use gantry_pki::{Action, BootstrapToken, PkiFile};
-use gantry_renderer::{RenderedObject, chart};
+use gantry_renderer::{RenderedObject, RestoreRequest, chart};
 use time::OffsetDateTime;
 
 use super::{CliError, read_flag_file};
@@ -60,6 +60,12 @@ pub struct RenderArgs {
     gantry_image: String,
     #[command(flatten)]
     backup: crate::backup::BackupDefaultArgs,
+    /// Also write restore/: one Job per etcd member that restores this
+    /// snapshot onto the member's volume while etcd is stopped (NAME, or
+    /// TENANT/NAME for another tenant's; docs/operations.md, "Restore a
+    /// tenant rendered offline"). The next render without it removes them.
+    #[arg(long, value_name = "SNAPSHOT")]
+    restore_from: Option<String>,
 }
 
 /// `--gantry-image`: an image reference, `REPOSITORY[:TAG][@DIGEST]`, one
@@ -126,7 +132,10 @@ pub fn run(args: RenderArgs) -> Result<ExitCode, CliError> {
     bundle_dir::guard_keys(folder, &owner, &mut existing, args.new_ca)?;
     let issued = gantry_pki::issue(&resolved.pki, &existing, now)?;
     let rendered = gantry_renderer::render(input, &issued.bundle)?;
-    let files = bundle_files(input, &issued, &rendered)?;
+    let restore = (args.restore_from.as_deref())
+        .map(|value| restore_files(input, value))
+        .transpose()?;
+    let files = bundle_files(input, &issued, &rendered, restore.as_ref())?;
     // The files this render writes over, to write only what changed.
     let overwritten = files.keys().filter(|path| listed.contains(*path));
     bundle_dir::read_files(
@@ -139,6 +148,9 @@ pub fn run(args: RenderArgs) -> Result<ExitCode, CliError> {
     let old_staging = bundle_dir::remove_old_staging(&args.out);
     bundle.keep();
     print_summary(&args.out, input, &issued, &rendered, &written)?;
+    if let Some(restore) = &restore {
+        print_restore_steps(&args.out, input, restore)?;
+    }
     for path in old_staging {
         say!(
             "  removed {} (left by an earlier gantry that was killed)",
@@ -176,12 +188,39 @@ fn choose_token(
     }
 }
 
+/// `--restore-from`'s request and its Jobs as `restore/<job>.yaml` files
+/// (the Jobs the operator runs for the same request).
+struct RestoreFiles {
+    request: RestoreRequest,
+    files: Vec<(String, Vec<u8>)>,
+}
+
+fn restore_files(
+    input: &gantry_renderer::RenderInput,
+    value: &str,
+) -> Result<RestoreFiles, CliError> {
+    let request = RestoreRequest::parse(&input.name, value)
+        .map_err(|reason| gantry_pki::InvalidInput::new("restore-from", value, reason))?;
+    let mut files = Vec::new();
+    for (job, index) in gantry_renderer::render_restore_jobs(input, &request)?
+        .iter()
+        .zip(0..)
+    {
+        let yaml = serde_yaml::to_string(job)
+            .map_err(|e| CliError::Failed(format!("restore Job {index}: {e}")))?;
+        let name = gantry_renderer::restore_job_name(index);
+        files.push((format!("restore/{name}.yaml"), yaml.into_bytes()));
+    }
+    Ok(RestoreFiles { request, files })
+}
+
 /// Every file of the bundle: the PKI, the manifests, the chart, the join
-/// command and the bundle's record.
+/// command, `--restore-from`'s Jobs and the bundle's record.
 fn bundle_files(
     input: &gantry_renderer::RenderInput,
     issued: &gantry_pki::Issued,
     rendered: &gantry_renderer::Rendered,
+    restore: Option<&RestoreFiles>,
 ) -> Result<BTreeMap<String, PkiFile>, CliError> {
     let archive_name = chart::archive_name(&input.name, input.version);
     // The chart is packed while the other threads serialise the rest of the
@@ -210,6 +249,15 @@ fn bundle_files(
     };
     files.insert(format!("chart/{archive_name}"), secret(archive));
     files.insert(JOIN_COMMAND.into(), secret(join_command.into_bytes()));
+    for (path, yaml) in restore.iter().flat_map(|r| &r.files) {
+        files.insert(
+            path.clone(),
+            PkiFile {
+                contents: yaml.clone(),
+                secret: false,
+            },
+        );
+    }
     let record = BundleRecord {
         tenant: input.name.clone(),
         namespace: input.namespace.clone(),
@@ -303,6 +351,38 @@ fn print_summary(
         input.endpoint.url()
     )?;
     say!("  on each worker VM: the command in {out}/{JOIN_COMMAND}")?;
+    Ok(())
+}
+
+/// The offline restore, step by step (docs/operations.md says why each).
+fn print_restore_steps(
+    out: &std::path::Path,
+    input: &gantry_renderer::RenderInput,
+    restore: &RestoreFiles,
+) -> Result<(), CliError> {
+    let out = out.display();
+    let ns = &input.namespace;
+    say!(
+        "to restore etcd from snapshot {} of {} with the {} Jobs in {out}/restore/ \
+         (etcd and the apiservers stop meanwhile):",
+        restore.request.snapshot,
+        restore.request.tenant,
+        restore.files.len(),
+    )?;
+    say!("  kubectl -n {ns} scale statefulset/etcd deployment/kube-apiserver --replicas=0")?;
+    say!("  kubectl -n {ns} wait --for=delete pod -l app.kubernetes.io/name=etcd --timeout=5m")?;
+    say!("  kubectl apply -f {out}/restore/")?;
+    say!("  kubectl wait --for=condition=Complete -f {out}/restore/ --timeout=60m")?;
+    say!("  kubectl delete -f {out}/restore/")?;
+    say!(
+        "  kubectl -n {ns} scale statefulset/etcd --replicas={}",
+        input.etcd.replicas
+    )?;
+    say!(
+        "  kubectl -n {ns} scale deployment/kube-apiserver --replicas={}",
+        input.api_server.replicas
+    )?;
+    say!("  then render again without --restore-from: restore/ is removed")?;
     Ok(())
 }
 

@@ -8,7 +8,7 @@ use gantry_pki::{FileSet, catalog};
 use super::{BundleDirError, Owner, STAGING, at::Folder, is_under};
 
 /// The folders a render writes (a bundle with files there was rendered).
-pub const RENDERED_FOLDERS: [&str; 3] = ["service", "tenant", "chart"];
+pub const RENDERED_FOLDERS: [&str; 4] = ["service", "tenant", "chart", "restore"];
 /// The join command a render writes.
 pub const JOIN_COMMAND: &str = "join-command";
 
