@@ -247,8 +247,29 @@ fn a_tenant_installed_with_helm_runs_its_masters_as_pods_and_serves() {
     );
     eprintln!(
         "TIMING end-to-end {version}: a new tenant recovered {TENANT}'s snapshot from the bucket and the platform key, Ready in {:.1} s",
-        recovered.as_secs_f64()
+        recovered.took.as_secs_f64()
     );
+    let failed = backup::a_restore_from_a_missing_snapshot_fails_and_leaves_the_data(
+        &cluster,
+        TENANT,
+        &recovered.kubeconfig,
+    );
+    eprintln!(
+        "TIMING end-to-end {version}: a restore from a missing snapshot ended Failed and the tenant served its data again in {:.1} s",
+        failed.as_secs_f64()
+    );
+    let quota = backup::a_full_quota_shows_in_the_status_and_the_runbook_gives_it_back(
+        &cluster,
+        &recovered.kubeconfig,
+        tmp.path(),
+    );
+    eprintln!(
+        "TIMING end-to-end {version}: a 64 MiB etcd quota refused writes after {} ConfigMaps of 900 KiB ({:.1} s); the runbook (delete, upkeep now) gave writes back and EtcdBelowQuota True again in {:.1} s",
+        quota.filled_with,
+        quota.fill.as_secs_f64(),
+        quota.fix.as_secs_f64()
+    );
+    backup::delete_the_tenant(&cluster, backup::DR);
     the_operator_writes_nothing_for_a_settled_tenant(
         &cluster,
         "HA: 3 etcd, 2 of each other master",
@@ -481,11 +502,30 @@ fn wait_tenant_ready(cluster: &ServiceCluster, tenant: &str) {
     });
 }
 
+const MASTER_WORKLOADS: [&str; 4] = [
+    "statefulset/etcd",
+    "deployment/kube-apiserver",
+    "deployment/kube-controller-manager",
+    "deployment/kube-scheduler",
+];
+
 /// Every master is a pod on the service node, made by the StatefulSet or
 /// Deployment that the operator applied (field manager `gantry`), and runs
 /// the image gantry renders for `version` (pods on their way out, such as
-/// the old ones of a finished rollout, are not counted).
+/// the old ones of a finished rollout, are not counted). Ready means etcd
+/// has quorum, so the third member may still be starting: the workloads'
+/// rollouts are awaited first.
 fn masters_run_as_pods_from_gantrys_manifests(cluster: &ServiceCluster, version: &str) {
+    for workload in MASTER_WORKLOADS {
+        cluster.kubectl_ok(&[
+            "-n",
+            NAMESPACE,
+            "rollout",
+            "status",
+            workload,
+            "--timeout=300s",
+        ]);
+    }
     let minor: u32 = version.split('.').nth(1).unwrap().parse().unwrap();
     let etcd = gantry_renderer::versions::release(minor).unwrap().etcd;
     let pods = cluster.kubectl_ok(&[
@@ -524,12 +564,7 @@ fn masters_run_as_pods_from_gantrys_manifests(cluster: &ServiceCluster, version:
     .map(|(name, count)| (name.to_string(), count))
     .collect();
     assert_eq!(counts, expected, "{pods}");
-    for workload in [
-        "statefulset/etcd",
-        "deployment/kube-apiserver",
-        "deployment/kube-controller-manager",
-        "deployment/kube-scheduler",
-    ] {
+    for workload in MASTER_WORKLOADS {
         let managers = cluster.kubectl_ok(&[
             "-n",
             NAMESPACE,

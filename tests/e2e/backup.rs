@@ -160,6 +160,17 @@ fn schedule_soon() -> String {
     format!("{} {} * * *", at.minute(), at.hour())
 }
 
+/// The disaster-recovery tenant, made from another's snapshot.
+pub const DR: &str = "tenant-dr";
+const DR_NAMESPACE: &str = "tcp-tenant-dr";
+/// The smallest `spec.etcd.storage.quota` the API takes (`MIN_ETCD_QUOTA`).
+const DR_QUOTA: &str = "64Mi";
+
+pub struct Recovered {
+    pub took: Duration,
+    pub kubeconfig: std::path::PathBuf,
+}
+
 pub struct Restored {
     pub snapshot: String,
     pub write: Duration,
@@ -352,17 +363,31 @@ fn the_upkeep_runbook_takes_a_backup_now(
     namespace: &str,
     previous: &str,
 ) {
+    run_the_upkeep_now(cluster, tenant, namespace, "upkeep-now", previous, "True");
+}
+
+/// `kubectl create job --from=cronjob/etcd-backup <job>` and waits for a
+/// snapshot other than `previous` in the status with `EtcdBelowQuota` as
+/// `below_quota`; returns the new snapshot's name.
+fn run_the_upkeep_now(
+    cluster: &ServiceCluster,
+    tenant: &str,
+    namespace: &str,
+    job: &str,
+    previous: &str,
+    below_quota: &str,
+) -> String {
     cluster.kubectl_ok(&[
         "-n",
         namespace,
         "create",
         "job",
         "--from=cronjob/etcd-backup",
-        "upkeep-now",
+        job,
     ]);
-    cluster.wait_for_within(
-        "a backup Job from the CronJob writes a new snapshot",
-        Duration::from_secs(180),
+    let seen = cluster.wait_for_within(
+        &format!("backup Job {job} writes a new snapshot, and EtcdBelowQuota is {below_quota}"),
+        Duration::from_secs(240),
         &[
             "get",
             "tcp",
@@ -370,8 +395,15 @@ fn the_upkeep_runbook_takes_a_backup_now(
             "-o",
             "jsonpath={.status.backup.lastSnapshot.name} {.status.conditions[?(@.type==\"EtcdBelowQuota\")].status}",
         ],
-        |out| !out.starts_with(previous) && out.ends_with(" True"),
+        |out| {
+            let (snapshot, status) = out.split_once(' ').unwrap_or((out, ""));
+            !snapshot.is_empty() && snapshot != previous && status == below_quota
+        },
     );
+    seen.split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// A new tenant, `tenant-dr` in its own namespace, recovers `from`'s
@@ -380,7 +412,8 @@ fn the_upkeep_runbook_takes_a_backup_now(
 /// fetch` opens the keys, `gantry backup secrets` makes the new namespace's
 /// key Secrets, and the TenantControlPlane carries `gantry.dev/restore-from:
 /// <from>/<snapshot>`. Every object is back and a Secret decrypts with the
-/// restored encryption key. The tenant is deleted after.
+/// restored encryption key. Its etcd quota is the smallest there is (64 MiB),
+/// for [`a_full_quota_shows_in_the_status_and_the_runbook_gives_it_back`].
 pub fn a_new_tenant_recovers_from_the_bucket_and_the_platform_key(
     cluster: &ServiceCluster,
     store: &ObjectStore,
@@ -388,8 +421,7 @@ pub fn a_new_tenant_recovers_from_the_bucket_and_the_platform_key(
     snapshot: &str,
     version: &str,
     dir: &Path,
-) -> Duration {
-    const DR: &str = "tenant-dr";
+) -> Recovered {
     let started = Instant::now();
     cluster.add_volumes("etcd-dr", 1, "10Gi");
     let host = &cluster.plane.node;
@@ -439,7 +471,7 @@ pub fn a_new_tenant_recovers_from_the_bucket_and_the_platform_key(
         "apiVersion: gantry.dev/v1alpha1\nkind: TenantControlPlane\nmetadata:\n  name: {DR}\n  \
          annotations:\n    gantry.dev/restore-from: {from}/{snapshot}\nspec:\n  version: \"{version}\"\n  \
          apiServer:\n    replicas: 1\n    service:\n      type: NodePort\n  controllerManager:\n    replicas: 1\n  \
-         scheduler:\n    replicas: 1\n  etcd:\n    replicas: 1\n  backup:\n    schedule: \"{}\"\n",
+         scheduler:\n    replicas: 1\n  etcd:\n    replicas: 1\n    storage:\n      quota: {DR_QUOTA}\n  backup:\n    schedule: \"{}\"\n",
         super::FAR_AWAY
     );
     let manifest_file = dir.join("tenant-dr.yaml");
@@ -488,7 +520,207 @@ pub fn a_new_tenant_recovers_from_the_bucket_and_the_platform_key(
         "{}",
         output_text(&read)
     );
-    let deleted = cluster.kubectl(&["delete", "tcp", DR, "--wait=true", "--timeout=300s"]);
-    assert!(deleted.status.success(), "{}", output_text(&deleted));
+    Recovered { took, kubeconfig }
+}
+
+/// A restore from a snapshot the bucket does not hold: etcd and the
+/// apiservers stop, the restore Job fails, the restore ends `Failed` with
+/// the Job's reason, and the tenant starts again on its data as they were.
+/// Removing the annotation (docs/operations.md) ends the matter.
+pub fn a_restore_from_a_missing_snapshot_fails_and_leaves_the_data(
+    cluster: &ServiceCluster,
+    from: &str,
+    kubeconfig: &Path,
+) -> Duration {
+    const MISSING: &str = "20000101T000000Z";
+    let asked = format!("{from}/{MISSING}");
+    let started = Instant::now();
+    cluster.kubectl_ok(&[
+        "annotate",
+        "tcp",
+        DR,
+        &format!("gantry.dev/restore-from={asked}"),
+    ]);
+    let failed = cluster.wait_for_within(
+        "a restore from a missing snapshot ends Failed",
+        Duration::from_secs(420),
+        &[
+            "get",
+            "tcp",
+            DR,
+            "-o",
+            "jsonpath={.status.backup.restore.from} {.status.backup.restore.phase}: {.status.backup.restore.message}",
+        ],
+        |out| out.starts_with(&format!("{asked} Failed:")),
+    );
+    assert!(
+        failed.contains("etcd's data are as before the restore") && failed.contains(MISSING),
+        "the status names the missing snapshot: {failed}"
+    );
+    cluster.wait_for_within(
+        "the tenant is Ready again after the failed restore",
+        Duration::from_secs(300),
+        &[
+            "get",
+            "tcp",
+            DR,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ],
+        |out| out == "True",
+    );
+    wait_tenant(
+        cluster,
+        kubeconfig,
+        "the tenant serves its objects again after the failed restore",
+        Duration::from_secs(180),
+        &[
+            "-n",
+            RESTORE_NAMESPACE,
+            "get",
+            "configmap",
+            "cm-9999",
+            "-o",
+            "name",
+        ],
+        |out| out == "configmap/cm-9999",
+    );
+    let took = started.elapsed();
+    assert_eq!(count(cluster, kubeconfig, "configmaps"), OBJECTS + 1);
+    cluster.kubectl_ok(&["annotate", "tcp", DR, "gantry.dev/restore-from-"]);
     took
+}
+
+/// What [`a_full_quota_shows_in_the_status_and_the_runbook_gives_it_back`] saw.
+pub struct QuotaRun {
+    pub filled_with: usize,
+    pub fill: Duration,
+    pub fix: Duration,
+}
+
+/// The tenant's writes fill its 64 MiB quota: etcd raises NOSPACE and the
+/// apiserver refuses writes. docs/operations.md's runbook: delete what
+/// filled it (deletes pass the alarm), run the upkeep now; the upkeep's
+/// report turns `EtcdBelowQuota` False (reason `QuotaReached`), writes pass
+/// again, and the next upkeep finds no alarm (True).
+pub fn a_full_quota_shows_in_the_status_and_the_runbook_gives_it_back(
+    cluster: &ServiceCluster,
+    kubeconfig: &Path,
+    dir: &Path,
+) -> QuotaRun {
+    const FILL_NAMESPACE: &str = "fill";
+    let started = Instant::now();
+    let made = tenant_kubectl(
+        cluster,
+        kubeconfig,
+        &["create", "namespace", FILL_NAMESPACE],
+    );
+    assert!(made.status.success(), "{}", output_text(&made));
+    let payload = dir.join("fill-900k.txt");
+    std::fs::write(&payload, "x".repeat(900 << 10)).unwrap();
+    let mut filled_with = 0;
+    let mut refusal = String::new();
+    for i in 0..200 {
+        let created = tenant_kubectl(
+            cluster,
+            kubeconfig,
+            &[
+                "-n",
+                FILL_NAMESPACE,
+                "create",
+                "configmap",
+                &format!("fill-{i}"),
+                &format!("--from-file=data={}", payload.display()),
+                "-o",
+                "name",
+            ],
+        );
+        if !created.status.success() {
+            refusal = output_text(&created);
+            break;
+        }
+        filled_with += 1;
+    }
+    assert!(
+        refusal.contains("database space exceeded"),
+        "{filled_with} ConfigMaps of 900 KiB and no NOSPACE refusal: {refusal}"
+    );
+    assert!(
+        filled_with >= 40,
+        "a 64 MiB quota refused writes after {filled_with} ConfigMaps of 900 KiB"
+    );
+    let fill = started.elapsed();
+
+    let fixing = Instant::now();
+    let deleted = tenant_kubectl(
+        cluster,
+        kubeconfig,
+        &[
+            "-n",
+            FILL_NAMESPACE,
+            "delete",
+            "configmaps",
+            "--all",
+            "--wait=true",
+        ],
+    );
+    assert!(
+        deleted.status.success(),
+        "deletes pass the alarm: {}",
+        output_text(&deleted)
+    );
+    let previous = cluster.kubectl_ok(&[
+        "get",
+        "tcp",
+        DR,
+        "-o",
+        "jsonpath={.status.backup.lastSnapshot.name}",
+    ]);
+    let first = run_the_upkeep_now(
+        cluster,
+        DR,
+        DR_NAMESPACE,
+        "upkeep-full",
+        previous.trim(),
+        "False",
+    );
+    let condition = cluster.kubectl_ok(&[
+        "get",
+        "tcp",
+        DR,
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"EtcdBelowQuota\")].reason}: {.status.conditions[?(@.type==\"EtcdBelowQuota\")].message}",
+    ]);
+    assert!(
+        condition.starts_with("QuotaReached:") && condition.contains("disarmed"),
+        "{condition}"
+    );
+    wait_tenant(
+        cluster,
+        kubeconfig,
+        "a write passes once the upkeep disarmed NOSPACE",
+        Duration::from_secs(60),
+        &[
+            "-n",
+            FILL_NAMESPACE,
+            "create",
+            "configmap",
+            "after-the-fix",
+            "-o",
+            "name",
+        ],
+        |out| out == "configmap/after-the-fix",
+    );
+    run_the_upkeep_now(cluster, DR, DR_NAMESPACE, "upkeep-after", &first, "True");
+    QuotaRun {
+        filled_with,
+        fill,
+        fix: fixing.elapsed(),
+    }
+}
+
+/// `kubectl delete tcp`, waiting for the finalizer to finish.
+pub fn delete_the_tenant(cluster: &ServiceCluster, tenant: &str) {
+    let deleted = cluster.kubectl(&["delete", "tcp", tenant, "--wait=true", "--timeout=300s"]);
+    assert!(deleted.status.success(), "{}", output_text(&deleted));
 }
