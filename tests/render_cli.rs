@@ -323,16 +323,7 @@ fn restore_from_writes_one_job_per_member_and_the_next_render_removes_them() {
     let manifest = tmp.path().join("tenant-a.yaml");
     std::fs::write(&manifest, example()).unwrap();
     let out = tmp.path().join("bundle");
-    let render_with = |extra: &[&str]| {
-        let mut args = vec![
-            "render",
-            manifest.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        gantry(&args)
-    };
+    let render_with = |extra: &[&str]| gantry_tests::bundle::render(&manifest, &out, extra);
     let key = tmp.path().join("platform.key");
     let made = gantry(&["backup", "platform-key", "--out", key.to_str().unwrap()]);
     assert!(
