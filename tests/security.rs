@@ -139,67 +139,105 @@ fn the_crd_refuses_weakening_extra_args(plane: &ControlPlane, dir: &std::path::P
             "crd/tenantcontrolplanes.gantry.dev",
         ],
     );
-    let apply = |component: &str, flag: &str, value: &str| {
-        let manifest = dir.join("tcp.yaml");
-        std::fs::write(
-            &manifest,
-            format!(
-                "apiVersion: gantry.dev/v1alpha1\nkind: TenantControlPlane\nmetadata:\n  name: weak\n\
-                 spec:\n  version: \"1.37\"\n  {component}:\n    extraArgs:\n      {flag}: \"{value}\"\n"
-            ),
-        )
-        .unwrap();
-        plane.kubectl(
-            "admin.conf",
-            &[
-                "apply",
-                "--dry-run=server",
-                "-f",
-                manifest.to_str().unwrap(),
-            ],
-        )
-    };
+    // Every flag of the policy, each refused and allowed sample, in one
+    // server-side dry run of many objects (weak-N and fine-N).
+    use gantry_api::extra_args::{API_SERVER, CONTROLLER_MANAGER_AND_SCHEDULER, samples};
+    let mut manifests = String::new();
+    let mut refused = Vec::new();
+    let mut allowed = Vec::new();
+    for (components, rules) in [
+        (&["apiServer"][..], API_SERVER),
+        (
+            &["controllerManager", "scheduler"][..],
+            CONTROLLER_MANAGER_AND_SCHEDULER,
+        ),
+    ] {
+        for component in components {
+            for rule in rules {
+                let (good, bad) = samples(rule);
+                for (value, refuse) in
+                    (bad.iter().map(|v| (v, true))).chain(good.iter().map(|v| (v, false)))
+                {
+                    let name = if refuse {
+                        refused.push((component.to_string(), rule.flag, value.clone()));
+                        format!("weak-{}", refused.len() - 1)
+                    } else {
+                        allowed.push((component.to_string(), rule.flag, value.clone()));
+                        format!("fine-{}", allowed.len() - 1)
+                    };
+                    manifests.push_str(&format!(
+                        "apiVersion: gantry.dev/v1alpha1\nkind: TenantControlPlane\nmetadata:\n  name: {name}\n\
+                         spec:\n  version: \"1.37\"\n  {component}:\n    extraArgs:\n      {}: {}\n---\n",
+                        rule.flag,
+                        serde_json::to_string(value).unwrap()
+                    ));
+                }
+            }
+        }
+    }
+    // The holes issue 28 found, by name: each was accepted before.
     for (component, flag, value) in [
-        ("apiServer", "authorization-mode", "AlwaysAllow"),
-        ("apiServer", "anonymous-auth", "true"),
+        ("apiServer", "requestheader-allowed-names", ""),
+        ("apiServer", "requestheader-group-headers", "X-Not-Gantry"),
         (
             "apiServer",
-            "enable-admission-plugins",
-            "NodeRestriction,DenyServiceExternalIPs,AlwaysAdmit",
+            "service-account-max-token-expiration",
+            "876000h",
         ),
-        ("apiServer", "disable-admission-plugins", "NodeRestriction"),
-        (
-            "apiServer",
-            "etcd-servers-overrides",
-            "/secrets#https://etcd-0.etcd.tcp-other.svc:2379",
-        ),
-        ("apiServer", "tls-min-version", "VersionTLS10"),
-        ("controllerManager", "cluster-signing-key-file", "/tmp/key"),
-        ("scheduler", "profiling", "true"),
+        ("apiServer", "api-audiences", "https://elsewhere"),
+        ("apiServer", "v", "10"),
+        ("controllerManager", "master", "https://elsewhere:6443"),
+        ("controllerManager", "bind-address", "127.0.0.1"),
+        ("scheduler", "feature-gates", "SchedulerQueueingHints=true"),
+        ("controllerManager", "cluster-signing-duration", "876000h"),
     ] {
-        let refused = apply(component, flag, value);
-        let text = output_text(&refused);
+        refused.push((component.to_string(), flag, value.to_string()));
+        manifests.push_str(&format!(
+            "apiVersion: gantry.dev/v1alpha1\nkind: TenantControlPlane\nmetadata:\n  name: weak-{}\n\
+             spec:\n  version: \"1.37\"\n  {component}:\n    extraArgs:\n      {flag}: \"{value}\"\n---\n",
+            refused.len() - 1
+        ));
+    }
+    // A flag outside the list passes, whatever its value.
+    allowed.push(("apiServer".into(), "audit-log-maxage", "30".into()));
+    manifests.push_str(&format!(
+        "apiVersion: gantry.dev/v1alpha1\nkind: TenantControlPlane\nmetadata:\n  name: fine-{}\n\
+         spec:\n  version: \"1.37\"\n  apiServer:\n    extraArgs:\n      audit-log-maxage: \"30\"\n",
+        allowed.len() - 1
+    ));
+    let file = dir.join("extra-args.yaml");
+    std::fs::write(&file, manifests).unwrap();
+    let output = plane.kubectl(
+        "admin.conf",
+        &["apply", "--dry-run=server", "-f", file.to_str().unwrap()],
+    );
+    let text = output_text(&output);
+    for (index, (component, flag, value)) in refused.iter().enumerate() {
+        let line = text
+            .lines()
+            .find(|line| line.contains(&format!("\"weak-{index}\" is invalid")))
+            .unwrap_or_else(|| panic!("{component} --{flag}={value:?} was accepted"));
         assert!(
-            !refused.status.success(),
-            "{component} --{flag}={value} was accepted"
-        );
-        assert!(
-            text.contains(&format!("extraArgs: --{flag} is refused")),
-            "{component} --{flag}={value}: {text}"
+            line.contains(&format!("extraArgs: --{flag} is refused")),
+            "{component} --{flag}={value:?}: {line}"
         );
     }
-    for (component, flag, value) in [
-        ("apiServer", "authorization-mode", "Node,RBAC,Webhook"),
-        ("apiServer", "audit-log-maxage", "30"),
-        ("apiServer", "tls-min-version", "VersionTLS13"),
-    ] {
-        let accepted = apply(component, flag, value);
+    for (index, (component, flag, value)) in allowed.iter().enumerate() {
         assert!(
-            accepted.status.success(),
-            "{component} --{flag}={value}: {}",
-            output_text(&accepted)
+            text.contains(&format!(
+                "tenantcontrolplane.gantry.dev/fine-{index} created (server dry run)"
+            )),
+            "{component} --{flag}={value:?} was refused: {}",
+            text.lines()
+                .find(|l| l.contains(&format!("\"fine-{index}\"")))
+                .unwrap_or(&text)
         );
     }
+    eprintln!(
+        "EXTRA-ARGS on the real apiserver: {} values refused and {} allowed as the policy says",
+        refused.len(),
+        allowed.len()
+    );
 }
 
 /// Whether `openssl s_client` completes a TLS 1.2 handshake with `host_port`

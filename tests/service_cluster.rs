@@ -167,7 +167,7 @@ fn the_real_apiserver_enforces_the_crd(plane: &ControlPlane) {
         ),
         (
             "  controllerManager:\n    replicas: 1\n",
-            "  controllerManager:\n    replicas: 1\n    extraArgs:\n      v: \"2\\n--kubeconfig=/x\"\n",
+            "  controllerManager:\n    replicas: 1\n    extraArgs:\n      terminated-pod-gc-threshold: \"2\\n--kubeconfig=/x\"\n",
             "values hold no control characters",
         ),
     ];

@@ -22,6 +22,38 @@ pub enum Allowed {
         forbidden: &'static [&'static str],
         only: &'static [&'static str],
     },
+    /// A duration of whole hours, minutes and seconds (`48h`, `90m`,
+    /// `1h30m`), from `min` to `max` (both written so).
+    Duration {
+        min: &'static str,
+        max: &'static str,
+    },
+}
+
+/// The durations [`Allowed::Duration`] reads: `[Nh][Nm][Ns]`, each number
+/// of at most six digits, at least one part. The CEL rule checks the same
+/// pattern before it asks `duration()`, which would fail on anything else.
+const DURATION_PATTERN: &str = "^([0-9]{1,6}h)?([0-9]{1,6}m)?([0-9]{1,6}s)?$";
+
+/// Seconds in `text` if it is a duration [`DURATION_PATTERN`] takes.
+pub fn duration_seconds(text: &str) -> Option<u64> {
+    if text.is_empty() {
+        return None;
+    }
+    let mut rest = text;
+    let mut total = 0u64;
+    for (unit, seconds) in [('h', 3600), ('m', 60), ('s', 1)] {
+        if let Some(at) = rest.find(unit) {
+            let number = &rest[..at];
+            let digits_only = number.bytes().all(|b| b.is_ascii_digit());
+            if number.is_empty() || number.len() > 6 || !digits_only {
+                return None;
+            }
+            total += number.parse::<u64>().ok()? * seconds;
+            rest = &rest[at + 1..];
+        }
+    }
+    rest.is_empty().then_some(total)
 }
 
 /// One flag of the policy and why it is bounded.
@@ -78,9 +110,46 @@ const TLS_RULES: [FlagRule; 3] = [
     },
 ];
 
+/// Log verbosity: from level 5 the components log requests in detail (at
+/// 8 and above, whole request and response bodies, Secrets among them).
+const VERBOSITY_RULES: [FlagRule; 2] = [
+    FlagRule {
+        flag: "v",
+        allowed: Allowed::OneOf(&["0", "1", "2", "3", "4"]),
+        why: "must be 0 to 4: higher levels log requests in detail, Secrets' bodies among them",
+    },
+    FlagRule {
+        flag: "vmodule",
+        allowed: Allowed::Never,
+        why: "would raise the log level per file past what v allows",
+    },
+];
+
+/// The front proxy's headers (`requestheader-*`): which client certificates
+/// may assert a user, and in which headers. gantry sets them for its
+/// aggregation layer; an empty allowed-names list would let any certificate
+/// of the front-proxy CA assert any user.
+const REQUEST_HEADER_RULES: [FlagRule; 6] = [
+    owned("requestheader-allowed-names"),
+    owned("requestheader-client-ca-file"),
+    owned("requestheader-extra-headers-prefix"),
+    owned("requestheader-group-headers"),
+    owned("requestheader-username-headers"),
+    FlagRule {
+        flag: "requestheader-uid-headers",
+        allowed: Allowed::Never,
+        why: "would let the front proxy's clients assert a user's UID",
+    },
+];
+
 /// kube-apiserver.
 pub const API_SERVER: &[FlagRule] = &[
     owned("advertise-address"),
+    FlagRule {
+        flag: "api-audiences",
+        allowed: Allowed::Never,
+        why: "would accept tokens minted for other audiences (the issuer is the audience)",
+    },
     // Anonymous access is configured in gantry's AuthenticationConfiguration,
     // which the apiserver refuses to combine with this flag.
     owned("anonymous-auth"),
@@ -151,7 +220,12 @@ pub const API_SERVER: &[FlagRule] = &[
     owned("kubelet-client-key"),
     owned("proxy-client-cert-file"),
     owned("proxy-client-key-file"),
-    owned("requestheader-client-ca-file"),
+    REQUEST_HEADER_RULES[0],
+    REQUEST_HEADER_RULES[1],
+    REQUEST_HEADER_RULES[2],
+    REQUEST_HEADER_RULES[3],
+    REQUEST_HEADER_RULES[4],
+    REQUEST_HEADER_RULES[5],
     owned("secure-port"),
     FlagRule {
         flag: "service-account-extend-token-expiration",
@@ -160,6 +234,15 @@ pub const API_SERVER: &[FlagRule] = &[
     },
     owned("service-account-issuer"),
     owned("service-account-key-file"),
+    // kube-apiserver itself refuses less than an hour.
+    FlagRule {
+        flag: "service-account-max-token-expiration",
+        allowed: Allowed::Duration {
+            min: "1h",
+            max: "48h",
+        },
+        why: "must be a duration from 1h to 48h: a stolen token stays valid that long",
+    },
     FlagRule {
         flag: "service-account-lookup",
         allowed: Allowed::OneOf(&["true"]),
@@ -177,6 +260,8 @@ pub const API_SERVER: &[FlagRule] = &[
     TLS_RULES[0],
     TLS_RULES[1],
     TLS_RULES[2],
+    VERBOSITY_RULES[0],
+    VERBOSITY_RULES[1],
 ];
 
 /// kube-controller-manager and kube-scheduler (one CRD type holds both
@@ -184,11 +269,37 @@ pub const API_SERVER: &[FlagRule] = &[
 pub const CONTROLLER_MANAGER_AND_SCHEDULER: &[FlagRule] = &[
     owned("authentication-kubeconfig"),
     owned("authorization-kubeconfig"),
+    // The kubelet's probes and the NetworkPolicies reach the pod's address.
+    FlagRule {
+        flag: "bind-address",
+        allowed: Allowed::Never,
+        why: "is left to gantry: the probes and the NetworkPolicies expect the pod's address",
+    },
     owned("client-ca-file"),
     owned("cluster-cidr"),
     owned("cluster-signing-cert-file"),
+    // The kubelets' client and serving certificates, which the
+    // controller-manager signs with the tenant's CA.
+    FlagRule {
+        flag: "cluster-signing-duration",
+        allowed: Allowed::Duration {
+            min: "1h",
+            max: "8760h",
+        },
+        why: "must be a duration from 1h to 8760h: the certificates it signs live that long",
+    },
     owned("cluster-signing-key-file"),
+    FlagRule {
+        flag: "feature-gates",
+        allowed: Allowed::Never,
+        why: "would turn on controllers and scheduling features gantry does not test, alpha ones among them",
+    },
     owned("kubeconfig"),
+    FlagRule {
+        flag: "master",
+        allowed: Allowed::Never,
+        why: "would point it at another API server than its tenant's",
+    },
     owned("requestheader-client-ca-file"),
     owned("root-ca-file"),
     owned("service-account-private-key-file"),
@@ -224,11 +335,61 @@ pub const CONTROLLER_MANAGER_AND_SCHEDULER: &[FlagRule] = &[
     TLS_RULES[0],
     TLS_RULES[1],
     TLS_RULES[2],
+    VERBOSITY_RULES[0],
+    VERBOSITY_RULES[1],
 ];
 
 /// The controller-manager's and scheduler's default
 /// `--authorization-always-allow-paths`, the only ones `extraArgs` may name.
 pub const ALWAYS_ALLOWED_PATHS: &[&str] = &["/healthz", "/readyz", "/livez"];
+
+/// Values of `rule`'s flag that its policy allows, and values it refuses:
+/// what the tests give the CRD's CEL (in the unit tests and on a real API
+/// server) and the renderer, so that every flag of the list is tried.
+pub fn samples(rule: &FlagRule) -> (Vec<String>, Vec<String>) {
+    match rule.allowed {
+        Allowed::Never => (vec![], vec!["x".into(), "".into()]),
+        Allowed::OneOf(values) => (
+            values.iter().map(|v| v.to_string()).collect(),
+            vec!["AlwaysAllow".into(), format!("{},x", values[0]), "".into()],
+        ),
+        Allowed::List {
+            required,
+            forbidden,
+            only,
+        } => {
+            let mut good = required.to_vec();
+            good.extend_from_slice(&only[..only.len().min(2)]);
+            if good.is_empty() {
+                good.push("PodNodeSelector");
+            }
+            let good = good.join(",");
+            let mut bad = forbidden
+                .iter()
+                .map(|item| format!("{good},{item}"))
+                .collect::<Vec<_>>();
+            bad.extend(required.iter().map(|item| good.replace(item, "Other")));
+            if !only.is_empty() {
+                bad.push(format!("{good},TLS_RSA_WITH_AES_128_CBC_SHA"));
+            }
+            (vec![good], bad)
+        }
+        Allowed::Duration { min, max } => {
+            let seconds = |text: &str| duration_seconds(text).unwrap();
+            (
+                vec![min.to_string(), max.to_string()],
+                vec![
+                    format!("{}s", seconds(min) - 1),
+                    format!("{}s", seconds(max) + 1),
+                    "1d".into(),
+                    "-1h".into(),
+                    "1.5h".into(),
+                    "".into(),
+                ],
+            )
+        }
+    }
+}
 
 /// Why `value` is refused for `flag` under `rules`, if it is.
 pub fn refusal(rules: &[FlagRule], flag: &str, value: &str) -> Option<&'static str> {
@@ -245,6 +406,10 @@ pub fn refusal(rules: &[FlagRule], flag: &str, value: &str) -> Option<&'static s
             required.iter().all(|item| items.contains(item))
                 && !forbidden.iter().any(|item| items.contains(item))
                 && (only.is_empty() || items.iter().all(|item| only.contains(item)))
+        }
+        Allowed::Duration { min, max } => {
+            let bound = |text: &str| duration_seconds(text).expect("the policy's bounds parse");
+            duration_seconds(value).is_some_and(|v| (bound(min)..=bound(max)).contains(&v))
         }
     };
     (!allowed).then_some(rule.why)
@@ -309,6 +474,10 @@ fn refused_value_cel(rule: &FlagRule) -> Option<String> {
             }
             bad.join(" || ")
         }
+        Allowed::Duration { min, max } => format!(
+            "!({value}.matches('{DURATION_PATTERN}') && {value} != '' \
+             && duration({value}) >= duration('{min}') && duration({value}) <= duration('{max}'))"
+        ),
     };
     Some(format!("'{}' in self && ({bad})", rule.flag))
 }

@@ -206,36 +206,17 @@ fn manifests_refuse_unknown_fields_and_namespaces() {
     );
 }
 
-/// Values of `rule`'s flag that its policy allows, and values it refuses.
-fn samples(rule: &crate::extra_args::FlagRule) -> (Vec<String>, Vec<String>) {
-    use crate::extra_args::Allowed;
-    match rule.allowed {
-        Allowed::Never => (vec![], vec!["x".into(), "".into()]),
-        Allowed::OneOf(values) => (
-            values.iter().map(|v| v.to_string()).collect(),
-            vec!["AlwaysAllow".into(), format!("{},x", values[0]), "".into()],
-        ),
-        Allowed::List {
-            required,
-            forbidden,
-            only,
-        } => {
-            let mut good = required.to_vec();
-            good.extend_from_slice(&only[..only.len().min(2)]);
-            if good.is_empty() {
-                good.push("PodNodeSelector");
-            }
-            let good = good.join(",");
-            let mut bad = forbidden
-                .iter()
-                .map(|item| format!("{good},{item}"))
-                .collect::<Vec<_>>();
-            bad.extend(required.iter().map(|item| good.replace(item, "Other")));
-            if !only.is_empty() {
-                bad.push(format!("{good},TLS_RSA_WITH_AES_128_CBC_SHA"));
-            }
-            (vec![good], bad)
-        }
+#[test]
+fn durations_are_whole_hours_minutes_and_seconds() {
+    use crate::extra_args::duration_seconds;
+    assert_eq!(duration_seconds("48h"), Some(48 * 3600));
+    assert_eq!(duration_seconds("1h30m"), Some(5400));
+    assert_eq!(duration_seconds("90m5s"), Some(5405));
+    assert_eq!(duration_seconds("0s"), Some(0));
+    for bad in [
+        "", "h", "1d", "1.5h", "-1h", "1m1h", "1h1h", "1234567h", " 1h", "1H",
+    ] {
+        assert_eq!(duration_seconds(bad), None, "{bad:?}");
     }
 }
 
@@ -253,7 +234,7 @@ fn extra_args_policy_is_one_list_for_cel_and_the_renderer() {
         ),
     ] {
         for rule in rules {
-            let (good, bad) = samples(rule);
+            let (good, bad) = crate::extra_args::samples(rule);
             for component in components {
                 for value in &good {
                     assert_eq!(
@@ -279,7 +260,8 @@ fn extra_args_policy_is_one_list_for_cel_and_the_renderer() {
                         rule.flag
                     );
                     let mut tcp = example();
-                    tcp["spec"][component]["extraArgs"] = json!({ rule.flag: value, "v": "2" });
+                    tcp["spec"][component]["extraArgs"] =
+                        json!({ rule.flag: value, "audit-log-maxage": "30" });
                     let err =
                         cel(&tcp, None).expect_err(&format!("{component} --{}={value}", rule.flag));
                     assert!(
